@@ -118,7 +118,7 @@ def equivariance_error(
             out_moved = [out_moved] if single else list(out_moved)
             for y, y_moved, d in zip(outs, out_moved, decl_out):
                 expected = transform(y, d, R.to(dtype), t.to(dtype))
-                worst = max(worst, float((y_moved - expected).abs().max()) if y.numel() else 0.0)
+                worst = max(worst, float((y_moved - expected).detach().abs().max()) if y.numel() else 0.0)
         errors[kind] = worst
     return errors
 

@@ -1,0 +1,386 @@
+"""SO2Conv: the eSCN convolution — rotate into the edge frame, SO(2) linear maps per m, rotate back.
+
+Once an edge is rotated onto +y, the TFN message ``x (x)_w Y(y)`` only couples order ``+m`` with ``+-m``
+(DESIGN.md, "The SO(2) reduction"). For input block ``(l1, p1)`` and output block ``(l3, p3)`` write
+``eps = p (-1)^l`` ("natural" irreps have eps = +1, "pseudo" ones eps = -1). Pairs of equal eps couple
+through ``W1`` (``y+ = W1 x+, y- = W1 x-``), pairs of opposite eps through ``W2``
+(``y+ = -W2 x-, y- = W2 x+``, absent at m = 0). Treating a pseudo component as ``i`` times a natural one,
+both become one real matrix ``B_m`` acting on two stacked vectors, so each m is one (batched) matmul:
+
+    V+ = [x+ (natural cols); -x- (pseudo cols)],  V- = [x- (natural); x+ (pseudo)],  P = B_m [V+ V-]
+    natural rows: y+ = P+, y- = P-;   pseudo rows: y+ = P-, y- = -P+.
+
+m = 0 has only ``W1``: one matrix per class. This keeps the layer O(3)-equivariant (parity respected),
+not only SO(3). With ``mmax < lmax`` orders ``|m| > mmax`` are dropped in the edge frame, which stays
+exactly equivariant.
+
+Weights (``weight_numel`` columns, layout below) come per edge (default, e.g. from a radial MLP: same
+call as :class:`escn.nn.TFNConv`) or are owned by the layer (``shared_weights=True``, eSCN style), in
+which case the per-edge input is a radial modulation of the SO(2) inputs (``num_gates`` columns).
+Layout "so2" (``lmax_filter=None``): for m = 0 the natural-class block then the pseudo-class block,
+then ``B_1 .. B_mmax``, each row-major (output component, input component), components ordered by
+irreps entry then multiplicity. Layout "tfn" (``lmax_filter`` given, or :meth:`SO2Conv.from_tfn`):
+exactly TFNConv's per-path weights, mapped to ``B_m`` by a fixed sparse linear map.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from escn.nn._checks import check_conv_inputs
+from escn.nn.tfn_conv import TFNConv, tfn_paths
+from escn.o3.edge_frame import edge_frame
+from escn.o3.irreps import Irreps
+from escn.o3.wigner import wigner_3j
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class _Stage:
+    """Shapes and weight offsets of one SO(2) stage (one m, or one class at m = 0)."""
+
+    m: int
+    n_in: int
+    n_out: int
+    offset: int  # into the so2 weight vector
+    gate_offset: int  # into the gate vector (shared mode)
+    in_offset: int  # into the gathered V vector (per row of V)
+    out_offset: int  # into the P vector
+
+
+class _Layout:
+    """Index maps between irreps layout, rotated (edge-frame) layout and the per-m SO(2) stages."""
+
+    def __init__(self, irreps_in: Irreps, irreps_out: Irreps, mmax: int) -> None:
+        self.mmax = mmax
+        self.lmax_in = max((ir.l for _, ir in irreps_in), default=0)
+        self.lmax_out = max((ir.l for _, ir in irreps_out), default=0)
+        self.lmax = max(self.lmax_in, self.lmax_out)
+        self.in_groups, in_pos = self._groups(irreps_in)
+        self.out_groups, out_pos = self._groups(irreps_out)
+
+        # components per m: (entry, u, eps, position of +m, position of -m) in the rotated flat layout
+        def comps(irreps: Irreps, pos, m: int):
+            out = []
+            for i, (mul, ir) in enumerate(irreps):
+                if ir.l < m:
+                    continue
+                eps = ir.p * (-1) ** ir.l
+                for u in range(mul):
+                    out.append((i, u, eps, pos(i, u, m), pos(i, u, -m)))
+            return out
+
+        self.stages: list[_Stage] = []
+        self.in_cols: list[list] = []  # per stage, the component list for columns
+        self.out_rows: list[list] = []
+        gather_idx: list[int] = []
+        gather_sign: list[float] = []
+        n_w = n_g = n_v = n_p = 0
+        for m in range(0, mmax + 1):
+            cin, cout = comps(irreps_in, in_pos, m), comps(irreps_out, out_pos, m)
+            if m == 0:
+                classes = [(+1, [c for c in cin if c[2] == 1], [c for c in cout if c[2] == 1]),
+                           (-1, [c for c in cin if c[2] == -1], [c for c in cout if c[2] == -1])]
+                for _, ci, co in classes:
+                    st = _Stage(0, len(ci), len(co), n_w, n_g, n_v, n_p)
+                    self.stages.append(st)
+                    self.in_cols.append(ci)
+                    self.out_rows.append(co)
+                    gather_idx += [c[3] for c in ci]
+                    gather_sign += [1.0] * len(ci)
+                    n_w += st.n_in * st.n_out
+                    n_g += st.n_in
+                    n_v += st.n_in
+                    n_p += st.n_out
+            else:
+                st = _Stage(m, len(cin), len(cout), n_w, n_g, n_v, n_p)
+                self.stages.append(st)
+                self.in_cols.append(cin)
+                self.out_rows.append(cout)
+                # V+ then V-
+                gather_idx += [c[3] if c[2] == 1 else c[4] for c in cin]
+                gather_sign += [1.0 if c[2] == 1 else -1.0 for c in cin]
+                gather_idx += [c[4] if c[2] == 1 else c[3] for c in cin]
+                gather_sign += [1.0] * len(cin)
+                n_w += st.n_in * st.n_out
+                n_g += st.n_in
+                n_v += 2 * st.n_in
+                n_p += 2 * st.n_out
+        self.so2_numel = n_w
+        self.num_gates = n_g
+        self.gather_idx = gather_idx
+        self.gather_sign = gather_sign
+        self.p_numel = n_p
+
+        # scatter: every rotated output position reads one P entry, with a sign
+        out_size = sum(len(g["channels"]) * (2 * min(l, mmax) + 1) for l, g in self.out_groups.items())
+        scatter_idx = [0] * out_size
+        scatter_sign = [0.0] * out_size
+        for st, rows in zip(self.stages, self.out_rows):
+            for r, (i, u, eps, pos_p, pos_m) in enumerate(rows):
+                if st.m == 0:
+                    scatter_idx[pos_p] = st.out_offset + r
+                    scatter_sign[pos_p] = 1.0
+                    continue
+                plus, minus = st.out_offset + r, st.out_offset + st.n_out + r
+                if eps == 1:
+                    scatter_idx[pos_p], scatter_sign[pos_p] = plus, 1.0
+                    scatter_idx[pos_m], scatter_sign[pos_m] = minus, 1.0
+                else:
+                    scatter_idx[pos_p], scatter_sign[pos_p] = minus, 1.0
+                    scatter_idx[pos_m], scatter_sign[pos_m] = plus, -1.0
+        self.scatter_idx = scatter_idx
+        self.scatter_sign = scatter_sign
+
+    def _groups(self, irreps: Irreps):
+        """Group irreps entries by l. Returns ({l: {"entries": [...], "channels": [(entry, u)...], "offset": int}},
+        pos(entry, u, m) -> index in the rotated flat layout)."""
+        mmax = self.mmax
+        groups: dict[int, dict] = {}
+        for i, (mul, ir) in enumerate(irreps):
+            g = groups.setdefault(ir.l, {"entries": [], "channels": []})
+            g["entries"].append(i)
+            g["channels"] += [(i, u) for u in range(mul)]
+        offset = 0
+        chan_index: dict[tuple[int, int], tuple[int, int]] = {}
+        for l in sorted(groups):
+            g = groups[l]
+            g["offset"] = offset
+            r = 2 * min(l, mmax) + 1
+            for c, key in enumerate(g["channels"]):
+                chan_index[key] = (l, offset + c * r)
+            offset += len(g["channels"]) * r
+        groups = dict(sorted(groups.items()))
+
+        def pos(i: int, u: int, m: int) -> int:
+            l, base = chan_index[(i, u)]
+            k = min(l, mmax)
+            return base + k + m
+
+        return groups, pos
+
+
+class SO2Conv(nn.Module):
+    """eSCN convolution: edge-frame rotation + per-m SO(2) linear maps + rotation back + sum into dst.
+
+    Args:
+        irreps_in, irreps_out: node feature irreps (strings or ``Irreps``); any multiplicities and parities.
+        mmax: keep orders ``|m| <= mmax`` in the edge frame (default: the largest l, i.e. no truncation).
+        lmax_filter: if given, restrict to the function space of a TFN with filters ``Y^0..Y^lmax_filter``
+            and take weights in TFNConv's path layout; default None: the full SO(2) weight space.
+        shared_weights: if True the layer owns the weights and ``forward``'s ``weight`` argument is the
+            per-edge radial modulation of shape (E, num_gates) (eSCN style).
+        avg_num_neighbors: if given, divide the neighbour sum by ``sqrt(avg_num_neighbors)``.
+
+    ``forward(x, edge_src, edge_dst, edge_vec, weight)``: ``x`` (N, irreps_in.dim), ``edge_src``/``edge_dst``
+    (E,) int64, ``edge_vec`` (E, 3) = ``pos[dst] - pos[src]`` (nonzero), ``weight`` (E, weight_numel) —
+    returns (N, irreps_out.dim).
+    """
+
+    def __init__(
+        self,
+        irreps_in: Irreps | str,
+        irreps_out: Irreps | str,
+        mmax: int | None = None,
+        lmax_filter: int | None = None,
+        shared_weights: bool = False,
+        avg_num_neighbors: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.irreps_in = Irreps(irreps_in)
+        self.irreps_out = Irreps(irreps_out)
+        if self.irreps_in.dim == 0 or self.irreps_out.dim == 0:
+            raise ValueError(f"irreps_in and irreps_out must be non-empty, got {self.irreps_in!s} -> {self.irreps_out!s}")
+        lmax = max(max(ir.l for _, ir in self.irreps_in), max(ir.l for _, ir in self.irreps_out))
+        if mmax is None:
+            mmax = lmax
+        if isinstance(mmax, bool) or not isinstance(mmax, int) or mmax < 0:
+            raise ValueError(f"mmax must be an int >= 0, got {mmax!r}")
+        mmax = min(mmax, lmax)
+        if lmax_filter is not None and (isinstance(lmax_filter, bool) or not isinstance(lmax_filter, int) or lmax_filter < 0):
+            raise ValueError(f"lmax_filter must be None or an int >= 0, got {lmax_filter!r}")
+        if avg_num_neighbors is not None and not avg_num_neighbors > 0:
+            raise ValueError(f"avg_num_neighbors must be > 0, got {avg_num_neighbors!r}")
+        self.lmax = lmax
+        self.mmax = mmax
+        self.lmax_filter = lmax_filter
+        self.shared_weights = shared_weights
+        self.avg_num_neighbors = avg_num_neighbors
+        self.layout = _Layout(self.irreps_in, self.irreps_out, mmax)
+        L = self.layout
+        dt = torch.get_default_dtype()
+        self.register_buffer("_gather_idx", torch.tensor(L.gather_idx, dtype=torch.long), persistent=False)
+        self.register_buffer("_gather_sign", torch.tensor(L.gather_sign, dtype=dt), persistent=False)
+        self.register_buffer("_scatter_idx", torch.tensor(L.scatter_idx, dtype=torch.long), persistent=False)
+        self.register_buffer("_scatter_sign", torch.tensor(L.scatter_sign, dtype=dt), persistent=False)
+
+        if lmax_filter is None:
+            self.weight_layout = "so2"
+            self.param_numel = L.so2_numel
+            # variance-preserving: each output sums fan_in = n_in products of unit-variance terms
+            scale = torch.cat([torch.full((st.n_in * st.n_out,), 1 / math.sqrt(st.n_in) if st.n_in else 0.0) for st in L.stages]) if L.stages else torch.zeros(0)
+            self.register_buffer("_so2_scale", scale.to(dt), persistent=False)
+        else:
+            self.weight_layout = "tfn"
+            self._build_tfn_map(lmax_filter)
+        if shared_weights:
+            self.weight = nn.Parameter(torch.randn(self.param_numel, dtype=dt))
+            self.weight_numel = L.num_gates
+        else:
+            self.weight_numel = self.param_numel
+
+    # ------------------------------------------------------------------ TFN -> SO(2) weight map
+    def _build_tfn_map(self, lmax_filter: int) -> None:
+        """Precompute the sparse map from TFNConv's path weights to the so2 layout as ``K`` gathers:
+        ``so2[:, j] = sum_k coef[k, j] * tfn[:, index[k, j]]`` (index points at a zero column when unused)."""
+        L = self.layout
+        paths = tfn_paths(self.irreps_in, lmax_filter, self.irreps_out)
+        self.tfn_paths = paths
+        n_tfn = sum(p.mul_in * p.mul_out for p in paths)
+        self.param_numel = n_tfn
+        contrib: list[list[tuple[int, float]]] = [[] for _ in range(L.so2_numel)]
+        # where each (m, entry_out, w) row and (m, entry_in, u) column live inside the stages
+        row_of: dict[tuple[int, int, int], tuple[_Stage, int]] = {}
+        col_of: dict[tuple[int, int, int], int] = {}
+        for st, rows, cols in zip(L.stages, L.out_rows, L.in_cols):
+            for r, (i, u, *_rest) in enumerate(rows):
+                row_of[(st.m, i, u)] = (st, r)
+            for c, (i, u, *_rest) in enumerate(cols):
+                col_of[(st.m, i, u, )] = c
+        for p in paths:
+            eps_in = self.irreps_in[p.i_in].ir.p * (-1) ** p.l_in
+            eps_out = self.irreps_out[p.i_out].ir.p * (-1) ** p.l_out
+            C = wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64)[:, p.l_filter, :]  # (i, k)
+            M = (p.norm * math.sqrt(2 * p.l_filter + 1)) * C.T  # M[k, i]
+            for m in range(0, min(p.l_in, p.l_out, self.mmax) + 1):
+                w1 = float(M[p.l_out + m, p.l_in + m])  # y+ <- x+
+                w2 = float(M[p.l_out - m, p.l_in + m])  # y- <- x+
+                if eps_in == eps_out:
+                    value = w1
+                elif eps_out == 1:
+                    value = w2
+                else:
+                    value = -w2
+                if m == 0 and eps_in != eps_out:
+                    continue
+                if value == 0.0:
+                    continue
+                for u in range(p.mul_in):
+                    for w in range(p.mul_out):
+                        st, r = row_of[(m, p.i_out, w)]
+                        c = col_of[(m, p.i_in, u)]
+                        j = st.offset + r * st.n_in + c
+                        contrib[j].append((p.offset + u * p.mul_out + w, value))
+        K = max((len(c) for c in contrib), default=0)
+        index = torch.full((K, L.so2_numel), n_tfn, dtype=torch.long)  # n_tfn: the appended zero column
+        coef = torch.zeros(K, L.so2_numel, dtype=torch.float64)
+        for j, cj in enumerate(contrib):
+            for k, (t, v) in enumerate(cj):
+                index[k, j] = t
+                coef[k, j] = v
+        self.register_buffer("_map_index", index, persistent=False)
+        self.register_buffer("_map_coef", coef.to(torch.get_default_dtype()), persistent=False)
+
+    def _tfn_to_so2(self, w: Tensor) -> Tensor:
+        """(..., n_tfn) path weights -> (..., so2_numel) SO(2) weights."""
+        padded = torch.cat([w, w.new_zeros(w.shape[:-1] + (1,))], dim=-1)
+        out = None
+        for k in range(self._map_index.shape[0]):
+            term = padded[..., self._map_index[k]] * self._map_coef[k]
+            out = term if out is None else out + term
+        return out if out is not None else w.new_zeros(w.shape[:-1] + (self.layout.so2_numel,))
+
+    @classmethod
+    def from_tfn(cls, tfn: TFNConv) -> "SO2Conv":
+        """An SO2Conv computing exactly ``tfn``'s function from TFN-layout per-edge weights."""
+        if not isinstance(tfn, TFNConv):
+            raise TypeError(f"from_tfn expects a TFNConv, got {type(tfn).__name__}")
+        return cls(tfn.irreps_in, tfn.irreps_out, mmax=None, lmax_filter=tfn.lmax_filter, avg_num_neighbors=tfn.avg_num_neighbors)
+
+    def extra_repr(self) -> str:
+        return (f"{self.irreps_in} -> {self.irreps_out}, lmax={self.lmax}, mmax={self.mmax}, "
+                f"layout={self.weight_layout}, shared_weights={self.shared_weights}, weight_numel={self.weight_numel}")
+
+    # ------------------------------------------------------------------ forward
+    def _so2_weights(self, weight: Tensor) -> Tensor:
+        """Weights in the so2 layout, (E or 1, so2_numel), already scaled."""
+        if self.weight_layout == "tfn":
+            return self._tfn_to_so2(weight)
+        return weight * self._so2_scale
+
+    def message(self, x_src: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
+        """Per-edge messages ``(E, irreps_in.dim), (E, 3), (E, weight_numel) -> (E, irreps_out.dim)``."""
+        L = self.layout
+        E = x_src.shape[0]
+        frame = edge_frame(edge_vec, self.lmax, self.mmax)
+        D = {l: frame.wigner_rows(l) for l in set(L.in_groups) | set(L.out_groups)}
+
+        # 1. rotate source features into the edge frame (rows |m| <= mmax only)
+        in_slices = self.irreps_in.slices()
+        rotated = []
+        for l, g in L.in_groups.items():
+            xl = torch.cat([x_src[:, in_slices[i]].reshape(E, -1, 2 * l + 1) for i in g["entries"]], dim=1)
+            rotated.append((xl @ D[l].transpose(1, 2)).reshape(E, -1))
+        flat = torch.cat(rotated, dim=1)
+        V = flat[:, self._gather_idx] * self._gather_sign  # (E, n_v)
+
+        # 2. SO(2) maps, one matmul per stage
+        if self.shared_weights:
+            V = V * self._expand_gates(weight)
+            W = self._so2_weights(self.weight.unsqueeze(0))[0]
+        else:
+            W = self._so2_weights(weight)
+        P_parts = []
+        for st in L.stages:
+            ncol = 1 if st.m == 0 else 2
+            if st.n_out == 0:
+                continue
+            if st.n_in == 0:
+                P_parts.append(x_src.new_zeros(E, ncol * st.n_out))
+                continue
+            v = V[:, st.in_offset : st.in_offset + ncol * st.n_in].reshape(E, ncol, st.n_in)
+            if self.shared_weights:
+                B = W[st.offset : st.offset + st.n_out * st.n_in].reshape(st.n_out, st.n_in)
+                p = v @ B.T
+            else:
+                B = W[:, st.offset : st.offset + st.n_out * st.n_in].reshape(E, st.n_out, st.n_in)
+                p = torch.bmm(v, B.transpose(1, 2))
+            P_parts.append(p.reshape(E, ncol * st.n_out))
+        P = torch.cat(P_parts, dim=1)
+        out_flat = P[:, self._scatter_idx] * self._scatter_sign
+
+        # 3. rotate back and return to the irreps layout
+        out_slices = self.irreps_out.slices()
+        pieces: dict[int, Tensor] = {}
+        for l, g in L.out_groups.items():
+            r = 2 * min(l, self.mmax) + 1
+            n = len(g["channels"])
+            yl = out_flat[:, g["offset"] : g["offset"] + n * r].reshape(E, n, r) @ D[l]  # (E, n, 2l+1)
+            start = 0
+            for i in g["entries"]:
+                mul = self.irreps_out[i].mul
+                pieces[i] = yl[:, start : start + mul].reshape(E, mul * (2 * l + 1))
+                start += mul
+        return torch.cat([pieces[i] for i in range(len(self.irreps_out))], dim=1)
+
+    def _expand_gates(self, gates: Tensor) -> Tensor:
+        """Per-edge gates (E, num_gates) -> multipliers for V (E, n_v): the same gate for V+ and V-."""
+        L = self.layout
+        parts = []
+        for st in L.stages:
+            g = gates[:, st.gate_offset : st.gate_offset + st.n_in]
+            parts.append(g if st.m == 0 else torch.cat([g, g], dim=1))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
+        check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0])
+        messages = self.message(x[edge_src], edge_vec, weight)
+        out = x.new_zeros(x.shape[0], self.irreps_out.dim).index_add_(0, edge_dst, messages)
+        if self.avg_num_neighbors is not None:
+            out = out / math.sqrt(self.avg_num_neighbors)
+        return out
