@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from escn.nn._checks import check_conv_inputs
+from escn.nn.edge_rotation import EdgeRotation, component_order
 from escn.nn.tfn_conv import TFNConv, tfn_paths
 from escn.o3.edge_frame import edge_frame
 from escn.o3.irreps import Irreps
@@ -165,6 +166,22 @@ class _Layout:
         return groups, pos
 
 
+def _grouped_permutation(irreps: Irreps) -> list[int]:
+    """Column permutation from the irreps layout to the l-grouped layout of :class:`EdgeRotation`
+    (orders ascending; inside an order, entries in irreps order, then channels, each channel's
+    components in :func:`component_order`)."""
+    slices = irreps.slices()
+    perm: list[int] = []
+    for l in sorted({ir.l for _, ir in irreps}):
+        order = component_order(l)
+        for i, (mul, ir) in enumerate(irreps):
+            if ir.l == l:
+                for u in range(mul):
+                    base = slices[i].start + u * (2 * l + 1)
+                    perm.extend(base + j for j in order)
+    return perm
+
+
 class SO2Conv(nn.Module):
     """eSCN convolution: edge-frame rotation + per-m SO(2) linear maps + rotation back + sum into dst.
 
@@ -214,7 +231,17 @@ class SO2Conv(nn.Module):
         self.layout = _Layout(self.irreps_in, self.irreps_out, mmax)
         L = self.layout
         dt = torch.get_default_dtype()
+        self.rot_in = EdgeRotation([(l, len(g["channels"])) for l, g in L.in_groups.items()], mmax)
+        self.rot_out = EdgeRotation([(l, len(g["channels"])) for l, g in L.out_groups.items()], mmax)
+        self.register_buffer("_perm_in", torch.tensor(_grouped_permutation(self.irreps_in), dtype=torch.long), persistent=False)
+        perm_out = torch.tensor(_grouped_permutation(self.irreps_out), dtype=torch.long)
+        self.register_buffer("_perm_out_inv", torch.argsort(perm_out), persistent=False)
         self.register_buffer("_gather_idx", torch.tensor(L.gather_idx, dtype=torch.long), persistent=False)
+        gate_idx: list[int] = []
+        for st in L.stages:
+            cols = list(range(st.gate_offset, st.gate_offset + st.n_in))
+            gate_idx += cols if st.m == 0 else cols + cols
+        self.register_buffer("_gate_idx", torch.tensor(gate_idx, dtype=torch.long), persistent=False)
         self.register_buffer("_gather_sign", torch.tensor(L.gather_sign, dtype=dt), persistent=False)
         self.register_buffer("_scatter_idx", torch.tensor(L.scatter_idx, dtype=torch.long), persistent=False)
         self.register_buffer("_scatter_sign", torch.tensor(L.scatter_sign, dtype=dt), persistent=False)
@@ -291,7 +318,7 @@ class SO2Conv(nn.Module):
         padded = torch.cat([w, w.new_zeros(w.shape[:-1] + (1,))], dim=-1)
         out = None
         for k in range(self._map_index.shape[0]):
-            term = padded[..., self._map_index[k]] * self._map_coef[k]
+            term = padded.index_select(-1, self._map_index[k]) * self._map_coef[k]
             out = term if out is None else out + term
         return out if out is not None else w.new_zeros(w.shape[:-1] + (self.layout.so2_numel,))
 
@@ -313,74 +340,70 @@ class SO2Conv(nn.Module):
             return self._tfn_to_so2(weight)
         return weight * self._so2_scale
 
-    def message(self, x_src: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
-        """Per-edge messages ``(E, irreps_in.dim), (E, 3), (E, weight_numel) -> (E, irreps_out.dim)``."""
-        L = self.layout
-        E = x_src.shape[0]
+    def _edge_messages(self, x: Tensor, edge_src: Tensor, edge_vec: Tensor, weight: Tensor):
+        """Messages in the l-grouped output layout before the chart turn.
+
+        Returns ``(y, frame)`` with ``y`` (E, out_grouped_dim) equal to ``D_std^T (SO(2) map) D_std (J^T x)``
+        for chart edges and ``D_std^T (SO(2) map) D_std x`` otherwise."""
+        N = x.shape[0]
         frame = edge_frame(edge_vec, self.lmax, self.mmax)
-        D = {l: frame.wigner_rows(l) for l in set(L.in_groups) | set(L.out_groups)}
+        xg = x.index_select(1, self._perm_in)  # (N, grouped)
+        x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
+        x_e = x_both.index_select(0, edge_src + N * frame.chart)
+        V = self.rot_in.to_frame(x_e, frame).index_select(1, self._gather_idx) * self._gather_sign
+        out_flat = self._so2(V, weight)
+        return self.rot_out.from_frame(out_flat, frame), frame
 
-        # 1. rotate source features into the edge frame (rows |m| <= mmax only)
-        in_slices = self.irreps_in.slices()
-        rotated = []
-        for l, g in L.in_groups.items():
-            xl = torch.cat([x_src[:, in_slices[i]].reshape(E, -1, 2 * l + 1) for i in g["entries"]], dim=1)
-            rotated.append((xl @ D[l].transpose(1, 2)).reshape(E, -1))
-        flat = torch.cat(rotated, dim=1)
-        V = flat[:, self._gather_idx] * self._gather_sign  # (E, n_v)
-
-        # 2. SO(2) maps, one matmul per stage
+    def _so2(self, V: Tensor, weight: Tensor) -> Tensor:
+        """The per-m SO(2) maps: gathered inputs (E, n_v) -> rotated outputs (E, rot_out_dim)."""
+        L = self.layout
+        E = V.shape[0]
         if self.shared_weights:
             V = V * self._expand_gates(weight)
             W = self._so2_weights(self.weight.unsqueeze(0))[0]
         else:
             W = self._so2_weights(weight)
+        # one split each (not slices): slicing's backward allocates a zero-filled full-size tensor per slice
+        V_parts = torch.split(V, [(1 if st.m == 0 else 2) * st.n_in for st in L.stages], dim=1)
+        W_parts = torch.split(W, [st.n_in * st.n_out for st in L.stages], dim=-1)
         P_parts = []
-        for st in L.stages:
+        for st, v, w in zip(L.stages, V_parts, W_parts):
             ncol = 1 if st.m == 0 else 2
             if st.n_out == 0:
                 continue
             if st.n_in == 0:
-                P_parts.append(x_src.new_zeros(E, ncol * st.n_out))
+                P_parts.append(V.new_zeros(E, ncol * st.n_out))
                 continue
-            v = V[:, st.in_offset : st.in_offset + ncol * st.n_in].reshape(E, ncol, st.n_in)
+            v = v.reshape(E, ncol, st.n_in)
             if self.shared_weights:
-                B = W[st.offset : st.offset + st.n_out * st.n_in].reshape(st.n_out, st.n_in)
-                p = v @ B.T
+                p = v.reshape(E * ncol, st.n_in) @ w.reshape(st.n_out, st.n_in).T
             else:
-                B = W[:, st.offset : st.offset + st.n_out * st.n_in].reshape(E, st.n_out, st.n_in)
-                p = torch.bmm(v, B.transpose(1, 2))
+                p = torch.bmm(v, w.reshape(E, st.n_out, st.n_in).transpose(1, 2))
             P_parts.append(p.reshape(E, ncol * st.n_out))
         P = torch.cat(P_parts, dim=1)
-        out_flat = P[:, self._scatter_idx] * self._scatter_sign
+        return P.index_select(1, self._scatter_idx) * self._scatter_sign
 
-        # 3. rotate back and return to the irreps layout
-        out_slices = self.irreps_out.slices()
-        pieces: dict[int, Tensor] = {}
-        for l, g in L.out_groups.items():
-            r = 2 * min(l, self.mmax) + 1
-            n = len(g["channels"])
-            yl = out_flat[:, g["offset"] : g["offset"] + n * r].reshape(E, n, r) @ D[l]  # (E, n, 2l+1)
-            start = 0
-            for i in g["entries"]:
-                mul = self.irreps_out[i].mul
-                pieces[i] = yl[:, start : start + mul].reshape(E, mul * (2 * l + 1))
-                start += mul
-        return torch.cat([pieces[i] for i in range(len(self.irreps_out))], dim=1)
+    def message(self, x_src: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
+        """Per-edge messages ``(E, irreps_in.dim), (E, 3), (E, weight_numel) -> (E, irreps_out.dim)``
+        (for custom aggregation; :meth:`forward` fuses the chart turn into the aggregation instead)."""
+        E = x_src.shape[0]
+        idx = torch.arange(E, device=x_src.device)
+        y, frame = self._edge_messages(x_src, idx, edge_vec, weight)
+        # chart edges used J^T x_src[e] = row E + e of the doubled node table; undo with J per edge
+        y = torch.where(frame.chart[:, None], self.rot_out.apply_J(y, transpose=False), y)
+        return y.index_select(1, self._perm_out_inv)
 
     def _expand_gates(self, gates: Tensor) -> Tensor:
         """Per-edge gates (E, num_gates) -> multipliers for V (E, n_v): the same gate for V+ and V-."""
-        L = self.layout
-        parts = []
-        for st in L.stages:
-            g = gates[:, st.gate_offset : st.gate_offset + st.n_in]
-            parts.append(g if st.m == 0 else torch.cat([g, g], dim=1))
-        return torch.cat(parts, dim=1)
+        return gates.index_select(1, self._gate_idx)
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0])
-        messages = self.message(x[edge_src], edge_vec, weight)
-        out = x.new_zeros(x.shape[0], self.irreps_out.dim).index_add_(0, edge_dst, messages)
+        N = x.shape[0]
+        y, frame = self._edge_messages(x, edge_src, edge_vec, weight)
+        acc = y.new_zeros(2 * N, y.shape[1]).index_add_(0, edge_dst + N * frame.chart, y)
+        out = acc[:N] + self.rot_out.apply_J(acc[N:], transpose=False)  # undo the chart turn once per node
+        out = out.index_select(1, self._perm_out_inv)
         if self.avg_num_neighbors is not None:
             out = out / math.sqrt(self.avg_num_neighbors)
         return out

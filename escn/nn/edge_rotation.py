@@ -1,0 +1,124 @@
+"""Rotation of edge features into and out of the edge frame without per-edge Wigner matrices.
+
+Features are held in an "l-grouped" layout: for each order ``l`` (ascending) a block of ``M_l`` channels
+times ``2l+1`` components, channel-major: column ``offset_l + c (2l+1) + (m + l)``. The rotated layout keeps
+only ``|m| <= mmax``: ``offset'_l + c r_l + (m + k_l)`` with ``k_l = min(l, mmax)``, ``r_l = 2 k_l + 1``.
+
+With the frame of :func:`escn.o3.edge_frame.edge_frame` (chart turn handled at the nodes by the caller),
+``D = J_rows Y(-beta) J^T Y(-alpha)``. ``Y(t)`` is elementwise (components are stored as
+``[m=0 | +m | -m]`` so each pair is two contiguous halves); ``J`` products are shared-matrix GEMMs over all
+edges and channels.
+Per edge and channel this costs ``sum_l (2l+1)(2l+1 + r_l)`` multiply-adds, all in large GEMMs, and builds
+nothing of size E x (2l+1)^2.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from escn.o3.edge_frame import EdgeFrame
+from escn.o3.wigner import J_matrix
+
+Tensor = torch.Tensor
+
+
+def component_order(l: int) -> list[int]:
+    """Order of the ``2l+1`` components of an order-``l`` block inside this module's full layout, as
+    indices into the standard order (m = -l..l): ``[m=0, m=+1..+l, m=-1..-l]``. Pairs ``(+m, -m)`` then
+    sit in two contiguous halves, so a rotation about y is four broadcast multiplies, with no gathers."""
+    return [l] + list(range(l + 1, 2 * l + 1)) + list(range(l - 1, -1, -1))
+
+
+class EdgeRotation(nn.Module):
+    """Apply ``D_std`` (to the frame) and ``D_std^T`` (back) on l-grouped features.
+
+    Full layout: per order ``l`` (ascending) ``M_l`` channels x ``2l+1`` components in
+    :func:`component_order`. Rotated layout: per order ``M_l`` channels x ``r_l`` components in the standard
+    order ``m = -k_l..k_l``.
+
+    Args:
+        groups: ``[(l, M_l), ...]`` with distinct ``l`` in ascending order.
+        mmax: rows kept in the frame.
+    """
+
+    def __init__(self, groups: list[tuple[int, int]], mmax: int) -> None:
+        super().__init__()
+        self.groups = [(int(l), int(M)) for l, M in groups]
+        self.mmax = mmax
+        dt = torch.get_default_dtype()
+        self.full_offsets: list[int] = []
+        self.rot_offsets: list[int] = []
+        off = roff = 0
+        for l, M in self.groups:
+            self.full_offsets.append(off)
+            self.rot_offsets.append(roff)
+            off += M * (2 * l + 1)
+            roff += M * (2 * min(l, mmax) + 1)
+            J = J_matrix(l, torch.float64)
+            order = torch.tensor(component_order(l))
+            k = min(l, mmax)
+            J_new = J[order][:, order]  # J acting on the full layout
+            self.register_buffer(f"_J{l}", J_new.to(dt), persistent=False)
+            self.register_buffer(f"_JT{l}", J_new.T.contiguous().to(dt), persistent=False)
+            rows = J[l - k : l + k + 1][:, order]  # full layout -> rotated rows
+            self.register_buffer(f"_Jrows{l}", rows.contiguous().to(dt), persistent=False)
+            self.register_buffer(f"_JrowsT{l}", rows.T.contiguous().to(dt), persistent=False)
+        self.full_dim = off
+        self.rot_dim = roff
+
+    @staticmethod
+    def _rot_y(x: Tensor, l: int, cos: Tensor, sin: Tensor, inverse: bool) -> Tensor:
+        """Rotation about y of one block x: (E, M, 2l+1) by the angle whose tables are cos/sin (E, >= l+1);
+        ``inverse`` rotates by the opposite angle."""
+        if l == 0:
+            return x
+        c = cos[:, None, 1 : l + 1]
+        s = sin[:, None, 1 : l + 1]
+        # split (not slicing) so that the backward is one cat instead of zero-filled full-size slices
+        x0, xp, xm = torch.split(x, [1, l, l], dim=-1)
+        if inverse:
+            return torch.cat([x0, c * xp + s * xm, c * xm - s * xp], dim=-1)
+        return torch.cat([x0, c * xp - s * xm, c * xm + s * xp], dim=-1)
+
+    def to_frame(self, x: Tensor, frame: EdgeFrame) -> Tensor:
+        """(E, full_dim) -> (E, rot_dim): rows ``|m| <= mmax`` of ``J Y(-beta) J^T Y(-alpha) x``."""
+        E = x.shape[0]
+        outs = []
+        blocks = torch.split(x, [M * (2 * l + 1) for l, M in self.groups], dim=1)
+        for (l, M), blk in zip(self.groups, blocks):
+            d = 2 * l + 1
+            b = blk.reshape(E, M, d)
+            b = self._rot_y(b, l, frame.cos_alpha, frame.sin_alpha, inverse=False)
+            b = b @ getattr(self, f"_J{l}")  # row-vector form of J^T applied to each channel
+            b = self._rot_y(b, l, frame.cos_beta, frame.sin_beta, inverse=False)
+            b = b @ getattr(self, f"_JrowsT{l}")  # (E, M, r_l)
+            outs.append(b.reshape(E, -1))
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+
+    def from_frame(self, y: Tensor, frame: EdgeFrame) -> Tensor:
+        """(E, rot_dim) -> (E, full_dim): ``D^T y`` with ``y`` zero outside ``|m| <= mmax``."""
+        E = y.shape[0]
+        outs = []
+        blocks = torch.split(y, [M * (2 * min(l, self.mmax) + 1) for l, M in self.groups], dim=1)
+        for (l, M), blk in zip(self.groups, blocks):
+            r = 2 * min(l, self.mmax) + 1
+            b = blk.reshape(E, M, r)
+            b = b @ getattr(self, f"_Jrows{l}")  # (E, M, 2l+1)
+            b = self._rot_y(b, l, frame.cos_beta, frame.sin_beta, inverse=True)
+            b = b @ getattr(self, f"_JT{l}")  # J applied to each channel
+            b = self._rot_y(b, l, frame.cos_alpha, frame.sin_alpha, inverse=True)
+            outs.append(b.reshape(E, -1))
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+
+    def apply_J(self, x: Tensor, transpose: bool) -> Tensor:
+        """Node-level chart turn: ``J^T x`` (``transpose=True``) or ``J x`` per block, x: (N, full_dim)."""
+        N = x.shape[0]
+        outs = []
+        blocks = torch.split(x, [M * (2 * l + 1) for l, M in self.groups], dim=1)
+        for (l, M), blk in zip(self.groups, blocks):
+            d = 2 * l + 1
+            b = blk.reshape(N, M, d)
+            b = b @ getattr(self, f"_J{l}" if transpose else f"_JT{l}")
+            outs.append(b.reshape(N, -1))
+        return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
