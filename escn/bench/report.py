@@ -1,0 +1,214 @@
+"""Reporting for the scaling sweep: terminal table, progress bar, results.json / results.csv / scaling.png."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import time
+from typing import IO, Sequence
+
+import torch
+
+from escn.bench.scaling import METHODS, Row, SweepResult
+
+__all__ = ["Progress", "fit_exponent", "fit_exponents", "format_table", "write_csv", "write_json", "write_png", "write_all"]
+
+
+class Progress:
+    """A one-line progress bar on ``stream`` (stderr): ``[#####.....]  12/48  L=3 tfn  (41 s)``.
+
+    On a terminal it redraws in place; otherwise it prints one line per update (readable in logs)."""
+
+    def __init__(self, stream: IO[str] | None = None, width: int = 30) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self.start = time.perf_counter()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        filled = self.width * done // max(total, 1)
+        bar = "#" * filled + "." * (self.width - filled)
+        text = f"[{bar}] {done:3d}/{total}  {label:<28s} ({time.perf_counter() - self.start:4.0f} s)"
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if done >= total else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------- fits
+def fit_exponent(points: Sequence[tuple[int, float]], min_l: int = 2) -> float | None:
+    """Least-squares slope of ``log t`` against ``log L`` over points with ``L >= min_l``; None if < 2 distinct L."""
+    pts = [(math.log(L), math.log(t)) for L, t in points if L >= min_l and t and t > 0]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx
+
+
+def fit_exponents(rows: Sequence[Row]) -> dict[str, float | None]:
+    """Fitted fwd+bwd exponent of every method (rows that ran, L >= 2)."""
+    methods = [m for m in METHODS if any(r.method == m for r in rows)]
+    return {m: fit_exponent([(r.L, r.fwd_bwd_ms) for r in rows if r.method == m and r.ran]) for m in methods}
+
+
+# --------------------------------------------------------------------------- table
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _note(r: Row) -> str:
+    """Free-text column: estimates, reduced repeats, cross-checks, scatter ratio."""
+    parts = []
+    if r.estimate_fwd_bwd_ms is not None:
+        parts.append(f"~{r.estimate_fwd_bwd_ms:.0f} ms ({r.estimate_source})")
+    elif r.estimate_source:
+        parts.append(r.estimate_source)
+    if r.max_rel_diff_vs_tfn is not None:
+        parts.append(f"rel.diff vs tfn {r.max_rel_diff_vs_tfn:.0e}")
+    if r.index_add_over_scatter is not None:
+        parts.append(f"index_add/scatter {r.index_add_over_scatter:.2f}")
+    return "; ".join(parts)
+
+
+_COLUMNS: list[tuple[str, int]] = [
+    ("method", 18), ("L", 3), ("status", 16), ("n", 2), ("fwd ms", 9), ("fwd+bwd ms", 10), ("peak MB", 8),
+    ("par/edge", 8), ("x tfn", 7), ("x e3nn", 7), ("SO2 GF/s", 8), ("%GEMM", 6),
+]
+
+
+def _cells(r: Row) -> list[str]:
+    pct = None if r.so2_gemm_fraction is None else 100 * r.so2_gemm_fraction
+    return [
+        r.method, str(r.L), r.status if len(r.status) <= 16 else r.status[:15] + "~", str(r.repeats) if r.ran else "-",
+        _num(r.fwd_ms, ".1f"), _num(r.fwd_bwd_ms, ".1f"), _num(r.peak_mem_mb, ".0f"), _num(r.params_per_edge, "d"),
+        _num(r.speedup_vs_tfn, ".1f"), _num(r.speedup_vs_e3nn, ".1f"), _num(r.so2_gflops, ".2f"), _num(pct, ".1f"),
+    ]
+
+
+def _line(cells: Sequence[str], note: str = "") -> str:
+    out = []
+    for (name, width), cell in zip(_COLUMNS, cells):
+        out.append(cell.ljust(width) if name in ("method", "status") else cell.rjust(width))
+    return "  ".join(out) + ("  " + note if note else "")
+
+
+def header_lines(result: SweepResult) -> list[str]:
+    """Title lines: graph, dtype, threads, repeats, GEMM throughput."""
+    c = result.config
+    dt = str(c.dtype).replace("torch.", "")
+    gemm = f"float32 GEMM {result.gemm_gflops_float32:.1f} GFLOP/s"
+    if c.dtype != torch.float32:
+        gemm += f", {dt} GEMM {result.gemm_gflops_dtype:.1f} GFLOP/s (the %GEMM reference)"
+    return [
+        f"escn bench: {c.nodes} nodes, {result.num_edges} edges (radius {c.radius}), C = {c.channels} channels per l, "
+        f"{dt}, {result.num_threads} threads",
+        f"times: median of {c.repeats} repeats after 1 warm-up (n = repeats actually used); fwd under no_grad, "
+        f"fwd+bwd w.r.t. x, edge_vec, weights; {gemm}",
+        f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration; x tfn / x e3nn = fwd+bwd speed-up; "
+        f"SO2 GF/s = SO(2) matmul stage alone",
+    ]
+
+
+def format_table(result: SweepResult) -> str:
+    """The fixed-width table, grouped by L, followed by the fitted exponents."""
+    lines = header_lines(result)
+    head = _line([name for name, _ in _COLUMNS], "note")
+    lines += ["", head, "-" * len(head)]
+    last_l = None
+    for r in result.rows:
+        if last_l is not None and r.L != last_l:
+            lines.append("")
+        last_l = r.L
+        lines.append(_line(_cells(r), _note(r)))
+    fits = fit_exponents(result.rows)
+    lines.append("")
+    lines.append("fitted exponent of fwd+bwd time in L (L >= 2, rows that ran): " + ", ".join(
+        f"{m} {'-' if k is None else f'{k:.2f}'}" for m, k in fits.items()))
+    lines.append(f"wall time of the sweep: {result.wall_seconds:.1f} s")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- files
+def _meta(result: SweepResult) -> dict:
+    c = result.config
+    return {
+        "nodes": c.nodes, "num_edges": result.num_edges, "radius": c.radius, "channels": c.channels, "ls": list(c.ls),
+        "dtype": str(c.dtype).replace("torch.", ""), "threads": result.num_threads, "repeats": c.repeats,
+        "budget_seconds": c.budget_seconds, "max_memory_gb": c.max_memory_gb, "methods": list(c.methods), "seed": c.seed,
+        "gemm_gflops_float32": result.gemm_gflops_float32, "gemm_gflops_dtype": result.gemm_gflops_dtype,
+        "wall_seconds": result.wall_seconds, "torch": result.torch_version, "python": platform.python_version(),
+        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+        "memory_method": "rise of VmHWM over VmRSS during the warm-up fwd+bwd (clear_refs reset, after malloc_trim)",
+    }
+
+
+def write_json(result: SweepResult, path: str) -> None:
+    """``{"meta": ..., "fits": {method: exponent}, "rows": [...]}``."""
+    data = {"meta": _meta(result), "fits": fit_exponents(result.rows), "rows": [dataclasses.asdict(r) for r in result.rows]}
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)
+
+
+def write_csv(result: SweepResult, path: str) -> None:
+    """One line per row, all fields of :class:`Row`."""
+    names = [f.name for f in dataclasses.fields(Row)]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        for r in result.rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(r).items()})
+
+
+def write_png(result: SweepResult, path: str) -> bool:
+    """Log-log fwd+bwd time vs L, one line per method, fitted exponents in the legend. False if no matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fits = fit_exponents(result.rows)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for method, k in fits.items():
+        pts = sorted((r.L, r.fwd_bwd_ms) for r in result.rows if r.method == method and r.ran)
+        if not pts:
+            continue
+        label = method + ("" if k is None else f"  (~L^{k:.2f})")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ls = sorted(set(result.config.ls))
+    ax.set_xticks(ls)
+    ax.set_xticklabels([str(L) for L in ls])
+    ax.minorticks_off()
+    ax.set_xlabel("L (node irreps 0..L, filter 0..2L)")
+    ax.set_ylabel("forward + backward time [ms]")
+    c = result.config
+    ax.set_title(f"{result.num_edges} edges, C = {c.channels}, {str(c.dtype).replace('torch.', '')}, {result.num_threads} threads")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_all(result: SweepResult, out_dir: str) -> list[str]:
+    """Write results.json, results.csv and (with matplotlib) scaling.png into ``out_dir``; return the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, "results.json"), os.path.join(out_dir, "results.csv")]
+    write_json(result, paths[0])
+    write_csv(result, paths[1])
+    png = os.path.join(out_dir, "scaling.png")
+    if write_png(result, png):
+        paths.append(png)
+    return paths

@@ -1,0 +1,212 @@
+"""The ``escn`` command line.
+
+``escn bench``  — high-l scaling benchmark: SO(2) convolutions vs full-CG TFN (and e3nn), table + JSON/CSV/PNG.
+``escn demo``   — (alias ``escn check``) equivariance errors of SO2Conv at high l, with real numbers.
+
+Bad arguments are reported by argparse (exit status 2) with the option, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["build_parser", "main"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_MAX_L = 64
+
+
+# --------------------------------------------------------------------------- argument types
+def _int_at_least(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+_positive_float.__name__ = "float"
+
+
+def _l_list(text: str) -> list[int]:
+    parse = _int_at_least(1, _MAX_L)
+    items = [t for t in text.replace(" ", "").split(",") if t]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of orders such as 1,2,4,8, got {text!r}")
+    return sorted({parse(t) for t in items})
+
+
+_l_list.__name__ = "list of L"
+
+
+def _method_list(text: str) -> list[str]:
+    from escn.bench.scaling import METHODS
+
+    items = [t for t in text.replace(" ", "").split(",") if t]
+    unknown = [t for t in items if t not in METHODS]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(METHODS)}")
+    return [m for m in METHODS if m in items]
+
+
+_method_list.__name__ = "list of methods"
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``escn`` parser with its ``bench`` and ``demo``/``check`` subcommands."""
+    from escn.bench.scaling import METHOD_HELP
+
+    parser = argparse.ArgumentParser(prog="escn", description="E(3)-equivariant graph networks with eSCN (SO(2)) convolutions.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    methods_help = "; ".join(f"{k}: {v}" for k, v in METHOD_HELP.items())
+    b = sub.add_parser("bench", help="high-l scaling benchmark (SO(2) vs TFN vs e3nn)",
+                       description="Time SO(2) and full-CG convolutions as the order L of the node features grows. "
+                                   "Node irreps C x 0e + C x 1o + ... + C x Lp, filters up to 2L. Methods -- " + methods_help)
+    ls = b.add_mutually_exclusive_group()
+    ls.add_argument("--lmax", type=_int_at_least(1, _MAX_L), default=None, help="sweep L = 1..LMAX (default 8)")
+    ls.add_argument("--ls", type=_l_list, default=None, help="explicit orders, e.g. 1,2,4,8")
+    b.add_argument("--channels", type=_int_at_least(1), default=16, help="multiplicity C of every l (default 16)")
+    b.add_argument("--nodes", type=_int_at_least(2), default=100, help="number of random nodes, N(0,1)^3 (default 100)")
+    b.add_argument("--radius", type=_positive_float, default=1.8, help="radius-graph cutoff (default 1.8)")
+    b.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="floating dtype (default float32)")
+    b.add_argument("--threads", type=_int_at_least(1), default=2, help="torch.set_num_threads (default 2)")
+    b.add_argument("--repeats", type=_int_at_least(1), default=5, help="timed repeats, median after 1 warm-up (default 5)")
+    b.add_argument("--out", default="bench_out", help="output directory for results.json/.csv and scaling.png (default bench_out/)")
+    b.add_argument("--budget-seconds", type=_positive_float, default=10.0, help="time budget per configuration (default 10)")
+    b.add_argument("--max-memory-gb", type=_positive_float, default=4.0, help="memory budget per configuration (default 4)")
+    b.add_argument("--methods", type=_method_list, default=None, help="comma-separated subset of the methods (default: all available)")
+    b.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed of graph, features and weights (default 0)")
+    b.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
+    b.set_defaults(func=_cmd_bench, subparser=b)
+
+    for name in ("demo", "check"):
+        d = sub.add_parser(name, help="equivariance check of SO2Conv at high l" + (" (alias of demo)" if name == "check" else ""),
+                           description="Rotate, reflect and translate every input of SO2Conv by its declared irreps "
+                                       "and report max |f(g x) - g f(x)| (escn.testing.equivariance_error).")
+        d.add_argument("--lmax", type=_int_at_least(0, _MAX_L), default=8, help="highest order of the node features (default 8)")
+        d.add_argument("--channels", type=_int_at_least(1), default=2, help="multiplicity of every l (default 2)")
+        d.add_argument("--nodes", type=_int_at_least(2), default=16, help="number of random nodes (default 16)")
+        d.add_argument("--dtype", choices=sorted(_DTYPES), default="float64", help="floating dtype (default float64)")
+        d.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
+        d.set_defaults(func=_cmd_demo, subparser=d)
+    return parser
+
+
+# --------------------------------------------------------------------------- bench
+def _cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from escn.bench import report
+    from escn.bench.scaling import SweepConfig, default_methods, method_available, run_sweep
+
+    methods = args.methods if args.methods is not None else default_methods()
+    missing = [m for m in methods if not method_available(m)]
+    if missing:
+        need = {"e3nn": "e3nn (pip install 'escn[bench]')", "so2_equal_scatter": "torch_scatter (pip install 'escn[scatter]')"}
+        parser.error(f"--methods: {', '.join(missing)} cannot run here: needs {', '.join(need[m] for m in missing)}")
+    ls = args.ls if args.ls is not None else list(range(1, (args.lmax or 8) + 1))
+    cfg = SweepConfig(ls=ls, channels=args.channels, nodes=args.nodes, radius=args.radius, dtype=_DTYPES[args.dtype],
+                      threads=args.threads, repeats=args.repeats, budget_seconds=args.budget_seconds,
+                      max_memory_gb=args.max_memory_gb, methods=methods, seed=args.seed)
+    progress = None if args.no_progress else report.Progress()
+    try:
+        result = run_sweep(cfg, progress)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(report.format_table(result))
+    paths = report.write_all(result, args.out)
+    if not any(p.endswith(".png") for p in paths):
+        print("note: matplotlib is not installed, scaling.png skipped (pip install 'escn[bench]')")
+    print("wrote " + ", ".join(paths))
+    return 0
+
+
+# --------------------------------------------------------------------------- demo / check
+def _demo_layers(irreps_in: str, irreps_out: str, L: int) -> list[tuple[str, torch.nn.Module]]:
+    from escn.nn import SO2Conv, TFNConv
+
+    return [
+        (f"per-edge weights, mmax={L}", SO2Conv(irreps_in, irreps_out)),
+        ("shared weights, mmax=2", SO2Conv(irreps_in, irreps_out, mmax=min(2, L), shared_weights=True)),
+        (f"from_tfn (lmax_filter={2 * L})", SO2Conv.from_tfn(TFNConv(irreps_in, irreps_out, lmax_filter=2 * L))),
+    ]
+
+
+def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from escn.bench.scaling import default_dtype, node_irreps
+    from escn.data import radius_graph
+    from escn.testing import equivariance_error
+
+    dtype = _DTYPES[args.dtype]
+    L = args.lmax
+    gen = torch.Generator().manual_seed(args.seed)
+    pos = torch.randn(args.nodes, 3, generator=gen, dtype=torch.float64).to(dtype)
+    graph = radius_graph(pos, 2.0)
+    if graph.edge_src.numel() == 0:
+        parser.error(f"--nodes {args.nodes}: the random graph has no edges; use more nodes")
+    src, dst = graph.edge_src, graph.edge_dst
+    # a pseudo-vector in and a pseudo-scalar out exercise the parity-switching (W2) blocks too
+    irreps_in = node_irreps(L, args.channels) + " + 1x1e"
+    irreps_out = node_irreps(L, args.channels) + " + 1x0o"
+    with default_dtype(dtype):
+        layers = _demo_layers(irreps_in, irreps_out, L)
+    tol = 1e-9 if dtype == torch.float64 else 1e-3
+    print(f"escn demo: SO2Conv equivariance at l = {L} ({args.dtype}), {args.nodes} nodes, {src.numel()} edges")
+    print(f"irreps in  {irreps_in}\nirreps out {irreps_out}")
+    print("errors: max |f(g x) - g f(x)| / max |f(x)| over 2 random group elements; every input transformed by its irreps")
+    print(f"{'layer':32s}{'rotation':>11s}{'reflection':>12s}{'translation':>13s}{'max|f(x)|':>11s}  {'time':>6s}")
+    ok = True
+    for name, layer in layers:
+        layer = layer.to(dtype)
+        w = torch.randn(src.numel(), layer.weight_numel, generator=gen, dtype=torch.float64).to(dtype)
+        x = torch.randn(args.nodes, layer.irreps_in.dim, generator=gen, dtype=torch.float64).to(dtype)
+
+        def fn(x: torch.Tensor, p: torch.Tensor, w: torch.Tensor, layer: torch.nn.Module = layer) -> torch.Tensor:
+            return layer(x, src, dst, p[dst] - p[src], w)
+
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            scale = float(fn(x, pos, w).abs().max()) or 1.0
+            err = equivariance_error(fn, [x, pos, w], [layer.irreps_in, "cartesian_points", None], layer.irreps_out,
+                                     generator=torch.Generator().manual_seed(args.seed + 1))
+        rel = {k: v / scale for k, v in err.items()}
+        ok &= all(v <= tol for v in rel.values())
+        print(f"{name:32s}{rel['rotation']:11.1e}{rel['reflection']:12.1e}{rel['translation']:13.1e}{scale:11.2e}  "
+              f"{time.perf_counter() - t0:5.2f}s")
+    print(("PASS" if ok else "FAIL") + f": all relative errors {'<=' if ok else 'should be <='} {tol:g}")
+    return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``escn`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args, args.subparser))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

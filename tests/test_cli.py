@@ -1,0 +1,115 @@
+"""The ``escn`` command: a tiny ``bench`` sweep writes its table and files, ``demo`` reports small errors,
+bad arguments fail with a message. Timings are never asserted."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+
+from escn.bench.scaling import METHODS, default_methods
+from escn.cli import main
+
+TINY = ["bench", "--ls", "1,2", "--nodes", "12", "--radius", "2.0", "--repeats", "1", "--channels", "2", "--no-progress"]
+HAS_E3NN = importlib.util.find_spec("e3nn") is not None
+HAS_MPL = importlib.util.find_spec("matplotlib") is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Run the tiny sweep once in-process; return (exit code, stdout, output dir)."""
+    out = tmp_path_factory.mktemp("bench")
+    capture = pytest.MonkeyPatch()
+    buf = io.StringIO()
+    capture.setattr(sys, "stdout", buf)
+    try:
+        code = main([*TINY, "--out", str(out)])
+    finally:
+        capture.undo()
+    return code, buf.getvalue(), out
+
+
+def test_bench_exit_code_and_files(tiny_run):
+    code, _, out = tiny_run
+    assert code == 0
+    assert (out / "results.json").is_file()
+    assert (out / "results.csv").is_file()
+    if HAS_MPL:
+        assert (out / "scaling.png").stat().st_size > 0
+
+
+def test_bench_table_has_every_method(tiny_run):
+    _, text, _ = tiny_run
+    assert "median of 1 repeats" in text and "GFLOP/s" in text
+    methods = default_methods()
+    assert ("e3nn" in methods) == HAS_E3NN
+    for method in METHODS:
+        lines = [ln for ln in text.splitlines() if re.match(rf"{method}\s+[12]\s", ln)]
+        if method in methods:
+            assert len(lines) == 2, (method, text)  # one row per L, ran or marked skipped
+        else:
+            assert not lines, (method, text)
+
+
+def test_bench_json_numeric(tiny_run):
+    _, _, out = tiny_run
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["num_edges"] > 0 and data["meta"]["gemm_gflops_float32"] > 0
+    rows = data["rows"]
+    assert {r["method"] for r in rows} == set(default_methods())
+    assert {r["L"] for r in rows} == {1, 2}
+    for r in rows:
+        assert isinstance(r["params_per_edge"], int) and r["params_per_edge"] > 0
+        if r["status"] == "ok":
+            for key in ("fwd_ms", "fwd_bwd_ms"):
+                assert isinstance(r[key], float) and math.isfinite(r[key]) and r[key] > 0
+            assert r["repeats"] == 1
+        else:
+            assert r["status"].startswith("skipped")
+    ran = [r for r in rows if r["status"] == "ok" and r["method"].startswith("so2")]
+    assert ran and all(r["so2_gflops"] > 0 and r["so2_stage_gflop"] > 0 for r in ran)
+    # the equal-function rows reproduce TFN wherever both ran (float32)
+    assert all(r["max_rel_diff_vs_tfn"] < 1e-4 for r in rows if r["max_rel_diff_vs_tfn"] is not None)
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+
+
+def test_demo_float64(capsys):
+    assert main(["demo"]) == 0
+    text = capsys.readouterr().out
+    lines = [ln for ln in text.splitlines() if ln.startswith(("per-edge", "shared", "from_tfn"))]
+    assert len(lines) == 3, text
+    for ln in lines:
+        errors = [float(v) for v in re.findall(r"\d\.\de[-+]\d\d", ln)][:3]
+        assert len(errors) == 3 and max(errors) < 1e-5, ln
+    assert "l = 8" in text and "PASS" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "--lmax", "-1"], "--lmax"),
+        (["bench", "--dtype", "float16"], "--dtype"),
+        (["bench", "--ls", "1,x"], "--ls"),
+        (["bench", "--methods", "tfn,foo"], "unknown method"),
+        (["bench", "--radius", "0"], "--radius"),
+        (["bench", "--lmax", "3", "--ls", "1,2"], "not allowed"),
+    ],
+)
+def test_bad_arguments(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code != 0
+    assert message in capsys.readouterr().err
+
+
+def test_module_entry_point_help():
+    proc = subprocess.run([sys.executable, "-m", "escn", "bench", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--budget-seconds" in proc.stdout
