@@ -107,7 +107,7 @@ def header_lines(result: SweepResult) -> list[str]:
     gemm = f"float32 GEMM {result.gemm_gflops_float32:.1f} GFLOP/s"
     if c.dtype != torch.float32:
         gemm += f", {dt} GEMM {result.gemm_gflops_dtype:.1f} GFLOP/s (the %GEMM reference)"
-    return [
+    lines = [
         f"escn bench: {c.nodes} nodes, {result.num_edges} edges (radius {c.radius}), C = {c.channels} channels per l, "
         f"{dt}, {result.num_threads} threads",
         f"times: median of {c.repeats} repeats after 1 warm-up (n = repeats actually used); fwd under no_grad, "
@@ -115,6 +115,12 @@ def header_lines(result: SweepResult) -> list[str]:
         f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration; x tfn / x e3nn = fwd+bwd speed-up; "
         f"SO2 GF/s = SO(2) matmul stage alone",
     ]
+    if result.load_avg is not None:
+        start, end = result.load_avg
+        busy = start > 0.5 or end > result.num_threads + 0.5  # the sweep itself adds about num_threads
+        lines.append(f"load average (1 min) at start/end: {result.load_avg[0]:.2f} / {result.load_avg[1]:.2f}"
+                     + ("  -- WARNING: other processes were using the CPU; timings are unreliable" if busy else ""))
+    return lines
 
 
 def format_table(result: SweepResult) -> str:
@@ -146,6 +152,7 @@ def _meta(result: SweepResult) -> dict:
         "gemm_gflops_float32": result.gemm_gflops_float32, "gemm_gflops_dtype": result.gemm_gflops_dtype,
         "wall_seconds": result.wall_seconds, "torch": result.torch_version, "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+        "load_avg_start_end": result.load_avg,
         "memory_method": "rise of VmHWM over VmRSS during the warm-up fwd+bwd (clear_refs reset, after malloc_trim)",
     }
 

@@ -32,6 +32,7 @@ import ctypes.util
 import gc
 import importlib.util
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -152,6 +153,7 @@ class SweepResult:
     wall_seconds: float = 0.0
     torch_version: str = torch.__version__
     num_threads: int = 1
+    load_avg: tuple[float, float] | None = None  # 1-minute load average at the start and the end
 
 
 # --------------------------------------------------------------------------- memory
@@ -503,6 +505,7 @@ def _free_memory() -> None:
 def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None = None) -> SweepResult:
     """Run every (L, method) configuration of ``cfg``; ``progress(done, total, label)`` after each one."""
     start = time.perf_counter()
+    load_start = _load_average()
     torch.set_num_threads(cfg.threads)
     graph = make_graph(cfg.nodes, cfg.radius, cfg.dtype, cfg.seed)
     if graph.num_edges == 0:
@@ -528,7 +531,18 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
     order = {m: i for i, m in enumerate(METHODS)}
     rows.sort(key=lambda r: (r.L, order.get(r.method, len(order))))
     add_ratios(rows)
-    return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, time.perf_counter() - start, num_threads=torch.get_num_threads())
+    load_end = _load_average()
+    load = (load_start, load_end) if load_start is not None and load_end is not None else None
+    return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, time.perf_counter() - start,
+                       num_threads=torch.get_num_threads(), load_avg=load)
+
+
+def _load_average() -> float | None:
+    """The system's 1-minute load average (other processes competing for the cores skew every timing)."""
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
 
 
 def _measure_safely(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float) -> Row:
