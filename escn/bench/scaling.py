@@ -16,7 +16,7 @@ Per configuration (method, L):
   to the system), costs nothing extra, and is ``None`` where ``/proc`` does not allow the reset.
 * Budget: before building a layer, its fwd+bwd time is extrapolated from the method's previous L
   (power law through the last two points, or exponent 3 from a single point) and its memory from a lower bound
-  ``(4 * weights + 8 * features) * E * itemsize`` and from the previous peaks; a configuration predicted to
+  ``(4 * weights + 8 * features) * E * itemsize`` and from the previous peaks (power law through the last two); a configuration predicted to
   exceed ``budget_seconds / 2.5`` per fwd+bwd, or ``max_memory_gb``, is skipped up front. Otherwise the
   warm-up is timed and ``repeats`` is lowered to what fits in the budget (fwd + fwd+bwd per repeat);
   if not even one repeat fits, the row is "skipped (budget)" and keeps the warm-up time as an estimate.
@@ -389,7 +389,8 @@ def predict(method: str, L: int, history: Sequence[_Point]) -> tuple[float | Non
         return None, None
     t = _power_law([(h.L, h.fwd_bwd_s) for h in pts], L, _PRIOR_EXPONENT, lo=1.0, hi=_MAX_EXPONENT)
     mem_pts = [(h.L, h.mem_bytes) for h in pts if h.mem_bytes]
-    mem = _power_law(mem_pts, L, 3.0, lo=1.0, hi=8.0) if mem_pts else None
+    # one RSS reading (noisy at small L) is not enough to extrapolate memory: the analytic floor covers that case
+    mem = _power_law(mem_pts, L, 3.0, lo=1.0, hi=8.0) if len(mem_pts) >= 2 else None
     return t, mem
 
 
