@@ -6,7 +6,7 @@ only ``|m| <= mmax``: ``offset'_l + c r_l + (m + k_l)`` with ``k_l = min(l, mmax
 
 With the frame of :func:`escn.o3.edge_frame.edge_frame` (chart turn handled at the nodes by the caller),
 ``D = J_rows Y(-beta) J^T Y(-alpha)``. ``Y(t)`` is elementwise (components are stored as
-``[m=0 | +m | -m]`` so each pair is two contiguous halves); ``J`` products are shared-matrix GEMMs over all
+``[m=0, (+1,-1), (+2,-2), ...]`` so each pair is one complex number); ``J`` products are shared-matrix GEMMs over all
 edges and channels.
 Per edge and channel this costs ``sum_l (2l+1)(2l+1 + r_l)`` multiply-adds, all in large GEMMs, and builds
 nothing of size E x (2l+1)^2.
@@ -25,9 +25,13 @@ Tensor = torch.Tensor
 
 def component_order(l: int) -> list[int]:
     """Order of the ``2l+1`` components of an order-``l`` block inside this module's full layout, as
-    indices into the standard order (m = -l..l): ``[m=0, m=+1..+l, m=-1..-l]``. Pairs ``(+m, -m)`` then
-    sit in two contiguous halves, so a rotation about y is four broadcast multiplies, with no gathers."""
-    return [l] + list(range(l + 1, 2 * l + 1)) + list(range(l - 1, -1, -1))
+    indices into the standard order (m = -l..l): ``[m=0, (+1, -1), (+2, -2), ...]``. Each pair ``(+m, -m)``
+    is then one complex number ``x_{+m} + i x_{-m}`` and a rotation about y by ``t`` is one complex
+    multiply by ``exp(i m t)``."""
+    order = [l]
+    for m in range(1, l + 1):
+        order += [l + m, l - m]
+    return order
 
 
 class EdgeRotation(nn.Module):
@@ -68,30 +72,34 @@ class EdgeRotation(nn.Module):
         self.rot_dim = roff
 
     @staticmethod
-    def _rot_y(x: Tensor, l: int, cos: Tensor, sin: Tensor, inverse: bool) -> Tensor:
-        """Rotation about y of one block x: (E, M, 2l+1) by the angle whose tables are cos/sin (E, >= l+1);
-        ``inverse`` rotates by the opposite angle."""
+    def _rot_y(x: Tensor, l: int, phase: Tensor) -> Tensor:
+        """Rotation about y of one block x: (E, M, 2l+1) by the complex phases ``exp(i m t)``,
+        phase: (E, 1, >= l) complex for m = 1..l."""
         if l == 0:
             return x
-        c = cos[:, None, 1 : l + 1]
-        s = sin[:, None, 1 : l + 1]
-        # split (not slicing) so that the backward is one cat instead of zero-filled full-size slices
-        x0, xp, xm = torch.split(x, [1, l, l], dim=-1)
-        if inverse:
-            return torch.cat([x0, c * xp + s * xm, c * xm - s * xp], dim=-1)
-        return torch.cat([x0, c * xp - s * xm, c * xm + s * xp], dim=-1)
+        E, M, _ = x.shape
+        x0, pairs = torch.split(x, [1, 2 * l], dim=-1)
+        z = torch.view_as_complex(pairs.reshape(E, M, l, 2).contiguous()) * phase[..., :l]
+        return torch.cat([x0, torch.view_as_real(z).reshape(E, M, 2 * l)], dim=-1)
+
+    @staticmethod
+    def _phases(cos: Tensor, sin: Tensor, inverse: bool) -> Tensor:
+        """(E, lmax+1) cos/sin tables of ``m t`` -> (E, 1, lmax) complex ``exp(+-i m t)``, m = 1..lmax."""
+        return torch.complex(cos[:, 1:], -sin[:, 1:] if inverse else sin[:, 1:]).unsqueeze(1)
 
     def to_frame(self, x: Tensor, frame: EdgeFrame) -> Tensor:
         """(E, full_dim) -> (E, rot_dim): rows ``|m| <= mmax`` of ``J Y(-beta) J^T Y(-alpha) x``."""
         E = x.shape[0]
         outs = []
+        pa = self._phases(frame.cos_alpha, frame.sin_alpha, inverse=False)
+        pb = self._phases(frame.cos_beta, frame.sin_beta, inverse=False)
         blocks = torch.split(x, [M * (2 * l + 1) for l, M in self.groups], dim=1)
         for (l, M), blk in zip(self.groups, blocks):
             d = 2 * l + 1
             b = blk.reshape(E, M, d)
-            b = self._rot_y(b, l, frame.cos_alpha, frame.sin_alpha, inverse=False)
+            b = self._rot_y(b, l, pa)
             b = b @ getattr(self, f"_J{l}")  # row-vector form of J^T applied to each channel
-            b = self._rot_y(b, l, frame.cos_beta, frame.sin_beta, inverse=False)
+            b = self._rot_y(b, l, pb)
             b = b @ getattr(self, f"_JrowsT{l}")  # (E, M, r_l)
             outs.append(b.reshape(E, -1))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
@@ -100,14 +108,16 @@ class EdgeRotation(nn.Module):
         """(E, rot_dim) -> (E, full_dim): ``D^T y`` with ``y`` zero outside ``|m| <= mmax``."""
         E = y.shape[0]
         outs = []
+        pa = self._phases(frame.cos_alpha, frame.sin_alpha, inverse=True)
+        pb = self._phases(frame.cos_beta, frame.sin_beta, inverse=True)
         blocks = torch.split(y, [M * (2 * min(l, self.mmax) + 1) for l, M in self.groups], dim=1)
         for (l, M), blk in zip(self.groups, blocks):
             r = 2 * min(l, self.mmax) + 1
             b = blk.reshape(E, M, r)
             b = b @ getattr(self, f"_Jrows{l}")  # (E, M, 2l+1)
-            b = self._rot_y(b, l, frame.cos_beta, frame.sin_beta, inverse=True)
+            b = self._rot_y(b, l, pb)
             b = b @ getattr(self, f"_JT{l}")  # J applied to each channel
-            b = self._rot_y(b, l, frame.cos_alpha, frame.sin_alpha, inverse=True)
+            b = self._rot_y(b, l, pa)
             outs.append(b.reshape(E, -1))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 

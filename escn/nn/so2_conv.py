@@ -64,6 +64,7 @@ class _Layout:
         self.lmax = max(self.lmax_in, self.lmax_out)
         self.in_groups, in_pos = self._groups(irreps_in)
         self.out_groups, out_pos = self._groups(irreps_out)
+        self.in_pos, self.out_pos = in_pos, out_pos
 
         # components per m: (entry, u, eps, position of +m, position of -m) in the rotated flat layout
         def comps(irreps: Irreps, pos, m: int):
@@ -282,19 +283,10 @@ class SO2Conv(nn.Module):
         for p in paths:
             eps_in = self.irreps_in[p.i_in].ir.p * (-1) ** p.l_in
             eps_out = self.irreps_out[p.i_out].ir.p * (-1) ** p.l_out
-            C = wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64)[:, p.l_filter, :]  # (i, k)
-            M = (p.norm * math.sqrt(2 * p.l_filter + 1)) * C.T  # M[k, i]
             for m in range(0, min(p.l_in, p.l_out, self.mmax) + 1):
-                w1 = float(M[p.l_out + m, p.l_in + m])  # y+ <- x+
-                w2 = float(M[p.l_out - m, p.l_in + m])  # y- <- x+
-                if eps_in == eps_out:
-                    value = w1
-                elif eps_out == 1:
-                    value = w2
-                else:
-                    value = -w2
                 if m == 0 and eps_in != eps_out:
                     continue
+                value = self._path_coefficient(p, m)
                 if value == 0.0:
                     continue
                 for u in range(p.mul_in):
@@ -312,6 +304,126 @@ class SO2Conv(nn.Module):
                 coef[k, j] = v
         self.register_buffer("_map_index", index, persistent=False)
         self.register_buffer("_map_coef", coef.to(torch.get_default_dtype()), persistent=False)
+
+        # The same map, structured for speed: per (input entry, output entry) pair, one small GEMM
+        # (E, mul_in*mul_out, n_paths) @ (n_paths, n_m), then each stage's B_m assembled from blocks once.
+        pairs: dict[tuple[int, int], list[int]] = {}
+        for k, p in enumerate(paths):
+            pairs.setdefault((p.i_in, p.i_out), []).append(k)
+        self._pairs = []  # (i_in, i_out, path indices, number of m columns)
+        for (i_in, i_out), ks in pairs.items():
+            p0 = paths[ks[0]]
+            n_m = min(p0.l_in, p0.l_out, self.mmax) + 1
+            T = torch.zeros(len(ks), n_m, dtype=torch.float64)
+            for a, k in enumerate(ks):
+                for m in range(n_m):
+                    T[a, m] = self._path_coefficient(paths[k], m)
+            self.register_buffer(f"_pairT{len(self._pairs)}", T.to(torch.get_default_dtype()), persistent=False)
+            self._pairs.append((i_in, i_out, ks, n_m))
+
+        # Path-wise evaluation without forming B: for each path, G = W_p^T Vhat_in (a batched matmul),
+        # scaled by the path's per-m coefficients and summed into its output entry. Vhat_i: (E, mul, M_i, 2)
+        # holds the class-adjusted (V+, V-) of input entry i for m < M_i; Y_o likewise for outputs.
+        rot_in_dim = sum(len(g["channels"]) * (2 * min(l, self.mmax) + 1) for l, g in L.in_groups.items())
+        zero_slot = rot_in_dim  # index of an appended zero column (V- at m = 0)
+        v_idx: list[int] = []
+        v_sign: list[float] = []
+        self._entry_M_in = []
+        for i, (mul, ir) in enumerate(self.irreps_in):
+            M = min(ir.l, self.mmax) + 1
+            self._entry_M_in.append(M)
+            natural = ir.p * (-1) ** ir.l == 1
+            for u in range(mul):
+                for m in range(M):
+                    if m == 0:
+                        v_idx += [L.in_pos(i, u, 0), zero_slot]
+                        v_sign += [1.0, 0.0]
+                    elif natural:
+                        v_idx += [L.in_pos(i, u, m), L.in_pos(i, u, -m)]
+                        v_sign += [1.0, 1.0]
+                    else:
+                        v_idx += [L.in_pos(i, u, -m), L.in_pos(i, u, m)]
+                        v_sign += [-1.0, 1.0]
+        self.register_buffer("_v_idx", torch.tensor(v_idx, dtype=torch.long), persistent=False)
+        self.register_buffer("_v_sign", torch.tensor(v_sign, dtype=torch.get_default_dtype()), persistent=False)
+        # outputs: every rotated output position reads one (entry, w, m, +-) slot of the concatenated Y
+        rot_out_dim = sum(len(g["channels"]) * (2 * min(l, self.mmax) + 1) for l, g in L.out_groups.items())
+        y_idx = [0] * rot_out_dim
+        y_sign = [0.0] * rot_out_dim
+        base = 0
+        self._entry_M_out = []
+        for o, (mul, ir) in enumerate(self.irreps_out):
+            M = min(ir.l, self.mmax) + 1
+            self._entry_M_out.append(M)
+            natural = ir.p * (-1) ** ir.l == 1
+            for w in range(mul):
+                for m in range(M):
+                    slot = base + (w * M + m) * 2  # (+) at slot, (-) at slot + 1
+                    if m == 0:
+                        y_idx[L.out_pos(o, w, 0)], y_sign[L.out_pos(o, w, 0)] = slot, 1.0
+                    elif natural:
+                        y_idx[L.out_pos(o, w, m)], y_sign[L.out_pos(o, w, m)] = slot, 1.0
+                        y_idx[L.out_pos(o, w, -m)], y_sign[L.out_pos(o, w, -m)] = slot + 1, 1.0
+                    else:
+                        y_idx[L.out_pos(o, w, m)], y_sign[L.out_pos(o, w, m)] = slot + 1, 1.0
+                        y_idx[L.out_pos(o, w, -m)], y_sign[L.out_pos(o, w, -m)] = slot, -1.0
+            base += mul * M * 2
+        self.register_buffer("_y_idx", torch.tensor(y_idx, dtype=torch.long), persistent=False)
+        self.register_buffer("_y_sign", torch.tensor(y_sign, dtype=torch.get_default_dtype()), persistent=False)
+        coefs = []
+        for p in paths:
+            n = min(p.l_in, p.l_out, self.mmax) + 1
+            coefs.append(torch.tensor([self._path_coefficient(p, m) for m in range(n)], dtype=torch.float64))
+        for k, c in enumerate(coefs):
+            self.register_buffer(f"_pathcoef{k}", c.to(torch.get_default_dtype()).reshape(1, 1, -1, 1), persistent=False)
+
+    def _path_coefficient(self, p, m: int) -> float:
+        """Entry of ``B_m`` produced by a unit weight on TFN path ``p`` (zero at m = 0 across classes).
+
+        With ``M[k, i] = norm * sqrt(2 lf + 1) * C[i, lf, k]`` the path's map in the edge frame,
+        ``W1 = M[+m, +m]`` and ``W2 = M[-m, +m]``; B holds W1 within a class, W2 (natural rows) or -W2
+        (pseudo rows) across classes."""
+        eps_in = self.irreps_in[p.i_in].ir.p * (-1) ** p.l_in
+        eps_out = self.irreps_out[p.i_out].ir.p * (-1) ** p.l_out
+        if m == 0 and eps_in != eps_out:
+            return 0.0
+        C = wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64)[:, p.l_filter, :]  # (i, k)
+        M = (p.norm * math.sqrt(2 * p.l_filter + 1)) * C.T  # M[k, i]
+        if eps_in == eps_out:
+            return float(M[p.l_out + m, p.l_in + m])
+        w2 = float(M[p.l_out - m, p.l_in + m])
+        return w2 if eps_out == 1 else -w2
+
+    def _tfn_to_stage_weights(self, w: Tensor) -> list[Tensor]:
+        """(E, n_tfn) path weights -> per-stage B matrices [(E, n_out, n_in), ...] (structured map)."""
+        E = w.shape[0]
+        chunks = torch.split(w, [p.mul_in * p.mul_out for p in self.tfn_paths], dim=1)
+        mapped: dict[tuple[int, int], Tensor] = {}
+        for n, (i_in, i_out, ks, n_m) in enumerate(self._pairs):
+            stacked = torch.stack([chunks[k] for k in ks], dim=-1)  # (E, mul_in*mul_out, n_p)
+            mapped[(i_in, i_out)] = stacked @ getattr(self, f"_pairT{n}")  # (E, mul_in*mul_out, n_m)
+        out = []
+        L = self.layout
+        for st, rows, cols in zip(L.stages, L.out_rows, L.in_cols):
+            if st.n_in == 0 or st.n_out == 0:
+                out.append(w.new_zeros(E, st.n_out, st.n_in))
+                continue
+            in_entries = list(dict.fromkeys(c[0] for c in cols))
+            out_entries = list(dict.fromkeys(r[0] for r in rows))
+            row_blocks = []
+            for o in out_entries:
+                mul_o = self.irreps_out[o].mul
+                blocks = []
+                for i in in_entries:
+                    mul_i = self.irreps_in[i].mul
+                    t = mapped.get((i, o))
+                    if t is None or st.m >= t.shape[-1]:
+                        blocks.append(w.new_zeros(E, mul_o, mul_i))
+                    else:
+                        blocks.append(t[:, :, st.m].reshape(E, mul_i, mul_o).transpose(1, 2))
+                row_blocks.append(torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0])
+            out.append(torch.cat(row_blocks, dim=1) if len(row_blocks) > 1 else row_blocks[0])
+        return out
 
     def _tfn_to_so2(self, w: Tensor) -> Tensor:
         """(..., n_tfn) path weights -> (..., so2_numel) SO(2) weights."""
@@ -334,11 +446,12 @@ class SO2Conv(nn.Module):
                 f"layout={self.weight_layout}, shared_weights={self.shared_weights}, weight_numel={self.weight_numel}")
 
     # ------------------------------------------------------------------ forward
-    def _so2_weights(self, weight: Tensor) -> Tensor:
-        """Weights in the so2 layout, (E or 1, so2_numel), already scaled."""
+    def _stage_weights(self, weight: Tensor) -> list[Tensor]:
+        """Per-stage SO(2) matrices ``[(B, n_out, n_in), ...]`` from (B, weight_numel) weights, scaled."""
         if self.weight_layout == "tfn":
-            return self._tfn_to_so2(weight)
-        return weight * self._so2_scale
+            return self._tfn_to_stage_weights(weight)
+        parts = torch.split(weight * self._so2_scale, [st.n_in * st.n_out for st in self.layout.stages], dim=-1)
+        return [p.reshape(weight.shape[0], st.n_out, st.n_in) for p, st in zip(parts, self.layout.stages)]
 
     def _edge_messages(self, x: Tensor, edge_src: Tensor, edge_vec: Tensor, weight: Tensor):
         """Messages in the l-grouped output layout before the chart turn.
@@ -350,9 +463,46 @@ class SO2Conv(nn.Module):
         xg = x.index_select(1, self._perm_in)  # (N, grouped)
         x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
         x_e = x_both.index_select(0, edge_src + N * frame.chart)
-        V = self.rot_in.to_frame(x_e, frame).index_select(1, self._gather_idx) * self._gather_sign
-        out_flat = self._so2(V, weight)
+        rotated = self.rot_in.to_frame(x_e, frame)
+        if self.weight_layout == "tfn" and not self.shared_weights:
+            out_flat = self._so2_pathwise(rotated, weight)
+        else:
+            out_flat = self._so2(rotated.index_select(1, self._gather_idx) * self._gather_sign, weight)
         return self.rot_out.from_frame(out_flat, frame), frame
+
+    def _so2_pathwise(self, rotated: Tensor, weight: Tensor) -> Tensor:
+        """TFN-layout per-edge weights applied path by path in the edge frame, never forming B_m.
+        rotated: (E, rot_in_dim), weight: (E, n_tfn) -> (E, rot_out_dim)."""
+        E = rotated.shape[0]
+        padded = torch.cat([rotated, rotated.new_zeros(E, 1)], dim=1)
+        Vhat = padded.index_select(1, self._v_idx) * self._v_sign
+        V_entries = [
+            v.reshape(E, mul, M, 2)
+            for v, (mul, _), M in zip(
+                torch.split(Vhat, [mul * M * 2 for (mul, _), M in zip(self.irreps_in, self._entry_M_in)], dim=1),
+                self.irreps_in,
+                self._entry_M_in,
+            )
+        ]
+        chunks = torch.split(weight, [p.mul_in * p.mul_out for p in self.tfn_paths], dim=1)
+        Y: list[Tensor | None] = [None] * len(self.irreps_out)
+        for k, (p, w) in enumerate(zip(self.tfn_paths, chunks)):
+            coef = getattr(self, f"_pathcoef{k}")  # (1, 1, n, 1)
+            n = coef.shape[2]
+            v = V_entries[p.i_in][:, :, :n, :].reshape(E, p.mul_in, 2 * n)
+            g = torch.bmm(w.reshape(E, p.mul_in, p.mul_out).transpose(1, 2), v).reshape(E, p.mul_out, n, 2) * coef
+            M_out = self._entry_M_out[p.i_out]
+            if n < M_out:
+                g = torch.nn.functional.pad(g, (0, 0, 0, M_out - n))
+            Y[p.i_out] = g if Y[p.i_out] is None else Y[p.i_out] + g
+        flat = torch.cat(
+            [
+                (y if y is not None else rotated.new_zeros(E, mul, M, 2)).reshape(E, -1)
+                for y, (mul, _), M in zip(Y, self.irreps_out, self._entry_M_out)
+            ],
+            dim=1,
+        )
+        return flat.index_select(1, self._y_idx) * self._y_sign
 
     def _so2(self, V: Tensor, weight: Tensor) -> Tensor:
         """The per-m SO(2) maps: gathered inputs (E, n_v) -> rotated outputs (E, rot_out_dim)."""
@@ -360,12 +510,12 @@ class SO2Conv(nn.Module):
         E = V.shape[0]
         if self.shared_weights:
             V = V * self._expand_gates(weight)
-            W = self._so2_weights(self.weight.unsqueeze(0))[0]
+            W_parts = self._stage_weights(self.weight.unsqueeze(0))
+            W_parts = [w[0] for w in W_parts]
         else:
-            W = self._so2_weights(weight)
-        # one split each (not slices): slicing's backward allocates a zero-filled full-size tensor per slice
+            W_parts = self._stage_weights(weight)
+        # one split (not slices): slicing's backward allocates a zero-filled full-size tensor per slice
         V_parts = torch.split(V, [(1 if st.m == 0 else 2) * st.n_in for st in L.stages], dim=1)
-        W_parts = torch.split(W, [st.n_in * st.n_out for st in L.stages], dim=-1)
         P_parts = []
         for st, v, w in zip(L.stages, V_parts, W_parts):
             ncol = 1 if st.m == 0 else 2
@@ -376,9 +526,9 @@ class SO2Conv(nn.Module):
                 continue
             v = v.reshape(E, ncol, st.n_in)
             if self.shared_weights:
-                p = v.reshape(E * ncol, st.n_in) @ w.reshape(st.n_out, st.n_in).T
+                p = v.reshape(E * ncol, st.n_in) @ w.T
             else:
-                p = torch.bmm(v, w.reshape(E, st.n_out, st.n_in).transpose(1, 2))
+                p = torch.bmm(v, w.transpose(1, 2))
             P_parts.append(p.reshape(E, ncol * st.n_out))
         P = torch.cat(P_parts, dim=1)
         return P.index_select(1, self._scatter_idx) * self._scatter_sign
