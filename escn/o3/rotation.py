@@ -77,7 +77,9 @@ def xyz_to_angles(xyz: Tensor) -> tuple[Tensor, Tensor]:
     if (norm == 0).any():
         raise ValueError("xyz contains zero-length vectors, whose angles are undefined")
     u = xyz / norm
-    beta = torch.acos(u[..., 1].clamp(-1, 1))
+    # atan2 rather than acos(u_y): acos loses half the digits next to the poles (beta ~ 1e-9
+    # came out as 0, so angles_to_matrix(matrix_to_angles(R)) was off by 1e-9 there)
+    beta = torch.atan2(torch.hypot(u[..., 0], u[..., 2]), u[..., 1])
     alpha = torch.atan2(u[..., 0], u[..., 2])
     return alpha, beta
 
