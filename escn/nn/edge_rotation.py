@@ -23,21 +23,38 @@ from escn.o3.wigner import J_matrix
 Tensor = torch.Tensor
 
 
+PAD = -1
+
+
 def component_order(l: int) -> list[int]:
-    """Order of the ``2l+1`` components of an order-``l`` block inside this module's full layout, as
-    indices into the standard order (m = -l..l): ``[m=0, (+1, -1), (+2, -2), ...]``. Each pair ``(+m, -m)``
-    is then one complex number ``x_{+m} + i x_{-m}`` and a rotation about y by ``t`` is one complex
-    multiply by ``exp(i m t)``."""
-    order = [l]
+    """The ``2l+2`` slots of an order-``l`` block inside this module's full layout, as indices into the
+    standard order (m = -l..l) or ``PAD`` for an always-zero slot: ``[m=0, PAD, (+1, -1), (+2, -2), ...]``.
+    Each pair ``(+m, -m)`` (and ``(0, PAD)``) is one complex number ``x_{+m} + i x_{-m}``, so a rotation
+    about y by ``t`` is a single complex multiply of the whole block by ``exp(i m t)``."""
+    order = [l, PAD]
     for m in range(1, l + 1):
         order += [l + m, l - m]
     return order
 
 
+def _embed(A: torch.Tensor, rows: list[int] | None, cols: list[int] | None) -> torch.Tensor:
+    """Reindex a matrix by slot lists (``PAD`` slots become zero rows/columns)."""
+    r = list(range(A.shape[0])) if rows is None else rows
+    c = list(range(A.shape[1])) if cols is None else cols
+    out = torch.zeros(len(r), len(c), dtype=A.dtype)
+    for a, i in enumerate(r):
+        if i == PAD:
+            continue
+        for b, j in enumerate(c):
+            if j != PAD:
+                out[a, b] = A[i, j]
+    return out
+
+
 class EdgeRotation(nn.Module):
     """Apply ``D_std`` (to the frame) and ``D_std^T`` (back) on l-grouped features.
 
-    Full layout: per order ``l`` (ascending) ``M_l`` channels x ``2l+1`` components in
+    Full layout: per order ``l`` (ascending) ``M_l`` channels x ``2l+2`` slots in
     :func:`component_order`. Rotated layout: per order ``M_l`` channels x ``r_l`` components in the standard
     order ``m = -k_l..k_l``.
 
@@ -57,15 +74,15 @@ class EdgeRotation(nn.Module):
         for l, M in self.groups:
             self.full_offsets.append(off)
             self.rot_offsets.append(roff)
-            off += M * (2 * l + 1)
+            off += M * (2 * l + 2)
             roff += M * (2 * min(l, mmax) + 1)
             J = J_matrix(l, torch.float64)
-            order = torch.tensor(component_order(l))
+            order = component_order(l)
             k = min(l, mmax)
-            J_new = J[order][:, order]  # J acting on the full layout
+            J_new = _embed(J, order, order)  # J acting on the full layout
             self.register_buffer(f"_J{l}", J_new.to(dt), persistent=False)
             self.register_buffer(f"_JT{l}", J_new.T.contiguous().to(dt), persistent=False)
-            rows = J[l - k : l + k + 1][:, order]  # full layout -> rotated rows
+            rows = _embed(J[l - k : l + k + 1], None, order)  # full layout -> rotated rows
             self.register_buffer(f"_Jrows{l}", rows.contiguous().to(dt), persistent=False)
             self.register_buffer(f"_JrowsT{l}", rows.T.contiguous().to(dt), persistent=False)
         self.full_dim = off
@@ -73,19 +90,20 @@ class EdgeRotation(nn.Module):
 
     @staticmethod
     def _rot_y(x: Tensor, l: int, phase: Tensor) -> Tensor:
-        """Rotation about y of one block x: (E, M, 2l+1) by the complex phases ``exp(i m t)``,
-        phase: (E, 1, >= l) complex for m = 1..l."""
+        """Rotation about y of one block x: (E, M, 2l+2) by the complex phases ``exp(i m t)``,
+        phase: (E, 1, >= l+1) complex for m = 0..l."""
         if l == 0:
             return x
         E, M, _ = x.shape
-        x0, pairs = torch.split(x, [1, 2 * l], dim=-1)
-        z = torch.view_as_complex(pairs.reshape(E, M, l, 2).contiguous()) * phase[..., :l]
-        return torch.cat([x0, torch.view_as_real(z).reshape(E, M, 2 * l)], dim=-1)
+        if x.stride(-1) != 1 or x.stride(-2) % 2 or x.stride(0) % 2 or x.storage_offset() % 2:
+            x = x.contiguous()
+        z = torch.view_as_complex(x.reshape(E, M, l + 1, 2)) * phase[..., : l + 1]
+        return torch.view_as_real(z).reshape(E, M, 2 * l + 2)
 
     @staticmethod
     def _phases(cos: Tensor, sin: Tensor, inverse: bool) -> Tensor:
-        """(E, lmax+1) cos/sin tables of ``m t`` -> (E, 1, lmax) complex ``exp(+-i m t)``, m = 1..lmax."""
-        return torch.complex(cos[:, 1:], -sin[:, 1:] if inverse else sin[:, 1:]).unsqueeze(1)
+        """(E, lmax+1) cos/sin tables of ``m t`` -> (E, 1, lmax+1) complex ``exp(+-i m t)``, m = 0..lmax."""
+        return torch.complex(cos, -sin if inverse else sin).unsqueeze(1)
 
     def to_frame(self, x: Tensor, frame: EdgeFrame) -> Tensor:
         """(E, full_dim) -> (E, rot_dim): rows ``|m| <= mmax`` of ``J Y(-beta) J^T Y(-alpha) x``."""
@@ -93,9 +111,9 @@ class EdgeRotation(nn.Module):
         outs = []
         pa = self._phases(frame.cos_alpha, frame.sin_alpha, inverse=False)
         pb = self._phases(frame.cos_beta, frame.sin_beta, inverse=False)
-        blocks = torch.split(x, [M * (2 * l + 1) for l, M in self.groups], dim=1)
+        blocks = torch.split(x, [M * (2 * l + 2) for l, M in self.groups], dim=1)
         for (l, M), blk in zip(self.groups, blocks):
-            d = 2 * l + 1
+            d = 2 * l + 2
             b = blk.reshape(E, M, d)
             b = self._rot_y(b, l, pa)
             b = b @ getattr(self, f"_J{l}")  # row-vector form of J^T applied to each channel
@@ -114,7 +132,7 @@ class EdgeRotation(nn.Module):
         for (l, M), blk in zip(self.groups, blocks):
             r = 2 * min(l, self.mmax) + 1
             b = blk.reshape(E, M, r)
-            b = b @ getattr(self, f"_Jrows{l}")  # (E, M, 2l+1)
+            b = b @ getattr(self, f"_Jrows{l}")  # (E, M, 2l+2)
             b = self._rot_y(b, l, pb)
             b = b @ getattr(self, f"_JT{l}")  # J applied to each channel
             b = self._rot_y(b, l, pa)
@@ -125,9 +143,9 @@ class EdgeRotation(nn.Module):
         """Node-level chart turn: ``J^T x`` (``transpose=True``) or ``J x`` per block, x: (N, full_dim)."""
         N = x.shape[0]
         outs = []
-        blocks = torch.split(x, [M * (2 * l + 1) for l, M in self.groups], dim=1)
+        blocks = torch.split(x, [M * (2 * l + 2) for l, M in self.groups], dim=1)
         for (l, M), blk in zip(self.groups, blocks):
-            d = 2 * l + 1
+            d = 2 * l + 2
             b = blk.reshape(N, M, d)
             b = b @ getattr(self, f"_J{l}" if transpose else f"_JT{l}")
             outs.append(b.reshape(N, -1))

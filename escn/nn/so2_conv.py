@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from escn.nn._checks import check_conv_inputs
-from escn.nn.edge_rotation import EdgeRotation, component_order
+from escn.nn.edge_rotation import PAD, EdgeRotation, component_order
 from escn.nn.tfn_conv import TFNConv, tfn_paths
 from escn.o3.edge_frame import edge_frame
 from escn.o3.irreps import Irreps
@@ -168,9 +168,9 @@ class _Layout:
 
 
 def _grouped_permutation(irreps: Irreps) -> list[int]:
-    """Column permutation from the irreps layout to the l-grouped layout of :class:`EdgeRotation`
-    (orders ascending; inside an order, entries in irreps order, then channels, each channel's
-    components in :func:`component_order`)."""
+    """For each slot of :class:`EdgeRotation`'s full layout (orders ascending; inside an order, entries in
+    irreps order, then channels, each channel's slots in :func:`component_order`), the irreps-layout
+    column it holds, or ``irreps.dim`` (an appended zero column) for padding slots."""
     slices = irreps.slices()
     perm: list[int] = []
     for l in sorted({ir.l for _, ir in irreps}):
@@ -179,7 +179,7 @@ def _grouped_permutation(irreps: Irreps) -> list[int]:
             if ir.l == l:
                 for u in range(mul):
                     base = slices[i].start + u * (2 * l + 1)
-                    perm.extend(base + j for j in order)
+                    perm.extend(irreps.dim if j == PAD else base + j for j in order)
     return perm
 
 
@@ -235,8 +235,8 @@ class SO2Conv(nn.Module):
         self.rot_in = EdgeRotation([(l, len(g["channels"])) for l, g in L.in_groups.items()], mmax)
         self.rot_out = EdgeRotation([(l, len(g["channels"])) for l, g in L.out_groups.items()], mmax)
         self.register_buffer("_perm_in", torch.tensor(_grouped_permutation(self.irreps_in), dtype=torch.long), persistent=False)
-        perm_out = torch.tensor(_grouped_permutation(self.irreps_out), dtype=torch.long)
-        self.register_buffer("_perm_out_inv", torch.argsort(perm_out), persistent=False)
+        slot_of = {col: k for k, col in enumerate(_grouped_permutation(self.irreps_out)) if col < self.irreps_out.dim}
+        self.register_buffer("_perm_out_inv", torch.tensor([slot_of[j] for j in range(self.irreps_out.dim)], dtype=torch.long), persistent=False)
         self.register_buffer("_gather_idx", torch.tensor(L.gather_idx, dtype=torch.long), persistent=False)
         gate_idx: list[int] = []
         for st in L.stages:
@@ -460,7 +460,7 @@ class SO2Conv(nn.Module):
         for chart edges and ``D_std^T (SO(2) map) D_std x`` otherwise."""
         N = x.shape[0]
         frame = edge_frame(edge_vec, self.lmax, self.mmax)
-        xg = x.index_select(1, self._perm_in)  # (N, grouped)
+        xg = torch.cat([x, x.new_zeros(N, 1)], dim=1).index_select(1, self._perm_in)  # (N, grouped, padded)
         x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
         x_e = x_both.index_select(0, edge_src + N * frame.chart)
         rotated = self.rot_in.to_frame(x_e, frame)
