@@ -98,6 +98,81 @@ def _check_vectors(x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} contains NaN or infinite entries")
 
 
+_TABLES: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _tables(lmax: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Full-width recursion rows, each (lmax+1, lmax+1) indexed [l, m]: ``a`` and ``-b`` (zero where the
+    term is absent) and the constant ``A^l_l`` placed at [l, l]."""
+    key = (lmax, dtype, device)
+    if key not in _TABLES:
+        diag, a, b = _recursion_coefficients(lmax)
+        A = torch.zeros(lmax + 1, lmax + 1, dtype=torch.float64)
+        B = torch.zeros(lmax + 1, lmax + 1, dtype=torch.float64)
+        C = torch.zeros(lmax + 1, lmax + 1, dtype=torch.float64)
+        for l in range(lmax + 1):
+            C[l, l] = diag[l]
+            for m in range(l):
+                A[l, m] = a[l][m]
+                if m <= l - 2:
+                    B[l, m] = -b[l][m]
+        _TABLES[key] = (A.to(dtype=dtype, device=device), B.to(dtype=dtype, device=device), C.to(dtype=dtype, device=device))
+    return _TABLES[key]
+
+
+@lru_cache(maxsize=None)
+def _output_index(ls: tuple[int, ...], lmax: int, normalization: str) -> tuple[list[int], list[int], list[float]]:
+    """For every output component (l, m) of the requested orders: its index into the flattened
+    [l, |m|] Legendre table, into cat(cos(0..L), sin(1..L)), and its normalisation factor."""
+    leg, cs, scale = [], [], []
+    for l in ls:
+        f = {"component": 1.0, "norm": 1.0 / math.sqrt(2 * l + 1), "integral": 1.0 / math.sqrt(4 * math.pi)}[normalization]
+        for m in range(-l, l + 1):
+            leg.append(l * (lmax + 1) + abs(m))
+            cs.append(m if m >= 0 else lmax + abs(m))
+            scale.append(f)
+    return leg, cs, scale
+
+
+def _spherical_harmonics_flat(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
+    """(N, 3) -> (N, sum(2l+1)): the requested orders concatenated. Two fused multiply-adds per order on
+    (lmax+1, N) rows, then two gathers and one multiply for all components at once."""
+    lmax = max(ls)
+    if normalize:
+        x = torch.nn.functional.normalize(x, dim=-1)
+    xx, yy, zz = x.unbind(-1)
+    N = x.shape[0]
+    Atab, Btab, Ctab = _tables(lmax, x.dtype, x.device)
+    # (z + i x)^m for m = 1..lmax by the angle-addition recursion
+    cos = [torch.ones_like(zz)]
+    sin: list[torch.Tensor] = []
+    c, s_ = zz, xx
+    for m in range(1, lmax + 1):
+        cos.append(c)
+        sin.append(s_)
+        if m < lmax:
+            c, s_ = zz * c - xx * s_, zz * s_ + xx * c
+    # component-major layout (rows are contiguous over the N vectors): gathers along dim 0 are plain copies
+    cs = torch.stack(cos + sin, dim=0)  # (2 lmax + 1, N)
+    # normalised associated Legendre rows A^l_m(y, r^2), full width lmax+1 (zero for m > l)
+    At, Bt, Ct = Atab.unsqueeze(-1), Btab.unsqueeze(-1), Ctab.unsqueeze(-1)  # (lmax+1, lmax+1, 1)
+    rows = [Ct[0].expand(lmax + 1, N)]
+    r2 = None if normalize else (x * x).sum(-1)
+    for l in range(1, lmax + 1):
+        new = torch.addcmul(Ct[l], rows[-1] * yy, At[l])
+        if l >= 2:
+            prev2 = rows[-2] if r2 is None else rows[-2] * r2
+            new = torch.addcmul(new, prev2, Bt[l])
+        rows.append(new)
+    table = torch.stack(rows, dim=0).reshape((lmax + 1) ** 2, N)
+    leg, csi, scale = _output_index(ls, lmax, normalization)
+    dev = x.device
+    out = table.index_select(0, torch.tensor(leg, device=dev)) * cs.index_select(0, torch.tensor(csi, device=dev))
+    if normalization != "component":
+        out = out * torch.tensor(scale, dtype=x.dtype, device=dev).unsqueeze(-1)
+    return out.T.contiguous()
+
+
 def spherical_harmonics_blocks(
     lmax: int, x: torch.Tensor, normalize: bool, normalization: str = "integral"
 ) -> list[torch.Tensor]:
@@ -115,54 +190,11 @@ def spherical_harmonics_blocks(
     _check_vectors(x)
     if normalization not in _NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
-    if lmax < 0:
-        raise ValueError(f"lmax must be >= 0, got {lmax}")
-    if normalize:
-        x = torch.nn.functional.normalize(x, dim=-1)
-    xx, yy, zz = x.unbind(-1)
-    r2 = None if normalize else (x * x).sum(-1)
-    diag, a, b = _recursion_coefficients(lmax)
-    opts = dict(dtype=x.dtype, device=x.device)
-
-    # cos/sin parts: (z + i x)^m, m = 0..lmax
-    cos = [torch.ones_like(zz)]
-    sin = [torch.zeros_like(zz)]
-    for _ in range(1, lmax + 1):
-        c, s = cos[-1], sin[-1]
-        cos.append(zz * c - xx * s)
-        sin.append(zz * s + xx * c)
-
-    ones = torch.ones_like(yy).unsqueeze(-1)
-    blocks: list[torch.Tensor] = []
-    a_prev2: torch.Tensor | None = None
-    a_prev = ones * diag[0]  # A^0, shape (..., 1)
-    legendre = [a_prev]
-    for l in range(1, lmax + 1):
-        coef_a = torch.tensor(a[l], **opts)
-        head = coef_a * yy.unsqueeze(-1) * a_prev  # (..., l), m = 0..l-1
-        if l >= 2:
-            assert a_prev2 is not None
-            coef_b = torch.tensor(b[l][: l - 1], **opts)
-            tail = coef_b * a_prev2[..., : l - 1]
-            if r2 is not None:
-                tail = tail * r2.unsqueeze(-1)
-            head = torch.cat([head[..., : l - 1] - tail, head[..., l - 1 :]], dim=-1)
-        a_new = torch.cat([head, ones * diag[l]], dim=-1)  # (..., l+1)
-        legendre.append(a_new)
-        a_prev2, a_prev = a_prev, a_new
-
-    cos_t = torch.stack(cos, dim=-1)  # (..., lmax+1)
-    sin_t = torch.stack(sin, dim=-1)
-    scale = {"component": lambda l: 1.0, "norm": lambda l: 1.0 / math.sqrt(2 * l + 1),
-             "integral": lambda l: 1.0 / math.sqrt(4 * math.pi)}[normalization]
-    for l in range(lmax + 1):
-        A = legendre[l]
-        neg = (A[..., 1:] * sin_t[..., 1 : l + 1]).flip(-1)  # m = -l..-1
-        pos = A * cos_t[..., : l + 1]  # m = 0..l
-        block = torch.cat([neg, pos], dim=-1)
-        s = scale(l)
-        blocks.append(block if s == 1.0 else block * s)
-    return blocks
+    if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 0:
+        raise ValueError(f"lmax must be >= 0 (an int), got {lmax!r}")
+    flat = _spherical_harmonics_flat(tuple(range(lmax + 1)), x.reshape(-1, 3), normalize, normalization)
+    flat = flat.reshape(x.shape[:-1] + (flat.shape[-1],))
+    return list(torch.split(flat, [2 * l + 1 for l in range(lmax + 1)], dim=-1))
 
 
 def spherical_harmonics(
@@ -188,5 +220,7 @@ def spherical_harmonics(
     _check_vectors(x)
     if not ls:
         return x.new_zeros(x.shape[:-1] + (0,))
-    blocks = spherical_harmonics_blocks(max(ls), x, normalize, normalization)
-    return torch.cat([blocks[li] for li in ls], dim=-1)
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+    flat = _spherical_harmonics_flat(tuple(ls), x.reshape(-1, 3), normalize, normalization)
+    return flat.reshape(x.shape[:-1] + (flat.shape[-1],))
