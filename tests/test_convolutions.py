@@ -272,3 +272,19 @@ def test_bad_inputs_raise_clear_errors():
         TFNConv("1x0e", "1x0e", lmax_filter=-2)
     with pytest.raises(TypeError, match="TFNConv"):
         SO2Conv.from_tfn(conv)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_so2_conv_mmax_zero_is_equivariant_and_nontrivial(shared):
+    """mmax = 0 keeps only m = 0 in the edge frame (the cheapest eSCN setting): still exactly
+    O(3)-equivariant, and l > 0 outputs are still produced (by rotating back)."""
+    irreps = natural(4, 2) + "+1x1e+1x0o"
+    pos, src, dst = random_graph(6, 24, seed=7)
+    conv = SO2Conv(irreps, irreps, mmax=0, shared_weights=shared)
+    w = torch.randn(len(src), conv.weight_numel)
+    x = Irreps(irreps).randn(6, -1)
+    errs = equivariance_error(conv_on_positions(conv, src, dst, w), [x, pos], [irreps, CARTESIAN_POINTS], irreps)
+    assert max(errs.values()) <= TOL, errs
+    out = conv(x, src, dst, pos[dst] - pos[src], w)
+    l4 = Irreps(irreps).slices()[4]
+    assert out[:, l4].abs().max() > 1e-3

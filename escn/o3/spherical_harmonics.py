@@ -165,12 +165,24 @@ def _spherical_harmonics_flat(ls: tuple[int, ...], x: torch.Tensor, normalize: b
             new = torch.addcmul(new, prev2, Bt[l])
         rows.append(new)
     table = torch.stack(rows, dim=0).reshape((lmax + 1) ** 2, N)
-    leg, csi, scale = _output_index(ls, lmax, normalization)
-    dev = x.device
-    out = table.index_select(0, torch.tensor(leg, device=dev)) * cs.index_select(0, torch.tensor(csi, device=dev))
-    if normalization != "component":
-        out = out * torch.tensor(scale, dtype=x.dtype, device=dev).unsqueeze(-1)
+    leg, csi, scale = _output_index_tensors(ls, lmax, normalization, x.dtype, x.device)
+    out = table.index_select(0, leg) * cs.index_select(0, csi)
+    if scale is not None:
+        out = out * scale
     return out.T.contiguous()
+
+
+_INDEX_TENSORS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+
+
+def _output_index_tensors(ls: tuple[int, ...], lmax: int, normalization: str, dtype: torch.dtype, device: torch.device):
+    """:func:`_output_index` as cached tensors (the scale is None for component normalisation)."""
+    key = (ls, lmax, normalization, dtype, device)
+    if key not in _INDEX_TENSORS:
+        leg, csi, scale = _output_index(ls, lmax, normalization)
+        scale_t = None if normalization == "component" else torch.tensor(scale, dtype=dtype, device=device).unsqueeze(-1)
+        _INDEX_TENSORS[key] = (torch.tensor(leg, device=device), torch.tensor(csi, device=device), scale_t)
+    return _INDEX_TENSORS[key]
 
 
 def spherical_harmonics_blocks(
