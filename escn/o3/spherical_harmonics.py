@@ -94,7 +94,8 @@ def _check_vectors(x: torch.Tensor, name: str = "x") -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.ndim < 1 or x.shape[-1] != 3:
         raise ValueError(f"{name} must have shape (..., 3), got {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    # one reduction in the common case: NaN/inf propagate into the sum; confirm exactly before raising
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite entries")
 
 
