@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--radius", type=_positive_float, default=1.8, help="radius-graph cutoff (default 1.8)")
     b.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="floating dtype (default float32)")
     b.add_argument("--threads", type=_int_at_least(1), default=2, help="torch.set_num_threads (default 2)")
-    b.add_argument("--repeats", type=_int_at_least(1), default=5, help="timed repeats, median after 1 warm-up (default 5)")
+    b.add_argument("--repeats", type=_int_at_least(1), default=3, help="timed repeats, median after 1 warm-up (default 3)")
     b.add_argument("--out", default="bench_out", help="output directory for results.json/.csv and scaling.png (default bench_out/)")
     b.add_argument("--budget-seconds", type=_positive_float, default=10.0, help="time budget per configuration (default 10)")
     b.add_argument("--max-memory-gb", type=_positive_float, default=4.0, help="memory budget per configuration (default 4)")
