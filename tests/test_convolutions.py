@@ -288,3 +288,30 @@ def test_so2_conv_mmax_zero_is_equivariant_and_nontrivial(shared):
     out = conv(x, src, dst, pos[dst] - pos[src], w)
     l4 = Irreps(irreps).slices()[4]
     assert out[:, l4].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("layer", ["so2", "shared", "tfn_layout", "tfn"])
+def test_message_plus_index_add_equals_forward(layer):
+    """``message`` (per-edge messages for custom aggregation, e.g. torch-scatter) sums to ``forward``."""
+    irreps_in, irreps_out = "3x0e+2x1o+1x1e+1x2e+1x3o", "2x0e+1x0o+2x1o+1x2e+1x3o"
+    if layer == "so2":
+        conv = SO2Conv(irreps_in, irreps_out, mmax=2)
+    elif layer == "shared":
+        conv = SO2Conv(irreps_in, irreps_out, shared_weights=True)
+    elif layer == "tfn_layout":
+        conv = SO2Conv.from_tfn(TFNConv(irreps_in, irreps_out, 3))
+    else:
+        conv = TFNConv(irreps_in, irreps_out, 3)
+    pos, src, dst = random_graph(8, 40, seed=11)
+    # include edges exactly on +-y so both charts are exercised
+    pos[1] = pos[0] + torch.tensor([0.0, 0.7, 0.0])
+    pos[2] = pos[0] + torch.tensor([0.0, -0.4, 0.0])
+    src = torch.cat([src, torch.tensor([0, 0])])
+    dst = torch.cat([dst, torch.tensor([1, 2])])
+    v = pos[dst] - pos[src]
+    x = Irreps(irreps_in).randn(8, -1)
+    w = torch.randn(len(src), conv.weight_numel)
+    out = conv(x, src, dst, v, w)
+    msgs = conv.message(x[src], v, w)
+    assert msgs.shape == (len(src), Irreps(irreps_out).dim)
+    assert (torch.zeros_like(out).index_add_(0, dst, msgs) - out).abs().max() <= TOL
