@@ -167,6 +167,12 @@ class _Layout:
         return groups, pos
 
 
+def _take_columns(x: Tensor, index: Tensor) -> Tensor:
+    """``x[:, index]`` for a 2-D ``x``. ``torch.gather`` with a broadcast index is about 2x faster than
+    ``index_select`` along dim 1 on CPU for the (E, ~1000) tensors here; its backward is a scatter-add."""
+    return torch.gather(x, 1, index.expand(x.shape[0], index.shape[0]))
+
+
 def _grouped_permutation(irreps: Irreps) -> list[int]:
     """For each slot of :class:`EdgeRotation`'s full layout (orders ascending; inside an order, entries in
     irreps order, then channels, each channel's slots in :func:`component_order`), the irreps-layout
@@ -460,14 +466,14 @@ class SO2Conv(nn.Module):
         for chart edges and ``D_std^T (SO(2) map) D_std x`` otherwise."""
         N = x.shape[0]
         frame = edge_frame(edge_vec, self.lmax, self.mmax)
-        xg = torch.cat([x, x.new_zeros(N, 1)], dim=1).index_select(1, self._perm_in)  # (N, grouped, padded)
+        xg = _take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm_in)  # (N, grouped, padded)
         x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
         x_e = x_both.index_select(0, edge_src + N * frame.chart)
         rotated = self.rot_in.to_frame(x_e, frame)
         if self.weight_layout == "tfn" and not self.shared_weights:
             out_flat = self._so2_pathwise(rotated, weight)
         else:
-            out_flat = self._so2(rotated.index_select(1, self._gather_idx) * self._gather_sign, weight)
+            out_flat = self._so2(_take_columns(rotated, self._gather_idx) * self._gather_sign, weight)
         return self.rot_out.from_frame(out_flat, frame), frame
 
     def _so2_pathwise(self, rotated: Tensor, weight: Tensor) -> Tensor:
@@ -475,7 +481,7 @@ class SO2Conv(nn.Module):
         rotated: (E, rot_in_dim), weight: (E, n_tfn) -> (E, rot_out_dim)."""
         E = rotated.shape[0]
         padded = torch.cat([rotated, rotated.new_zeros(E, 1)], dim=1)
-        Vhat = padded.index_select(1, self._v_idx) * self._v_sign
+        Vhat = _take_columns(padded, self._v_idx) * self._v_sign
         V_entries = [
             v.reshape(E, mul, M, 2)
             for v, (mul, _), M in zip(
@@ -502,7 +508,7 @@ class SO2Conv(nn.Module):
             ],
             dim=1,
         )
-        return flat.index_select(1, self._y_idx) * self._y_sign
+        return _take_columns(flat, self._y_idx) * self._y_sign
 
     def _so2(self, V: Tensor, weight: Tensor) -> Tensor:
         """The per-m SO(2) maps: gathered inputs (E, n_v) -> rotated outputs (E, rot_out_dim)."""
@@ -531,7 +537,7 @@ class SO2Conv(nn.Module):
                 p = torch.bmm(v, w.transpose(1, 2))
             P_parts.append(p.reshape(E, ncol * st.n_out))
         P = torch.cat(P_parts, dim=1)
-        return P.index_select(1, self._scatter_idx) * self._scatter_sign
+        return _take_columns(P, self._scatter_idx) * self._scatter_sign
 
     def message(self, x_src: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         """Per-edge messages ``(E, irreps_in.dim), (E, 3), (E, weight_numel) -> (E, irreps_out.dim)``
@@ -541,11 +547,11 @@ class SO2Conv(nn.Module):
         y, frame = self._edge_messages(x_src, idx, edge_vec, weight)
         # chart edges used J^T x_src[e] = row E + e of the doubled node table; undo with J per edge
         y = torch.where(frame.chart[:, None], self.rot_out.apply_J(y, transpose=False), y)
-        return y.index_select(1, self._perm_out_inv)
+        return _take_columns(y, self._perm_out_inv)
 
     def _expand_gates(self, gates: Tensor) -> Tensor:
         """Per-edge gates (E, num_gates) -> multipliers for V (E, n_v): the same gate for V+ and V-."""
-        return gates.index_select(1, self._gate_idx)
+        return _take_columns(gates, self._gate_idx)
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0])
@@ -553,7 +559,7 @@ class SO2Conv(nn.Module):
         y, frame = self._edge_messages(x, edge_src, edge_vec, weight)
         acc = y.new_zeros(2 * N, y.shape[1]).index_add_(0, edge_dst + N * frame.chart, y)
         out = acc[:N] + self.rot_out.apply_J(acc[N:], transpose=False)  # undo the chart turn once per node
-        out = out.index_select(1, self._perm_out_inv)
+        out = _take_columns(out, self._perm_out_inv)
         if self.avg_num_neighbors is not None:
             out = out / math.sqrt(self.avg_num_neighbors)
         return out
