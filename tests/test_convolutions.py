@@ -14,12 +14,7 @@ from escn.testing import CARTESIAN_POINTS, equivariance_error
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")  # shared fixture in conftest.py
 
 
 def natural(L: int, mul: int = 1) -> str:

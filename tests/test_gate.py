@@ -13,12 +13,7 @@ from escn.testing import equivariance_error
 silu, tanh, sigmoid, absolute = torch.nn.functional.silu, torch.tanh, torch.sigmoid, torch.abs
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")  # shared fixture in conftest.py
 
 
 CASES = [
