@@ -137,7 +137,7 @@ def _output_index(ls: tuple[int, ...], lmax: int, normalization: str) -> tuple[l
 
 def _spherical_harmonics_flat(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
     """(N, 3) -> (N, sum(2l+1)): the requested orders concatenated. Two fused multiply-adds per order on
-    (lmax+1, N) rows, then two gathers and one multiply for all components at once."""
+    (N, lmax+1) rows, then two gathers and one multiply for all components at once."""
     lmax = max(ls)
     if normalize:
         x = torch.nn.functional.normalize(x, dim=-1)
@@ -153,24 +153,24 @@ def _spherical_harmonics_flat(ls: tuple[int, ...], x: torch.Tensor, normalize: b
         sin.append(s_)
         if m < lmax:
             c, s_ = zz * c - xx * s_, zz * s_ + xx * c
-    # component-major layout (rows are contiguous over the N vectors): gathers along dim 0 are plain copies
-    cs = torch.stack(cos + sin, dim=0)  # (2 lmax + 1, N)
+    cs = torch.stack(cos + sin, dim=-1)  # (N, 2 lmax + 1)
     # normalised associated Legendre rows A^l_m(y, r^2), full width lmax+1 (zero for m > l)
-    At, Bt, Ct = Atab.unsqueeze(-1), Btab.unsqueeze(-1), Ctab.unsqueeze(-1)  # (lmax+1, lmax+1, 1)
-    rows = [Ct[0].expand(lmax + 1, N)]
-    r2 = None if normalize else (x * x).sum(-1)
+    rows = [Ctab[0].expand(N, lmax + 1)]
+    y_col = yy.unsqueeze(-1)
+    r2 = None if normalize else (x * x).sum(-1, keepdim=True)
     for l in range(1, lmax + 1):
-        new = torch.addcmul(Ct[l], rows[-1] * yy, At[l])
+        new = torch.addcmul(Ctab[l], rows[-1] * y_col, Atab[l])
         if l >= 2:
             prev2 = rows[-2] if r2 is None else rows[-2] * r2
-            new = torch.addcmul(new, prev2, Bt[l])
+            new = torch.addcmul(new, prev2, Btab[l])
         rows.append(new)
-    table = torch.stack(rows, dim=0).reshape((lmax + 1) ** 2, N)
+    table = torch.stack(rows, dim=1).reshape(N, (lmax + 1) ** 2)
     leg, csi, scale = _output_index_tensors(ls, lmax, normalization, x.dtype, x.device)
-    out = table.index_select(0, leg) * cs.index_select(0, csi)
+    # torch.gather with a broadcast index: much faster than index_select along dim 1 on CPU
+    out = torch.gather(table, 1, leg.expand(N, leg.shape[0])) * torch.gather(cs, 1, csi.expand(N, csi.shape[0]))
     if scale is not None:
         out = out * scale
-    return out.T.contiguous()
+    return out
 
 
 _INDEX_TENSORS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
@@ -181,7 +181,7 @@ def _output_index_tensors(ls: tuple[int, ...], lmax: int, normalization: str, dt
     key = (ls, lmax, normalization, dtype, device)
     if key not in _INDEX_TENSORS:
         leg, csi, scale = _output_index(ls, lmax, normalization)
-        scale_t = None if normalization == "component" else torch.tensor(scale, dtype=dtype, device=device).unsqueeze(-1)
+        scale_t = None if normalization == "component" else torch.tensor(scale, dtype=dtype, device=device)
         _INDEX_TENSORS[key] = (torch.tensor(leg, device=device), torch.tensor(csi, device=device), scale_t)
     return _INDEX_TENSORS[key]
 
