@@ -270,48 +270,18 @@ class SO2Conv(nn.Module):
 
     # ------------------------------------------------------------------ TFN -> SO(2) weight map
     def _build_tfn_map(self, lmax_filter: int) -> None:
-        """Precompute the sparse map from TFNConv's path weights to the so2 layout as ``K`` gathers:
-        ``so2[:, j] = sum_k coef[k, j] * tfn[:, index[k, j]]`` (index points at a zero column when unused)."""
+        """Precompute the fixed linear map from TFNConv's path weights to the SO(2) weights: each path's
+        coefficient per m (:meth:`_path_coefficient`), used path by path (per-edge weights) or grouped
+        per (input entry, output entry) pair (shared weights)."""
         L = self.layout
         paths = tfn_paths(self.irreps_in, lmax_filter, self.irreps_out)
         self.tfn_paths = paths
-        n_tfn = sum(p.mul_in * p.mul_out for p in paths)
-        self.param_numel = n_tfn
-        contrib: list[list[tuple[int, float]]] = [[] for _ in range(L.so2_numel)]
-        # where each (m, entry_out, w) row and (m, entry_in, u) column live inside the stages
-        row_of: dict[tuple[int, int, int], tuple[_Stage, int]] = {}
-        col_of: dict[tuple[int, int, int], int] = {}
-        for st, rows, cols in zip(L.stages, L.out_rows, L.in_cols):
-            for r, (i, u, *_rest) in enumerate(rows):
-                row_of[(st.m, i, u)] = (st, r)
-            for c, (i, u, *_rest) in enumerate(cols):
-                col_of[(st.m, i, u, )] = c
-        for p in paths:
-            eps_in = self.irreps_in[p.i_in].ir.p * (-1) ** p.l_in
-            eps_out = self.irreps_out[p.i_out].ir.p * (-1) ** p.l_out
-            for m in range(0, min(p.l_in, p.l_out, self.mmax) + 1):
-                if m == 0 and eps_in != eps_out:
-                    continue
-                value = self._path_coefficient(p, m)
-                if value == 0.0:
-                    continue
-                for u in range(p.mul_in):
-                    for w in range(p.mul_out):
-                        st, r = row_of[(m, p.i_out, w)]
-                        c = col_of[(m, p.i_in, u)]
-                        j = st.offset + r * st.n_in + c
-                        contrib[j].append((p.offset + u * p.mul_out + w, value))
-        K = max((len(c) for c in contrib), default=0)
-        index = torch.full((K, L.so2_numel), n_tfn, dtype=torch.long)  # n_tfn: the appended zero column
-        coef = torch.zeros(K, L.so2_numel, dtype=torch.float64)
-        for j, cj in enumerate(contrib):
-            for k, (t, v) in enumerate(cj):
-                index[k, j] = t
-                coef[k, j] = v
-        self.register_buffer("_map_index", index, persistent=False)
-        self.register_buffer("_map_coef", coef.to(torch.get_default_dtype()), persistent=False)
+        self.param_numel = sum(p.mul_in * p.mul_out for p in paths)
+        path_coefs = [
+            [self._path_coefficient(p, m) for m in range(min(p.l_in, p.l_out, self.mmax) + 1)] for p in paths
+        ]
 
-        # The same map, structured for speed: per (input entry, output entry) pair, one small GEMM
+        # Shared weights: per (input entry, output entry) pair, one small GEMM
         # (E, mul_in*mul_out, n_paths) @ (n_paths, n_m), then each stage's B_m assembled from blocks once.
         pairs: dict[tuple[int, int], list[int]] = {}
         for k, p in enumerate(paths):
@@ -322,8 +292,7 @@ class SO2Conv(nn.Module):
             n_m = min(p0.l_in, p0.l_out, self.mmax) + 1
             T = torch.zeros(len(ks), n_m, dtype=torch.float64)
             for a, k in enumerate(ks):
-                for m in range(n_m):
-                    T[a, m] = self._path_coefficient(paths[k], m)
+                T[a] = torch.tensor(path_coefs[k], dtype=torch.float64)
             self.register_buffer(f"_pairT{len(self._pairs)}", T.to(torch.get_default_dtype()), persistent=False)
             self._pairs.append((i_in, i_out, ks, n_m))
 
@@ -376,12 +345,9 @@ class SO2Conv(nn.Module):
             base += mul * M * 2
         self.register_buffer("_y_idx", torch.tensor(y_idx, dtype=torch.long), persistent=False)
         self.register_buffer("_y_sign", torch.tensor(y_sign, dtype=torch.get_default_dtype()), persistent=False)
-        coefs = []
-        for p in paths:
-            n = min(p.l_in, p.l_out, self.mmax) + 1
-            coefs.append(torch.tensor([self._path_coefficient(p, m) for m in range(n)], dtype=torch.float64))
-        for k, c in enumerate(coefs):
-            self.register_buffer(f"_pathcoef{k}", c.to(torch.get_default_dtype()).reshape(1, 1, -1, 1), persistent=False)
+        for k, c in enumerate(path_coefs):
+            coef = torch.tensor(c, dtype=torch.float64).to(torch.get_default_dtype())
+            self.register_buffer(f"_pathcoef{k}", coef.reshape(1, 1, -1, 1), persistent=False)
 
     def _path_coefficient(self, p, m: int) -> float:
         """Entry of ``B_m`` produced by a unit weight on TFN path ``p`` (zero at m = 0 across classes).
@@ -432,13 +398,8 @@ class SO2Conv(nn.Module):
         return out
 
     def _tfn_to_so2(self, w: Tensor) -> Tensor:
-        """(..., n_tfn) path weights -> (..., so2_numel) SO(2) weights."""
-        padded = torch.cat([w, w.new_zeros(w.shape[:-1] + (1,))], dim=-1)
-        out = None
-        for k in range(self._map_index.shape[0]):
-            term = padded.index_select(-1, self._map_index[k]) * self._map_coef[k]
-            out = term if out is None else out + term
-        return out if out is not None else w.new_zeros(w.shape[:-1] + (self.layout.so2_numel,))
+        """(B, n_tfn) path weights -> (B, so2_numel) SO(2) weights in the "so2" layout (the explicit map)."""
+        return torch.cat([b.reshape(w.shape[0], -1) for b in self._tfn_to_stage_weights(w)], dim=1)
 
     @classmethod
     def from_tfn(cls, tfn: TFNConv) -> "SO2Conv":
