@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-import statistics
-import time
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import torch
 
+from escn.bench.blocks import median_time
 from escn.data.graph import radius_graph
 
 # brute force only when pairs x shifts stays below this (time and memory)
@@ -56,17 +55,6 @@ def brute_force_count(pos: torch.Tensor, cutoff: float, cell: Optional[torch.Ten
     return total
 
 
-def timeit(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time in seconds over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
@@ -90,13 +78,13 @@ def main(argv: Optional[List[str]] = None) -> None:
             cell = box * torch.eye(3, dtype=dtype) if periodic else None
             repeats = 3 if n >= 10000 else 7
             graph = radius_graph(pos, args.cutoff, cell=cell)
-            t_ours = timeit(lambda: radius_graph(pos, args.cutoff, cell=cell), repeats)
+            t_ours = median_time(lambda: radius_graph(pos, args.cutoff, cell=cell), repeats)
             n_shifts = 1 if cell is None else (2 * math.ceil(args.cutoff / box) + 1) ** 3
             if float(n) * n * n_shifts <= _BRUTE_FORCE_LIMIT:
                 count = brute_force_count(pos, args.cutoff, cell)
                 if count != graph.edge_src.numel():
                     raise RuntimeError(f"edge count mismatch: brute force {count}, radius_graph {graph.edge_src.numel()}")
-                t_ref = timeit(lambda: brute_force_count(pos, args.cutoff, cell), 1 if n >= 3000 else 3)
+                t_ref = median_time(lambda: brute_force_count(pos, args.cutoff, cell), 1 if n >= 3000 else 3)
                 ref_cols = f"{1e3 * t_ref:>13.1f} {t_ref / t_ours:>9.1f}"
             else:
                 ref_cols = f"{'-':>13} {'-':>9}"

@@ -12,24 +12,14 @@ With e3nn installed it also evaluates e3nn's own tensor product on the same weig
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from escn.bench.blocks import median_time
 from escn.data import radius_graph
 from escn.nn import RadialMLP, SO2Conv, TFNConv, soft_one_hot_linspace
 from escn.o3 import Irreps
 from escn.testing import CARTESIAN_POINTS, equivariance_error
-
-
-def timed(fn, repeats: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -82,7 +72,8 @@ def main() -> None:
     print("SO2Conv equivariance errors: " + ", ".join(f"{k} {v:.1e}" for k, v in errs.items()))
 
     torch.set_default_dtype(torch.float32)
-    tfn32, so232, fc32 = tfn.float(), so2.float(), fc.float()
+    tfn32, so232 = tfn.float(), so2.float()
+    fc.float()  # in place: weights() now runs in float32
     f32, p32 = f_in.float(), pos.float().requires_grad_()
     w32 = weights(p32[dst] - p32[src]).detach().requires_grad_()
 
@@ -93,7 +84,7 @@ def main() -> None:
 
         return run
 
-    t_tfn, t_so2 = timed(step(tfn32)), timed(step(so232))
+    t_tfn, t_so2 = median_time(step(tfn32), 5), median_time(step(so232), 5)
     print(f"forward+backward, float32: TFNConv {t_tfn * 1e3:.1f} ms, SO2Conv {t_so2 * 1e3:.1f} ms, ratio {t_tfn / t_so2:.2f}x")
     print("(at l <= 2 the layers are comparable; SO2Conv's advantage grows with l: see `escn bench`)")
 
