@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from escn.nn import SO2Conv, TFNConv
-from escn.o3 import Irreps, matrix_x, rand_matrix
+from escn.o3 import Irreps, matrix_x
 from escn.testing import CARTESIAN_POINTS, equivariance_error
 
 TOL = 1e-10

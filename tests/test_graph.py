@@ -229,7 +229,6 @@ def test_edge_vec_gradient_pos_and_cell() -> None:
     assert torch.autograd.gradcheck(energy, (pos, cell))
     h = 1e-6
     for t, grad, idx in ((pos, gp, (2, 1)), (cell, gc, (1, 2))):
-        plus, minus = pos.detach().clone(), cell.detach().clone()
         p1, c1 = pos.detach().clone(), cell.detach().clone()
         p2, c2 = pos.detach().clone(), cell.detach().clone()
         if t is pos:

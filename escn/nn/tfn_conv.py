@@ -108,7 +108,6 @@ class TFNConv(nn.Module):
         sh = spherical_harmonics(list(range(self.lmax_filter + 1)), edge_vec, normalize=True, normalization="component")
         sh_blocks = [sh[:, l * l : (l + 1) * (l + 1)] for l in range(self.lmax_filter + 1)]
         in_slices = self.irreps_in.slices()
-        out_slices = self.irreps_out.slices()
         outs: list[Tensor | None] = [None] * len(self.irreps_out)
         for k, p in enumerate(self.paths):
             cg = getattr(self, f"_cg{k}")

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import torch
+
+if TYPE_CHECKING:
+    from escn.o3.irreps import Irreps
 
 _NORMALIZATIONS = ("integral", "component", "norm")
 

@@ -14,7 +14,6 @@ to unit Frobenius norm, with e3nn's sign.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
