@@ -431,11 +431,22 @@ class SO2Conv(nn.Module):
         x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
         x_e = x_both.index_select(0, edge_src + N * frame.chart)
         rotated = self.rot_in.to_frame(x_e, frame)
+        return self.rot_out.from_frame(self.frame_map(rotated, weight), frame), frame
+
+    def frame_map(self, rotated: Tensor, weight: Tensor) -> Tensor:
+        """The SO(2) stage alone, for blocks that chain several maps inside the edge frame.
+
+        Args:
+            rotated: (E, rot_in.rot_dim) edge-frame input in :class:`EdgeRotation`'s rotated layout
+                (per l ascending: channels grouped by irreps entry then multiplicity, ``|m| <= mmax``).
+            weight: (E, weight_numel) as in :meth:`forward`.
+
+        Returns:
+            (E, rot_out.rot_dim) edge-frame output in the same kind of layout for ``irreps_out``.
+        """
         if self.weight_layout == "tfn" and not self.shared_weights:
-            out_flat = self._so2_pathwise(rotated, weight)
-        else:
-            out_flat = self._so2(_take_columns(rotated, self._gather_idx) * self._gather_sign, weight)
-        return self.rot_out.from_frame(out_flat, frame), frame
+            return self._so2_pathwise(rotated, weight)
+        return self._so2(_take_columns(rotated, self._gather_idx) * self._gather_sign, weight)
 
     def _so2_pathwise(self, rotated: Tensor, weight: Tensor) -> Tensor:
         """TFN-layout per-edge weights applied path by path in the edge frame, never forming B_m.
