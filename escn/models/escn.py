@@ -1,0 +1,398 @@
+"""The eSCN model: atom-type embedding -> edge-frame message blocks -> energy (and forces, stress) or
+per-node vectors.
+
+One message block (:class:`EdgeFrameBlock`), for every edge ``src -> dst`` with frame ``D`` (edge on +y):
+
+    v   = D [x_src || x_dst]                    both endpoint features rotated into the edge frame, |m| <= mmax
+    h   = SO2_1(v; gates = MLP(radial basis(|r|) || type emb(src) || type emb(dst)))
+    h   = act(h)                                gate (exactly equivariant) or S2 grid (approximately)
+    msg = D^T SO2_2(h; gates = envelope(|r|))   second SO(2) map, rotated back
+    x_dst <- x_dst + sum_edges msg / sqrt(avg_num_neighbors)
+
+Everything between the two rotations stays in the edge frame: one rotation in per endpoint, one rotation out.
+The envelope multiplies the last (linear) map, so each message and all its derivatives up to second order go
+smoothly to zero at the cutoff and the energy is continuous when atoms cross it.
+
+Features are ``C x l`` for ``l = 0..lmax`` with natural parity ``(-1)^l`` (and, with ``pseudo=True``, another
+``C x l`` of the opposite parity so that pseudo-scalar outputs are possible). The energy is a sum of per-atom
+energies from the invariant channels; forces are ``-dE/dpos`` by autograd through the rotations (no
+detaching), stress ``(1/V) dE/d(strain)`` as in ASE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from escn.data.batch import Batch
+from escn.data.graph import edge_vectors
+from escn.nn.edge_rotation import EdgeRotation
+from escn.nn.linear import Linear
+from escn.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP, second_moment_scale
+from escn.nn.s2_activation import S2Grid
+from escn.nn.so2_conv import SO2Conv, _grouped_permutation, _take_columns
+from escn.o3.edge_frame import EdgeFrame, edge_frame
+from escn.o3.irreps import Irreps
+
+Tensor = torch.Tensor
+
+__all__ = ["ESCN", "EdgeFrameBlock", "node_irreps"]
+
+ACTIVATIONS = ("gate", "s2")
+OUTPUTS = ("energy", "node_vectors")
+
+
+def node_irreps(channels: int, lmax: int, pseudo: bool = False) -> Irreps:
+    """``channels x l`` for ``l = 0..lmax`` with parity ``(-1)^l``; with ``pseudo`` each order is followed by
+    ``channels x l`` of the opposite parity."""
+    entries: list[tuple[int, tuple[int, int]]] = []
+    for l in range(lmax + 1):
+        entries.append((channels, (l, (-1) ** l)))
+        if pseudo:
+            entries.append((channels, (l, -((-1) ** l))))
+    return Irreps(entries)
+
+
+def _doubled(irreps: Irreps) -> Irreps:
+    return Irreps([(2 * mul, (ir.l, ir.p)) for mul, ir in irreps])
+
+
+class EdgeFrameBlock(nn.Module):
+    """One eSCN message block (module docstring), from node features to aggregated messages.
+
+    Args:
+        irreps: node feature irreps, as built by :func:`node_irreps`.
+        mmax: orders ``|m| <= mmax`` kept in the edge frame.
+        edge_features: width of the per-edge invariant input of the radial MLP.
+        radial_hidden: hidden width of the radial MLP.
+        activation: ``"gate"`` or ``"s2"`` (natural parity only).
+        s2_resolution: grid of the S2 activation (see :class:`escn.nn.S2Grid`).
+        avg_num_neighbors: the neighbour sum is divided by its square root.
+
+    ``forward(x, edge_src, edge_dst, frame, edge_feat, envelope)``: ``x`` (N, irreps.dim), edges (E,),
+    ``frame`` from :func:`escn.o3.edge_frame` of the (E, 3) edge vectors, ``edge_feat`` (E, edge_features),
+    ``envelope`` (E,) -> (N, irreps.dim).
+    """
+
+    def __init__(
+        self,
+        irreps: Irreps,
+        mmax: int,
+        edge_features: int,
+        radial_hidden: int,
+        activation: str = "gate",
+        s2_resolution: int | Sequence[int] | None = None,
+        avg_num_neighbors: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.irreps = irreps
+        self.lmax = irreps.lmax
+        self.mmax = min(mmax, self.lmax)
+        self.activation = activation
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        groups: dict[int, int] = {}
+        for mul, ir in irreps:
+            groups[ir.l] = groups.get(ir.l, 0) + mul
+        self.rot = EdgeRotation(sorted(groups.items()), self.mmax)
+        r = {l: 2 * min(l, self.mmax) + 1 for l in groups}
+        self.register_buffer("_perm", torch.tensor(_grouped_permutation(irreps), dtype=torch.long), persistent=False)
+        slot_of = {col: k for k, col in enumerate(_grouped_permutation(irreps)) if col < irreps.dim}
+        self.register_buffer("_perm_inv", torch.tensor([slot_of[j] for j in range(irreps.dim)], dtype=torch.long), persistent=False)
+
+        # [rotated x_src | rotated x_dst] -> conv1's rotated input layout (entries of _doubled(irreps): src then dst channels)
+        rot_dim = self.rot.rot_dim
+        concat: list[int] = []
+        for (l, n_l), roff in zip(self.rot.groups, self.rot.rot_offsets):
+            c0 = 0
+            for mul, ir in irreps:
+                if ir.l != l:
+                    continue
+                for side in (0, 1):
+                    for u in range(mul):
+                        base = side * rot_dim + roff + (c0 + u) * r[l]
+                        concat.extend(range(base, base + r[l]))
+                c0 += mul
+        self.register_buffer("_concat", torch.tensor(concat, dtype=torch.long), persistent=False)
+
+        if activation == "gate":
+            scalars = Irreps([(mul, (ir.l, ir.p)) for mul, ir in irreps if ir.l == 0 and ir.p == 1])
+            others = Irreps([(mul, (ir.l, ir.p)) for mul, ir in irreps if not (ir.l == 0 and ir.p == 1)])
+            self.num_scalars = scalars.dim
+            self.num_gates = others.num_irreps
+            mid = scalars + Irreps(f"{self.num_gates}x0e") + others if self.num_gates else scalars
+            # gated part in conv1's rotated output = [0o channels (r = 1)] then l >= 1 blocks: which gate each column uses
+            gate_of: list[int] = []
+            k = 0
+            for l in sorted(groups):
+                n = groups[l] - (self.num_scalars if l == 0 else 0)
+                for _ in range(n):
+                    gate_of += [k] * r[l]
+                    k += 1
+            self.register_buffer("_gate_of", torch.tensor(gate_of, dtype=torch.long), persistent=False)
+            self._silu_scale = second_moment_scale(torch.nn.functional.silu)
+            self._sigmoid_scale = second_moment_scale(torch.sigmoid)
+        elif activation == "s2":
+            if any(ir.p != (-1) ** ir.l for _, ir in irreps):
+                raise ValueError("activation='s2' needs natural parity features (pseudo=False)")
+            mid = irreps
+            self.grid = S2Grid(self.lmax, self.mmax, None if s2_resolution is None else (tuple(s2_resolution) if not isinstance(s2_resolution, int) else s2_resolution))
+            C = groups[0]
+            K = self.grid.num_coefficients
+            to_ch: list[int] = []
+            for c in range(C):
+                for (l, _), roff in zip(self.rot.groups, self.rot.rot_offsets):
+                    to_ch.extend(range(roff + c * r[l], roff + (c + 1) * r[l]))
+            inv = [0] * len(to_ch)
+            for k, col in enumerate(to_ch):
+                inv[col] = k
+            self.channels = C
+            self.register_buffer("_to_ch", torch.tensor(to_ch, dtype=torch.long), persistent=False)
+            self.register_buffer("_from_ch", torch.tensor(inv, dtype=torch.long), persistent=False)
+            self._silu_scale = second_moment_scale(torch.nn.functional.silu)
+            assert len(to_ch) == C * K
+        else:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.conv1 = SO2Conv(_doubled(irreps), mid, mmax=self.mmax, shared_weights=True)
+        self.conv2 = SO2Conv(irreps, irreps, mmax=self.mmax, shared_weights=True)
+        self.radial = RadialMLP([edge_features, radial_hidden, radial_hidden, self.conv1.weight_numel])
+
+    def _act(self, h: Tensor) -> Tensor:
+        """Nonlinearity on conv1's edge-frame output (E, conv1 rot_out dim) -> conv2's input layout."""
+        if self.activation == "s2":
+            E = h.shape[0]
+            hc = _take_columns(h, self._to_ch).reshape(E, self.channels, self.grid.num_coefficients)
+            f = hc @ self.grid.to_grid.to(h.dtype)
+            out = (torch.nn.functional.silu(f) * self._silu_scale) @ self.grid.from_grid.to(h.dtype)
+            return _take_columns(out.reshape(E, -1), self._from_ch)
+        s = self.num_scalars
+        if self.num_gates == 0:
+            return torch.nn.functional.silu(h) * self._silu_scale
+        scal, gates, rest = torch.split(h, [s, self.num_gates, h.shape[1] - s - self.num_gates], dim=1)
+        g = torch.sigmoid(gates) * self._sigmoid_scale
+        return torch.cat([torch.nn.functional.silu(scal) * self._silu_scale, rest * _take_columns(g, self._gate_of)], dim=1)
+
+    def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, frame: EdgeFrame, edge_feat: Tensor, envelope: Tensor) -> Tensor:
+        N, E = x.shape[0], edge_src.shape[0]
+        xf = _take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm)  # (N, full)
+        xb = torch.cat([xf, self.rot.apply_J(xf, transpose=True)], dim=0)  # chart turn once per node
+        off = N * frame.chart
+        rs = self.rot.to_frame(xb.index_select(0, edge_src + off), frame)
+        rd = self.rot.to_frame(xb.index_select(0, edge_dst + off), frame)
+        v = _take_columns(torch.cat([rs, rd], dim=1), self._concat)
+        h = self._act(self.conv1.frame_map(v, self.radial(edge_feat)))
+        out = self.conv2.frame_map(h, envelope[:, None].expand(E, self.conv2.weight_numel))
+        y = self.rot.from_frame(out, frame)
+        acc = y.new_zeros(2 * N, y.shape[1]).index_add_(0, edge_dst + off, y)
+        res = acc[:N] + self.rot.apply_J(acc[N:], transpose=False)
+        return _take_columns(res, self._perm_inv) / math.sqrt(self.avg_num_neighbors)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+class ESCN(nn.Module):
+    """eSCN network for energies/forces/stress or per-node vectors.
+
+    Args:
+        num_atom_types: atom types are integers in ``[0, num_atom_types)`` (atomic numbers with the default).
+        lmax: largest order of the node features.
+        mmax: orders ``|m| <= mmax`` kept in the edge frame (``None``: ``lmax``, no truncation).
+        channels: multiplicity ``C`` of every order.
+        num_layers: message blocks.
+        cutoff: radius of the graph built when a batch has no edges, and of the smooth envelope.
+        num_radial: Bessel radial basis size.
+        radial_hidden: hidden width of the radial MLPs.
+        type_embedding_dim: width of the atom-type embedding fed to the radial MLPs (per endpoint).
+        activation: ``"gate"`` (exactly equivariant) or ``"s2"`` (grid activation, approximately equivariant).
+        s2_resolution: ``(res_beta, res_alpha)`` of the S2 grid (default :func:`escn.nn.s2_activation.default_resolution`).
+        avg_num_neighbors: messages are summed and divided by ``sqrt(avg_num_neighbors)``.
+        pseudo: also carry opposite-parity features (needed for pseudo-scalar / pseudo-vector outputs).
+        node_input_irreps: irreps of ``batch.node_features`` (e.g. ``"1x0e + 1x1o"`` for a charge and a
+            velocity), mixed into the initial features by an equivariant linear map; None: no node inputs.
+        outputs: any of ``"energy"`` (per graph, with ``"forces"``/``"stress"`` on request) and
+            ``"node_vectors"`` ((N, 3), an l = 1 output per node).
+        energy_scale, energy_shift: per-atom energy = scale * network output + shift + learned per-type offset.
+
+    ``forward(batch, compute_forces=True, compute_stress=False)`` returns a dict with ``"energy"`` (B,),
+    ``"forces"`` (N, 3), ``"stress"`` (B, 3, 3), ``"node_vectors"`` (N, 3) as configured. ``model.config``
+    holds the constructor arguments: ``ESCN(**model.config)`` rebuilds the architecture.
+    """
+
+    def __init__(
+        self,
+        num_atom_types: int = 100,
+        lmax: int = 6,
+        mmax: int | None = 2,
+        channels: int = 16,
+        num_layers: int = 2,
+        cutoff: float = 5.0,
+        num_radial: int = 8,
+        radial_hidden: int = 32,
+        type_embedding_dim: int = 8,
+        activation: str = "gate",
+        s2_resolution: int | Sequence[int] | None = None,
+        avg_num_neighbors: float = 12.0,
+        pseudo: bool = False,
+        node_input_irreps: str | None = None,
+        outputs: Sequence[str] = ("energy",),
+        energy_scale: float = 1.0,
+        energy_shift: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_int("num_atom_types", num_atom_types, 1)
+        _check_int("lmax", lmax, 0)
+        if mmax is None:
+            mmax = lmax
+        _check_int("mmax", mmax, 0)
+        _check_int("channels", channels, 1)
+        _check_int("num_layers", num_layers, 1)
+        _check_positive("cutoff", cutoff)
+        _check_int("num_radial", num_radial, 1)
+        _check_int("radial_hidden", radial_hidden, 1)
+        _check_int("type_embedding_dim", type_embedding_dim, 1)
+        _check_positive("avg_num_neighbors", avg_num_neighbors)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if activation == "s2" and pseudo:
+            raise ValueError("activation='s2' works on natural-parity features only; use activation='gate' with pseudo=True")
+        if isinstance(outputs, str) or not all(o in OUTPUTS for o in outputs) or len(outputs) == 0:
+            raise ValueError(f"outputs must be a non-empty list drawn from {OUTPUTS}, got {outputs!r}")
+        if not isinstance(energy_scale, (int, float)) or not isinstance(energy_shift, (int, float)):
+            raise TypeError("energy_scale and energy_shift must be numbers")
+        self.config: dict[str, Any] = dict(
+            num_atom_types=num_atom_types, lmax=lmax, mmax=mmax, channels=channels, num_layers=num_layers,
+            cutoff=float(cutoff), num_radial=num_radial, radial_hidden=radial_hidden,
+            type_embedding_dim=type_embedding_dim, activation=activation,
+            s2_resolution=None if s2_resolution is None else (s2_resolution if isinstance(s2_resolution, int) else list(s2_resolution)),
+            avg_num_neighbors=float(avg_num_neighbors), pseudo=bool(pseudo), node_input_irreps=node_input_irreps,
+            outputs=list(outputs), energy_scale=float(energy_scale), energy_shift=float(energy_shift),
+        )
+        self.num_atom_types = num_atom_types
+        self.cutoff = float(cutoff)
+        self.outputs = tuple(outputs)
+        self.energy_scale = float(energy_scale)
+        self.energy_shift = float(energy_shift)
+        self.irreps = node_irreps(channels, lmax, pseudo)
+        self.channels = channels
+        self.type_embedding = nn.Embedding(num_atom_types, channels)
+        self.edge_type_embedding = nn.Embedding(num_atom_types, type_embedding_dim)
+        self.radial_basis = BesselBasis(cutoff, num_radial)
+        self.envelope = PolynomialCutoff(cutoff)
+        self.node_input_irreps = None if node_input_irreps is None else Irreps(node_input_irreps)
+        self.node_input = None if self.node_input_irreps is None else Linear(self.node_input_irreps, self.irreps)
+        self.blocks = nn.ModuleList(
+            EdgeFrameBlock(
+                self.irreps, mmax, num_radial + 2 * type_embedding_dim, radial_hidden, activation, s2_resolution, avg_num_neighbors
+            )
+            for _ in range(num_layers)
+        )
+        self.energy_head = RadialMLP([channels, radial_hidden, 1]) if "energy" in outputs else None
+        self.atom_energy = nn.Embedding(num_atom_types, 1) if "energy" in outputs else None
+        if self.atom_energy is not None:
+            nn.init.zeros_(self.atom_energy.weight)
+        self.vector_head = Linear(self.irreps, "1x1o") if "node_vectors" in outputs else None
+
+    # ------------------------------------------------------------------ input checks
+    def _check_batch(self, batch: Batch) -> None:
+        if not isinstance(batch, Batch):
+            raise TypeError(f"ESCN expects an escn.data.Batch (see escn.data.collate), got {type(batch).__name__}")
+        pos = batch.pos
+        if not pos.is_floating_point():
+            raise TypeError(f"batch.pos must be a floating tensor, got {pos.dtype}")
+        if not bool(torch.isfinite(pos).all()):
+            bad = int((~torch.isfinite(pos).all(dim=1)).nonzero()[0, 0])
+            raise ValueError(f"batch.pos has non-finite values (first at atom {bad})")
+        if batch.atom_types is not None:
+            t = batch.atom_types
+            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_atom_types):
+                bad = sorted({int(v) for v in t[(t < 0) | (t >= self.num_atom_types)].tolist()})
+                raise ValueError(f"unknown atom types {bad[:10]}: this model knows types 0..{self.num_atom_types - 1}")
+        if self.node_input_irreps is not None:
+            f = batch.node_features
+            if f is None or f.shape != (batch.num_nodes, self.node_input_irreps.dim):
+                got = None if f is None else tuple(f.shape)
+                raise ValueError(
+                    f"batch.node_features must have shape ({batch.num_nodes}, {self.node_input_irreps.dim}) for "
+                    f"node_input_irreps={self.node_input_irreps}, got {got}"
+                )
+        if batch.cell is not None and bool(batch.pbc.any()):
+            vol = torch.linalg.det(batch.cell.to(torch.float64)).abs()
+            scale = batch.cell.to(torch.float64).norm(dim=-1).prod(dim=-1)
+            if bool((vol <= 1e-8 * scale).any()):
+                raise ValueError("batch.cell has a cell with (near) zero volume")
+
+    # ------------------------------------------------------------------ forward
+    def node_features(self, batch: Batch, pos: Tensor, cell: Tensor | None) -> Tensor:
+        """Final node features (N, irreps.dim) for the given (possibly strained) positions and cells."""
+        N = pos.shape[0]
+        types = batch.atom_types if batch.atom_types is not None else torch.zeros(N, dtype=torch.long, device=pos.device)
+        x = pos.new_zeros(N, self.irreps.dim)
+        x[:, : self.channels] = self.type_embedding(types).to(pos.dtype)
+        if self.node_input is not None:
+            x = x + self.node_input(batch.node_features.to(pos.dtype))
+        src, dst = batch.edge_src, batch.edge_dst
+        vec = edge_vectors(pos, src, dst, batch.shift, cell, batch.batch)
+        r = torch.linalg.vector_norm(vec, dim=1)
+        frame = edge_frame(vec, self.irreps.lmax, self.blocks[0].mmax)
+        temb = self.edge_type_embedding(types).to(pos.dtype)
+        edge_feat = torch.cat([self.radial_basis(r), temb.index_select(0, src), temb.index_select(0, dst)], dim=1)
+        env = self.envelope(r)
+        for block in self.blocks:
+            x = x + block(x, src, dst, frame, edge_feat, env)
+        return x
+
+    def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, Tensor]:
+        self._check_batch(batch)
+        if batch.edge_src is None:
+            batch = batch.with_radius_graph(self.cutoff)
+        want_energy = "energy" in self.outputs
+        compute_forces = bool(compute_forces) and want_energy
+        compute_stress = bool(compute_stress) and want_energy
+        if compute_stress and (batch.cell is None or not bool(batch.pbc.all())):
+            raise ValueError("compute_stress needs periodic cells (batch.cell with pbc on all axes)")
+        out: dict[str, Tensor] = {}
+        with torch.enable_grad() if (compute_forces or compute_stress) else contextlib.nullcontext():
+            pos, cell = batch.pos, batch.cell
+            if compute_forces and not pos.requires_grad:
+                pos = pos.detach().requires_grad_(True)
+            strain = None
+            if compute_stress:
+                strain = torch.zeros(batch.num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                pos = pos + torch.einsum("ni,nij->nj", pos, sym.index_select(0, batch.batch))
+                cell = cell + torch.bmm(cell, sym)
+            x = self.node_features(batch, pos, cell)
+            if want_energy:
+                types = batch.atom_types if batch.atom_types is not None else torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+                e_atom = self.energy_head(x[:, : self.channels])[:, 0] * self.energy_scale + self.energy_shift
+                e_atom = e_atom + self.atom_energy(types)[:, 0].to(x.dtype)
+                energy = x.new_zeros(batch.num_graphs).index_add_(0, batch.batch, e_atom)
+                out["energy"] = energy
+                inputs = ([pos] if compute_forces else []) + ([strain] if compute_stress else [])
+                if inputs:
+                    grads = torch.autograd.grad(energy.sum(), inputs, create_graph=self.training)
+                    if compute_forces:
+                        out["forces"] = -grads[0]
+                    if compute_stress:
+                        vol = torch.linalg.det(batch.cell).abs()
+                        out["stress"] = grads[-1] / vol[:, None, None]
+            if self.vector_head is not None:
+                out["node_vectors"] = self.vector_head(x)
+        return out
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"lmax={c['lmax']}, mmax={c['mmax']}, channels={c['channels']}, layers={c['num_layers']}, activation={c['activation']}, irreps={self.irreps}"

@@ -1,0 +1,239 @@
+"""The eSCN model: symmetry of energy/forces/stress, conservative forces, batching, smoothness at the cutoff,
+bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from escn.data import AtomsGraph, collate
+from escn.models.escn import ESCN
+from escn.o3 import rand_matrix
+from escn.testing import CARTESIAN_POINTS, equivariance_error
+
+pytestmark = pytest.mark.usefixtures("float64_default", "single_thread")
+
+
+def _molecule(n: int = 10, seed: int = 0, num_types: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.randn(n, 3, generator=g) * 1.4
+    types = torch.randint(0, num_types, (n,), generator=g)
+    return pos, types
+
+
+def _model(**kw) -> ESCN:
+    torch.manual_seed(0)
+    args = dict(num_atom_types=3, lmax=6, mmax=2, channels=4, num_layers=2, cutoff=3.0, num_radial=6, radial_hidden=16)
+    args.update(kw)
+    return ESCN(**args).eval()
+
+
+def _energy_forces(model: ESCN):
+    def fn(pos: torch.Tensor, types: torch.Tensor):
+        out = model(collate([AtomsGraph(pos=pos, atom_types=types)]))
+        return out["energy"], out["forces"]
+
+    return fn
+
+
+@pytest.mark.parametrize("mmax", [2, 6])
+def test_energy_invariant_forces_equivariant_gate_l6(mmax):
+    model = _model(mmax=mmax)
+    pos, types = _molecule()
+    errors = equivariance_error(
+        _energy_forces(model), [pos, types], [CARTESIAN_POINTS, None], ["0e", "1o"], trials=2,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert max(errors.values()) <= 1e-10, errors
+    e, f = _energy_forces(model)(pos, types)
+    assert e.abs().item() > 1e-3 and f.abs().max().item() > 1e-3  # not trivially zero
+
+
+def test_s2_activation_error_is_small_and_stated():
+    # measured with this model (L = 6, mmax = 2, default grid 14 x 10) on molecules 0..3: rotation and reflection
+    # errors 1.3e-7, 6.3e-6, 6.0e-7, 7.9e-6 (energies 1.6 to 9, forces up to 0.8); translations exact (~1e-15)
+    model = _model(activation="s2")
+    worst = 0.0
+    for seed in (0, 3):
+        pos, types = _molecule(seed=seed)
+        errors = equivariance_error(
+            _energy_forces(model), [pos, types], [CARTESIAN_POINTS, None], ["0e", "1o"], trials=2,
+            generator=torch.Generator().manual_seed(1),
+        )
+        assert errors["rotation"] < 3e-5 and errors["reflection"] < 3e-5, errors
+        assert errors["translation"] < 1e-12
+        worst = max(worst, errors["rotation"])
+    assert worst > 1e-9  # the grid activation is only approximately equivariant
+
+
+def test_permutation_of_atoms():
+    model = _model()
+    pos, types = _molecule()
+    perm = torch.randperm(pos.shape[0], generator=torch.Generator().manual_seed(3))
+    e1, f1 = _energy_forces(model)(pos, types)
+    e2, f2 = _energy_forces(model)(pos[perm], types[perm])
+    assert (e1 - e2).abs().max() < 1e-10
+    assert (f1[perm] - f2).abs().max() < 1e-10
+
+
+def test_forces_equal_finite_differences():
+    model = _model(mmax=3, lmax=4)
+    pos, types = _molecule(8)
+    fn = _energy_forces(model)
+    _, forces = fn(pos, types)
+    h = 1e-5
+    for atom, axis in [(0, 0), (3, 1), (5, 2), (7, 1)]:
+        dp = torch.zeros_like(pos)
+        dp[atom, axis] = h
+        fd = -(fn(pos + dp, types)[0] - fn(pos - dp, types)[0]) / (2 * h)
+        assert abs(fd.item() - forces[atom, axis].item()) < 1e-6
+
+
+def test_forces_finite_with_edges_on_the_y_axis():
+    model = _model()
+    pos = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.2, 0.0], [0.0, -1.1, 0.0], [1e-10, 2.3, -1e-10], [1.0, 0.3, 0.2]])
+    types = torch.tensor([0, 1, 2, 0, 1])
+    e, f = _energy_forces(model)(pos, types)
+    assert torch.isfinite(f).all()
+    h = 1e-5
+    dp = torch.zeros_like(pos)
+    dp[1, 1] = h
+    fd = -(_energy_forces(model)(pos + dp, types)[0] - _energy_forces(model)(pos - dp, types)[0]) / (2 * h)
+    assert abs(fd.item() - f[1, 1].item()) < 1e-6
+
+
+def test_batch_equals_graphs_alone():
+    model = _model()
+    graphs = [AtomsGraph(pos=p, atom_types=t) for p, t in (_molecule(6, 1), _molecule(9, 2), _molecule(4, 5))]
+    out = model(collate(graphs))
+    start = 0
+    for b, g in enumerate(graphs):
+        alone = model(collate([g]))
+        assert abs(out["energy"][b] - alone["energy"][0]) < 1e-12
+        assert (out["forces"][start : start + g.num_nodes] - alone["forces"]).abs().max() < 1e-12
+        start += g.num_nodes
+
+
+def test_energy_continuous_across_the_cutoff():
+    model = _model(cutoff=2.5)
+    pos, types = _molecule(6, 7)
+    pos = pos[pos.norm(dim=1).argsort()][:5] * 0.5  # a compact cluster ...
+    far = torch.tensor([[0.0, 0.0, 0.0]])
+    d0 = pos.norm(dim=1).max().item() + 2.5  # ... and an atom just at the cutoff of the outermost one
+    direction = pos[pos.norm(dim=1).argmax()] / pos.norm(dim=1).max()
+    energies, edges = [], []
+    for delta in (-1e-7, -1e-9, 1e-9, 1e-7):
+        p = torch.cat([pos, far + direction * (d0 + delta)])
+        g = AtomsGraph(pos=p, atom_types=torch.tensor([0, 1, 2, 0, 1, 2])).with_radius_graph(2.5)
+        edges.append(g.num_edges)
+        energies.append(model(collate([g]), compute_forces=False)["energy"].item())
+    assert edges[1] == edges[2] + 2  # the pair (both directions) really crosses the cutoff in the middle
+    # an edge appears between the two middle positions; the energy moves by O(delta^3), nowhere near 1e-8
+    assert max(abs(a - b) for a, b in zip(energies, energies[1:])) < 1e-8
+
+
+def _periodic(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    cell = torch.eye(3) * 3.2 + torch.randn(3, 3, generator=g) * 0.2
+    pos = torch.rand(5, 3, generator=g, dtype=torch.float64) @ cell
+    types = torch.randint(0, 3, (5,), generator=g)
+    return pos, types, cell
+
+
+def test_stress_equals_strain_derivative_and_is_equivariant():
+    model = _model(lmax=3, mmax=2, cutoff=2.5)
+    pos, types, cell = _periodic()
+
+    def energy_at(strain: torch.Tensor) -> float:
+        m = torch.eye(3) + strain
+        g = AtomsGraph(pos=pos @ m, atom_types=types, cell=cell @ m)
+        return model(collate([g]), compute_forces=False)["energy"].item()
+
+    out = model(collate([AtomsGraph(pos=pos, atom_types=types, cell=cell)]), compute_stress=True)
+    vol = torch.linalg.det(cell).abs().item()
+    h = 1e-6
+    for i, j in [(0, 0), (1, 2), (2, 1), (2, 2)]:
+        s = torch.zeros(3, 3)
+        s[i, j] = s[j, i] = h / 2 if i != j else h
+        fd = (energy_at(s) - energy_at(-s)) / (2 * h) / vol
+        assert abs(fd - out["stress"][0, i, j].item()) < 1e-6
+    assert (out["stress"][0] - out["stress"][0].T).abs().max() < 1e-12
+
+    def fn(p: torch.Tensor, c: torch.Tensor):
+        o = model(collate([AtomsGraph(pos=p, atom_types=types, cell=c)]), compute_stress=True)
+        return o["energy"], o["forces"], o["stress"].reshape(1, 9)
+
+    # cell rows are vectors ("1o"); stress is a symmetric Cartesian 2-tensor = 1o x 1o, checked by hand below
+    R = rand_matrix(dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    e2, f2, s2 = fn(pos @ R.T, cell @ R.T)
+    assert abs(e2 - out["energy"]).max() < 1e-10
+    assert (f2 - out["forces"] @ R.T).abs().max() < 1e-10
+    assert (s2.reshape(3, 3) - R @ out["stress"][0] @ R.T).abs().max() < 1e-10
+
+
+def test_node_vector_head_with_velocity_inputs_is_equivariant():
+    model = _model(outputs=["node_vectors"], node_input_irreps="1x0e+1x1o", num_atom_types=1)
+    g = torch.Generator().manual_seed(2)
+    pos = torch.randn(5, 3, generator=g)
+    feats = torch.randn(5, 4, generator=g)  # charge (0e) then velocity (1o)
+
+    def fn(p: torch.Tensor, f: torch.Tensor):
+        return model(collate([AtomsGraph(pos=p, node_features=f)]))["node_vectors"]
+
+    errors = equivariance_error(fn, [pos, feats], [CARTESIAN_POINTS, "1x0e+1x1o"], "1o", trials=2, generator=g)
+    assert max(errors.values()) <= 1e-10, errors
+    assert fn(pos, feats).abs().max() > 1e-3
+
+
+def test_pseudo_features_keep_reflection_symmetry():
+    model = _model(pseudo=True, lmax=3, mmax=2)
+    pos, types = _molecule(7)
+    errors = equivariance_error(_energy_forces(model), [pos, types], [CARTESIAN_POINTS, None], ["0e", "1o"], trials=1)
+    assert max(errors.values()) <= 1e-10, errors
+
+
+def test_float32_energy_close_to_float64():
+    model64 = _model()
+    model32 = _model().float()
+    pos, types = _molecule()
+    e64, f64 = _energy_forces(model64)(pos, types)
+    e32, f32 = _energy_forces(model32)(pos.float(), types)
+    # measured: energy 1e-6, forces 2e-6 absolute
+    assert abs(e32.double() - e64).max() < 2e-5
+    assert (f32.double() - f64).abs().max() < 2e-5
+
+
+def test_model_config_rebuilds_the_architecture():
+    model = _model(activation="s2", mmax=3)
+    clone = ESCN(**model.config).eval()
+    clone.load_state_dict(model.state_dict())
+    pos, types = _molecule()
+    assert abs(_energy_forces(model)(pos, types)[0] - _energy_forces(clone)(pos, types)[0]).max() < 1e-12
+
+
+def test_bad_input():
+    model = _model()
+    pos, types = _molecule(4)
+    with pytest.raises(ValueError, match="unknown atom types"):
+        model(collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, 5, 0]))]))
+    bad = pos.clone()
+    bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        model(collate([AtomsGraph(pos=bad, atom_types=types)]))
+    flat = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0]])
+    with pytest.raises(ValueError, match="zero volume"):
+        model(collate([AtomsGraph(pos=pos, atom_types=types, cell=flat)]))
+    with pytest.raises(ValueError, match="shape"):
+        AtomsGraph(pos=torch.zeros(4, 2))
+    with pytest.raises(TypeError, match="Batch"):
+        model(pos)
+    with pytest.raises(ValueError, match="node_features"):
+        _model(node_input_irreps="1x1o", num_atom_types=1)(collate([AtomsGraph(pos=pos)]))
+    with pytest.raises(ValueError, match="activation"):
+        ESCN(activation="relu")
+    with pytest.raises(ValueError, match="lmax"):
+        ESCN(lmax=-1)
+    with pytest.raises(ValueError, match="s2"):
+        ESCN(activation="s2", pseudo=True)
+    with pytest.raises(ValueError, match="periodic"):
+        model(collate([AtomsGraph(pos=pos, atom_types=types)]), compute_stress=True)
