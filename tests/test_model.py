@@ -237,3 +237,22 @@ def test_bad_input():
         ESCN(activation="s2", pseudo=True)
     with pytest.raises(ValueError, match="periodic"):
         model(collate([AtomsGraph(pos=pos, atom_types=types)]), compute_stress=True)
+
+
+def test_graph_outputs_with_a_pseudo_scalar_flip_under_reflection():
+    # a pseudo-scalar needs three layers: layer 1 makes natural features, layer 2 pseudo ones at m != 0 in each
+    # edge frame, layer 3 sees them from other frames (m = 0 parts) and can reach 0o
+    model = _model(pseudo=True, lmax=2, mmax=2, num_layers=3, outputs=["graph_outputs"], graph_output_irreps="3x0e+1x0o")
+    pos, types = _molecule(6, 11)
+    pos = pos * 0.6  # dense enough that every atom sees the others: a chiral cluster
+
+    def fn(p: torch.Tensor, t: torch.Tensor):
+        return model(collate([AtomsGraph(pos=p, atom_types=t)]))["graph_outputs"]
+
+    errors = equivariance_error(fn, [pos, types], [CARTESIAN_POINTS, None], "3x0e+1x0o", trials=2)
+    assert max(errors.values()) <= 1e-10, errors
+    y, y_mirror = fn(pos, types), fn(-pos, types)
+    assert abs(y[0, 3].item()) > 1e-4  # a chiral cloud has a nonzero pseudo-scalar ...
+    assert (y_mirror[0, 3] + y[0, 3]).abs() < 1e-12  # ... which changes sign in the mirror
+    with pytest.raises(ValueError, match="pseudo=True"):
+        _model(outputs=["graph_outputs"], graph_output_irreps="1x0o")

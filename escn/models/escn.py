@@ -43,7 +43,7 @@ Tensor = torch.Tensor
 __all__ = ["ESCN", "EdgeFrameBlock", "node_irreps"]
 
 ACTIVATIONS = ("gate", "s2")
-OUTPUTS = ("energy", "node_vectors")
+OUTPUTS = ("energy", "node_vectors", "graph_outputs")
 
 
 def node_irreps(channels: int, lmax: int, pseudo: bool = False) -> Irreps:
@@ -222,12 +222,16 @@ class ESCN(nn.Module):
         pseudo: also carry opposite-parity features (needed for pseudo-scalar / pseudo-vector outputs).
         node_input_irreps: irreps of ``batch.node_features`` (e.g. ``"1x0e + 1x1o"`` for a charge and a
             velocity), mixed into the initial features by an equivariant linear map; None: no node inputs.
-        outputs: any of ``"energy"`` (per graph, with ``"forces"``/``"stress"`` on request) and
-            ``"node_vectors"`` ((N, 3), an l = 1 output per node).
+        outputs: any of ``"energy"`` (per graph, with ``"forces"``/``"stress"`` on request),
+            ``"node_vectors"`` ((N, 3), an l = 1 output per node) and ``"graph_outputs"`` ((B, dim), an
+            equivariant linear map of the per-graph mean of the node features to ``graph_output_irreps``).
+        graph_output_irreps: irreps of ``"graph_outputs"``, e.g. ``"7x0e + 1x0o"`` for class logits with a
+            pseudo-scalar that tells mirror images apart (needs ``pseudo=True``).
         energy_scale, energy_shift: per-atom energy = scale * network output + shift + learned per-type offset.
 
     ``forward(batch, compute_forces=True, compute_stress=False)`` returns a dict with ``"energy"`` (B,),
-    ``"forces"`` (N, 3), ``"stress"`` (B, 3, 3), ``"node_vectors"`` (N, 3) as configured. ``model.config``
+    ``"forces"`` (N, 3), ``"stress"`` (B, 3, 3), ``"node_vectors"`` (N, 3), ``"graph_outputs"`` (B, dim) as
+    configured. ``model.config``
     holds the constructor arguments: ``ESCN(**model.config)`` rebuilds the architecture.
     """
 
@@ -248,6 +252,7 @@ class ESCN(nn.Module):
         pseudo: bool = False,
         node_input_irreps: str | None = None,
         outputs: Sequence[str] = ("energy",),
+        graph_output_irreps: str | None = None,
         energy_scale: float = 1.0,
         energy_shift: float = 0.0,
     ) -> None:
@@ -270,6 +275,8 @@ class ESCN(nn.Module):
             raise ValueError("activation='s2' works on natural-parity features only; use activation='gate' with pseudo=True")
         if isinstance(outputs, str) or not all(o in OUTPUTS for o in outputs) or len(outputs) == 0:
             raise ValueError(f"outputs must be a non-empty list drawn from {OUTPUTS}, got {outputs!r}")
+        if ("graph_outputs" in outputs) != (graph_output_irreps is not None):
+            raise ValueError("graph_output_irreps must be given exactly when outputs contains 'graph_outputs'")
         if not isinstance(energy_scale, (int, float)) or not isinstance(energy_shift, (int, float)):
             raise TypeError("energy_scale and energy_shift must be numbers")
         self.config: dict[str, Any] = dict(
@@ -278,7 +285,7 @@ class ESCN(nn.Module):
             type_embedding_dim=type_embedding_dim, activation=activation,
             s2_resolution=None if s2_resolution is None else (s2_resolution if isinstance(s2_resolution, int) else list(s2_resolution)),
             avg_num_neighbors=float(avg_num_neighbors), pseudo=bool(pseudo), node_input_irreps=node_input_irreps,
-            outputs=list(outputs), energy_scale=float(energy_scale), energy_shift=float(energy_shift),
+            outputs=list(outputs), graph_output_irreps=graph_output_irreps, energy_scale=float(energy_scale), energy_shift=float(energy_shift),
         )
         self.num_atom_types = num_atom_types
         self.cutoff = float(cutoff)
@@ -304,6 +311,16 @@ class ESCN(nn.Module):
         if self.atom_energy is not None:
             nn.init.zeros_(self.atom_energy.weight)
         self.vector_head = Linear(self.irreps, "1x1o") if "node_vectors" in outputs else None
+        self.graph_head = None
+        if graph_output_irreps is not None:
+            gout = Irreps(graph_output_irreps)
+            missing = [str(ir) for _, ir in gout if ir not in [i for _, i in self.irreps]]
+            if missing:
+                raise ValueError(
+                    f"graph_output_irreps {gout} needs {missing}, absent from the node features {self.irreps}"
+                    + (" (set pseudo=True)" if not pseudo else "")
+                )
+            self.graph_head = Linear(self.irreps, gout)
 
     # ------------------------------------------------------------------ input checks
     def _check_batch(self, batch: Batch) -> None:
@@ -391,6 +408,10 @@ class ESCN(nn.Module):
                         out["stress"] = grads[-1] / vol[:, None, None]
             if self.vector_head is not None:
                 out["node_vectors"] = self.vector_head(x)
+            if self.graph_head is not None:
+                counts = torch.bincount(batch.batch, minlength=batch.num_graphs).clamp_min(1).to(x.dtype)
+                mean = x.new_zeros(batch.num_graphs, x.shape[1]).index_add_(0, batch.batch, x) / counts[:, None]
+                out["graph_outputs"] = self.graph_head(mean)
         return out
 
     def extra_repr(self) -> str:
