@@ -128,12 +128,17 @@ def _md_frames(kind: str, size: int, rng: np.random.Generator, frames: int, equi
     from ase.calculators.emt import EMT
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary
+
+    try:  # ASE >= 3.29; MaxwellBoltzmannDistribution (same draws) is deprecated there
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # pragma: no cover - older ASE
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     temperature = _TEMPERATURES[kind]
     atoms = _supercell(size)
     atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=2.0 * temperature, rng=rng)
+    thermalize_momenta(atoms, temperature_K=2.0 * temperature, rng=rng)
     Stationary(atoms)
     atoms.set_constraint(FixCom())  # the centre of mass stays put (recorded forces are unconstrained)
     dyn = Langevin(

@@ -269,8 +269,10 @@ def integrate(
     for start in range(0, num_traj, _CHUNK):
         stop = min(start + _CHUNK, num_traj)
         # structure-of-arrays layout (N, 3, b): every elementwise op runs over contiguous trajectories
-        x = np.ascontiguousarray(pos[start:stop].transpose(1, 2, 0))
-        v = np.ascontiguousarray(vel[start:stop].transpose(1, 2, 0))
+        # (always copies: for a single trajectory the transposed view is already contiguous and
+        # ascontiguousarray would hand back the caller's array to be updated in place)
+        x = pos[start:stop].transpose(1, 2, 0).copy(order="C")
+        v = vel[start:stop].transpose(1, 2, 0).copy(order="C")
         q = charges[start:stop].T
         qq = q[pi] * q[pj]  # (P, b)
         force = np.empty_like(x)
