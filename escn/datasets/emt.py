@@ -31,7 +31,7 @@ initial velocities, the Langevin noise (``rng`` argument), rattles and strains.
 
 Measured on this project's 2-core CPU machine with the defaults (5 trajectories per kind, 10 frames
 each: 200 frames, 12,480 atoms, 120 / 40 / 40 frames in train / valid / test): generation takes
-18-19 s, about 85% of it the MD (loading the cached file afterwards: milliseconds).  Instantaneous
+18-21 s over three runs, about 85% of it the MD (loading the cached file afterwards: milliseconds).  Instantaneous
 MD temperatures after the equilibration fluctuate around the target (e.g. 270-330 K at 300 K for
 108 atoms).  Baseline (:func:`emt_baseline`: mean training energy per atom, zero forces), seed 0,
 on the test split: force MAE 361 meV/Angstrom for the 300 K frames (the reference quotes about

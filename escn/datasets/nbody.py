@@ -27,9 +27,9 @@ chunking.
 
 Measured on this project's 2-core CPU machine (numpy float64, seed 0):
 
-* simulating all 7,000 trajectories for the full 5,000 steps (:func:`simulate`): 6.4 s
-  (0.4 s of it drawing initial conditions); :func:`load_nbody` for all three splits (4,000 steps,
-  then cached): 5.6 s; a cached split loads in milliseconds.
+* simulating all 7,000 trajectories for the full 5,000 steps (:func:`simulate`): 6.4-7.6 s over
+  two runs (0.4 s of it drawing initial conditions); :func:`load_nbody` for all three splits
+  (4,000 steps, then cached): 5.6-6.7 s; a cached split loads in milliseconds.
 * baselines, mean squared error over all coordinates of the frame-40 positions:
 
   =============================================  ======  ======  ======
