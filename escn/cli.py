@@ -2,6 +2,8 @@
 
 ``escn bench``  — high-l scaling benchmark: SO(2) convolutions vs full-CG TFN (and e3nn), table + JSON/CSV/PNG.
 ``escn demo``   — (alias ``escn check``) equivariance errors of SO2Conv at high l, with real numbers.
+``escn train``  — train a model from a TOML/YAML config (exact resume, DDP under torchrun).
+``escn evaluate`` — metrics (MAE/RMSE per key) of a training checkpoint on a data set.
 
 Bad arguments are reported by argparse (exit status 2) with the option, the value and what is expected.
 """
@@ -76,7 +78,7 @@ _method_list.__name__ = "list of methods"
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The ``escn`` parser with its ``bench`` and ``demo``/``check`` subcommands."""
+    """The ``escn`` parser with its ``bench``, ``demo``/``check``, ``train`` and ``evaluate`` subcommands."""
     from escn.bench.scaling import METHOD_HELP
 
     parser = argparse.ArgumentParser(prog="escn", description="E(3)-equivariant graph networks with eSCN (SO(2)) convolutions.")
@@ -114,7 +116,84 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument("--dtype", choices=sorted(_DTYPES), default="float64", help="floating dtype (default float64)")
         d.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
         d.set_defaults(func=_cmd_demo, subparser=d)
+
+    t = sub.add_parser("train", help="train a model from a TOML/YAML config",
+                       description="Train a registered model from a TOML (or YAML, with pyyaml) config; "
+                                   "checkpoints, metrics.jsonl and the best model go to output_dir. Under "
+                                   "torchrun (WORLD_SIZE > 1) every rank takes its shard of each global batch.")
+    t.add_argument("config", help="config file (.toml, .yaml/.yml or .json)")
+    t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                   help="continue from output_dir/checkpoint.pt, or from CHECKPOINT")
+    t.add_argument("--overwrite", action="store_true", help="start fresh even if output_dir holds a checkpoint")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted, value as a TOML literal), e.g. --set optimizer.lr=1e-3")
+    t.add_argument("--output-dir", default=None, help="override output_dir")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(func=_cmd_train, subparser=t)
+
+    e = sub.add_parser("evaluate", help="metrics of a training checkpoint on a data set",
+                       description="Print MAE / RMSE per output key (and energy per atom) of a checkpoint's model "
+                                   "(EMA weights unless --raw) on DATA: a torch.save'd list of AtomsGraph, an "
+                                   "ASE-readable file or 'package.module:function'.")
+    e.add_argument("checkpoint", help="checkpoint.pt / best.pt written by escn train")
+    e.add_argument("data", help="data file or 'package.module:function'")
+    e.add_argument("--kwargs", default=None, metavar="JSON", help="keyword arguments of a 'module:function' source")
+    e.add_argument("--batch-size", type=_int_at_least(1), default=16, help="graphs per batch (default 16)")
+    e.add_argument("--cutoff", type=_positive_float, default=None, help="radius-graph cutoff (default: the training one)")
+    e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    e.set_defaults(func=_cmd_evaluate, subparser=e)
     return parser
+
+
+# --------------------------------------------------------------------------- train / evaluate
+def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from escn.train import ConfigError, load_config, train
+
+    overrides = list(args.overrides)
+    if args.output_dir is not None:
+        overrides.append(f"output_dir={_toml_string(args.output_dir)}")
+    if args.no_progress:
+        overrides.append("progress=false")
+    try:
+        config = load_config(args.config, overrides)
+        train(config, resume=args.resume, overwrite=args.overwrite)
+    except (ConfigError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    return 0
+
+
+def _toml_string(text: str) -> str:
+    import json
+
+    return json.dumps(text)
+
+
+def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+
+    from escn.train import ConfigError, evaluate_checkpoint
+    from escn.train.progress import format_metrics_table
+
+    kwargs = None
+    if args.kwargs is not None:
+        try:
+            kwargs = json.loads(args.kwargs)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--kwargs: expected a JSON object, got {args.kwargs!r} ({exc})")
+        if not isinstance(kwargs, dict):
+            parser.error(f"--kwargs: expected a JSON object, got {args.kwargs!r}")
+    try:
+        metrics, n = evaluate_checkpoint(args.checkpoint, args.data, ema=not args.raw, batch_size=args.batch_size,
+                                         kwargs=kwargs, cutoff=args.cutoff)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+    if args.json:
+        print(json.dumps({"num_items": n, **metrics}, indent=2))
+    else:
+        weights = "raw" if args.raw else "EMA (when kept)"
+        print(format_metrics_table(metrics, f"{args.checkpoint} on {args.data}: {n} structures, {weights} weights"))
+    return 0
 
 
 # --------------------------------------------------------------------------- bench

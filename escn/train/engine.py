@@ -1,0 +1,476 @@
+"""The training loop: :class:`Trainer` and :func:`train`.
+
+One optimisation step takes one global batch of ``batch_size`` graphs (see
+:mod:`escn.train.data` for the seeded order and the rank shards), computes the weighted loss
+normalised by global element counts (:mod:`escn.train.losses`), sums gradients over ranks, clips the
+global norm, takes an AdamW step with the schedule's learning rate and updates the weight EMA.
+
+At the end of every epoch the validation set is evaluated with the EMA weights; ``best.pt`` keeps the
+state with the lowest validation loss.  Every ``checkpoint_every`` steps and at the end, rank 0
+writes ``checkpoint.pt`` atomically with everything needed to continue exactly: weights, EMA,
+optimizer, schedule, step / epoch / position in the epoch, RNG states and the length of the metrics
+log (a resumed run truncates ``metrics.jsonl`` back to it, so the log reads as one run).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from escn.data import AtomsGraph, Batch
+from escn.models.registry import build_model, model_config
+
+from . import ddp
+from .checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint, rng_state, set_rng_state
+from .config import ConfigError, TrainConfig, config_differences, load_config
+from .data import PreparedDataset, ShardLoader, epoch_permutation, global_batches, load_source, shard, split_train_valid
+from .ema import EMA
+from .losses import LossFunction
+from .progress import EpochProgress, format_summary
+from .schedule import LRSchedule
+
+__all__ = ["Trainer", "TrainResult", "train", "CHECKPOINT_NAME", "BEST_NAME", "METRICS_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.json"
+
+ConfigLike = Union[str, os.PathLike, Mapping[str, Any], TrainConfig]
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns.
+
+    Attributes:
+        step, epoch, position: progress when training stopped (epoch and position 0-based).
+        history: one dict per finished epoch (train and valid metrics).
+        best: ``{"epoch", "step", "valid_loss", "metrics"}`` of the best validation, or None.
+        final_train / final_valid: metrics of the last epoch (valid: None without validation data).
+        checkpoint: path of the last checkpoint written.
+        model: the trained model (raw weights; the EMA is in the checkpoint).
+        completed: False when stopped early by ``until_step``.
+    """
+
+    step: int
+    epoch: int
+    position: int
+    history: List[Dict[str, Any]]
+    best: Optional[Dict[str, Any]]
+    final_train: Optional[Dict[str, float]]
+    final_valid: Optional[Dict[str, float]]
+    checkpoint: Optional[Path]
+    model: nn.Module
+    completed: bool = True
+
+
+@dataclass
+class _Progress:
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    log_bytes: int = 0
+    elapsed: float = 0.0
+    best: Optional[Dict[str, Any]] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    last_valid_step: int = -1
+    last_valid: Optional[Dict[str, float]] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Trainer:
+    """Train a registered model from a config (file path, mapping or :class:`TrainConfig`).
+
+    Args:
+        config: the training configuration.
+        resume: False/None: fresh run (refuses an output_dir that already holds a checkpoint unless
+            ``overwrite``); True: continue from ``output_dir/checkpoint.pt``; a path: continue from it.
+        overwrite: start fresh even if ``output_dir`` has a checkpoint (it is replaced).
+        stream: where the summary table goes (default stdout).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is joined here; call :meth:`close`
+    (or use :func:`train`) to leave it.
+    """
+
+    def __init__(self, config: ConfigLike, *, resume: Union[bool, str, os.PathLike, None] = None,
+                 overwrite: bool = False, stream: Optional[TextIO] = None):
+        self.config = load_config(config)
+        cfg = self.config
+        self.stream = stream if stream is not None else sys.stdout
+        self.info = ddp.init_distributed(cfg.device)
+        self._set_threads()
+        self.device = torch.device(cfg.device if not cfg.device == "cuda" else f"cuda:{self.info.local_rank}")
+        self.dtype = cfg.torch_dtype
+        self.out = Path(cfg.output_dir)
+        self.loss_fn = LossFunction(cfg.loss)
+
+        resume_path = self._resume_path(resume, overwrite)
+        train_items, valid_items = self._load_data()
+        self.train_set = PreparedDataset(train_items, self.dtype, cfg.cutoff)
+        self.valid_set = PreparedDataset(valid_items, self.dtype, cfg.cutoff) if valid_items else None
+
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model.name, **cfg.model.kwargs).to(device=self.device, dtype=self.dtype)
+        self.model_config = model_config(self.model, cfg.model.kwargs)
+        ddp.broadcast_parameters(self.model, self.info)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ConfigError(f"model {cfg.model.name!r} has no trainable parameters")
+        o = cfg.optimizer
+        self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+        self.batches_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
+        self.total_steps = self._total_steps()
+        self.schedule = LRSchedule(cfg.schedule, o.lr, self.total_steps)
+        self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.state = _Progress()
+        self.epoch_stats = self._zero_stats()
+        self.resumed_from: Optional[Path] = None
+        if resume_path is not None:
+            self._restore(resume_path)
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _set_threads(self) -> None:
+        threads = self.config.threads
+        if threads is None and self.info.distributed:
+            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.info.world_size))
+            threads = max(1, (os.cpu_count() or 1) // max(1, local_world))
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+    def _resume_path(self, resume: Union[bool, str, os.PathLike, None], overwrite: bool) -> Optional[Path]:
+        default = self.out / CHECKPOINT_NAME
+        if resume is None or resume is False:
+            if default.exists() and not overwrite:
+                raise ConfigError(f"output_dir {str(self.out)!r} already holds {CHECKPOINT_NAME}: resume it "
+                                  "(escn train CONFIG --resume) or start over with --overwrite / another output_dir")
+            return None
+        path = default if resume is True else Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"cannot resume: checkpoint {str(path)!r} not found")
+        return path
+
+    def _load_data(self) -> tuple[Sequence[AtomsGraph], Optional[Sequence[AtomsGraph]]]:
+        d = self.config.data
+        train_items = load_source(d.train, "data.train")
+        valid_items: Optional[Sequence[AtomsGraph]] = None
+        if d.valid is not None:
+            valid_items = load_source(d.valid, "data.valid")
+        elif d.valid_fraction > 0:
+            train_items, valid_items = split_train_valid(train_items, d.valid_fraction, self.config.seed)
+        self.loss_fn.check_item(train_items[0], "training data")
+        if valid_items is not None:
+            self.loss_fn.check_item(valid_items[0], "validation data")
+        return train_items, valid_items
+
+    def _total_steps(self) -> int:
+        cfg = self.config
+        candidates = [cfg.max_steps] if cfg.max_steps else []
+        if cfg.epochs:
+            candidates.append(cfg.epochs * self.batches_per_epoch)
+        return min(candidates)
+
+    def _zero_stats(self) -> Tensor:
+        return torch.zeros(len(self.loss_fn.stat_names), dtype=torch.float64, device=self.device)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_dict(self) -> Optional[Dict[str, Any]]:
+        rngs = ddp.all_gather_objects(rng_state(), self.info)  # collective: every rank calls it
+        if not self.info.is_main:
+            return None
+        cfg = self.config
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_name": cfg.model.name,
+            "model_config": self.model_config,
+            "dtype": cfg.dtype,
+            "model_state": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "ema_state": None if self.ema is None else {k: v.cpu().clone() for k, v in self.ema.state_dict().items()},
+            "ema_updates": 0 if self.ema is None else self.ema.updates,
+            "optimizer_state": self.optimizer.state_dict(),
+            "schedule_state": self.schedule.state_dict(),
+            "progress": self.state.to_dict(),
+            "epoch_stats": self.epoch_stats.cpu().clone(),
+            "sampler": {"seed": cfg.seed, "epoch": self.state.epoch, "position": self.state.position,
+                        "batch_size": cfg.batch_size, "num_items": len(self.train_set)},
+            "rng": rngs,
+            "world_size": self.info.world_size,
+            "config": cfg.to_dict(),
+        }
+
+    def save_checkpoint(self, path: Optional[Path] = None) -> Optional[Path]:
+        """Write a checkpoint (rank 0; every rank must call this). Returns the path on rank 0."""
+        if self.info.is_main and self._log is not None:
+            self._log.flush()
+            self.state.log_bytes = self._log.tell()
+        self.state.elapsed = self._elapsed()
+        ckpt = self._checkpoint_dict()
+        if ckpt is None:
+            return None
+        path = path or self.out / CHECKPOINT_NAME
+        atomic_save(ckpt, path)
+        return path
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, map_location="cpu")
+        diffs = config_differences(ckpt["config"], self.config.to_dict())
+        if diffs:
+            shown = "; ".join(f"{k} (checkpoint: {json.dumps(a)}, now: {json.dumps(b)})" for k, a, b in diffs[:8])
+            more = f" and {len(diffs) - 8} more" if len(diffs) > 8 else ""
+            raise ConfigError(f"cannot resume from {str(path)!r}: the config differs from the checkpoint's in "
+                              f"{shown}{more}. Only {', '.join(('epochs', 'max_steps', 'checkpoint_every', 'log_every', 'progress', 'output_dir', 'threads', 'eval_batch_size', 'data.num_workers'))} may change.")
+        s = ckpt["sampler"]
+        if s["num_items"] != len(self.train_set):
+            raise ConfigError(f"cannot resume from {str(path)!r}: the training set has {len(self.train_set)} items, "
+                              f"the checkpoint was trained on {s['num_items']}")
+        self.model.load_state_dict(ckpt["model_state"])
+        if self.ema is not None:
+            self.ema.load_state_dict({k: v.to(self.device) for k, v in ckpt["ema_state"].items()}, ckpt["ema_updates"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        self.schedule.load_state_dict(ckpt["schedule_state"])
+        self.state = _Progress(**ckpt["progress"])
+        self.epoch_stats = ckpt["epoch_stats"].to(self.device)
+        rngs = ckpt["rng"]
+        set_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
+        self.resumed_from = path
+
+    # ------------------------------------------------------------------ logging
+    _log: Optional[Any] = None
+    _t0: float = 0.0
+
+    _elapsed0: float = 0.0
+
+    def _elapsed(self) -> float:
+        """Training seconds, summed over resumed runs."""
+        return self._elapsed0 + (time.perf_counter() - self._t0) if self._t0 else self.state.elapsed
+
+    def _open_log(self) -> None:
+        if not self.info.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        path = self.out / METRICS_NAME
+        if self.resumed_from is not None and path.exists():
+            with open(path, "r+b") as f:
+                f.truncate(min(self.state.log_bytes, path.stat().st_size))
+            self._log = open(path, "a", encoding="utf-8")
+        else:
+            self._log = open(path, "w", encoding="utf-8")
+
+    def _write(self, record: Dict[str, Any]) -> None:
+        if self._log is not None:
+            self._log.write(json.dumps(record) + "\n")
+            self._log.flush()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # ------------------------------------------------------------------ steps
+    def _forward(self, batch: Batch) -> Dict[str, Tensor]:
+        out = self.model(batch, compute_forces=self.loss_fn.compute_forces, compute_stress=self.loss_fn.compute_stress)
+        if not isinstance(out, Mapping):
+            raise TypeError(f"the model must return a dict of tensors, got {type(out).__name__}")
+        return out
+
+    def train_step(self, batch: Optional[Batch]) -> Tensor:
+        """One optimisation step on this rank's shard of a global batch (None: empty shard).
+
+        Returns the float64 statistics of the whole global batch (summed over ranks).
+        """
+        self.model.train()
+        lr = self.schedule.lr(self.state.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if batch is not None:
+            batch = batch.to(self.device)
+        counts = ddp.all_reduce_sum(self.loss_fn.counts(batch, self.device), self.info)
+        self.optimizer.zero_grad(set_to_none=True)
+        stats = self._zero_stats()
+        if batch is not None:
+            loss, stats = self.loss_fn(self._forward(batch), batch, counts)
+            loss.backward()
+        ddp.all_reduce_grads(self.params, self.info)
+        ddp.all_reduce_sum(stats, self.info)
+        total = self.loss_fn.summarize(stats)["loss"]
+        if not math.isfinite(total):
+            raise FloatingPointError(f"non-finite training loss {total} at step {self.state.step} "
+                                     f"(epoch {self.state.epoch + 1}); lower optimizer.lr or set grad_clip")
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return stats
+
+    def evaluate(self, dataset: Optional[PreparedDataset] = None, use_ema: bool = True) -> Optional[Dict[str, float]]:
+        """Loss and metrics (``valid_`` prefixed) on ``dataset`` (default: the validation set), sharded over ranks."""
+        dataset = dataset if dataset is not None else self.valid_set
+        if dataset is None:
+            return None
+        bs = self.config.eval_batch_size or self.config.batch_size
+        chunks = global_batches(list(range(len(dataset))), bs)
+        loader = ShardLoader(dataset, [shard(c, self.info.rank, self.info.world_size) for c in chunks],
+                             self.config.data.num_workers)
+        stats = self._zero_stats()
+        was_training = self.model.training
+        self.model.eval()
+        need_grad = self.loss_fn.compute_forces or self.loss_fn.compute_stress
+        ctx = self.ema.swapped_in(self.model) if (use_ema and self.ema is not None) else _nullcontext()
+        with ctx:
+            for batch in loader:
+                if batch is None:
+                    continue
+                batch = batch.to(self.device)
+                with torch.set_grad_enabled(need_grad):
+                    out = self._forward(batch)
+                counts = self.loss_fn.counts(batch, self.device)
+                _, s = self.loss_fn({k: v.detach() for k, v in out.items()}, batch, counts)
+                stats += s
+        self.model.train(was_training)
+        ddp.all_reduce_sum(stats, self.info)
+        return self.loss_fn.summarize(stats, "valid_")
+
+    # ------------------------------------------------------------------ the loop
+    def _done(self) -> bool:
+        cfg = self.config
+        return bool((cfg.max_steps and self.state.step >= cfg.max_steps) or (cfg.epochs and self.state.epoch >= cfg.epochs))
+
+    def _end_of_validation(self, metrics: Optional[Dict[str, float]], record: Dict[str, Any]) -> None:
+        st = self.state
+        st.last_valid_step = st.step
+        st.last_valid = metrics
+        if metrics is None:
+            return
+        self.schedule.observe(metrics["valid_loss"])
+        if st.best is None or metrics["valid_loss"] < st.best["valid_loss"]:
+            record["best"] = True
+            st.best = {"epoch": st.epoch, "step": st.step, "valid_loss": metrics["valid_loss"],
+                       "metrics": {k: v for k, v in record.items() if k != "time"}}
+            self.save_checkpoint(self.out / BEST_NAME)
+
+    def _end_epoch(self) -> None:
+        st = self.state
+        train_metrics = self.loss_fn.summarize(self.epoch_stats, "train_")
+        valid_metrics = self.evaluate()
+        record: Dict[str, Any] = {"type": "epoch", "step": st.step, "epoch": st.epoch + 1,
+                                  "lr": self.schedule.lr(max(st.step - 1, 0)), **train_metrics, **(valid_metrics or {})}
+        self._end_of_validation(valid_metrics, record)
+        record["time"] = round(self._elapsed(), 3)
+        self._write(record)
+        st.history.append({k: v for k, v in record.items() if k != "time"})
+        st.epoch += 1
+        st.position = 0
+        self.epoch_stats = self._zero_stats()
+
+    def fit(self, until_step: Optional[int] = None) -> TrainResult:
+        """Train until ``epochs`` / ``max_steps`` (or, to stop early, until global step ``until_step``).
+
+        Returns a :class:`TrainResult`; rank 0 prints the summary table when training completes.
+        """
+        cfg = self.config
+        st = self.state
+        self._t0 = time.perf_counter()
+        self._elapsed0 = st.elapsed
+        self._open_log()
+        stopped = False
+        try:
+            while not self._done() and not stopped:
+                order = epoch_permutation(len(self.train_set), cfg.seed, st.epoch)
+                batches = global_batches(order, cfg.batch_size)
+                shards = [shard(b, self.info.rank, self.info.world_size) for b in batches[st.position:]]
+                loader = ShardLoader(self.train_set, shards, cfg.data.num_workers)
+                bar = EpochProgress(st.epoch, len(batches), st.position, enabled=cfg.progress and self.info.is_main)
+                try:
+                    for batch in loader:
+                        lr = self.schedule.lr(st.step)
+                        stats = self.train_step(batch)
+                        st.step += 1
+                        st.position += 1
+                        self.epoch_stats += stats
+                        metrics = self.loss_fn.summarize(stats)
+                        if st.step % cfg.log_every == 0:
+                            self._write({"type": "train", "step": st.step, "epoch": st.epoch + 1, "lr": lr, **metrics,
+                                         "time": round(self._elapsed(), 3)})
+                        bar.update({"loss": metrics["loss"], "lr": lr})
+                        if st.step % cfg.checkpoint_every == 0:
+                            self.save_checkpoint()
+                        if (cfg.max_steps and st.step >= cfg.max_steps) or (until_step is not None and st.step >= until_step):
+                            break
+                finally:
+                    bar.close()
+                if st.position >= len(batches):
+                    self._end_epoch()
+                if until_step is not None and st.step >= until_step and not self._done():
+                    stopped = True
+            if not stopped and self.valid_set is not None and st.last_valid_step != st.step:
+                # stopped mid-epoch by max_steps: validate the final weights once
+                metrics = self.evaluate()
+                record = {"type": "valid", "step": st.step, "epoch": st.epoch + 1, **(metrics or {})}
+                self._end_of_validation(metrics, record)
+                record["time"] = round(self._elapsed(), 3)
+                self._write(record)
+            path = self.save_checkpoint()
+        finally:
+            self._close_log()
+        result = self._result(path, completed=not stopped)
+        if self.info.is_main and not stopped:
+            print(format_summary(result.final_train, result.final_valid, st.best, st.step,
+                                 st.epoch + st.position / max(1, self.batches_per_epoch), st.elapsed),
+                  file=self.stream, flush=True)
+        return result
+
+    def _result(self, path: Optional[Path], completed: bool) -> TrainResult:
+        st = self.state
+        last = st.history[-1] if st.history else None
+        final_train = {k: v for k, v in last.items() if k.startswith("train_")} if last else \
+            self.loss_fn.summarize(self.epoch_stats, "train_")
+        return TrainResult(step=st.step, epoch=st.epoch, position=st.position, history=list(st.history), best=st.best,
+                           final_train=final_train, final_valid=st.last_valid, checkpoint=path, model=self.model,
+                           completed=completed)
+
+    def close(self) -> None:
+        """Leave the process group (if one was joined)."""
+        ddp.shutdown(self.info)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def train(config: ConfigLike, *, resume: Union[bool, str, os.PathLike, None] = None, overwrite: bool = False,
+          until_step: Optional[int] = None, stream: Optional[TextIO] = None) -> TrainResult:
+    """Build a :class:`Trainer` from ``config``, fit it and leave the process group.
+
+    Args:
+        config: path of a TOML/YAML/JSON file, a nested dict or a :class:`TrainConfig`.
+        resume: True for ``output_dir/checkpoint.pt``, or a checkpoint path.
+        overwrite: start fresh even if ``output_dir`` holds a checkpoint.
+        until_step: stop (with a checkpoint) once this global step is reached.
+    """
+    trainer = Trainer(config, resume=resume, overwrite=overwrite, stream=stream)
+    try:
+        return trainer.fit(until_step=until_step)
+    finally:
+        trainer.close()

@@ -1,0 +1,98 @@
+"""Evaluate a model (or a training checkpoint) on a data set: MAE / RMSE per output key."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from escn.data import AtomsGraph
+
+from .config import ConfigError, DataSource, LossTerm
+from .data import PreparedDataset, ShardLoader, global_batches, load_source
+from .losses import LossFunction, item_target_level
+
+__all__ = ["evaluate_model", "evaluate_checkpoint", "default_keys"]
+
+_STANDARD = ("energy", "forces", "stress")
+
+
+def default_keys(item: AtomsGraph, loss: Optional[Mapping[str, LossTerm]] = None) -> Dict[str, LossTerm]:
+    """Keys to evaluate: the training loss keys whose targets the data has, plus energy / forces / stress
+    when present (those not in the loss get weight 0)."""
+    terms: Dict[str, LossTerm] = {}
+    for k, t in (loss or {}).items():
+        if item_target_level(item, k) is not None:
+            terms[k] = t
+    for k in _STANDARD:
+        if k not in terms and item_target_level(item, k) is not None:
+            terms[k] = LossTerm(weight=0.0)
+    return terms
+
+
+def evaluate_model(model: nn.Module, data: Sequence[AtomsGraph], terms: Mapping[str, LossTerm], *,
+                   batch_size: int = 16, dtype: Optional[torch.dtype] = None, cutoff: Optional[float] = None,
+                   device: Union[str, torch.device] = "cpu") -> Dict[str, float]:
+    """Metrics of ``model`` on ``data`` (``loss``, ``mae_<k>``, ``rmse_<k>``, ``mae_energy_per_atom``, ...).
+
+    Args:
+        model: called as ``model(batch, compute_forces=..., compute_stress=...)``.
+        data: the items (targets must be present for every key in ``terms``).
+        terms: output key -> loss term (weights define ``loss``).
+        batch_size: graphs per forward pass.
+        dtype: floating dtype of the data (default: the model's parameter dtype).
+        cutoff: radius-graph cutoff for items without edges.
+    """
+    if not terms:
+        raise ConfigError("nothing to evaluate: the data has no targets for energy, forces, stress or the loss keys")
+    loss_fn = LossFunction(terms)
+    loss_fn.check_item(data[0], "evaluation data")
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+    dataset = PreparedDataset(data, dtype, cutoff)
+    loader = ShardLoader(dataset, global_batches(list(range(len(dataset))), batch_size))
+    stats = torch.zeros(len(loss_fn.stat_names), dtype=torch.float64)
+    need_grad = loss_fn.compute_forces or loss_fn.compute_stress
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in loader:
+            batch = batch.to(device)
+            with torch.set_grad_enabled(need_grad):
+                out = model(batch, compute_forces=loss_fn.compute_forces, compute_stress=loss_fn.compute_stress)
+            _, s = loss_fn({k: v.detach() for k, v in out.items()}, batch, loss_fn.counts(batch))
+            stats += s.cpu()
+    finally:
+        model.train(was_training)
+    return loss_fn.summarize(stats)
+
+
+def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, DataSource, Sequence[AtomsGraph]], *,
+                        ema: bool = True, batch_size: int = 16, kwargs: Optional[Dict[str, Any]] = None,
+                        cutoff: Optional[float] = None, device: str = "cpu") -> Tuple[Dict[str, float], int]:
+    """Load a training checkpoint and evaluate it on ``data`` (a source spec or items).
+
+    The cutoff defaults to the training config's; the keys are :func:`default_keys`.
+
+    Returns:
+        ``(metrics, number of items)``.
+    """
+    from escn.models.io import load
+
+    from .checkpoint import load_checkpoint
+    from .config import TrainConfig
+
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    config = TrainConfig.from_dict(ckpt["config"])
+    model = load(checkpoint, map_location=device, ema=ema, checkpoint=ckpt)
+    if isinstance(data, (str, DataSource)):
+        source = data if isinstance(data, DataSource) else DataSource(source=data, kwargs=dict(kwargs or {}))
+        items = load_source(source, "evaluation data")
+    else:
+        items = data
+    terms = default_keys(items[0], config.loss)
+    metrics = evaluate_model(model, items, terms, batch_size=batch_size, dtype=config.torch_dtype,
+                             cutoff=cutoff if cutoff is not None else config.cutoff, device=device)
+    return metrics, len(items)

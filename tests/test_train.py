@@ -1,0 +1,502 @@
+"""The training engine: configs and their errors, the loop, exact resume (in process and after SIGKILL),
+checkpoints, ``escn evaluate`` and ``escn.models.load``.
+
+The models here are small stand-ins satisfying the model protocol (a learnable pair potential with
+forces by autograd, float64); the same checks run with the eSCN model when ``escn.models.ESCN`` exists.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import torch
+from torch import nn
+
+from escn.data import AtomsGraph, Batch, edge_vectors
+from escn.models.registry import build_model, get_model_class, register_model, registered_models
+from escn.train import ConfigError, Trainer, load_config, train
+from escn.train.checkpoint import load_checkpoint
+from escn.train.toy import lj_clusters
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+# --------------------------------------------------------------------------- stand-in models and data
+class PairPotential(nn.Module):
+    """E = sum over edges of MLP(RBF(r)) * (1 - r / cutoff)^2 / 2 + per-type atomic energies.
+
+    Optional heads: ``node_vectors`` (N, 3) = sum over incoming edges of w(r) * edge_vec, and
+    ``logits`` (B, num_classes) from pooled radial features.
+    """
+
+    def __init__(self, cutoff: float = 2.5, num_basis: int = 6, hidden: int = 8, num_types: int = 2,
+                 vector_head: bool = False, num_classes: int = 0):
+        super().__init__()
+        self.config = dict(cutoff=cutoff, num_basis=num_basis, hidden=hidden, num_types=num_types,
+                           vector_head=vector_head, num_classes=num_classes)
+        self.cutoff = cutoff
+        self.register_buffer("centers", torch.linspace(0.8, cutoff, num_basis))
+        self.width = (cutoff - 0.8) / num_basis
+        self.mlp = nn.Sequential(nn.Linear(num_basis, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.atom_energy = nn.Embedding(num_types, 1)
+        self.vec = nn.Linear(num_basis, 1) if vector_head else None
+        self.cls = nn.Linear(num_basis, num_classes) if num_classes else None
+
+    def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> Dict[str, torch.Tensor]:
+        delay = float(os.environ.get("ESCN_TEST_STEP_DELAY", "0"))
+        if delay and self.training:
+            time.sleep(delay)
+        pos = batch.pos.detach().requires_grad_(compute_forces)
+        vec = edge_vectors(pos, batch.edge_src, batch.edge_dst, batch.shift, batch.cell, batch.batch)
+        r = vec.norm(dim=-1)
+        rbf = torch.exp(-(((r[:, None] - self.centers) / self.width) ** 2))
+        env = (1 - r / self.cutoff).clamp(min=0) ** 2
+        e_edge = 0.5 * self.mlp(rbf).squeeze(-1) * env
+        B = batch.num_graphs
+        graph_of_edge = batch.batch[batch.edge_src]
+        energy = pos.new_zeros(B).index_add(0, graph_of_edge, e_edge)
+        energy = energy.index_add(0, batch.batch, self.atom_energy(batch.atom_types).squeeze(-1))
+        out = {"energy": energy}
+        if compute_forces:
+            (grad,) = torch.autograd.grad(energy.sum(), pos, create_graph=self.training, allow_unused=True)
+            out["forces"] = -grad if grad is not None else torch.zeros_like(pos)
+        if self.vec is not None:
+            w = self.vec(rbf) * env[:, None]
+            out["node_vectors"] = pos.new_zeros(pos.shape).index_add(0, batch.edge_dst, w * vec)
+        if self.cls is not None:
+            pooled = pos.new_zeros(B, rbf.shape[1]).index_add(0, graph_of_edge, rbf * env[:, None])
+            out["logits"] = self.cls(pooled)
+        return out
+
+
+register_model("pair", PairPotential)
+
+
+def make_data(n: int = 16, seed: int = 0, tasks: bool = False) -> List[AtomsGraph]:
+    """LJ clusters of 3..8 atoms with two atom types; with ``tasks``: node_vectors and a size class."""
+    graphs = lj_clusters(n=n, min_atoms=3, max_atoms=8, num_types=2, seed=seed)
+    if tasks:
+        for g in graphs:
+            g.node_attrs["node_vectors"] = g.forces / 10
+            g.graph_attrs["logits"] = torch.tensor(int(g.num_nodes > 5))
+    return graphs
+
+
+PAIR = "test_train:PairPotential"  # importable name for subprocesses (PYTHONPATH=tests)
+
+
+def base_config(tmp_path: Path, **over: Any) -> Dict[str, Any]:
+    cfg: Dict[str, Any] = {
+        "model": {"name": "pair", "hidden": 8},
+        "data": {"train": {"source": "test_train:make_data", "kwargs": {"n": 22, "seed": 0}},
+                 "valid": {"source": "test_train:make_data", "kwargs": {"n": 6, "seed": 1}}},
+        "cutoff": 2.5,
+        "batch_size": 4,
+        "epochs": 3,
+        "dtype": "float64",
+        "seed": 3,
+        "optimizer": {"lr": 5e-3, "weight_decay": 1e-4},
+        "schedule": {"name": "warmup_cosine", "warmup_steps": 3, "min_lr_ratio": 0.1},
+        "loss": {"energy": {"weight": 1.0, "per_atom": True}, "forces": 0.1},
+        "ema_decay": 0.9,
+        "grad_clip": 5.0,
+        "checkpoint_every": 4,
+        "output_dir": str(tmp_path / "run"),
+        "progress": False,
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(cfg.get(k), dict) and k != "loss" and not (k == "model" and "name" in v):
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    return cfg
+
+
+def read_log(path: Path) -> List[Dict[str, Any]]:
+    """metrics.jsonl without the wall-clock field."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in rows:
+        r.pop("time", None)
+    return rows
+
+
+def params_of(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_state(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], tol: float = 1e-12) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=tol), (k, (a[k] - b[k]).abs().max())
+
+
+# --------------------------------------------------------------------------- eSCN model (when it exists)
+def _escn_kwargs() -> Dict[str, Any]:
+    """Small settings for whichever of these parameters the eSCN model takes."""
+    import escn.models as models
+
+    small = {"num_atom_types": 2, "lmax": 2, "mmax": 1, "channels": 4, "num_layers": 1, "cutoff": 2.5,
+             "num_radial": 4, "radial_hidden": 8, "type_embedding_dim": 2, "avg_num_neighbors": 4.0}
+    params = inspect.signature(models.ESCN).parameters
+    return {k: v for k, v in small.items() if k in params}
+
+
+def _model_section(name: str) -> Dict[str, Any]:
+    if name == "pair":
+        return {"name": "pair", "hidden": 8}
+    import escn.models as models
+
+    if not hasattr(models, "ESCN"):
+        pytest.skip("escn.models.ESCN is not available yet")
+    if "escn" not in registered_models():  # until escn.models registers it itself
+        register_model("escn", models.ESCN)
+    return {"name": "escn", **_escn_kwargs()}
+
+
+# --------------------------------------------------------------------------- registry
+def test_registry_names_and_import_paths():
+    assert get_model_class("pair") is PairPotential
+    assert "pair" in registered_models()
+    register_model("pair", PairPotential)  # same class again: fine
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("pair", nn.Linear)
+    assert get_model_class(PAIR) is PairPotential
+    model = build_model("pair", hidden=3)
+    assert type(model)(**model.config).config == model.config
+    with pytest.raises(ValueError, match=r"unknown model 'nope'.*'pair'"):
+        get_model_class("nope")
+    with pytest.raises(ValueError, match="rejected its config"):
+        build_model("pair", wrong=1)
+    with pytest.raises(ValueError, match="cannot import module"):
+        get_model_class("no_such_module_xyz:Model")
+
+
+# --------------------------------------------------------------------------- configs
+def test_config_toml_yaml_and_dict_agree(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        'seed = 1\ndtype = "float64"\nepochs = 2\nbatch_size = 2\ncutoff = 2.5\n'
+        '[model]\nname = "pair"\nhidden = 4\n'
+        '[data]\ntrain = { source = "test_train:make_data", kwargs = { n = 4 } }\n'
+        '[schedule]\nname = "cosine"\n'
+        '[loss]\nenergy = { weight = 1.0, per_atom = true }\nforces = 10.0\n')
+    cfg = load_config(toml)
+    assert cfg.model.kwargs == {"hidden": 4} and cfg.loss["forces"].weight == 10.0 and cfg.loss["energy"].per_atom
+    assert load_config(cfg.to_dict()) == cfg
+    yaml = pytest.importorskip("yaml")
+    y = tmp_path / "c.yaml"
+    y.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert load_config(y) == cfg
+
+
+def test_yaml_without_pyyaml_is_a_clear_error(tmp_path, monkeypatch):
+    y = tmp_path / "c.yaml"
+    y.write_text("seed: 1\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    with pytest.raises(ConfigError, match="pyyaml"):
+        load_config(y)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"dtype": "flaot64"}, r"'dtype': expected one of 'float32', 'float64', got 'flaot64' \(did you mean 'float64'\?\)"),
+    ({"batch_sise": 3}, r"unknown config key 'batch_sise' \(did you mean 'batch_size'\?\); allowed keys: model, data"),
+    ({"optimizer": {"learning_rate": 1.0}}, r"unknown config key 'optimizer.learning_rate'.*allowed keys in \[optimizer\]: name, lr"),
+    ({"batch_size": 0}, r"'batch_size': expected a value >= 1, got 0"),
+    ({"batch_size": "4"}, r"'batch_size': expected an integer, got '4'"),
+    ({"schedule": {"name": "cosin"}}, r"'schedule.name': expected one of .*got 'cosin' \(did you mean 'cosine'\?\)"),
+    ({"loss": {"energy": {"wieght": 1.0}}}, r"unknown config key 'loss.energy.wieght'"),
+    ({"loss": {"energy": "big"}}, r"'loss.energy': expected a weight"),
+    ({"loss": {}}, r"\[loss\] is required|\[loss\] is empty"),
+    ({"epochs": None}, r"needs 'epochs' or 'max_steps'"),
+    ({"ema_decay": 1.5}, r"'ema_decay': expected a value in \[0, 1\)"),
+])
+def test_config_errors_name_the_key(tmp_path, change, message):
+    cfg = base_config(tmp_path)
+    for k, v in change.items():
+        if v is None:
+            cfg.pop(k)
+        elif isinstance(v, dict) and v and isinstance(cfg.get(k), dict) and k != "loss":
+            cfg[k] = {**cfg[k], **v}
+        else:
+            cfg[k] = v
+    with pytest.raises(ConfigError, match=message):
+        load_config(cfg)
+
+
+def test_setup_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config file .*missing.toml.* not found"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ValueError, match=r"unknown model 'transformer'; registered models: .*'pair'"):
+        Trainer(base_config(tmp_path, model={"name": "transformer"}))
+    with pytest.raises(ConfigError, match=r"'loss.dipole': the training data has no target for 'dipole'.*targets present: energy, forces"):
+        Trainer(base_config(tmp_path, loss={"dipole": 1.0}))
+    with pytest.raises(ConfigError, match=r"'loss.forces.per_atom': 'forces' is a per-node target"):
+        Trainer(base_config(tmp_path, loss={"forces": {"per_atom": True}}))
+    with pytest.raises(ConfigError, match=r"data.train: data file 'nowhere.pt' not found"):
+        Trainer(base_config(tmp_path, data={"train": "nowhere.pt"}))
+    with pytest.raises(FileNotFoundError, match="cannot resume: checkpoint"):
+        Trainer(base_config(tmp_path), resume=True)
+
+
+# --------------------------------------------------------------------------- the loop
+def test_training_learns_and_writes_outputs(tmp_path, capsys):
+    cfg = base_config(tmp_path, epochs=6, checkpoint_every=100, schedule={"name": "cosine", "warmup_steps": 0})
+    result = train(cfg)
+    out = Path(cfg["output_dir"])
+    assert {p.name for p in out.iterdir()} >= {"checkpoint.pt", "best.pt", "metrics.jsonl", "config.json"}
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    rows = read_log(out / "metrics.jsonl")
+    train_rows = [r for r in rows if r["type"] == "train"]
+    epochs = [r for r in rows if r["type"] == "epoch"]
+    assert [r["step"] for r in train_rows] == list(range(1, 6 * 6 + 1))  # 22 items / 4 = 6 batches per epoch
+    assert len(epochs) == 6 and [e["epoch"] for e in epochs] == list(range(1, 7))
+    for key in ("train_mae_energy", "train_rmse_forces", "valid_mae_forces", "valid_mae_energy_per_atom", "lr"):
+        assert key in epochs[0]
+    assert epochs[-1]["valid_loss"] < epochs[0]["valid_loss"]
+    assert train_rows[0]["lr"] > train_rows[-1]["lr"]  # cosine decay
+    assert result.best is not None and result.best["valid_loss"] == min(e["valid_loss"] for e in epochs)
+    text = capsys.readouterr().out
+    assert "training finished: 36 steps" in text and "best epoch:" in text
+    assert all(k in text for k in ("energy", "forces", "energy_per_atom", "train MAE", "valid MAE"))
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["progress"]["step"] == 36 and ckpt["progress"]["epoch"] == 6 and ckpt["ema_state"] is not None
+    assert ckpt["model_name"] == "pair" and ckpt["model_config"]["hidden"] == 8
+    # a fresh run does not silently overwrite a finished one
+    with pytest.raises(ConfigError, match="already holds checkpoint.pt"):
+        Trainer(cfg)
+
+
+@pytest.mark.parametrize("model_name", ["pair", "escn"])
+def test_resume_mid_epoch_is_exact(tmp_path, model_name):
+    """K steps straight == K/2 steps, stop, resume to K: same log lines and bitwise-equal weights."""
+    K = 14 if model_name == "pair" else 6
+    model = _model_section(model_name)
+    common = dict(model=model, max_steps=K, epochs=None)
+    full = train(base_config(tmp_path / "a", **common))
+    cfg_b = base_config(tmp_path / "b", **common)
+    part = train(cfg_b, until_step=K // 2)
+    assert not part.completed and part.step == K // 2 and part.position not in (0,)
+    ckpt = load_checkpoint(Path(cfg_b["output_dir"]) / "checkpoint.pt")
+    assert ckpt["progress"]["step"] == K // 2 and ckpt["sampler"]["position"] == part.position
+    resumed = train(cfg_b, resume=True)
+    assert resumed.step == K
+    log_a = read_log(Path(full.checkpoint).parent / "metrics.jsonl")
+    log_b = read_log(Path(cfg_b["output_dir"]) / "metrics.jsonl")
+    assert log_a == log_b  # identical loss curve, metrics and learning rates, line for line
+    assert_same_state(params_of(full.model), params_of(resumed.model), tol=0.0)
+    ea = load_checkpoint(full.checkpoint)["ema_state"]
+    eb = load_checkpoint(resumed.checkpoint)["ema_state"]
+    assert_same_state(ea, eb, tol=0.0)
+
+
+def test_resume_plateau_schedule_across_epochs(tmp_path):
+    """The plateau schedule's state and the best-epoch bookkeeping survive a resume at an epoch boundary."""
+    over = dict(epochs=5, schedule={"name": "plateau", "patience": 0, "factor": 0.5, "threshold": 0.3,
+                                                  "warmup_steps": 0},
+                optimizer={"lr": 0.05})
+    full = train(base_config(tmp_path / "a", **over))
+    cfg = base_config(tmp_path / "b", **over)
+    train(cfg, until_step=12)  # exactly two epochs of 6 batches
+    resumed = train(cfg, resume=True)
+    assert resumed.history == full.history and resumed.best == full.best
+    lrs = [r["lr"] for r in resumed.history]
+    assert min(lrs) < 0.05  # the plateau schedule did reduce the rate
+    assert_same_state(params_of(full.model), params_of(resumed.model), tol=0.0)
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path):
+    cfg = base_config(tmp_path, max_steps=4, epochs=None)
+    train(cfg, until_step=2)
+    changed = base_config(tmp_path, max_steps=8, epochs=None, optimizer={"lr": 1e-2}, model={"hidden": 9})
+    with pytest.raises(ConfigError, match=r"differs from the checkpoint's in model.hidden \(checkpoint: 8, now: 9\); "
+                                          r"optimizer.lr \(checkpoint: 0.005, now: 0.01\)"):
+        Trainer(changed, resume=True)
+    # horizon and bookkeeping keys may change
+    more = base_config(tmp_path, max_steps=6, epochs=None, checkpoint_every=2)
+    assert train(more, resume=True).step == 6
+
+
+def test_task_keys_from_node_and_graph_attrs(tmp_path):
+    cfg = base_config(tmp_path, model={"name": "pair", "vector_head": True, "num_classes": 2},
+                      data={"train": {"source": "test_train:make_data", "kwargs": {"n": 12, "tasks": True}},
+                            "valid": {"source": "test_train:make_data", "kwargs": {"n": 4, "seed": 1, "tasks": True}}},
+                      loss={"node_vectors": {"weight": 1.0, "type": "huber", "delta": 0.5},
+                            "logits": {"type": "cross_entropy"}},
+                      epochs=2)
+    result = train(cfg)
+    last = result.history[-1]
+    assert 0.0 <= last["valid_acc_logits"] <= 1.0 and last["valid_mae_node_vectors"] > 0
+    assert "valid_mae_energy" not in last  # only the loss keys are tracked
+    bad = base_config(tmp_path / "x", model={"name": "pair"}, loss={"node_vectors": 1.0},
+                      data={"train": {"source": "test_train:make_data", "kwargs": {"n": 4, "tasks": True}},
+                            "valid": {"source": "test_train:make_data", "kwargs": {"n": 2, "tasks": True}}}, epochs=1)
+    with pytest.raises(ValueError, match=r"loss key 'node_vectors': the model returned no 'node_vectors' output "
+                                         r"\(it returned energy\)"):
+        train(bad)
+
+
+def test_torch_file_source_and_valid_fraction(tmp_path):
+    path = tmp_path / "train.pt"
+    torch.save(make_data(12), path)
+    cfg = base_config(tmp_path, data={"train": str(path), "valid": None, "valid_fraction": 0.25}, epochs=1)
+    cfg["data"].pop("valid")
+    trainer = Trainer(cfg)
+    assert len(trainer.train_set) == 9 and len(trainer.valid_set) == 3
+    assert trainer.train_set[0].edge_src is not None and trainer.train_set[0].pos.dtype == torch.float64
+
+
+def test_extxyz_source(tmp_path):
+    ase_io = pytest.importorskip("ase.io")
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for g in make_data(5):
+        atoms = Atoms(numbers=(g.atom_types + 1).tolist(), positions=g.pos.numpy())
+        atoms.calc = SinglePointCalculator(atoms, energy=float(g.energy), forces=g.forces.numpy())
+        frames.append(atoms)
+    path = tmp_path / "data.extxyz"
+    ase_io.write(str(path), frames)
+    cfg = base_config(tmp_path, model={"name": "pair", "num_types": 3}, data={"train": str(path), "valid": str(path)},
+                      epochs=1)
+    trainer = Trainer(cfg)
+    g = trainer.train_set[2]
+    assert torch.allclose(g.energy, make_data(5)[2].energy) and g.forces.shape == (g.num_nodes, 3)
+    trainer.fit()
+
+
+# --------------------------------------------------------------------------- CLI, evaluate, load
+def test_cli_train_evaluate_and_load(tmp_path, capsys):
+    from escn.cli import main
+    from escn.models.io import load
+
+    cfg = base_config(tmp_path, epochs=2)
+    path = tmp_path / "cfg.toml"
+    path.write_text(_to_toml(cfg))
+    assert main(["train", str(path), "--set", "seed=4"]) == 0
+    out = Path(cfg["output_dir"])
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["config"]["seed"] == 4
+    capsys.readouterr()
+
+    data = tmp_path / "test.pt"
+    torch.save(make_data(5, seed=9), data)
+    assert main(["evaluate", str(out / "checkpoint.pt"), str(data)]) == 0
+    text = capsys.readouterr().out
+    rows = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines()[2:]}
+    assert {"energy", "forces", "energy_per_atom", "loss"} <= set(rows), text
+    assert main(["evaluate", str(out / "checkpoint.pt"), "test_train:make_data", "--kwargs", '{"n": 5, "seed": 9}',
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["num_items"] == 5 and float(rows["energy"][0]) == pytest.approx(metrics["mae_energy"], rel=1e-3)
+
+    model = load(out / "checkpoint.pt")
+    assert not model.training and isinstance(model, PairPotential)
+    assert_same_state(params_of(model), ckpt["ema_state"], tol=0.0)
+    raw = load(out / "checkpoint.pt", ema=False)
+    assert_same_state(params_of(raw), ckpt["model_state"], tol=0.0)
+    assert next(model.parameters()).dtype == torch.float64
+
+
+def test_cli_errors(tmp_path, capsys):
+    from escn.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(tmp_path / "none.toml")])
+    assert e.value.code == 2 and "config file" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_to_toml(base_config(tmp_path, dtype="f64")))
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(bad)])
+    assert e.value.code == 2 and "'dtype': expected one of 'float32', 'float64', got 'f64'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", str(tmp_path / "none.pt"), "x.pt"])
+    assert e.value.code == 2 and "checkpoint" in capsys.readouterr().err
+    assert main(["demo", "--lmax", "1"]) == 0  # the older subcommands still work
+
+
+def _to_toml(d: Dict[str, Any], prefix: str = "") -> str:
+    """A minimal TOML writer for the test configs (tables, inline tables, scalars)."""
+
+    def lit(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(lit(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {lit(x)}" for k, x in v.items() if x is not None) + " }"
+        raise TypeError(v)
+
+    scalars = [f"{k} = {lit(v)}" for k, v in d.items() if not isinstance(v, dict) and v is not None]
+    tables = [f"\n[{prefix}{k}]\n" + "\n".join(f"{kk} = {lit(vv)}" for kk, vv in v.items() if vv is not None)
+              for k, v in d.items() if isinstance(v, dict)]
+    return "\n".join(scalars) + "\n" + "\n".join(tables) + "\n"
+
+
+# --------------------------------------------------------------------------- SIGKILL and resume
+def _env(**extra: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    steps, every = 40, 5
+    cfg = base_config(tmp_path / "killed", model={"name": PAIR, "hidden": 8}, max_steps=steps, epochs=None,
+                      checkpoint_every=every, data={"train": {"source": "test_train:make_data", "kwargs": {"n": 60}}})
+    path = tmp_path / "cfg.toml"
+    path.write_text(_to_toml(cfg))
+    out = Path(cfg["output_dir"])
+    proc = subprocess.Popen([sys.executable, "-m", "escn", "train", str(path)], cwd=tmp_path,
+                            env=_env(ESCN_TEST_STEP_DELAY="0.03"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    target = 3 * every + 1  # kill once a checkpoint beyond step 15 must exist, mid-epoch 2 (15 batches / epoch)
+    log = out / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"training exited early: {proc.communicate()[1].decode()[-2000:]}")
+            rows = log.read_text().splitlines() if log.exists() else []
+            if any(json.loads(r).get("step", 0) >= target for r in rows if r.endswith("}")):
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("no progress within 60 s")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    logged = [json.loads(r) for r in log.read_text().splitlines() if r.endswith("}")]
+    last_step = max(r["step"] for r in logged)
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    saved = ckpt["progress"]["step"]
+    assert saved >= 3 * every and 0 <= last_step - saved <= every
+    assert last_step < steps and ckpt["sampler"]["position"] != 0  # really interrupted, mid-epoch
+
+    resumed = subprocess.run([sys.executable, "-m", "escn", "train", str(path), "--resume"], cwd=tmp_path,
+                             env=_env(), capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "training finished: 40 steps" in resumed.stdout
+
+    straight = train(base_config(tmp_path / "straight", model={"name": PAIR, "hidden": 8}, max_steps=steps,
+                                 epochs=None, checkpoint_every=every,
+                                 data={"train": {"source": "test_train:make_data", "kwargs": {"n": 60}}}))
+    final = load_checkpoint(out / "checkpoint.pt")
+    assert final["progress"]["step"] == steps
+    assert_same_state(final["model_state"], params_of(straight.model), tol=1e-12)
+    assert read_log(log) == read_log(Path(straight.checkpoint).parent / "metrics.jsonl")
