@@ -1,0 +1,153 @@
+"""An ASE calculator backed by an escn energy model (``pip install "escn[ase]"``).
+
+>>> from ase.build import bulk
+>>> from escn.ase import Calculator
+>>> atoms = bulk("Cu", "fcc", a=3.59, cubic=True).repeat(2)
+>>> atoms.calc = Calculator("runs/emt/best.pt")          # or an nn.Module
+>>> atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+
+The model is any ``nn.Module`` with the protocol of :class:`escn.models.ESCN`:
+``model(batch, compute_forces=True, compute_stress=False)`` on an :class:`escn.data.Batch` returns a dict
+with ``"energy"`` (B,) in eV, ``"forces"`` (N, 3) in eV/Angstrom and, when asked, ``"stress"`` (B, 3, 3)
+``= (1/V) dE/d(strain)`` in eV/Angstrom^3, building its own radius graph when the batch has no edges.
+
+Units and conventions are ASE's: energy in eV, forces in eV/Angstrom, stress in eV/Angstrom^3 as the
+6-vector (xx, yy, zz, yz, xz, xy).  The stress sign is ASE's: ``stress = (1/V) dE/d(strain)`` for the
+deformation ``cell -> cell (I + strain)`` (rows = lattice vectors) with the atoms moved along, so it is
+positive for a stretched cell and the pressure is ``-trace(stress) / 3``.  This is exactly the model's
+convention, so no sign flip is applied.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+try:
+    from ase import Atoms
+    from ase.calculators.calculator import Calculator as _AseCalculator
+    from ase.calculators.calculator import PropertyNotImplementedError, all_changes
+except ImportError as exc:  # pragma: no cover - exercised by a test that hides ase
+    raise ImportError(
+        'escn.ase needs the Atomic Simulation Environment (ase); install it with pip install "escn[ase]"'
+    ) from exc
+
+from escn.data.batch import AtomsGraph, collate
+
+__all__ = ["Calculator"]
+
+# (row, column) of ASE's Voigt order xx, yy, zz, yz, xz, xy
+_VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+def _load_checkpoint(path: Union[str, os.PathLike], device: torch.device) -> nn.Module:
+    """The model of a training checkpoint (imported here so that escn.ase does not need the trainer)."""
+    try:
+        from escn.models import load  # type: ignore[attr-defined]
+    except ImportError:
+        try:
+            from escn.models.io import load
+        except ImportError as exc:
+            raise ImportError(
+                "loading a checkpoint needs escn.models.load, which this escn installation does not provide"
+            ) from exc
+    return load(path, map_location=device)
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+class Calculator(_AseCalculator):
+    """ASE calculator for escn energy models: energy, free_energy (the same), forces and stress.
+
+    Args:
+        model_or_checkpoint: an ``nn.Module`` following the protocol in the module docstring, or the path
+            of a training checkpoint (loaded with :func:`escn.models.load`, EMA weights when present).
+        device: where the model runs.  The module is moved there with ``nn.Module.to`` (in place).
+        dtype: floating dtype of the positions and the model (moved in place); float64 by default, which
+            makes forces consistent with the energy to round-off (good for NVE).  None keeps the model's.
+        **kwargs: passed to ``ase.calculators.calculator.Calculator`` (e.g. ``label``, ``atoms``).
+
+    Every call rebuilds the graph from the current positions, cell and pbc (no neighbour-list reuse).
+    The model runs in eval mode; its previous train/eval mode is restored after each call.  Forces are
+    always computed with the energy (one backward pass); the stress only when it is requested and all
+    three axes are periodic -- for other systems ``get_stress`` raises ``PropertyNotImplementedError``.
+    Atom types passed to the model are the atomic numbers.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+
+    def __init__(
+        self,
+        model_or_checkpoint: Union[nn.Module, str, os.PathLike],
+        device: Union[str, torch.device] = "cpu",
+        dtype: Optional[torch.dtype] = torch.float64,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            self.device = torch.device(device)
+        except (TypeError, RuntimeError) as exc:
+            raise ValueError(f"device must name a torch device, got {device!r}") from exc
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
+        if isinstance(model_or_checkpoint, nn.Module):
+            model = model_or_checkpoint
+        elif isinstance(model_or_checkpoint, (str, os.PathLike)):
+            model = _load_checkpoint(model_or_checkpoint, self.device)
+        else:
+            raise TypeError(
+                "model_or_checkpoint must be an nn.Module or a checkpoint path, "
+                f"got {type(model_or_checkpoint).__name__}"
+            )
+        self.dtype: torch.dtype = dtype if dtype is not None else _model_dtype(model)
+        self.model: nn.Module = model.to(device=self.device, dtype=self.dtype)
+        super().__init__(**kwargs)
+
+    def calculate(
+        self,
+        atoms: Optional[Atoms] = None,
+        properties: Sequence[str] = ("energy",),
+        system_changes: Sequence[str] = tuple(all_changes),
+    ) -> None:
+        """Fill ``self.results`` for ``atoms`` (ASE calls this; use ``atoms.get_*`` instead)."""
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        want_stress = "stress" in properties
+        if want_stress and not bool(np.all(atoms.pbc)):
+            raise PropertyNotImplementedError(
+                f"stress needs a cell that is periodic along all three axes, got pbc={atoms.pbc.tolist()}"
+            )
+        batch = collate([AtomsGraph.from_ase(atoms, dtype=self.dtype)]).to(device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model(batch, compute_forces=True, compute_stress=want_stress)
+        finally:
+            self.model.train(was_training)
+
+        n = len(atoms)
+        energy = out["energy"].detach()
+        forces = out["forces"].detach()
+        if energy.numel() != 1 or tuple(forces.shape) != (n, 3):
+            raise ValueError(
+                f"the model returned energy of shape {tuple(energy.shape)} and forces of shape "
+                f"{tuple(forces.shape)}; expected (1,) and ({n}, 3)"
+            )
+        e = float(energy.reshape(()).item())
+        self.results = {
+            "energy": e,
+            "free_energy": e,
+            "forces": forces.to(device="cpu", dtype=torch.float64).numpy().copy(),
+        }
+        if want_stress:
+            s = out["stress"].detach().to(device="cpu", dtype=torch.float64).reshape(3, 3).numpy()
+            s = 0.5 * (s + s.T)
+            self.results["stress"] = np.array([s[i, j] for i, j in _VOIGT])
