@@ -1,7 +1,7 @@
 """Training engine: configs, the training loop with exact resume and DDP, checkpoints, evaluation.
 
 >>> from escn.train import train
->>> result = train("examples/configs/lj_pair.toml")          # doctest: +SKIP
+>>> result = train("examples/configs/lj_escn.toml")          # doctest: +SKIP
 
 See :mod:`escn.train.config` for the configuration format and :mod:`escn.train.engine` for the loop.
 """

@@ -14,7 +14,7 @@ def fmt(value: Optional[float]) -> str:
     """A number in a fixed-width friendly form ('-' for None / NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
+    if value == 0 or 1e-2 <= abs(value) < 1e4:
         return f"{value:.4f}"
     return f"{value:.3e}"
 
