@@ -107,7 +107,8 @@ def run_nve(
     if temperature_K is not None:
         # Maxwell-Boltzmann momenta p ~ N(0, m kT) per component, then zero total momentum
         masses = atoms.get_masses()[:, None]
-        momenta = np.random.default_rng(seed).standard_normal((len(atoms), 3)) * np.sqrt(masses * units.kB * temperature_K)
+        normal = np.random.default_rng(seed).standard_normal((len(atoms), 3))
+        momenta = normal * np.sqrt(masses * units.kB * temperature_K)
         momenta -= masses * (momenta.sum(axis=0) / masses.sum())
         atoms.set_momenta(momenta)
     dyn = VelocityVerlet(atoms, timestep=dt * units.fs)
