@@ -58,7 +58,8 @@ DTYPES = ("float32", "float64")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "linear", "plateau")
 LOSS_TYPES = ("mse", "mae", "huber", "cross_entropy")
 OPTIMIZERS = ("adamw",)
-# keys that may differ between a checkpoint's config and the config used to resume it
+# keys that may differ between a checkpoint's config and the config used to resume it (the learning-rate
+# schedule keeps the horizon it started with, so a resumed run continues exactly)
 RESUMABLE_CHANGES = ("epochs", "max_steps", "checkpoint_every", "log_every", "progress", "output_dir",
                      "threads", "eval_batch_size", "data.num_workers")
 
@@ -300,7 +301,6 @@ class LossTerm:
             raise ConfigError(f"config key {where!r}: expected a weight (number) or a table "
                               f"{{weight, type, per_atom, delta}}, got {value!r}")
         _check_keys(value, cls.KEYS, where)
-        section, key = where.rsplit(".", 1)
         term = cls(weight=_get(value, "weight", where, "float", 1.0, minimum=0.0),
                    type=_get(value, "type", where, "str", "mse", choices=LOSS_TYPES),
                    per_atom=_get(value, "per_atom", where, "bool", False),

@@ -14,6 +14,7 @@ log (a resumed run truncates ``metrics.jsonl`` back to it, so the log reads as o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from escn.models.registry import build_model, model_config
 
 from . import ddp
 from .checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint, rng_state, set_rng_state
-from .config import ConfigError, TrainConfig, config_differences, load_config
+from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, config_differences, load_config
 from .data import PreparedDataset, ShardLoader, epoch_permutation, global_batches, load_source, shard, split_train_valid
 from .ema import EMA
 from .losses import LossFunction
@@ -234,7 +235,7 @@ class Trainer:
             shown = "; ".join(f"{k} (checkpoint: {json.dumps(a)}, now: {json.dumps(b)})" for k, a, b in diffs[:8])
             more = f" and {len(diffs) - 8} more" if len(diffs) > 8 else ""
             raise ConfigError(f"cannot resume from {str(path)!r}: the config differs from the checkpoint's in "
-                              f"{shown}{more}. Only {', '.join(('epochs', 'max_steps', 'checkpoint_every', 'log_every', 'progress', 'output_dir', 'threads', 'eval_batch_size', 'data.num_workers'))} may change.")
+                              f"{shown}{more}. Only {', '.join(RESUMABLE_CHANGES)} may change.")
         s = ckpt["sampler"]
         if s["num_items"] != len(self.train_set):
             raise ConfigError(f"cannot resume from {str(path)!r}: the training set has {len(self.train_set)} items, "
@@ -333,7 +334,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         need_grad = self.loss_fn.compute_forces or self.loss_fn.compute_stress
-        ctx = self.ema.swapped_in(self.model) if (use_ema and self.ema is not None) else _nullcontext()
+        ctx = self.ema.swapped_in(self.model) if (use_ema and self.ema is not None) else contextlib.nullcontext()
         with ctx:
             for batch in loader:
                 if batch is None:
@@ -390,7 +391,7 @@ class Trainer:
         self._t0 = time.perf_counter()
         self._elapsed0 = st.elapsed
         self._open_log()
-        stopped = False
+        stopped = until_step is not None and st.step >= until_step and not self._done()
         try:
             while not self._done() and not stopped:
                 order = epoch_permutation(len(self.train_set), cfg.seed, st.epoch)
@@ -449,14 +450,6 @@ class Trainer:
     def close(self) -> None:
         """Leave the process group (if one was joined)."""
         ddp.shutdown(self.info)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def train(config: ConfigLike, *, resume: Union[bool, str, os.PathLike, None] = None, overwrite: bool = False,

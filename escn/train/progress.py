@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
+from typing import Any, List, Mapping, Optional, Sequence, TextIO
 
 __all__ = ["EpochProgress", "format_metrics_table", "format_summary", "fmt"]
 
