@@ -74,6 +74,7 @@ __all__ = [
     "load_nbody",
     "nbody_graphs",
     "baseline_mse",
+    "nbody_task_graphs",
 ]
 
 SPLIT_SIZES: Dict[str, int] = {"train": 3000, "valid": 2000, "test": 2000}
@@ -453,3 +454,25 @@ def baseline_mse(
         "constant_velocity": float(((data["target"] - data["pos"] - t * data["vel"]) ** 2).mean()),
         "t": t,
     }
+
+
+def nbody_task_graphs(
+    split: str,
+    num_traj: Optional[int] = None,
+    seed: int = 0,
+    cache_dir: Optional[PathLike] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> List[AtomsGraph]:
+    """The task as training items: :func:`nbody_graphs` of :func:`load_nbody` with the velocity as the node
+    input and the displacement as the node target.
+
+    Returns:
+        B graphs as :func:`nbody_graphs`, plus ``node_features`` (5, 3) = velocity at frame 30 (irreps ``1x1o``)
+        and ``node_attrs["node_vectors"]`` (5, 3) = frame-40 minus frame-30 positions, the target of a model's
+        ``"node_vectors"`` output (its MSE is the task's position MSE).
+    """
+    graphs = nbody_graphs(load_nbody(split, num_traj, seed, cache_dir), dtype=dtype)
+    for g in graphs:
+        g.node_features = g.node_attrs["vel"]
+        g.node_attrs["node_vectors"] = g.node_attrs["target"] - g.pos
+    return graphs
