@@ -54,6 +54,7 @@ Measured on this project's 2-core CPU machine (numpy float64, seed 0):
 from __future__ import annotations
 
 import math
+import os
 from numbers import Integral, Real
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -75,6 +76,7 @@ __all__ = [
     "nbody_graphs",
     "baseline_mse",
     "nbody_task_graphs",
+    "predict_positions",
 ]
 
 SPLIT_SIZES: Dict[str, int] = {"train": 3000, "valid": 2000, "test": 2000}
@@ -476,3 +478,56 @@ def nbody_task_graphs(
         g.node_features = g.node_attrs["vel"]
         g.node_attrs["node_vectors"] = g.node_attrs["target"] - g.pos
     return graphs
+
+
+def predict_positions(
+    model: Union[torch.nn.Module, str, os.PathLike],
+    pos: Union[np.ndarray, torch.Tensor],
+    vel: Union[np.ndarray, torch.Tensor],
+    charges: Union[np.ndarray, torch.Tensor],
+    batch_size: int = 1000,
+) -> np.ndarray:
+    """Positions 1,000 steps (one time unit) ahead, predicted by a trained model.
+
+    >>> from escn.datasets.nbody import load_nbody, predict_positions
+    >>> d = load_nbody("test", 10)
+    >>> x40 = predict_positions("runs/nbody/best.pt", d["pos"], d["vel"], d["charges"])  # doctest: +SKIP
+
+    Args:
+        model: a model with a ``"node_vectors"`` output trained on :func:`nbody_task_graphs` (e.g. by
+            ``escn train examples/configs/nbody.toml``), or the path of its checkpoint.
+        pos: (B, 5, 3) positions; vel: (B, 5, 3) velocities; charges: (B, 5) with values +1 / -1.
+        batch_size: systems per forward pass.
+
+    Returns:
+        (B, 5, 3) float64 predicted positions.
+    """
+    if not isinstance(model, torch.nn.Module):
+        from ..models import load
+
+        model = load(model)
+    model.eval()
+    pos_a = np.asarray(pos, dtype=np.float64)
+    vel_a = np.asarray(vel, dtype=np.float64)
+    q = np.asarray(charges, dtype=np.float64)
+    if pos_a.ndim != 3 or pos_a.shape[-1] != 3:
+        raise ValueError(f"pos must have shape (B, N, 3), got {pos_a.shape}")
+    if vel_a.shape != pos_a.shape:
+        raise ValueError(f"vel must have the shape of pos {pos_a.shape}, got {vel_a.shape}")
+    if q.shape != pos_a.shape[:2]:
+        raise ValueError(f"charges must have shape {pos_a.shape[:2]}, got {q.shape}")
+    if not np.all(np.isin(q, (-1.0, 1.0))):
+        raise ValueError("charges must be +1 or -1")
+    dtype = next(model.parameters()).dtype
+    data = {"pos": pos_a, "vel": vel_a, "charges": q, "target": pos_a}
+    graphs = nbody_graphs(data, dtype=dtype)
+    for g in graphs:
+        g.node_features = g.node_attrs["vel"]
+    from ..data import collate
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(graphs), batch_size):
+            b = collate(graphs[i : i + batch_size])
+            out.append((b.pos + model(b)["node_vectors"]).double().reshape(-1, pos_a.shape[1], 3))
+    return torch.cat(out).numpy()
