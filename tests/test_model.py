@@ -36,9 +36,9 @@ def _energy_forces(model: ESCN):
     return fn
 
 
-@pytest.mark.parametrize("mmax", [2, 6])
-def test_energy_invariant_forces_equivariant_gate_l6(mmax):
-    model = _model(mmax=mmax)
+@pytest.mark.parametrize("mmax,radial_basis", [(2, "bessel"), (6, "gaussian")])
+def test_energy_invariant_forces_equivariant_gate_l6(mmax, radial_basis):
+    model = _model(mmax=mmax, radial_basis=radial_basis)
     pos, types = _molecule()
     errors = equivariance_error(
         _energy_forces(model), [pos, types], [CARTESIAN_POINTS, None], ["0e", "1o"], trials=2,
@@ -233,6 +233,8 @@ def test_bad_input():
         ESCN(activation="relu")
     with pytest.raises(ValueError, match="lmax"):
         ESCN(lmax=-1)
+    with pytest.raises(ValueError, match="radial_basis"):
+        ESCN(radial_basis="chebyshev")
     with pytest.raises(ValueError, match="s2"):
         ESCN(activation="s2", pseudo=True)
     with pytest.raises(ValueError, match="periodic"):

@@ -32,7 +32,7 @@ from escn.data.batch import Batch
 from escn.data.graph import edge_vectors
 from escn.nn.edge_rotation import EdgeRotation
 from escn.nn.linear import Linear
-from escn.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP, second_moment_scale
+from escn.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP, second_moment_scale, soft_one_hot_linspace
 from escn.nn.s2_activation import S2Grid
 from escn.nn.so2_conv import SO2Conv, _grouped_permutation, _take_columns
 from escn.o3.edge_frame import EdgeFrame, edge_frame
@@ -43,6 +43,7 @@ Tensor = torch.Tensor
 __all__ = ["ESCN", "EdgeFrameBlock", "node_irreps"]
 
 ACTIVATIONS = ("gate", "s2")
+RADIAL_BASES = ("bessel", "gaussian", "smooth_finite")
 OUTPUTS = ("energy", "node_vectors", "graph_outputs")
 
 
@@ -213,7 +214,9 @@ class ESCN(nn.Module):
         channels: multiplicity ``C`` of every order.
         num_layers: message blocks.
         cutoff: radius of the graph built when a batch has no edges, and of the smooth envelope.
-        num_radial: Bessel radial basis size.
+        num_radial: radial basis size.
+        radial_basis: ``"bessel"`` (DimeNet/NequIP, :class:`escn.nn.BesselBasis`), ``"gaussian"`` or
+            ``"smooth_finite"`` (:func:`escn.nn.soft_one_hot_linspace` on ``[0, cutoff]``).
         radial_hidden: hidden width of the radial MLPs.
         type_embedding_dim: width of the atom-type embedding fed to the radial MLPs (per endpoint).
         activation: ``"gate"`` (exactly equivariant) or ``"s2"`` (grid activation, approximately equivariant).
@@ -244,6 +247,7 @@ class ESCN(nn.Module):
         num_layers: int = 2,
         cutoff: float = 5.0,
         num_radial: int = 8,
+        radial_basis: str = "bessel",
         radial_hidden: int = 32,
         type_embedding_dim: int = 8,
         activation: str = "gate",
@@ -269,6 +273,8 @@ class ESCN(nn.Module):
         _check_int("radial_hidden", radial_hidden, 1)
         _check_int("type_embedding_dim", type_embedding_dim, 1)
         _check_positive("avg_num_neighbors", avg_num_neighbors)
+        if radial_basis not in RADIAL_BASES:
+            raise ValueError(f"radial_basis must be one of {RADIAL_BASES}, got {radial_basis!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if activation == "s2" and pseudo:
@@ -281,7 +287,7 @@ class ESCN(nn.Module):
             raise TypeError("energy_scale and energy_shift must be numbers")
         self.config: dict[str, Any] = dict(
             num_atom_types=num_atom_types, lmax=lmax, mmax=mmax, channels=channels, num_layers=num_layers,
-            cutoff=float(cutoff), num_radial=num_radial, radial_hidden=radial_hidden,
+            cutoff=float(cutoff), num_radial=num_radial, radial_basis=radial_basis, radial_hidden=radial_hidden,
             type_embedding_dim=type_embedding_dim, activation=activation,
             s2_resolution=None if s2_resolution is None else (s2_resolution if isinstance(s2_resolution, int) else list(s2_resolution)),
             avg_num_neighbors=float(avg_num_neighbors), pseudo=bool(pseudo), node_input_irreps=node_input_irreps,
@@ -296,7 +302,9 @@ class ESCN(nn.Module):
         self.channels = channels
         self.type_embedding = nn.Embedding(num_atom_types, channels)
         self.edge_type_embedding = nn.Embedding(num_atom_types, type_embedding_dim)
-        self.radial_basis = BesselBasis(cutoff, num_radial)
+        self.radial_basis_name = radial_basis
+        self.num_radial = num_radial
+        self.radial_basis = BesselBasis(cutoff, num_radial) if radial_basis == "bessel" else None
         self.envelope = PolynomialCutoff(cutoff)
         self.node_input_irreps = None if node_input_irreps is None else Irreps(node_input_irreps)
         self.node_input = None if self.node_input_irreps is None else Linear(self.node_input_irreps, self.irreps)
@@ -365,11 +373,17 @@ class ESCN(nn.Module):
         r = torch.linalg.vector_norm(vec, dim=1)
         frame = edge_frame(vec, self.irreps.lmax, self.blocks[0].mmax)
         temb = self.edge_type_embedding(types).to(pos.dtype)
-        edge_feat = torch.cat([self.radial_basis(r), temb.index_select(0, src), temb.index_select(0, dst)], dim=1)
+        edge_feat = torch.cat([self.radial_features(r), temb.index_select(0, src), temb.index_select(0, dst)], dim=1)
         env = self.envelope(r)
         for block in self.blocks:
             x = x + block(x, src, dst, frame, edge_feat, env)
         return x
+
+    def radial_features(self, r: Tensor) -> Tensor:
+        """(E,) edge lengths -> (E, num_radial) radial basis values."""
+        if self.radial_basis is not None:
+            return self.radial_basis(r)
+        return soft_one_hot_linspace(r, 0.0, self.cutoff, self.num_radial, self.radial_basis_name, cutoff=True)
 
     def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, Tensor]:
         self._check_batch(batch)
