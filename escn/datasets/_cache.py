@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Union
 
 import numpy as np
+
+from escn._util import atomic_write
 
 __all__ = ["default_cache_dir", "resolve_cache_dir", "cache_file_name", "save_npz_atomic", "load_npz", "cached_arrays", "array_digest"]
 
@@ -67,23 +68,7 @@ def save_npz_atomic(path: PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     The data go to a temporary file in the same directory first, which then replaces ``path``
     with ``os.replace``, so readers never see a partial file (also with concurrent writers).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    # os.open with mode 0o666 honours the umask (tempfile.mkstemp would force 0o600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
 def load_npz(path: PathLike) -> Dict[str, np.ndarray]:

@@ -8,11 +8,12 @@ everywhere a model name is (the class is imported on first use).
 
 from __future__ import annotations
 
-import importlib
 import json
 from typing import Any, Dict, List, Type
 
 from torch import nn
+
+from escn._util import import_object
 
 __all__ = ["register_model", "get_model_class", "build_model", "registered_models", "model_config"]
 
@@ -42,18 +43,9 @@ def registered_models() -> List[str]:
 
 
 def _import_class(path: str) -> Type[nn.Module]:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
+    if ":" not in path:
         raise ValueError(f"model import path must look like 'package.module:ClassName', got {path!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"model {path!r}: cannot import module {module_name!r} ({exc})") from exc
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"model {path!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+    obj = import_object(path, "model")
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise ValueError(f"model {path!r} is not an nn.Module subclass")
     return obj

@@ -17,7 +17,6 @@ and skips to the saved position.  Under DDP, rank ``r`` of ``W`` takes ``global_
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
@@ -25,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from escn._util import import_object
 from escn.data import AtomsGraph, Batch, collate
 
 from .config import ConfigError, DataSource
@@ -43,16 +43,10 @@ def _is_callable_spec(source: str) -> bool:
 
 
 def _call_source(spec: str, kwargs: Dict[str, Any]) -> Any:
-    module_name, _, attr = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"data source {spec!r}: cannot import module {module_name!r} ({exc})") from exc
-    fn: Any = module
-    for part in attr.split("."):
-        if not hasattr(fn, part):
-            raise ConfigError(f"data source {spec!r}: module {module_name!r} has no attribute {attr!r}")
-        fn = getattr(fn, part)
+        fn = import_object(spec, "data source")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     if not callable(fn):
         raise ConfigError(f"data source {spec!r} is not callable")
     try:
