@@ -539,3 +539,20 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, capsys
     assert final["progress"]["step"] == steps
     assert_same_state(final["model_state"], params_of(straight.model), tol=1e-12)
     assert read_log(log) == read_log(Path(straight.checkpoint).parent / "metrics.jsonl")
+
+
+def test_ema_warm_up_forgets_the_initial_weights():
+    from escn.train.ema import EMA
+
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    holder = torch.nn.Module()
+    holder.p = p
+    ema = EMA(holder, 0.999)
+    with torch.no_grad():
+        p.fill_(1.0)
+    ema.update(holder)  # d = min(0.999, 1/10) = 0.1
+    assert torch.allclose(ema.shadow["p"], torch.full((3,), 0.9, dtype=torch.float64), atol=1e-15)
+    for _ in range(2000):
+        ema.update(holder)
+    # a plain 0.999 average would still hold 0.999^2001 = 13.5 % of the initial zeros
+    assert (1 - ema.shadow["p"]).abs().max() < 1e-3

@@ -12,7 +12,11 @@ __all__ = ["EMA"]
 
 
 class EMA:
-    """``ema <- decay * ema + (1 - decay) * weights`` after every optimisation step.
+    """``ema <- d * ema + (1 - d) * weights`` after every optimisation step, with
+    ``d = min(decay, (1 + n) / (10 + n))`` at update ``n`` (0-based).
+
+    The warm-up keeps the average from remembering the random initial weights: with a plain 0.999, 42 % of
+    the average is still the initialisation after 870 steps (seen as a validation loss 15x the training loss).
 
     Non-floating buffers (counters, indices) are copied.  :meth:`swapped_in` temporarily loads the
     averages into the model (exactly restoring the raw weights afterwards).
@@ -32,10 +36,11 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Fold the current weights of ``model`` into the average."""
+        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if s.is_floating_point():
-                s.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+                s.mul_(d).add_(v.detach(), alpha=1.0 - d)
             else:
                 s.copy_(v)
         self.updates += 1
