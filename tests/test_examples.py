@@ -45,3 +45,20 @@ def test_nbody_small_path_trains_evaluates_and_predicts(tmp_path, restore_thread
     assert (tmp_path / "run" / "best.pt").exists()
     out = capsys.readouterr().out
     assert "EGNN" in out and "escn (this run)" in out
+
+
+def test_tetris_config_trains_through_the_engine(tmp_path, restore_threads):
+    from escn.data import collate
+    from escn.datasets.tetris import random_rotation_test_set
+    from escn.models import load
+    from escn.train import load_config, train
+
+    cfg = load_config(EXAMPLES / "configs" / "tetris.toml").to_dict()
+    cfg.update(output_dir=str(tmp_path / "run"), epochs=60, progress=False)
+    cfg["data"]["valid"]["kwargs"]["n"] = 16
+    train(cfg, overwrite=True)
+    model = load(tmp_path / "run" / "checkpoint.pt")
+    test = collate(random_rotation_test_set(200, seed=1, dtype=torch.float64))
+    with torch.no_grad():
+        pred = model(test)["class_logits"].argmax(dim=1)
+    assert (pred == test.graph_attrs["label"]).all()

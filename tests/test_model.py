@@ -258,3 +258,23 @@ def test_graph_outputs_with_a_pseudo_scalar_flip_under_reflection():
     assert (y_mirror[0, 3] + y[0, 3]).abs() < 1e-12  # ... which changes sign in the mirror
     with pytest.raises(ValueError, match="pseudo=True"):
         _model(outputs=["graph_outputs"], graph_output_irreps="1x0o")
+
+
+def test_class_logits_mirror_pairs_swap_under_reflection():
+    model = _model(pseudo=True, lmax=2, mmax=2, num_layers=3, outputs=["class_logits"], num_classes=5, mirror_pairs=[[3, 1]])
+    pos, types = _molecule(6, 11)
+    pos = pos * 0.6
+
+    def fn(p: torch.Tensor):
+        return model(collate([AtomsGraph(pos=p, atom_types=types)]))["class_logits"][0]
+
+    y, y_mirror = fn(pos), fn(-pos)
+    R = rand_matrix(dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    assert (fn(pos @ R.T) - y).abs().max() < 1e-10  # invariant under rotations
+    assert abs(y[3] - y[1]) > 1e-4  # the pair differs for a chiral cluster ...
+    swap = torch.tensor([0, 3, 2, 1, 4])
+    assert (y_mirror - y[swap]).abs().max() < 1e-12  # ... and a reflection swaps exactly that pair
+    with pytest.raises(ValueError, match="pseudo=True"):
+        _model(outputs=["class_logits"], num_classes=3, mirror_pairs=[[0, 1]])
+    with pytest.raises(ValueError, match="disjoint pairs"):
+        _model(pseudo=True, outputs=["class_logits"], num_classes=3, mirror_pairs=[[0, 0]])

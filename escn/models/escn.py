@@ -44,7 +44,7 @@ __all__ = ["ESCN", "EdgeFrameBlock", "node_irreps"]
 
 ACTIVATIONS = ("gate", "s2")
 RADIAL_BASES = ("bessel", "gaussian", "smooth_finite")
-OUTPUTS = ("energy", "node_vectors", "graph_outputs")
+OUTPUTS = ("energy", "node_vectors", "graph_outputs", "class_logits")
 
 
 def node_irreps(channels: int, lmax: int, pseudo: bool = False) -> Irreps:
@@ -228,8 +228,14 @@ class ESCN(nn.Module):
         outputs: any of ``"energy"`` (per graph, with ``"forces"``/``"stress"`` on request),
             ``"node_vectors"`` ((N, 3), an l = 1 output per node) and ``"graph_outputs"`` ((B, dim), an
             equivariant linear map of the per-graph mean of the node features to ``graph_output_irreps``).
-        graph_output_irreps: irreps of ``"graph_outputs"``, e.g. ``"7x0e + 1x0o"`` for class logits with a
-            pseudo-scalar that tells mirror images apart (needs ``pseudo=True``).
+            ``"class_logits"`` ((B, num_classes), invariant logits from the same pooled features).
+        graph_output_irreps: irreps of ``"graph_outputs"``, e.g. ``"7x0e + 1x0o"`` (a ``0o`` output needs
+            ``pseudo=True``).
+        num_classes: number of classes of ``"class_logits"``.
+        mirror_pairs: pairs ``[a, b]`` of classes that are mirror images of each other (e.g. the chiral
+            tetrominoes). Each pair shares a scalar ``s`` and owns a pseudo-scalar ``p``:
+            ``logit_a = s + p``, ``logit_b = s - p``, so a reflection swaps the two predictions exactly.
+            Needs ``pseudo=True``.
         energy_scale, energy_shift: per-atom energy = scale * network output + shift + learned per-type offset.
 
     ``forward(batch, compute_forces=True, compute_stress=False)`` returns a dict with ``"energy"`` (B,),
@@ -257,6 +263,8 @@ class ESCN(nn.Module):
         node_input_irreps: str | None = None,
         outputs: Sequence[str] = ("energy",),
         graph_output_irreps: str | None = None,
+        num_classes: int | None = None,
+        mirror_pairs: Sequence[Sequence[int]] = (),
         energy_scale: float = 1.0,
         energy_shift: float = 0.0,
     ) -> None:
@@ -283,6 +291,18 @@ class ESCN(nn.Module):
             raise ValueError(f"outputs must be a non-empty list drawn from {OUTPUTS}, got {outputs!r}")
         if ("graph_outputs" in outputs) != (graph_output_irreps is not None):
             raise ValueError("graph_output_irreps must be given exactly when outputs contains 'graph_outputs'")
+        if ("class_logits" in outputs) != (num_classes is not None):
+            raise ValueError("num_classes must be given exactly when outputs contains 'class_logits'")
+        pairs = [tuple(int(c) for c in pr) for pr in mirror_pairs]
+        if num_classes is not None:
+            _check_int("num_classes", num_classes, 1)
+            flat = [c for pr in pairs for c in pr]
+            if any(len(pr) != 2 for pr in pairs) or len(set(flat)) != len(flat) or any(not 0 <= c < num_classes for c in flat):
+                raise ValueError(f"mirror_pairs must be disjoint pairs of classes in [0, {num_classes}), got {mirror_pairs!r}")
+            if pairs and not pseudo:
+                raise ValueError("mirror_pairs need pseudo-scalars: set pseudo=True")
+        elif pairs:
+            raise ValueError("mirror_pairs given without num_classes")
         if not isinstance(energy_scale, (int, float)) or not isinstance(energy_shift, (int, float)):
             raise TypeError("energy_scale and energy_shift must be numbers")
         self.config: dict[str, Any] = dict(
@@ -291,7 +311,8 @@ class ESCN(nn.Module):
             type_embedding_dim=type_embedding_dim, activation=activation,
             s2_resolution=None if s2_resolution is None else (s2_resolution if isinstance(s2_resolution, int) else list(s2_resolution)),
             avg_num_neighbors=float(avg_num_neighbors), pseudo=bool(pseudo), node_input_irreps=node_input_irreps,
-            outputs=list(outputs), graph_output_irreps=graph_output_irreps, energy_scale=float(energy_scale), energy_shift=float(energy_shift),
+            outputs=list(outputs), graph_output_irreps=graph_output_irreps,
+            num_classes=num_classes, mirror_pairs=[list(pr) for pr in pairs], energy_scale=float(energy_scale), energy_shift=float(energy_shift),
         )
         self.num_atom_types = num_atom_types
         self.cutoff = float(cutoff)
@@ -329,6 +350,24 @@ class ESCN(nn.Module):
                     + (" (set pseudo=True)" if not pseudo else "")
                 )
             self.graph_head = Linear(self.irreps, gout)
+        self.class_head = None
+        if num_classes is not None:
+            # scalars: one per pair, then one per unpaired class; pseudo-scalars: one per pair
+            paired = {c: (j, +1.0 if k == 0 else -1.0) for j, pr in enumerate(pairs) for k, c in enumerate(pr)}
+            unpaired = [c for c in range(num_classes) if c not in paired]
+            n_s, n_p = len(pairs) + len(unpaired), len(pairs)
+            s_idx, p_idx, sign = [], [], []
+            for c in range(num_classes):
+                if c in paired:
+                    j, sg = paired[c]
+                    s_idx.append(j), p_idx.append(j), sign.append(sg)
+                else:
+                    s_idx.append(len(pairs) + unpaired.index(c)), p_idx.append(0), sign.append(0.0)
+            self.class_head = Linear(self.irreps, f"{n_s}x0e" + (f"+{n_p}x0o" if n_p else ""))
+            self._n_class_scalars = n_s
+            self.register_buffer("_class_s", torch.tensor(s_idx, dtype=torch.long), persistent=False)
+            self.register_buffer("_class_p", torch.tensor(p_idx, dtype=torch.long), persistent=False)
+            self.register_buffer("_class_sign", torch.tensor(sign, dtype=torch.get_default_dtype()), persistent=False)
 
     # ------------------------------------------------------------------ input checks
     def _check_batch(self, batch: Batch) -> None:
@@ -422,10 +461,18 @@ class ESCN(nn.Module):
                         out["stress"] = grads[-1] / vol[:, None, None]
             if self.vector_head is not None:
                 out["node_vectors"] = self.vector_head(x)
-            if self.graph_head is not None:
+            if self.graph_head is not None or self.class_head is not None:
                 counts = torch.bincount(batch.batch, minlength=batch.num_graphs).clamp_min(1).to(x.dtype)
                 mean = x.new_zeros(batch.num_graphs, x.shape[1]).index_add_(0, batch.batch, x) / counts[:, None]
-                out["graph_outputs"] = self.graph_head(mean)
+                if self.graph_head is not None:
+                    out["graph_outputs"] = self.graph_head(mean)
+                if self.class_head is not None:
+                    y = self.class_head(mean)
+                    sc, ps = y[:, : self._n_class_scalars], y[:, self._n_class_scalars :]
+                    logits = sc.index_select(1, self._class_s)
+                    if ps.shape[1]:
+                        logits = logits + ps.index_select(1, self._class_p) * self._class_sign.to(y.dtype)
+                    out["class_logits"] = logits
         return out
 
     def extra_repr(self) -> str:

@@ -284,14 +284,17 @@ class LossTerm:
         type: ``mse`` | ``mae`` | ``huber`` (with ``delta``) | ``cross_entropy`` (target: class indices).
         per_atom: graph-level keys only: divide prediction and target by the number of atoms first.
         delta: Huber threshold.
+        target: name of the target (a Batch field, ``node_attrs`` or ``graph_attrs`` key) when it differs from
+            the output key, e.g. ``class_logits = {type = "cross_entropy", target = "label"}``.
     """
 
     weight: float = 1.0
     type: str = "mse"
     per_atom: bool = False
     delta: float = 1.0
+    target: Optional[str] = None
 
-    KEYS = ("weight", "type", "per_atom", "delta")
+    KEYS = ("weight", "type", "per_atom", "delta", "target")
 
     @classmethod
     def parse(cls, value: Any, where: str) -> "LossTerm":
@@ -304,7 +307,8 @@ class LossTerm:
         term = cls(weight=_get(value, "weight", where, "float", 1.0, minimum=0.0),
                    type=_get(value, "type", where, "str", "mse", choices=LOSS_TYPES),
                    per_atom=_get(value, "per_atom", where, "bool", False),
-                   delta=_get(value, "delta", where, "float", 1.0, minimum=0.0, strict_min=True))
+                   delta=_get(value, "delta", where, "float", 1.0, minimum=0.0, strict_min=True),
+                   target=_get(value, "target", where, "str", None))
         if term.per_atom and term.type == "cross_entropy":
             raise ConfigError(f"config key {where + '.per_atom'!r}: not available with type 'cross_entropy'")
         return term

@@ -24,7 +24,7 @@ def default_keys(item: AtomsGraph, loss: Optional[Mapping[str, LossTerm]] = None
     when present (those not in the loss get weight 0)."""
     terms: Dict[str, LossTerm] = {}
     for k, t in (loss or {}).items():
-        if item_target_level(item, k) is not None:
+        if item_target_level(item, t.target or k) is not None:
             terms[k] = t
     for k in _STANDARD:
         if k not in terms and item_target_level(item, k) is not None:

@@ -84,8 +84,9 @@ class LossFunction:
     def check_item(self, item: AtomsGraph, what: str = "training data") -> None:
         """Raise ConfigError if an item lacks the target of a loss key or a per-atom term is node-level."""
         for k, t in self.terms.items():
-            level = item_target_level(item, k)
+            level = item_target_level(item, t.target or k)
             if level is None:
+                k = t.target or k
                 have = ", ".join(_available_targets(item)) or "none"
                 raise ConfigError(f"config key 'loss.{k}': the {what} has no target for {k!r} (looked for the "
                                   f"field {k!r}, node_attrs[{k!r}], graph_attrs[{k!r}]; targets present: {have})")
@@ -103,6 +104,7 @@ class LossFunction:
 
     # ------------------------------------------------------------------ counts and loss
     def _target(self, batch: Batch, key: str) -> Tuple[Tensor, str]:
+        key = self.terms[key].target or key
         target, level = find_target(batch, key)
         if target is None:
             raise ValueError(f"loss key {key!r}: the batch has no target for it")
