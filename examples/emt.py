@@ -1,19 +1,53 @@
 """Cu force field from ASE's EMT: train eSCN on energies, forces and stresses, test it, then run NVE MD with it.
 
     python examples/emt.py                                           # small default: ~4 minutes on 2 CPU cores
-    python examples/emt.py --config examples/configs/emt_cu.toml     # the longer run aimed at <= 20 meV/A
+    python examples/emt.py --config examples/configs/emt_cu.toml     # the longer run: ~28 minutes
 
 1. Data (:mod:`escn.datasets.emt`): periodic fcc Cu, Langevin MD at 300 K and 1,000 K, rattled and strained
-   cells, split into train / valid / test by trajectory.
+   cells, split into train / valid / test by trajectory.  The longer run uses the module's defaults (32- and
+   108-atom cells, 120 / 40 / 40 frames); the small default only 32-atom cells (same frame counts).
 2. Training with the engine (:func:`escn.train.train`) on energy (per atom) + forces + stress; the
    best-validation weights (``best.pt``, EMA) are evaluated on the test split: energy MAE per atom, force MAE
    over all test frames and over the 300 K frames, stress MAE -- next to the trivial baseline (mean training
    energy per atom, zero forces, zero stress) and the target (force MAE <= 20 meV/A).
 3. MD: the trained model wrapped in :class:`escn.ase.Calculator` (float64) runs 1 ps of NVE
-   (velocity Verlet) on a 108-atom cell (3x3x3 conventional fcc, a = 3.59 A, Maxwell-Boltzmann velocities
-   at 300 K); the same run with EMT is the reference.  Printed: the energy drift per atom (slope of the
-   total energy, meV/atom/ps, and max |E(t) - E(0)| per atom) for both, and the path of a PNG with the two
-   radial distribution functions (frames after the first 0.2 ps).
+   (velocity Verlet, 5 fs steps) on a 108-atom cell (3x3x3 conventional fcc, a = 3.59 A, Maxwell-Boltzmann
+   velocities at 300 K); the same run with EMT is the reference.  Printed: the energy drift per atom (slope
+   of the total energy, meV/atom/ps, and max |E(t) - E(0)| per atom) for both, and the path of a PNG with the
+   two radial distribution functions (frames after the first 0.2 ps).
+
+Measured on this project's 2-core CPU machine (float32 training with 2 threads, seed 0; "baseline" is the
+trivial model on the same test split)::
+
+                                   small default          emt_cu.toml            baseline (small / toml)
+    model                          lmax 2, 16 ch, 2 layers lmax 3, 16 ch, 2 layers
+                                   (45k parameters)       (80k parameters)
+    training                       600 steps, 201 s       1,800 steps, 1,600 s
+    energy MAE (meV/atom)          1.17                   0.24                   43.6 / 43.7
+    force MAE, all test (meV/A)    23.3 (missed)          8.4 (met)              495 / 573
+    force MAE, 300 K (meV/A)       15.5 (met)             3.95 (met)             361 / 361
+    stress MAE (meV/A^3)           2.23                   0.52                   11.9 / 11.5
+    NVE drift (meV/atom/ps)        0.0043                 0.0031                 EMT: 0.0030
+    NVE max |dE| (meV/atom)        0.220                  0.220                  EMT: 0.218
+    RDF: integral |g - g_EMT| dr   0.050 A                0.027 A
+    wall time, end to end          4 min 15 s             27.5 min (+ ~20 s when the data is not cached)
+
+The small default misses 20 meV/A over all test frames because of the hot and rattled frames (1,000 K MD 31.6,
+rattled 27.6, strained 18.5); the longer run's worst kind is the 1,000 K MD at 11.3.  The max |dE| of both
+NVE runs is the velocity-Verlet fluctuation of a 5 fs step, the same with EMT itself (it scales as dt^2: 0.035
+meV/atom at 2 fs with EMT); neither run drifts systematically in 1 ps.  The mean temperature after 0.2 ps is
+about 122 K for both, since the perfect lattice starts with all its energy kinetic.  The g(r) curves overlap
+(``rdf.png`` in the output directory).
+
+Tuning notes (small default, 600 steps unless stated): with an energy loss weight of 1 (forces 10) the
+per-atom energy offset wanders -- forces do not see it -- and the test energy MAE was 56 meV/atom, worse than
+the baseline (forces 37.6 meV/A); weight 100 fixes the energy (2.25) but halves the pace of the forces (44.3);
+weight 10 gives 1.17 and 23.3.  A constant 2e-3 learning rate (plateau schedule that never triggered) left
+the training force MAE stuck near 30 meV/A; warm-up + cosine from 5e-3 goes lower.  A 5.0 A cutoff (42
+neighbours, EMT's third shell included; EMT's own cutoff is 5.38 A) gave the same validation force MAE at
+equal epochs (23.5 vs 23.6 meV/A after 12) for 2.3x the cost per epoch.  The longer run differs from the
+small default by 3x the steps, 2.2x the atoms per step (the module's default data) and lmax 3; which of the
+three matters most was not isolated.
 """
 
 from __future__ import annotations
@@ -84,7 +118,7 @@ def build_config(args: argparse.Namespace) -> Dict[str, Any]:
     return cfg
 
 
-def test_errors(model: torch.nn.Module, test: List[Any], cutoff: Optional[float]) -> Dict[str, float]:
+def split_errors(model: torch.nn.Module, test: List[Any], cutoff: Optional[float]) -> Dict[str, float]:
     """Energy (meV/atom), force (meV/A, all and per kind) and stress (meV/A^3) MAE of ``model`` on ``test``."""
     terms = {"energy": LossTerm(per_atom=True), "forces": LossTerm(), "stress": LossTerm()}
     m = evaluate_model(model, test, terms, batch_size=8, cutoff=cutoff)
@@ -131,10 +165,12 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None,
                         help="a full training config, e.g. examples/configs/emt_cu.toml (default: the small run)")
-    parser.add_argument("--output-dir", dest="output_dir", default=None, help="training output (and rdf.png) directory")
+    parser.add_argument("--output-dir", dest="output_dir", default=None,
+                        help="training output (and rdf.png) directory")
     parser.add_argument("--traj-per-kind", dest="traj_per_kind", type=int, default=None,
                         help=f"trajectories per kind (>= 3; small default {SMALL['traj_per_kind']})")
-    parser.add_argument("--frames", type=int, default=None, help=f"frames per trajectory (small default {SMALL['frames']})")
+    parser.add_argument("--frames", type=int, default=None,
+                        help=f"frames per trajectory (small default {SMALL['frames']})")
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
                         help="supercell repeats, alternating over trajectories (2: 32 atoms, 3: 108; small default 2)")
     parser.add_argument("--epochs", type=int, default=None, help=f"epochs (small default {SMALL['epochs']})")
@@ -173,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     base = emt_baseline(train_set, test)
     base["stress_mae"] = 1000.0 * float(torch.stack([g.stress for g in test]).abs().mean())
     model = load(checkpoint)
-    err = test_errors(model, test, config.cutoff)
+    err = split_errors(model, test, config.cutoff)
 
     # ---- NVE MD with the model (float64) and with EMT from the same initial state
     log_every = max(1, int(round(10.0 / args.md_timestep)))  # a frame every ~10 fs
@@ -194,30 +230,34 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
 
     # ---- report
     n_atoms = sum(g.num_nodes for g in test)
-    print(f"\nEMT Cu test split: {len(test)} frames, {n_atoms} atoms (training took {train_seconds:.0f} s, "
-          f"{result.epoch} epochs, checkpoint {checkpoint})")
+    print(f"\nEMT Cu test split: {len(test)} frames, {n_atoms} atoms (data + training took {train_seconds:.0f} s, "
+          f"{result.epoch} epochs; weights {checkpoint})")
     rows = [
         ("energy MAE (meV/atom)", err["energy_mae"], base["energy_mae"], None),
         ("force MAE, all test frames (meV/A)", err["force_mae"], base["force_mae"], TARGET_FORCE_MAE),
-        ("force MAE, 300 K frames (meV/A)", err.get("force_mae_md300", math.nan), base.get("force_mae_md300", math.nan),
-         TARGET_FORCE_MAE),
+        ("force MAE, 300 K frames (meV/A)", err.get("force_mae_md300", math.nan),
+         base.get("force_mae_md300", math.nan), TARGET_FORCE_MAE),
         ("stress MAE (meV/A^3)", err["stress_mae"], base["stress_mae"], None),
     ]
     print(f"{'metric':<38}{'escn':>10}{'baseline':>10}{'target':>9}")
     for name, ours, ref, target in rows:
         tgt = f"<= {target:g}" if target is not None else "-"
-        print(f"{name:<38}{ours:>10.2f}{ref:>10.2f}{tgt:>9}")
+        met = "" if target is None else ("  met" if ours <= target else "  missed")
+        print(f"{name:<38}{ours:>10.2f}{ref:>10.2f}{tgt:>9}{met}")
     print(f"(baseline = mean training energy per atom, zero forces, zero stress; stress MAE "
           f"{err['stress_mae'] * EV_PER_A3_IN_GPA / 1000:.3f} GPa; force MAE per kind: "
           + ", ".join(f"{k} {err[f'force_mae_{k}']:.1f}" for k in KINDS if f"force_mae_{k}" in err) + ")")
 
     print(f"\nNVE MD, {n_md} atoms, {args.md_time:g} ps, dt = {args.md_timestep:g} fs, velocities at "
           f"{args.md_temperature:g} K")
-    print(f"{'calculator':<12}{'drift (meV/atom/ps)':>21}{'max |dE| (meV/atom)':>21}{'T (K)':>12}{'wall (s)':>10}")
+    print(f"{'calculator':<12}{'drift (meV/atom/ps)':>21}{'max |dE| (meV/atom)':>21}{'mean T (K)':>12}{'wall (s)':>10}")
     for name, res in md.items():
         d = res["drift"]
-        print(f"{name:<12}{1000 * d['slope_eV_per_atom_per_ps']:>21.4f}{1000 * d['max_abs_deviation_eV_per_atom']:>21.4f}"
-              f"{float(np.mean(res['temperature_K'][after(res, SKIP_FS)])):>12.1f}{res['seconds']:>10.1f}")
+        temperature = float(np.mean(res["temperature_K"][after(res, SKIP_FS)]))
+        print(f"{name:<12}{1000 * d['slope_eV_per_atom_per_ps']:>21.4f}"
+              f"{1000 * d['max_abs_deviation_eV_per_atom']:>21.4f}{temperature:>12.1f}{res['seconds']:>10.1f}")
+    print(f"(drift: slope of the total energy per atom; max |dE|: largest |E(t) - E(0)| per atom; "
+          f"mean T over t >= {SKIP_FS:g} fs)")
     print(f"RDF plot: {plot_path}  (integral of |g_escn - g_EMT| dr over 0-{r_max:g} A: {rdf_l1:.3f} A)")
 
     metrics: Dict[str, Any] = {
