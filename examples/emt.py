@@ -39,13 +39,13 @@ meV/atom at 2 fs with EMT); neither run drifts systematically in 1 ps.  The mean
 about 122 K for both, since the perfect lattice starts with all its energy kinetic.  The g(r) curves overlap
 (``rdf.png`` in the output directory).
 
-Tuning notes (small default, 600 steps unless stated): with an energy loss weight of 1 (forces 10) the
-per-atom energy offset wanders -- forces do not see it -- and the test energy MAE was 56 meV/atom, worse than
-the baseline (forces 37.6 meV/A); weight 100 fixes the energy (2.25) but halves the pace of the forces (44.3);
-weight 10 gives 1.17 and 23.3.  A constant 2e-3 learning rate (plateau schedule that never triggered) left
-the training force MAE stuck near 30 meV/A; warm-up + cosine from 5e-3 goes lower.  A 5.0 A cutoff (42
-neighbours, EMT's third shell included; EMT's own cutoff is 5.38 A) gave the same validation force MAE at
-equal epochs (23.5 vs 23.6 meV/A after 12) for 2.3x the cost per epoch.  The longer run differs from the
+Tuning notes (small default, 600 steps): the first config (energy loss weight 1, forces 10, constant 2e-3
+learning rate from a plateau schedule that never triggered, EMA 0.995) gave 56 meV/atom on the test energies,
+worse than the baseline -- the per-atom energy offset wanders, forces do not see it -- and 37.6 meV/A on the
+forces, with the training force MAE stuck near 30.  With warm-up + cosine from 5e-3 and EMA 0.99, energy weight
+100 gave 2.25 meV/atom but slower forces (44.3 meV/A); weight 10 gives 1.17 and 23.3 (the default).  A
+5.0 A cutoff (42 neighbours, EMT's third shell included; EMT's own cutoff is 5.38 A) gave the same validation
+force MAE at equal epochs (23.5 vs 23.6 meV/A after 12) for 2.3x the cost per epoch.  The longer run differs from the
 small default by 3x the steps, 2.2x the atoms per step (the module's default data) and lmax 3; which of the
 three matters most was not isolated.
 """
