@@ -1,14 +1,26 @@
-"""Small helpers shared across the package: atomic file writes and ``"module:attr"`` imports."""
+"""Small helpers shared across the package: integer argument checks, atomic file writes and ``"module:attr"``
+imports."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import tempfile
+from numbers import Integral
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Union
 
-__all__ = ["atomic_write", "import_object"]
+__all__ = ["atomic_write", "check_int", "import_object"]
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as an int: TypeError naming ``name`` unless it is an integer (bool excluded), ValueError if it is
+    below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
 
 
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None]) -> None:

@@ -41,12 +41,12 @@ frames; per-atom energy MAE 43.7 meV/atom.
 
 from __future__ import annotations
 
-from numbers import Integral
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from escn._util import check_int as _check_int
 from ..data.batch import AtomsGraph
 from ._cache import PathLike, cached_arrays
 
@@ -76,12 +76,6 @@ def _require_ase() -> Any:
     return ase
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_sizes(sizes: object) -> Tuple[int, ...]:

@@ -61,6 +61,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from escn._util import check_int as _check_int
 from ..data.batch import AtomsGraph
 from ._cache import PathLike, cached_arrays
 
@@ -97,12 +98,6 @@ SeedLike = Union[int, Sequence[int]]
 # --------------------------------------------------------------------------- checks
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_positive(name: str, value: object, allow_inf: bool = False) -> float:
@@ -473,10 +468,16 @@ def nbody_task_graphs(
         and ``node_attrs["node_vectors"]`` (5, 3) = frame-40 minus frame-30 positions, the target of a model's
         ``"node_vectors"`` output (its MSE is the task's position MSE).
     """
-    graphs = nbody_graphs(load_nbody(split, num_traj, seed, cache_dir), dtype=dtype)
+    graphs = _velocity_inputs(nbody_graphs(load_nbody(split, num_traj, seed, cache_dir), dtype=dtype))
+    for g in graphs:
+        g.node_attrs["node_vectors"] = g.node_attrs["target"] - g.pos
+    return graphs
+
+
+def _velocity_inputs(graphs: List[AtomsGraph]) -> List[AtomsGraph]:
+    """Set each graph's ``node_features`` (5, 3) to its velocities (the model's ``1x1o`` node input)."""
     for g in graphs:
         g.node_features = g.node_attrs["vel"]
-        g.node_attrs["node_vectors"] = g.node_attrs["target"] - g.pos
     return graphs
 
 
@@ -520,9 +521,7 @@ def predict_positions(
         raise ValueError("charges must be +1 or -1")
     dtype = next(model.parameters()).dtype
     data = {"pos": pos_a, "vel": vel_a, "charges": q, "target": pos_a}
-    graphs = nbody_graphs(data, dtype=dtype)
-    for g in graphs:
-        g.node_features = g.node_attrs["vel"]
+    graphs = _velocity_inputs(nbody_graphs(data, dtype=dtype))
     from ..data import collate
 
     out = []

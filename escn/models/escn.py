@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from escn._util import check_int as _check_int
 from escn.data.batch import Batch
 from escn.data.graph import edge_vectors
 from escn.nn.edge_rotation import EdgeRotation
@@ -166,8 +167,7 @@ class EdgeFrameBlock(nn.Module):
         if self.activation == "s2":
             E = h.shape[0]
             hc = _take_columns(h, self._to_ch).reshape(E, self.channels, self.grid.num_coefficients)
-            f = hc @ self.grid.to_grid.to(h.dtype)
-            out = (torch.nn.functional.silu(f) * self._silu_scale) @ self.grid.from_grid.to(h.dtype)
+            out = self.grid.activate(hc, torch.nn.functional.silu, self._silu_scale)
             return _take_columns(out.reshape(E, -1), self._from_ch)
         s = self.num_scalars
         if self.num_gates == 0:
@@ -192,10 +192,6 @@ class EdgeFrameBlock(nn.Module):
         return _take_columns(res, self._perm_inv) / math.sqrt(self.avg_num_neighbors)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_positive(name: str, value: Any) -> float:

@@ -26,6 +26,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from escn._util import check_int as _check_int
+
 __all__ = [
     "soft_unit_step",
     "soft_one_hot_linspace",
@@ -76,12 +78,6 @@ def _check_real(name: str, value: object) -> float:
     return value
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _sin_u_over_u(u: Tensor) -> Tensor:

@@ -119,6 +119,10 @@ class S2Grid(nn.Module):
         self.register_buffer("to_grid", Y.T.contiguous().to(dt), persistent=False)
         self.register_buffer("from_grid", (Y * (w / (4 * math.pi))[:, None]).contiguous().to(dt), persistent=False)
 
+    def activate(self, x: Tensor, act: Act, scale: float = 1.0) -> Tensor:
+        """(..., K) coefficients -> (..., K) coefficients of ``scale * act(f)`` for the represented ``f``."""
+        return (act(x @ self.to_grid.to(x.dtype)) * scale) @ self.from_grid.to(x.dtype)
+
     def extra_repr(self) -> str:
         return f"lmax={self.lmax}, mmax={self.mmax}, resolution=({self.res_beta}, {self.res_alpha}), points={self.num_points}"
 
@@ -184,8 +188,7 @@ class S2Activation(nn.Module):
 
     def on_channels(self, x: Tensor) -> Tensor:
         """(..., C, K) coefficients -> (..., C, K) coefficients of ``act`` of the represented functions."""
-        f = x @ self.grid.to_grid.to(x.dtype)
-        return (self.act(f) * self.act_scale) @ self.grid.from_grid.to(x.dtype)
+        return self.grid.activate(x, self.act, self.act_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
