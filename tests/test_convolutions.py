@@ -89,6 +89,30 @@ def test_so2_from_tfn_equals_tfn_values_and_gradients(irreps_in, irreps_out, lma
         assert (p - q).abs().max() <= 1e-8, name
 
 
+@pytest.mark.parametrize(
+    "irreps_in, irreps_out, lmax_filter",
+    [("4x0e + 4x1o + 4x2e", "4x0e + 4x1o + 4x2e", 4), MIXED[0]],  # one weight-block size, and several
+)
+def test_so2_from_tfn_double_backward_equals_tfn(irreps_in, irreps_out, lmax_filter):
+    """Force training differentiates gradients: the second derivatives of SO2Conv.from_tfn equal TFN's."""
+    torch.manual_seed(2)
+    pos, src, dst = random_graph(8, 30, seed=2)
+    tfn = TFNConv(irreps_in, irreps_out, lmax_filter)
+    so2 = SO2Conv.from_tfn(tfn)
+    x = Irreps(irreps_in).randn(8, -1).requires_grad_()
+    v = (pos[dst] - pos[src]).requires_grad_()
+    w = torch.randn(len(src), tfn.weight_numel, requires_grad=True)
+    cot = torch.randn(8, Irreps(irreps_out).dim)
+    probe = torch.randn_like(v)
+    second = []
+    for conv in (tfn, so2):
+        (gv,) = torch.autograd.grad((conv(x, src, dst, v, w) * cot).sum(), v, create_graph=True)
+        second.append(torch.autograd.grad((gv * probe).sum(), (x, v, w)))
+    for name, p, q in zip(("x", "edge_vec", "weight"), *second):
+        assert p.abs().max() > 1e-3, name
+        assert (p - q).abs().max() <= 1e-9, name
+
+
 def test_so2_weight_space_equals_tfn_weight_space_with_unlimited_filter():
     """With lmax_filter >= l_in + l_out the TFN -> SO(2) weight map is square and invertible:
     both parametrise the same functions (DESIGN.md, "Counting")."""

@@ -114,6 +114,9 @@ def header_lines(result: SweepResult) -> list[str]:
         f"fwd+bwd w.r.t. x, edge_vec, weights; {gemm}",
         f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration; x tfn / x e3nn = fwd+bwd speed-up; "
         f"SO2 GF/s = SO(2) matmul stage alone",
+        "allocator: transparent huge pages for large CPU tensors "
+        + ("on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off")
+        + " for every method (THP_MEM_ALLOC_ENABLE)",
     ]
     if result.load_avg is not None:
         start, end = result.load_avg

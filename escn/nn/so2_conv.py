@@ -173,6 +173,25 @@ def _take_columns(x: Tensor, index: Tensor) -> Tensor:
     return torch.gather(x, 1, index.expand(x.shape[0], index.shape[0]))
 
 
+class _PermuteColumns(torch.autograd.Function):
+    """``x[:, columns]`` for a 2-D ``x`` and a permutation given as ``block``-sized column blocks ``index``;
+    the backward is the inverse permutation (itself differentiable, so double backward works). Cheaper than
+    ``gather``, whose backward scatter-adds into a zero-filled tensor of the input's size."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, index: Tensor, inverse: Tensor, block: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(index, inverse)
+        ctx.block = block
+        if block > 1:
+            return x.reshape(x.shape[0], -1, block).index_select(1, index).view(x.shape[0], -1)
+        return _take_columns(x, index)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        index, inverse = ctx.saved_tensors
+        return _PermuteColumns.apply(grad, inverse, index, ctx.block), None, None, None
+
+
 def _grouped_permutation(irreps: Irreps) -> list[int]:
     """For each slot of :class:`EdgeRotation`'s full layout (orders ascending; inside an order, entries in
     irreps order, then channels, each channel's slots in :func:`component_order`), the irreps-layout
@@ -271,9 +290,8 @@ class SO2Conv(nn.Module):
     # ------------------------------------------------------------------ TFN -> SO(2) weight map
     def _build_tfn_map(self, lmax_filter: int) -> None:
         """Precompute the fixed linear map from TFNConv's path weights to the SO(2) weights: each path's
-        coefficient per m (:meth:`_path_coefficient`), used path by path (per-edge weights) or grouped
+        coefficient per m (:meth:`_path_coefficient`), grouped per output entry (per-edge weights) or
         per (input entry, output entry) pair (shared weights)."""
-        L = self.layout
         paths = tfn_paths(self.irreps_in, lmax_filter, self.irreps_out)
         self.tfn_paths = paths
         self.param_numel = sum(p.mul_in * p.mul_out for p in paths)
@@ -296,58 +314,91 @@ class SO2Conv(nn.Module):
             self.register_buffer(f"_pairT{len(self._pairs)}", T.to(torch.get_default_dtype()), persistent=False)
             self._pairs.append((i_in, i_out, ks, n_m))
 
-        # Path-wise evaluation without forming B: for each path, G = W_p^T Vhat_in (a batched matmul),
-        # scaled by the path's per-m coefficients and summed into its output entry. Vhat_i: (E, mul, M_i, 2)
-        # holds the class-adjusted (V+, V-) of input entry i for m < M_i; Y_o likewise for outputs.
-        rot_in_dim = sum(len(g["channels"]) * (2 * min(l, self.mmax) + 1) for l, g in L.in_groups.items())
-        zero_slot = rot_in_dim  # index of an appended zero column (V- at m = 0)
-        v_idx: list[int] = []
-        v_sign: list[float] = []
-        self._entry_M_in = []
-        for i, (mul, ir) in enumerate(self.irreps_in):
-            M = min(ir.l, self.mmax) + 1
-            self._entry_M_in.append(M)
-            natural = ir.p * (-1) ** ir.l == 1
-            for u in range(mul):
-                for m in range(M):
-                    if m == 0:
-                        v_idx += [L.in_pos(i, u, 0), zero_slot]
-                        v_sign += [1.0, 0.0]
-                    elif natural:
-                        v_idx += [L.in_pos(i, u, m), L.in_pos(i, u, -m)]
-                        v_sign += [1.0, 1.0]
-                    else:
-                        v_idx += [L.in_pos(i, u, -m), L.in_pos(i, u, m)]
-                        v_sign += [-1.0, 1.0]
-        self.register_buffer("_v_idx", torch.tensor(v_idx, dtype=torch.long), persistent=False)
-        self.register_buffer("_v_sign", torch.tensor(v_sign, dtype=torch.get_default_dtype()), persistent=False)
-        # outputs: every rotated output position reads one (entry, w, m, +-) slot of the concatenated Y
-        rot_out_dim = sum(len(g["channels"]) * (2 * min(l, self.mmax) + 1) for l, g in L.out_groups.items())
-        y_idx = [0] * rot_out_dim
-        y_sign = [0.0] * rot_out_dim
+        # Per-edge weights, evaluated per output entry o without forming B: with the paths into o side by side,
+        # y_o[(m, s), w] = sum over (path p, u) of X_o[(m, s), (p, u)] W_o[(p, u), w], one batched matmul per o,
+        # where W_o stacks the paths' (mul_in, mul_out) weight blocks (a fixed column permutation of the TFN
+        # layout) and X_o[(m, s), (p, u)] = coefficient(p, m) * (class-adjusted input of p's entry at (u, m, s)).
+        # Rows (m, s): m = 0 once, then (m, +), (m, -) for m = 1..M_o - 1; V+/V- are the class-adjusted pair.
+        self._build_output_groups(path_coefs)
+
+    def _build_output_groups(self, path_coefs: list[list[float]]) -> None:
+        """Index maps of the per-output-entry evaluation of TFN-layout per-edge weights (see ``_so2_by_output``).
+
+        For output entry ``o`` with ``M_o = min(l_o, mmax) + 1`` orders and the paths ``p`` into it
+        (TFN order), ``X_o`` is stored transposed, ``(K_o, R_o)`` with ``K_o = sum_p mul_in(p)`` and
+        ``R_o = 2 M_o - 1``: entry ``((p, u), r)`` reads column ``_xidx{o}`` of the zero-padded rotated input
+        times ``_xcoef{o}`` (sign of the class adjustment times the path's coefficient at that m; 0 where the
+        path has no such m). ``y_o`` is ``(R_o, mul_out)``; ``_out_idx``/``_out_sign`` place every rotated
+        output component."""
+        L = self.layout
+        paths = self.tfn_paths
+        zero_slot = self.rot_in.rot_dim  # index of the appended zero column
+        dt = torch.get_default_dtype()
+        self._out_groups: list[tuple[list[int], int, int, int]] = []  # (path indices, R_o, K_o, mul_o)
+        order: list[int] = []
+        rot_out_dim = self.rot_out.rot_dim
+        out_idx = [0] * rot_out_dim
+        out_sign = [0.0] * rot_out_dim
         base = 0
-        self._entry_M_out = []
-        for o, (mul, ir) in enumerate(self.irreps_out):
-            M = min(ir.l, self.mmax) + 1
-            self._entry_M_out.append(M)
-            natural = ir.p * (-1) ** ir.l == 1
-            for w in range(mul):
+        for o, (mul_o, ir_o) in enumerate(self.irreps_out):
+            ks = [k for k, p in enumerate(paths) if p.i_out == o]
+            M = min(ir_o.l, self.mmax) + 1
+            R = 2 * M - 1
+            K = sum(paths[k].mul_in for k in ks)
+            order += ks
+            x_idx: list[int] = []
+            x_coef: list[float] = []
+            for k in ks:
+                p = paths[k]
+                mul_in, ir_in = self.irreps_in[p.i_in]
+                natural = ir_in.p * (-1) ** ir_in.l == 1
+                for u in range(p.mul_in):
+                    for r in range(R):
+                        m, minus = (0, False) if r == 0 else ((r + 1) // 2, r % 2 == 0)
+                        if m >= len(path_coefs[k]):
+                            x_idx.append(zero_slot)
+                            x_coef.append(0.0)
+                            continue
+                        if m == 0:
+                            pos, sign = L.in_pos(p.i_in, u, 0), 1.0
+                        elif natural:  # V+ = x+, V- = x-
+                            pos, sign = L.in_pos(p.i_in, u, -m if minus else m), 1.0
+                        else:  # V+ = -x-, V- = x+
+                            pos, sign = (L.in_pos(p.i_in, u, m), 1.0) if minus else (L.in_pos(p.i_in, u, -m), -1.0)
+                        x_idx.append(pos)
+                        x_coef.append(sign * path_coefs[k][m])
+            self.register_buffer(f"_xidx{o}", torch.tensor(x_idx, dtype=torch.long), persistent=False)
+            self.register_buffer(f"_xcoef{o}", torch.tensor(x_coef, dtype=torch.float64).to(dt), persistent=False)
+            self._out_groups.append((ks, R, K, mul_o))
+            natural_o = ir_o.p * (-1) ** ir_o.l == 1
+            for w in range(mul_o):
                 for m in range(M):
-                    slot = base + (w * M + m) * 2  # (+) at slot, (-) at slot + 1
+                    plus_slot = base + (0 if m == 0 else 2 * m - 1) * mul_o + w
+                    minus_slot = plus_slot + mul_o
+                    pos_p, pos_m = L.out_pos(o, w, m), L.out_pos(o, w, -m)
                     if m == 0:
-                        y_idx[L.out_pos(o, w, 0)], y_sign[L.out_pos(o, w, 0)] = slot, 1.0
-                    elif natural:
-                        y_idx[L.out_pos(o, w, m)], y_sign[L.out_pos(o, w, m)] = slot, 1.0
-                        y_idx[L.out_pos(o, w, -m)], y_sign[L.out_pos(o, w, -m)] = slot + 1, 1.0
-                    else:
-                        y_idx[L.out_pos(o, w, m)], y_sign[L.out_pos(o, w, m)] = slot + 1, 1.0
-                        y_idx[L.out_pos(o, w, -m)], y_sign[L.out_pos(o, w, -m)] = slot, -1.0
-            base += mul * M * 2
-        self.register_buffer("_y_idx", torch.tensor(y_idx, dtype=torch.long), persistent=False)
-        self.register_buffer("_y_sign", torch.tensor(y_sign, dtype=torch.get_default_dtype()), persistent=False)
-        for k, c in enumerate(path_coefs):
-            coef = torch.tensor(c, dtype=torch.float64).to(torch.get_default_dtype())
-            self.register_buffer(f"_pathcoef{k}", coef.reshape(1, 1, -1, 1), persistent=False)
+                        out_idx[pos_p], out_sign[pos_p] = plus_slot, 1.0
+                    elif natural_o:  # y+ = P+, y- = P-
+                        out_idx[pos_p], out_sign[pos_p] = plus_slot, 1.0
+                        out_idx[pos_m], out_sign[pos_m] = minus_slot, 1.0
+                    else:  # y+ = P-, y- = -P+
+                        out_idx[pos_p], out_sign[pos_p] = minus_slot, 1.0
+                        out_idx[pos_m], out_sign[pos_m] = plus_slot, -1.0
+            base += R * mul_o
+        self.register_buffer("_out_idx", torch.tensor(out_idx, dtype=torch.long), persistent=False)
+        self.register_buffer("_out_sign", torch.tensor(out_sign, dtype=torch.float64).to(dt), persistent=False)
+        # column permutation TFN layout -> paths grouped by output; whole blocks when all paths have one size
+        block_sizes = {p.mul_in * p.mul_out for p in paths}
+        if len(block_sizes) == 1:
+            self._perm_block = block_sizes.pop()
+            perm = torch.tensor(order, dtype=torch.long)
+        else:
+            self._perm_block = 1
+            perm = torch.tensor([c for k in order for c in range(paths[k].offset, paths[k].offset + paths[k].mul_in * paths[k].mul_out)], dtype=torch.long)
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(perm.numel())
+        self.register_buffer("_wperm", perm, persistent=False)
+        self.register_buffer("_wperm_inv", inverse, persistent=False)
 
     def _path_coefficient(self, p, m: int) -> float:
         """Entry of ``B_m`` produced by a unit weight on TFN path ``p`` (zero at m = 0 across classes).
@@ -445,42 +496,28 @@ class SO2Conv(nn.Module):
             (E, rot_out.rot_dim) edge-frame output in the same kind of layout for ``irreps_out``.
         """
         if self.weight_layout == "tfn" and not self.shared_weights:
-            return self._so2_pathwise(rotated, weight)
+            return self._so2_by_output(rotated, weight)
         return self._so2(_take_columns(rotated, self._gather_idx) * self._gather_sign, weight)
 
-    def _so2_pathwise(self, rotated: Tensor, weight: Tensor) -> Tensor:
-        """TFN-layout per-edge weights applied path by path in the edge frame, never forming B_m.
-        rotated: (E, rot_in_dim), weight: (E, n_tfn) -> (E, rot_out_dim)."""
+    def _so2_by_output(self, rotated: Tensor, weight: Tensor) -> Tensor:
+        """TFN-layout per-edge weights applied in the edge frame, one batched matmul per output entry.
+        rotated: (E, rot_in_dim), weight: (E, n_tfn) -> (E, rot_out_dim).
+
+        Grouping by output (not path by path) gives E matmuls of (R_o x K_o) @ (K_o x mul_o) per output entry
+        instead of E tiny (mul x mul) matmuls per path; the price is one permutation of the weight columns."""
         E = rotated.shape[0]
         padded = torch.cat([rotated, rotated.new_zeros(E, 1)], dim=1)
-        Vhat = _take_columns(padded, self._v_idx) * self._v_sign
-        V_entries = [
-            v.reshape(E, mul, M, 2)
-            for v, (mul, _), M in zip(
-                torch.split(Vhat, [mul * M * 2 for (mul, _), M in zip(self.irreps_in, self._entry_M_in)], dim=1),
-                self.irreps_in,
-                self._entry_M_in,
-            )
-        ]
-        chunks = torch.split(weight, [p.mul_in * p.mul_out for p in self.tfn_paths], dim=1)
-        Y: list[Tensor | None] = [None] * len(self.irreps_out)
-        for k, (p, w) in enumerate(zip(self.tfn_paths, chunks)):
-            coef = getattr(self, f"_pathcoef{k}")  # (1, 1, n, 1)
-            n = coef.shape[2]
-            v = V_entries[p.i_in][:, :, :n, :].reshape(E, p.mul_in, 2 * n)
-            g = torch.bmm(w.reshape(E, p.mul_in, p.mul_out).transpose(1, 2), v).reshape(E, p.mul_out, n, 2) * coef
-            M_out = self._entry_M_out[p.i_out]
-            if n < M_out:
-                g = torch.nn.functional.pad(g, (0, 0, 0, M_out - n))
-            Y[p.i_out] = g if Y[p.i_out] is None else Y[p.i_out] + g
-        flat = torch.cat(
-            [
-                (y if y is not None else rotated.new_zeros(E, mul, M, 2)).reshape(E, -1)
-                for y, (mul, _), M in zip(Y, self.irreps_out, self._entry_M_out)
-            ],
-            dim=1,
-        )
-        return _take_columns(flat, self._y_idx) * self._y_sign
+        weight_by_out = _PermuteColumns.apply(weight, self._wperm, self._wperm_inv, self._perm_block)
+        w_parts = torch.split(weight_by_out, [K * mul_o for _, _, K, mul_o in self._out_groups], dim=1)
+        ys = []
+        for o, ((_, R, K, mul_o), w) in enumerate(zip(self._out_groups, w_parts)):
+            if K == 0:
+                ys.append(rotated.new_zeros(E, R * mul_o))
+                continue
+            x_t = _take_columns(padded, getattr(self, f"_xidx{o}")) * getattr(self, f"_xcoef{o}")  # (E, K * R)
+            ys.append(torch.bmm(x_t.view(E, K, R).transpose(1, 2), w.view(E, K, mul_o)).reshape(E, R * mul_o))
+        y = torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]
+        return _take_columns(y, self._out_idx) * self._out_sign
 
     def _so2(self, V: Tensor, weight: Tensor) -> Tensor:
         """The per-m SO(2) maps: gathered inputs (E, n_v) -> rotated outputs (E, rot_out_dim)."""
