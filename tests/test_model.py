@@ -278,3 +278,21 @@ def test_class_logits_mirror_pairs_swap_under_reflection():
         _model(outputs=["class_logits"], num_classes=3, mirror_pairs=[[0, 1]])
     with pytest.raises(ValueError, match="disjoint pairs"):
         _model(pseudo=True, outputs=["class_logits"], num_classes=3, mirror_pairs=[[0, 0]])
+
+
+def test_set_atom_energies_adds_one_offset_per_atom():
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = _model(energy_shift=0.25)
+        pos, types = _molecule(7, seed=4, num_types=3)
+        batch = collate([AtomsGraph(pos=pos, atom_types=types)])
+        before = model(batch, compute_forces=False)["energy"]
+        offsets = torch.tensor([-1.5, 0.75, 2.0])
+        model.set_atom_energies(offsets)
+        after = model(batch, compute_forces=False)["energy"]
+        # the offsets replace the zero-initialised per-type term; energy_shift stays accounted for once
+        assert (after - before - offsets[types].sum() + 0.25 * len(types)).abs().max() <= 1e-12
+        with pytest.raises(ValueError, match="per_type must have shape"):
+            model.set_atom_energies(torch.zeros(2))
+    finally:
+        torch.set_default_dtype(torch.float32)

@@ -556,3 +556,47 @@ def test_ema_warm_up_forgets_the_initial_weights():
         ema.update(holder)
     # a plain 0.999 average would still hold 0.999^2001 = 13.5 % of the initial zeros
     assert (1 - ema.shadow["p"]).abs().max() < 1e-3
+
+
+# --------------------------------------------------------------------------- fitted per-type energies
+def test_fit_atom_energies_recovers_exact_references():
+    from escn.train.atom_energies import fit_atom_energies
+
+    ref = torch.tensor([-3.25, 1.5, 0.0, 7.0], dtype=torch.float64)  # type 2 never occurs
+    gen = torch.Generator().manual_seed(0)
+    graphs = []
+    for n in (3, 5, 4, 7, 6):
+        types = torch.tensor([0, 1, 3] * 3)[:n][torch.randperm(n, generator=gen)]
+        graphs.append(AtomsGraph(pos=torch.randn(n, 3, generator=gen, dtype=torch.float64), atom_types=types,
+                                 energy=ref[types].sum()))
+    graphs.append(AtomsGraph(pos=torch.zeros(2, 3), atom_types=torch.tensor([0, 1])))  # no energy: skipped
+    fit = fit_atom_energies(graphs, 4)
+    assert fit.shape == (4,)
+    assert (fit - ref).abs().max() <= 1e-10
+    with pytest.raises(ValueError, match="atom type outside"):
+        fit_atom_energies(graphs, 3)
+    with pytest.raises(ValueError, match="no training item has an energy"):
+        fit_atom_energies(graphs[-1:], 4)
+    with pytest.raises(ValueError, match="num_types"):
+        fit_atom_energies(graphs, 0)
+
+
+@pytest.mark.parametrize("fit", [True, False])
+def test_trainer_starts_from_fitted_atom_energies(tmp_path, fit):
+    """A fresh eSCN run starts with per-type offsets that fit the training energies (mean per-atom error of the
+    offsets alone well below that of zero offsets); fit_atom_energies = false leaves them at zero."""
+    from escn.train.atom_energies import fit_atom_energies
+
+    cfg = base_config(tmp_path, model=_model_section("escn"), max_steps=1, epochs=None, fit_atom_energies=fit)
+    trainer = Trainer(cfg)
+    try:
+        offsets = trainer.model.atom_energy.weight[:, 0].detach()
+        items = make_data(22, 0)
+        expected = fit_atom_energies(items, 2) if fit else torch.zeros(2, dtype=torch.float64)
+        assert (offsets - expected).abs().max() <= 1e-12
+        if fit:
+            per_atom_err = [abs(float(g.energy) - float(expected[g.atom_types].sum())) / g.num_nodes for g in items]
+            mean_abs = sum(abs(float(g.energy)) / g.num_nodes for g in items) / len(items)
+            assert sum(per_atom_err) / len(items) < 0.5 * mean_abs
+    finally:
+        trainer.close()

@@ -420,6 +420,17 @@ class ESCN(nn.Module):
             return self.radial_basis(r)
         return soft_one_hot_linspace(r, 0.0, self.cutoff, self.num_radial, self.radial_basis_name, cutoff=True)
 
+    def set_atom_energies(self, per_type: Tensor) -> None:
+        """Set the per-type energy offsets so that an atom of type ``t`` adds ``per_type[t]`` on top of
+        ``energy_scale * network output`` (``energy_shift`` is accounted for). ``per_type``: (num_atom_types,)."""
+        if self.atom_energy is None:
+            raise ValueError("set_atom_energies needs a model with the 'energy' output")
+        per_type = torch.as_tensor(per_type)
+        if per_type.shape != (self.atom_energy.num_embeddings,):
+            raise ValueError(f"per_type must have shape ({self.atom_energy.num_embeddings},), got {tuple(per_type.shape)}")
+        with torch.no_grad():
+            self.atom_energy.weight[:, 0] = (per_type - self.energy_shift).to(self.atom_energy.weight)
+
     def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, Tensor]:
         self._check_batch(batch)
         if batch.edge_src is None:

@@ -320,7 +320,7 @@ class LossTerm:
 # --------------------------------------------------------------------------- the whole config
 _TOP_KEYS = ("model", "data", "optimizer", "schedule", "loss", "seed", "dtype", "device", "batch_size",
              "eval_batch_size", "epochs", "max_steps", "cutoff", "grad_clip", "ema_decay", "checkpoint_every",
-             "log_every", "output_dir", "progress", "threads")
+             "log_every", "output_dir", "progress", "threads", "fit_atom_energies")
 
 
 @dataclass(frozen=True)
@@ -344,6 +344,9 @@ class TrainConfig:
         output_dir: where ``checkpoint.pt``, ``best.pt``, ``metrics.jsonl`` and ``config.json`` go.
         progress: draw progress bars (tqdm when installed, else plain lines).
         threads: torch intra-op threads (None: torch's default; under DDP cores / ranks).
+        fit_atom_energies: on a fresh start, set the model's per-type energy offsets to the least-squares
+            fit of the training energies on the atom counts (``E_graph ~ sum_t n_t e_t``) when the loss has
+            an energy term and the model has ``set_atom_energies``; the network then learns the remainder.
     """
 
     model: ModelConfig
@@ -366,6 +369,7 @@ class TrainConfig:
     output_dir: str = "runs/escn"
     progress: bool = True
     threads: Optional[int] = None
+    fit_atom_energies: bool = True
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
@@ -414,6 +418,7 @@ class TrainConfig:
             output_dir=_get(d, "output_dir", "", "str", "runs/escn"),
             progress=_get(d, "progress", "", "bool", True),
             threads=_get(d, "threads", "", "int", None, minimum=1),
+            fit_atom_energies=_get(d, "fit_atom_energies", "", "bool", True),
         )
         if cfg.epochs is None and cfg.max_steps is None:
             raise ConfigError("config needs 'epochs' or 'max_steps' (or both: training stops at the first reached)")

@@ -34,6 +34,7 @@ from escn.models.registry import build_model, model_config
 
 from . import ddp
 from .checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint, rng_state, set_rng_state
+from .atom_energies import fit_atom_energies
 from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, config_differences, load_config
 from .data import PreparedDataset, ShardLoader, epoch_permutation, global_batches, load_source, shard, split_train_valid
 from .ema import EMA
@@ -129,6 +130,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model.name, **cfg.model.kwargs).to(device=self.device, dtype=self.dtype)
         self.model_config = model_config(self.model, cfg.model.kwargs)
+        self.atom_energies: Optional[Tensor] = None
+        if resume_path is None:
+            self._fit_atom_energies(train_items)
         ddp.broadcast_parameters(self.model, self.info)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
@@ -153,6 +157,20 @@ class Trainer:
             threads = max(1, (os.cpu_count() or 1) // max(1, local_world))
         if threads is not None:
             torch.set_num_threads(threads)
+
+    def _fit_atom_energies(self, train_items: Sequence[AtomsGraph]) -> None:
+        """Least-squares per-type energy offsets from the training set (config ``fit_atom_energies``)."""
+        cfg = self.config
+        term = cfg.loss.get("energy")
+        if not cfg.fit_atom_energies or term is None or term.weight == 0 or (term.target or "energy") != "energy":
+            return
+        setter = getattr(self.model, "set_atom_energies", None)
+        num_types = getattr(self.model, "num_atom_types", None)
+        if setter is None or not isinstance(num_types, int) or getattr(self.model, "atom_energy", True) is None:
+            return
+        per_type = fit_atom_energies(train_items, num_types)
+        setter(per_type)
+        self.atom_energies = per_type
 
     def _resume_path(self, resume: Union[bool, str, os.PathLike, None], overwrite: bool) -> Optional[Path]:
         default = self.out / CHECKPOINT_NAME
