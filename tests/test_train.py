@@ -277,6 +277,18 @@ def test_training_learns_and_writes_outputs(tmp_path, capsys):
         Trainer(cfg)
 
 
+def test_valid_every_validates_every_kth_and_the_last_epoch(tmp_path):
+    cfg = base_config(tmp_path, epochs=5, valid_every=2, checkpoint_every=100)
+    result = train(cfg)
+    epochs = [r for r in read_log(Path(cfg["output_dir"]) / "metrics.jsonl") if r["type"] == "epoch"]
+    validated = [e["epoch"] for e in epochs if "valid_loss" in e]
+    assert validated == [2, 4, 5]
+    assert result.best is not None and result.best["epoch"] + 1 in validated
+    assert result.final_valid is not None
+    with pytest.raises(ConfigError, match="valid_every"):
+        load_config(base_config(tmp_path, valid_every=0))
+
+
 @pytest.mark.parametrize("model_name", ["pair", "escn"])
 def test_resume_mid_epoch_is_exact(tmp_path, model_name):
     """K steps straight == K/2 steps, stop, resume to K: same log lines and bitwise-equal weights."""

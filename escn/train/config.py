@@ -9,6 +9,8 @@ A configuration is a nested mapping (a TOML or YAML file, or a Python dict)::
     cutoff = 5.0                   # radius graph for items without edges
     grad_clip = 10.0               # max gradient norm (omit or 0: off)
     ema_decay = 0.99               # EMA of the weights used for validation (omit or 0: off)
+    fit_atom_energies = true       # start from least-squares per-type energies (default true)
+    valid_every = 1                # epochs between validations (the last epoch is always validated)
     checkpoint_every = 100         # steps
     output_dir = "runs/example"
 
@@ -320,7 +322,7 @@ class LossTerm:
 # --------------------------------------------------------------------------- the whole config
 _TOP_KEYS = ("model", "data", "optimizer", "schedule", "loss", "seed", "dtype", "device", "batch_size",
              "eval_batch_size", "epochs", "max_steps", "cutoff", "grad_clip", "ema_decay", "checkpoint_every",
-             "log_every", "output_dir", "progress", "threads", "fit_atom_energies")
+             "log_every", "output_dir", "progress", "threads", "fit_atom_energies", "valid_every")
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,8 @@ class TrainConfig:
         output_dir: where ``checkpoint.pt``, ``best.pt``, ``metrics.jsonl`` and ``config.json`` go.
         progress: draw progress bars (tqdm when installed, else plain lines).
         threads: torch intra-op threads (None: torch's default; under DDP cores / ranks).
+        valid_every: validate every this many epochs (and always after the last one); the best checkpoint
+            is chosen among the validated epochs.
         fit_atom_energies: on a fresh start, set the model's per-type energy offsets to the least-squares
             fit of the training energies on the atom counts (``E_graph ~ sum_t n_t e_t``) when the loss has
             an energy term and the model has ``set_atom_energies``; the network then learns the remainder.
@@ -370,6 +374,7 @@ class TrainConfig:
     progress: bool = True
     threads: Optional[int] = None
     fit_atom_energies: bool = True
+    valid_every: int = 1
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
@@ -419,6 +424,7 @@ class TrainConfig:
             progress=_get(d, "progress", "", "bool", True),
             threads=_get(d, "threads", "", "int", None, minimum=1),
             fit_atom_energies=_get(d, "fit_atom_energies", "", "bool", True),
+            valid_every=_get(d, "valid_every", "", "int", 1, minimum=1),
         )
         if cfg.epochs is None and cfg.max_steps is None:
             raise ConfigError("config needs 'epochs' or 'max_steps' (or both: training stops at the first reached)")

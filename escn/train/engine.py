@@ -387,11 +387,15 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         st = self.state
+        cfg = self.config
         train_metrics = self.loss_fn.summarize(self.epoch_stats, "train_")
-        valid_metrics = self.evaluate()
+        last = bool((cfg.epochs and st.epoch + 1 >= cfg.epochs) or (cfg.max_steps and st.step >= cfg.max_steps))
+        validate = last or (st.epoch + 1) % cfg.valid_every == 0
+        valid_metrics = self.evaluate() if validate else None
         record: Dict[str, Any] = {"type": "epoch", "step": st.step, "epoch": st.epoch + 1,
                                   "lr": self.schedule.lr(max(st.step - 1, 0)), **train_metrics, **(valid_metrics or {})}
-        self._end_of_validation(valid_metrics, record)
+        if validate:
+            self._end_of_validation(valid_metrics, record)
         record["time"] = round(self._elapsed(), 3)
         self._write(record)
         st.history.append({k: v for k, v in record.items() if k != "time"})
