@@ -12,6 +12,10 @@ order ``sqrt(2l+1)`` (no factorials, no overflow, no cancellation): it is accura
 beyond l = 24 and usable in float32. The recursion is vectorised over ``m`` so the cost is O(L)
 kernel launches, each over all vectors at once. Everything is a polynomial in ``x``, hence
 differentiable everywhere (``normalize=True`` divides by ``|x|`` first).
+
+For orders up to 3 the same polynomials are evaluated as one matmul of the distinct monomials against
+coefficients fitted once from the recursion (exact to rounding): fewer kernel launches, which is what the cost
+is made of at low orders.
 """
 
 from __future__ import annotations
@@ -176,6 +180,55 @@ def _spherical_harmonics_flat(ls: tuple[int, ...], x: torch.Tensor, normalize: b
     return out
 
 
+# Orders <= 3: one matmul of the distinct monomials of degree 1..3 against a coefficient matrix obtained from
+# the recursion above (a least-squares solve on sample points, exact to rounding), plus a constant row for
+# l = 0. About half the kernel launches of the recursion, which is what bounds the cost at these orders.
+_SMALL_LMAX = 3
+_SMALL_COEFFICIENTS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _monomials(x: torch.Tensor, lmax: int) -> torch.Tensor:
+    """(N, 3) -> (N, K): the distinct monomials of degree 1..lmax (lmax <= 3) of the rows of x."""
+    parts = [x]
+    if lmax >= 2:
+        sq = x * x
+        shifted = x.roll(-1, dims=1)  # (y, z, x)
+        parts += [sq, x * shifted]  # x^2 y^2 z^2, xy yz zx
+        if lmax >= 3:
+            parts += [sq * x, sq * shifted, sq * x.roll(1, dims=1), x[:, :1] * shifted[:, :1] * x[:, 2:]]
+    return torch.cat(parts, dim=1) if len(parts) > 1 else x
+
+
+def _small_coefficients(ls: tuple[int, ...], normalization: str, dtype: torch.dtype, device: torch.device):
+    """(constant row (C,), coefficients (K, C)) with ``Y = constant + monomials(x) @ coefficients``."""
+    key = (ls, normalization, dtype, device)
+    if key not in _SMALL_COEFFICIENTS:
+        lmax = max(ls)
+        points = torch.randn(256, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        Y = _spherical_harmonics_flat(ls, points, False, normalization)
+        constant = torch.zeros(Y.shape[1], dtype=torch.float64)
+        col = 0
+        for l in ls:
+            if l == 0:
+                constant[col] = Y[0, col]
+            col += 2 * l + 1
+        F = _monomials(points, lmax)
+        C = torch.linalg.pinv(F) @ (Y - constant)
+        residual = (F @ C + constant - Y).abs().max().item()
+        if residual > 1e-12:  # pragma: no cover - the monomials span every Y^l with l <= 3
+            raise RuntimeError(f"small-order spherical harmonics fit failed (residual {residual:.1e})")
+        _SMALL_COEFFICIENTS[key] = (constant.to(dtype=dtype, device=device), C.to(dtype=dtype, device=device).contiguous())
+    return _SMALL_COEFFICIENTS[key]
+
+
+def _spherical_harmonics_small(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
+    """As :func:`_spherical_harmonics_flat` for orders <= 3 (needs ``max(ls) >= 1``)."""
+    if normalize:
+        x = torch.nn.functional.normalize(x, dim=-1)
+    constant, C = _small_coefficients(ls, normalization, x.dtype, x.device)
+    return torch.addmm(constant, _monomials(x, max(ls)), C)
+
+
 _INDEX_TENSORS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
 
@@ -187,6 +240,13 @@ def _output_index_tensors(ls: tuple[int, ...], lmax: int, normalization: str, dt
         scale_t = None if normalization == "component" else torch.tensor(scale, dtype=dtype, device=device)
         _INDEX_TENSORS[key] = (torch.tensor(leg, device=device), torch.tensor(csi, device=device), scale_t)
     return _INDEX_TENSORS[key]
+
+
+def _spherical_harmonics_any(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
+    """(N, 3) -> (N, sum(2l+1)): the monomial matmul for orders <= 3, the recursion otherwise."""
+    if 1 <= max(ls) <= _SMALL_LMAX and x.shape[0] > 0:
+        return _spherical_harmonics_small(ls, x, normalize, normalization)
+    return _spherical_harmonics_flat(ls, x, normalize, normalization)
 
 
 def spherical_harmonics_blocks(
@@ -208,7 +268,7 @@ def spherical_harmonics_blocks(
         raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
     if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 0:
         raise ValueError(f"lmax must be >= 0 (an int), got {lmax!r}")
-    flat = _spherical_harmonics_flat(tuple(range(lmax + 1)), x.reshape(-1, 3), normalize, normalization)
+    flat = _spherical_harmonics_any(tuple(range(lmax + 1)), x.reshape(-1, 3), normalize, normalization)
     flat = flat.reshape(x.shape[:-1] + (flat.shape[-1],))
     return list(torch.split(flat, [2 * l + 1 for l in range(lmax + 1)], dim=-1))
 
@@ -238,5 +298,5 @@ def spherical_harmonics(
         return x.new_zeros(x.shape[:-1] + (0,))
     if normalization not in _NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
-    flat = _spherical_harmonics_flat(tuple(ls), x.reshape(-1, 3), normalize, normalization)
+    flat = _spherical_harmonics_any(tuple(ls), x.reshape(-1, 3), normalize, normalization)
     return flat.reshape(x.shape[:-1] + (flat.shape[-1],))
