@@ -244,3 +244,33 @@ def test_bad_input_errors():
     bad[2, 1] = float("inf")
     with pytest.raises(ValueError, match="NaN or infinite"):
         o3.spherical_harmonics(1, bad, False)
+
+
+@pytest.mark.parametrize("ls", [(1,), (2,), (3,), (0, 1, 2, 3), (3, 1, 1, 0), (2, 0)])
+@pytest.mark.parametrize("normalization", ["component", "norm", "integral"])
+def test_low_order_matmul_path_equals_the_recursion(ls, normalization):
+    """Orders <= 3 are evaluated as a monomial matmul; values and gradients equal the recursion's."""
+    from escn.o3.spherical_harmonics import _spherical_harmonics_flat, _spherical_harmonics_small
+
+    x = torch.randn(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    x[0] = 0.0  # zero vector: only Y^0 survives
+    for normalize in (True, False):
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        a = _spherical_harmonics_flat(ls, xa, normalize, normalization)
+        b = _spherical_harmonics_small(ls, xb, normalize, normalization)
+        assert (a - b).abs().max() <= 1e-14 * a.abs().max().clamp(min=1.0)
+        w = torch.randn_like(a)
+        (ga,) = torch.autograd.grad((a * w).sum(), xa)
+        (gb,) = torch.autograd.grad((b * w).sum(), xb)
+        assert (ga[1:] - gb[1:]).abs().max() <= 1e-13 * ga[1:].abs().max().clamp(min=1.0)  # at 0 both are normalize's 1/eps-sized gradient
+        assert torch.allclose(ga[0], gb[0], rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("lmax", [2, 3, 6, 12])
+def test_zero_vector_with_normalize_keeps_only_l0(lmax):
+    """normalize=True leaves zero vectors at zero, so every Y^l with l >= 1 vanishes there (as in e3nn)."""
+    from escn.o3 import spherical_harmonics
+
+    y = spherical_harmonics(list(range(lmax + 1)), torch.zeros(2, 3, dtype=torch.float64), True, "component")
+    assert y[:, 0].eq(1.0).all()
+    assert y[:, 1:].abs().max() == 0.0

@@ -164,11 +164,12 @@ def _spherical_harmonics_flat(ls: tuple[int, ...], x: torch.Tensor, normalize: b
     # normalised associated Legendre rows A^l_m(y, r^2), full width lmax+1 (zero for m > l)
     rows = [Ctab[0].expand(N, lmax + 1)]
     y_col = yy.unsqueeze(-1)
-    r2 = None if normalize else (x * x).sum(-1, keepdim=True)
+    # |x|^2 also after normalising: 1, except 0 for zero vectors, whose Y^l (l >= 1) must stay 0 as in e3nn
+    r2 = (x * x).sum(-1, keepdim=True)
     for l in range(1, lmax + 1):
         new = torch.addcmul(Ctab[l], rows[-1] * y_col, Atab[l])
         if l >= 2:
-            prev2 = rows[-2] if r2 is None else rows[-2] * r2
+            prev2 = rows[-2] * r2
             new = torch.addcmul(new, prev2, Btab[l])
         rows.append(new)
     table = torch.stack(rows, dim=1).reshape(N, (lmax + 1) ** 2)
@@ -214,6 +215,7 @@ def _small_coefficients(ls: tuple[int, ...], normalization: str, dtype: torch.dt
             col += 2 * l + 1
         F = _monomials(points, lmax)
         C = torch.linalg.pinv(F) @ (Y - constant)
+        C[C.abs() < 1e-12] = 0.0  # structural zeros exact (e.g. Y^l(y) = 0 off m = 0); true entries are O(1)
         residual = (F @ C + constant - Y).abs().max().item()
         if residual > 1e-12:  # pragma: no cover - the monomials span every Y^l with l <= 3
             raise RuntimeError(f"small-order spherical harmonics fit failed (residual {residual:.1e})")
