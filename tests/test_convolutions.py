@@ -334,3 +334,18 @@ def test_message_plus_index_add_equals_forward(layer):
     msgs = conv.message(x[src], v, w)
     assert msgs.shape == (len(src), Irreps(irreps_out).dim)
     assert (torch.zeros_like(out).index_add_(0, dst, msgs) - out).abs().max() <= TOL
+
+
+def test_convolutions_with_no_edges_return_zeros():
+    irreps = "4x0e + 4x1o + 2x2e"
+    tfn = TFNConv(irreps, irreps, 2)
+    layers = [(tfn, tfn.weight_numel), (SO2Conv.from_tfn(tfn), tfn.weight_numel)]
+    shared = SO2Conv(irreps, irreps, mmax=1, shared_weights=True)
+    layers.append((shared, shared.weight_numel))
+    none = torch.zeros(0, dtype=torch.long)
+    for conv, numel in layers:
+        x = Irreps(irreps).randn(3, -1).requires_grad_()
+        out = conv(x, none, none, torch.zeros(0, 3), torch.zeros(0, numel))
+        assert out.shape == (3, Irreps(irreps).dim) and out.abs().max() == 0.0
+        out.sum().backward()
+        assert x.grad.abs().max() == 0.0

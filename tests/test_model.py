@@ -296,3 +296,17 @@ def test_set_atom_energies_adds_one_offset_per_atom():
             model.set_atom_energies(torch.zeros(2))
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("activation", ["gate", "s2"])
+def test_graph_without_edges(activation):
+    """A lone atom (no neighbour within the cutoff) has a finite energy, exactly zero force, and the same
+    energy inside a batch with another graph."""
+    model = _model(activation=activation, lmax=2)
+    lone = AtomsGraph(pos=torch.zeros(1, 3), atom_types=torch.tensor([1]))
+    out = model(collate([lone]))
+    assert torch.isfinite(out["energy"]).all()
+    assert out["forces"].abs().max() == 0.0
+    pos, types = _molecule(5, seed=2)
+    both = model(collate([lone, AtomsGraph(pos=pos, atom_types=types)]))
+    assert (both["energy"][0] - out["energy"][0]).abs() <= 1e-5

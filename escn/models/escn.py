@@ -168,7 +168,7 @@ class EdgeFrameBlock(nn.Module):
             E = h.shape[0]
             hc = _take_columns(h, self._to_ch).reshape(E, self.channels, self.grid.num_coefficients)
             out = self.grid.activate(hc, torch.nn.functional.silu, self._silu_scale)
-            return _take_columns(out.reshape(E, -1), self._from_ch)
+            return _take_columns(out.reshape(E, out.shape[1] * out.shape[2]), self._from_ch)
         s = self.num_scalars
         if self.num_gates == 0:
             return torch.nn.functional.silu(h) * self._silu_scale

@@ -119,7 +119,7 @@ class EdgeRotation(nn.Module):
             b = b @ getattr(self, f"_J{l}")  # row-vector form of J^T applied to each channel
             b = self._rot_y(b, l, pb)
             b = b @ getattr(self, f"_JrowsT{l}")  # (E, M, r_l)
-            outs.append(b.reshape(E, -1))
+            outs.append(b.reshape(E, b.shape[1] * b.shape[2]))  # explicit sizes: E may be 0
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
     def from_frame(self, y: Tensor, frame: EdgeFrame) -> Tensor:
@@ -136,7 +136,7 @@ class EdgeRotation(nn.Module):
             b = self._rot_y(b, l, pb)
             b = b @ getattr(self, f"_JT{l}")  # J applied to each channel
             b = self._rot_y(b, l, pa)
-            outs.append(b.reshape(E, -1))
+            outs.append(b.reshape(E, b.shape[1] * b.shape[2]))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
     def apply_J(self, x: Tensor, transpose: bool) -> Tensor:
@@ -148,5 +148,5 @@ class EdgeRotation(nn.Module):
             d = 2 * l + 2
             b = blk.reshape(N, M, d)
             b = b @ getattr(self, f"_J{l}" if transpose else f"_JT{l}")
-            outs.append(b.reshape(N, -1))
+            outs.append(b.reshape(N, b.shape[1] * b.shape[2]))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]

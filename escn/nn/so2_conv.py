@@ -183,7 +183,8 @@ class _PermuteColumns(torch.autograd.Function):
         ctx.save_for_backward(index, inverse)
         ctx.block = block
         if block > 1:
-            return x.reshape(x.shape[0], -1, block).index_select(1, index).view(x.shape[0], -1)
+            E, n = x.shape
+            return x.reshape(E, n // block, block).index_select(1, index).view(E, n)
         return _take_columns(x, index)
 
     @staticmethod
