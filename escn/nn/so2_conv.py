@@ -54,6 +54,22 @@ class _Stage:
     out_offset: int  # into the P vector
 
 
+def _v_source(eps: int, minus: bool) -> tuple[bool, float]:
+    """Where the class-adjusted input ``V+`` (``minus=False``) or ``V-`` reads from, for m > 0: (read the -m
+    component?, sign). Natural (eps = +1): V+ = x+, V- = x-. Pseudo (eps = -1): V+ = -x-, V- = x+."""
+    if eps == 1:
+        return minus, 1.0
+    return (False, 1.0) if minus else (True, -1.0)
+
+
+def _y_source(eps: int, minus: bool) -> tuple[bool, float]:
+    """Which stage output the rotated component ``y+`` (``minus=False``) or ``y-`` takes, for m > 0: (take P-?,
+    sign). Natural rows: y+ = P+, y- = P-. Pseudo rows: y+ = P-, y- = -P+."""
+    if eps == 1:
+        return minus, 1.0
+    return (False, -1.0) if minus else (True, 1.0)
+
+
 class _Layout:
     """Index maps between irreps layout, rotated (edge-frame) layout and the per-m SO(2) stages."""
 
@@ -104,11 +120,11 @@ class _Layout:
                 self.stages.append(st)
                 self.in_cols.append(cin)
                 self.out_rows.append(cout)
-                # V+ then V-
-                gather_idx += [c[3] if c[2] == 1 else c[4] for c in cin]
-                gather_sign += [1.0 if c[2] == 1 else -1.0 for c in cin]
-                gather_idx += [c[4] if c[2] == 1 else c[3] for c in cin]
-                gather_sign += [1.0] * len(cin)
+                for minus in (False, True):  # V+ then V-
+                    for c in cin:
+                        from_minus, sign = _v_source(c[2], minus)
+                        gather_idx.append(c[4] if from_minus else c[3])
+                        gather_sign.append(sign)
                 n_w += st.n_in * st.n_out
                 n_g += st.n_in
                 n_v += 2 * st.n_in
@@ -129,13 +145,10 @@ class _Layout:
                     scatter_idx[pos_p] = st.out_offset + r
                     scatter_sign[pos_p] = 1.0
                     continue
-                plus, minus = st.out_offset + r, st.out_offset + st.n_out + r
-                if eps == 1:
-                    scatter_idx[pos_p], scatter_sign[pos_p] = plus, 1.0
-                    scatter_idx[pos_m], scatter_sign[pos_m] = minus, 1.0
-                else:
-                    scatter_idx[pos_p], scatter_sign[pos_p] = minus, 1.0
-                    scatter_idx[pos_m], scatter_sign[pos_m] = plus, -1.0
+                slots = (st.out_offset + r, st.out_offset + st.n_out + r)  # (P+, P-)
+                for pos, minus in ((pos_p, False), (pos_m, True)):
+                    take_minus, sign = _y_source(eps, minus)
+                    scatter_idx[pos], scatter_sign[pos] = slots[take_minus], sign
         self.scatter_idx = scatter_idx
         self.scatter_sign = scatter_sign
 
@@ -335,7 +348,7 @@ class SO2Conv(nn.Module):
         paths = self.tfn_paths
         zero_slot = self.rot_in.rot_dim  # index of the appended zero column
         dt = torch.get_default_dtype()
-        self._out_groups: list[tuple[list[int], int, int, int]] = []  # (path indices, R_o, K_o, mul_o)
+        self._out_groups: list[tuple[int, int, int]] = []  # (R_o, K_o, mul_o)
         order: list[int] = []
         rot_out_dim = self.rot_out.rot_dim
         out_idx = [0] * rot_out_dim
@@ -351,8 +364,8 @@ class SO2Conv(nn.Module):
             x_coef: list[float] = []
             for k in ks:
                 p = paths[k]
-                mul_in, ir_in = self.irreps_in[p.i_in]
-                natural = ir_in.p * (-1) ** ir_in.l == 1
+                ir_in = self.irreps_in[p.i_in].ir
+                eps = ir_in.p * (-1) ** ir_in.l
                 for u in range(p.mul_in):
                     for r in range(R):
                         m, minus = (0, False) if r == 0 else ((r + 1) // 2, r % 2 == 0)
@@ -360,31 +373,21 @@ class SO2Conv(nn.Module):
                             x_idx.append(zero_slot)
                             x_coef.append(0.0)
                             continue
-                        if m == 0:
-                            pos, sign = L.in_pos(p.i_in, u, 0), 1.0
-                        elif natural:  # V+ = x+, V- = x-
-                            pos, sign = L.in_pos(p.i_in, u, -m if minus else m), 1.0
-                        else:  # V+ = -x-, V- = x+
-                            pos, sign = (L.in_pos(p.i_in, u, m), 1.0) if minus else (L.in_pos(p.i_in, u, -m), -1.0)
-                        x_idx.append(pos)
+                        from_minus, sign = _v_source(eps, minus) if m else (False, 1.0)
+                        x_idx.append(L.in_pos(p.i_in, u, -m if from_minus else m))
                         x_coef.append(sign * path_coefs[k][m])
             self.register_buffer(f"_xidx{o}", torch.tensor(x_idx, dtype=torch.long), persistent=False)
             self.register_buffer(f"_xcoef{o}", torch.tensor(x_coef, dtype=torch.float64).to(dt), persistent=False)
-            self._out_groups.append((ks, R, K, mul_o))
-            natural_o = ir_o.p * (-1) ** ir_o.l == 1
+            self._out_groups.append((R, K, mul_o))
+            eps_o = ir_o.p * (-1) ** ir_o.l
             for w in range(mul_o):
-                for m in range(M):
-                    plus_slot = base + (0 if m == 0 else 2 * m - 1) * mul_o + w
-                    minus_slot = plus_slot + mul_o
-                    pos_p, pos_m = L.out_pos(o, w, m), L.out_pos(o, w, -m)
-                    if m == 0:
-                        out_idx[pos_p], out_sign[pos_p] = plus_slot, 1.0
-                    elif natural_o:  # y+ = P+, y- = P-
-                        out_idx[pos_p], out_sign[pos_p] = plus_slot, 1.0
-                        out_idx[pos_m], out_sign[pos_m] = minus_slot, 1.0
-                    else:  # y+ = P-, y- = -P+
-                        out_idx[pos_p], out_sign[pos_p] = minus_slot, 1.0
-                        out_idx[pos_m], out_sign[pos_m] = plus_slot, -1.0
+                out_idx[L.out_pos(o, w, 0)], out_sign[L.out_pos(o, w, 0)] = base + w, 1.0
+                for m in range(1, M):
+                    slots = (base + (2 * m - 1) * mul_o + w, base + 2 * m * mul_o + w)  # rows (m, +), (m, -)
+                    for minus in (False, True):
+                        take_minus, sign = _y_source(eps_o, minus)
+                        pos = L.out_pos(o, w, -m if minus else m)
+                        out_idx[pos], out_sign[pos] = slots[take_minus], sign
             base += R * mul_o
         self.register_buffer("_out_idx", torch.tensor(out_idx, dtype=torch.long), persistent=False)
         self.register_buffer("_out_sign", torch.tensor(out_sign, dtype=torch.float64).to(dt), persistent=False)
@@ -509,9 +512,9 @@ class SO2Conv(nn.Module):
         E = rotated.shape[0]
         padded = torch.cat([rotated, rotated.new_zeros(E, 1)], dim=1)
         weight_by_out = _PermuteColumns.apply(weight, self._wperm, self._wperm_inv, self._perm_block)
-        w_parts = torch.split(weight_by_out, [K * mul_o for _, _, K, mul_o in self._out_groups], dim=1)
+        w_parts = torch.split(weight_by_out, [K * mul_o for _, K, mul_o in self._out_groups], dim=1)
         ys = []
-        for o, ((_, R, K, mul_o), w) in enumerate(zip(self._out_groups, w_parts)):
+        for o, ((R, K, mul_o), w) in enumerate(zip(self._out_groups, w_parts)):
             if K == 0:
                 ys.append(rotated.new_zeros(E, R * mul_o))
                 continue

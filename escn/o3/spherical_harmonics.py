@@ -246,7 +246,7 @@ def _output_index_tensors(ls: tuple[int, ...], lmax: int, normalization: str, dt
 
 def _spherical_harmonics_any(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
     """(N, 3) -> (N, sum(2l+1)): the monomial matmul for orders <= 3, the recursion otherwise."""
-    if 1 <= max(ls) <= _SMALL_LMAX and x.shape[0] > 0:
+    if 1 <= max(ls) <= _SMALL_LMAX:
         return _spherical_harmonics_small(ls, x, normalize, normalization)
     return _spherical_harmonics_flat(ls, x, normalize, normalization)
 

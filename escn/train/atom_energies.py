@@ -1,8 +1,9 @@
 """Per-type reference energies fitted to the training set (the usual "E0" or atomic-reference fit).
 
-Total energies of molecules and crystals are dominated by a per-atom constant that depends on the species
-(EMT Cu: about -3.5 eV/atom against per-atom variations of tens of meV). A network that starts at zero has to
-learn that constant through its weights first; fitting it by least squares before training removes it.
+Total energies from electronic-structure codes carry a per-atom constant that depends on the species (the
+isolated atom's energy, often far larger than the per-atom variations a potential has to learn). A network that
+starts near zero has to learn that constant through its weights first; fitting it by least squares before
+training removes it. (ASE's EMT energies are near zero for bulk metals, so there the fit changes little.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from escn._util import check_int
 from escn.data import AtomsGraph
 
 __all__ = ["fit_atom_energies"]
@@ -31,8 +33,7 @@ def fit_atom_energies(items: Sequence[AtomsGraph], num_types: int) -> torch.Tens
     Raises:
         ValueError: no item has an energy, or an atom type is outside ``[0, num_types)``.
     """
-    if isinstance(num_types, bool) or not isinstance(num_types, int) or num_types < 1:
-        raise ValueError(f"num_types must be an int >= 1, got {num_types!r}")
+    num_types = check_int("num_types", num_types, 1)
     rows, energies = [], []
     for g in items:
         if g.energy is None:

@@ -130,7 +130,6 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model.name, **cfg.model.kwargs).to(device=self.device, dtype=self.dtype)
         self.model_config = model_config(self.model, cfg.model.kwargs)
-        self.atom_energies: Optional[Tensor] = None
         if resume_path is None:
             self._fit_atom_energies(train_items)
         ddp.broadcast_parameters(self.model, self.info)
@@ -166,11 +165,9 @@ class Trainer:
             return
         setter = getattr(self.model, "set_atom_energies", None)
         num_types = getattr(self.model, "num_atom_types", None)
-        if setter is None or not isinstance(num_types, int) or getattr(self.model, "atom_energy", True) is None:
+        if setter is None or not isinstance(num_types, int):
             return
-        per_type = fit_atom_energies(train_items, num_types)
-        setter(per_type)
-        self.atom_energies = per_type
+        setter(fit_atom_energies(train_items, num_types))
 
     def _resume_path(self, resume: Union[bool, str, os.PathLike, None], overwrite: bool) -> Optional[Path]:
         default = self.out / CHECKPOINT_NAME
@@ -368,9 +365,11 @@ class Trainer:
         return self.loss_fn.summarize(stats, "valid_")
 
     # ------------------------------------------------------------------ the loop
-    def _done(self) -> bool:
+    def _done(self, epochs_finished: Optional[int] = None) -> bool:
+        """Training is over after ``epochs_finished`` epochs (default: the state's) and the steps taken."""
         cfg = self.config
-        return bool((cfg.max_steps and self.state.step >= cfg.max_steps) or (cfg.epochs and self.state.epoch >= cfg.epochs))
+        epoch = self.state.epoch if epochs_finished is None else epochs_finished
+        return bool((cfg.max_steps and self.state.step >= cfg.max_steps) or (cfg.epochs and epoch >= cfg.epochs))
 
     def _end_of_validation(self, metrics: Optional[Dict[str, float]], record: Dict[str, Any]) -> None:
         st = self.state
@@ -387,10 +386,8 @@ class Trainer:
 
     def _end_epoch(self) -> None:
         st = self.state
-        cfg = self.config
         train_metrics = self.loss_fn.summarize(self.epoch_stats, "train_")
-        last = bool((cfg.epochs and st.epoch + 1 >= cfg.epochs) or (cfg.max_steps and st.step >= cfg.max_steps))
-        validate = last or (st.epoch + 1) % cfg.valid_every == 0
+        validate = self._done(st.epoch + 1) or (st.epoch + 1) % self.config.valid_every == 0
         valid_metrics = self.evaluate() if validate else None
         record: Dict[str, Any] = {"type": "epoch", "step": st.step, "epoch": st.epoch + 1,
                                   "lr": self.schedule.lr(max(st.step - 1, 0)), **train_metrics, **(valid_metrics or {})}
