@@ -259,6 +259,25 @@ def test_nbody_graphs():
         nbody.nbody_graphs({"pos": data["pos"]})
 
 
+def test_nbody_charge_flip_is_an_exact_symmetry_and_augments(tmp_path):
+    # negating every charge leaves all products q_i q_j, hence the whole trajectory, unchanged (bit for bit)
+    init = nbody.initial_conditions(4, (3,))
+    a = nbody.integrate(init["pos"], init["vel"], init["charges"], steps=300, sample_every=100)
+    b = nbody.integrate(init["pos"], init["vel"], -init["charges"], steps=300, sample_every=100)
+    assert np.array_equal(a["pos"], b["pos"]) and np.array_equal(a["vel"], b["vel"])
+    plain = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64)
+    both = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64, charge_flip=True)
+    assert len(plain) == 3 and len(both) == 6
+    for g, o, f in zip(plain, both[:3], both[3:]):
+        assert torch.equal(o.atom_types, g.atom_types) and torch.equal(f.atom_types, 1 - g.atom_types)
+        assert torch.equal(f.node_attrs["charge"], -g.node_attrs["charge"])
+        for h in (o, f):
+            assert torch.equal(h.pos, g.pos) and torch.equal(h.node_features, g.node_features)
+            assert torch.equal(h.node_attrs["node_vectors"], g.node_attrs["node_vectors"])
+    with pytest.raises(TypeError, match="charge_flip"):
+        nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, charge_flip=1)
+
+
 def test_nbody_baselines_small(tmp_path):
     out = nbody.baseline_mse("valid", num_traj=40, num_train=40, cache_dir=tmp_path)
     assert set(out) == {"no_motion", "constant_velocity", "t"}

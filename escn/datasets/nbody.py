@@ -459,16 +459,30 @@ def nbody_task_graphs(
     seed: int = 0,
     cache_dir: Optional[PathLike] = None,
     dtype: Optional[torch.dtype] = None,
+    charge_flip: bool = False,
 ) -> List[AtomsGraph]:
     """The task as training items: :func:`nbody_graphs` of :func:`load_nbody` with the velocity as the node
     input and the displacement as the node target.
 
+    Args:
+        split, num_traj, seed, cache_dir: as :func:`load_nbody`.
+        dtype: floating dtype of the tensors (default ``torch.get_default_dtype()``).
+        charge_flip: also return every trajectory with all charges negated (appended after the originals).
+            The forces depend on charges only through products ``q_i q_j``, so the flipped system follows
+            exactly the same path: an exact symmetry of the data that the atom-type embedding does not
+            know, offered as augmentation of the training split.
+
     Returns:
-        B graphs as :func:`nbody_graphs`, plus ``node_features`` (5, 3) = velocity at frame 30 (irreps ``1x1o``)
-        and ``node_attrs["node_vectors"]`` (5, 3) = frame-40 minus frame-30 positions, the target of a model's
-        ``"node_vectors"`` output (its MSE is the task's position MSE).
+        B graphs (2B with ``charge_flip``) as :func:`nbody_graphs`, plus ``node_features`` (5, 3) = velocity
+        at frame 30 (irreps ``1x1o``) and ``node_attrs["node_vectors"]`` (5, 3) = frame-40 minus frame-30
+        positions, the target of a model's ``"node_vectors"`` output (its MSE is the task's position MSE).
     """
-    graphs = _velocity_inputs(nbody_graphs(load_nbody(split, num_traj, seed, cache_dir), dtype=dtype))
+    if not isinstance(charge_flip, bool):
+        raise TypeError(f"charge_flip must be a bool, got {type(charge_flip).__name__}")
+    data = load_nbody(split, num_traj, seed, cache_dir)
+    if charge_flip:
+        data = {k: np.concatenate([v, -v if k == "charges" else v]) for k, v in data.items() if k in ("pos", "vel", "charges", "target")}
+    graphs = _velocity_inputs(nbody_graphs(data, dtype=dtype))
     for g in graphs:
         g.node_attrs["node_vectors"] = g.node_attrs["target"] - g.pos
     return graphs
