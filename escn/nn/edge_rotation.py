@@ -10,6 +10,11 @@ With the frame of :func:`escn.o3.edge_frame.edge_frame` (chart turn handled at t
 edges and channels.
 Per edge and channel this costs ``sum_l (2l+1)(2l+1 + r_l)`` multiply-adds, all in large GEMMs, and builds
 nothing of size E x (2l+1)^2.
+
+Orders ``l <= dense_lmax`` (default 1) instead use the per-edge rows of ``D`` themselves, built once per
+frame (memoised in :attr:`EdgeFrame.cache`, so the layers of a model share them) and applied by one batched
+matmul: for small blocks the four-step factorisation is dominated by the cost of launching its kernels.
+``l = 0`` needs no arithmetic at all (``D^0 = 1``).
 """
 
 from __future__ import annotations
@@ -61,12 +66,15 @@ class EdgeRotation(nn.Module):
     Args:
         groups: ``[(l, M_l), ...]`` with distinct ``l`` in ascending order.
         mmax: rows kept in the frame.
+        dense_lmax: orders ``l <= dense_lmax`` are rotated with per-edge ``D`` rows (one batched matmul);
+            higher orders with the factorisation (module docstring). Both give the same numbers.
     """
 
-    def __init__(self, groups: list[tuple[int, int]], mmax: int) -> None:
+    def __init__(self, groups: list[tuple[int, int]], mmax: int, dense_lmax: int = 1) -> None:
         super().__init__()
         self.groups = [(int(l), int(M)) for l, M in groups]
         self.mmax = mmax
+        self.dense_lmax = int(dense_lmax)
         dt = torch.get_default_dtype()
         self.full_offsets: list[int] = []
         self.rot_offsets: list[int] = []
@@ -85,6 +93,8 @@ class EdgeRotation(nn.Module):
             rows = _embed(J[l - k : l + k + 1], None, order)  # full layout -> rotated rows
             self.register_buffer(f"_Jrows{l}", rows.contiguous().to(dt), persistent=False)
             self.register_buffer(f"_JrowsT{l}", rows.T.contiguous().to(dt), persistent=False)
+            # standard column -> full-layout slot (PAD slots read an appended zero column)
+            self.register_buffer(f"_slot{l}", torch.tensor([2 * l + 1 if j == PAD else j for j in order]), persistent=False)
         self.full_dim = off
         self.rot_dim = roff
 
@@ -105,6 +115,20 @@ class EdgeRotation(nn.Module):
         """(E, lmax+1) cos/sin tables of ``m t`` -> (E, 1, lmax+1) complex ``exp(+-i m t)``, m = 0..lmax."""
         return torch.complex(cos, -sin if inverse else sin).unsqueeze(1)
 
+    def _dense(self, l: int, frame: EdgeFrame) -> Tensor | None:
+        """Per-edge rows of ``D_std^l`` in the full layout, (E, r_l, 2l+2), or None where the factorised path
+        is used (``l > dense_lmax``, or a frame built for other orders)."""
+        if l > self.dense_lmax or frame.mmax != self.mmax or l > frame.lmax:
+            return None
+        key = ("EdgeRotation.dense", l, self.mmax)
+        D = frame.cache.get(key)
+        if D is None:
+            rows = frame.wigner_rows_standard(l)  # (E, r, 2l+1)
+            rows = torch.cat([rows, rows.new_zeros(rows.shape[0], rows.shape[1], 1)], dim=2)
+            D = rows.index_select(2, getattr(self, f"_slot{l}"))
+            frame.cache[key] = D
+        return D
+
     def to_frame(self, x: Tensor, frame: EdgeFrame) -> Tensor:
         """(E, full_dim) -> (E, rot_dim): rows ``|m| <= mmax`` of ``J Y(-beta) J^T Y(-alpha) x``."""
         E = x.shape[0]
@@ -115,6 +139,13 @@ class EdgeRotation(nn.Module):
         for (l, M), blk in zip(self.groups, blocks):
             d = 2 * l + 2
             b = blk.reshape(E, M, d)
+            if l == 0:
+                outs.append(b[:, :, 0])  # slot 0 holds m = 0; D^0 = 1
+                continue
+            D = self._dense(l, frame)
+            if D is not None:
+                outs.append(torch.bmm(b, D.transpose(1, 2)).reshape(E, M * D.shape[1]))
+                continue
             b = self._rot_y(b, l, pa)
             b = b @ getattr(self, f"_J{l}")  # row-vector form of J^T applied to each channel
             b = self._rot_y(b, l, pb)
@@ -132,6 +163,13 @@ class EdgeRotation(nn.Module):
         for (l, M), blk in zip(self.groups, blocks):
             r = 2 * min(l, self.mmax) + 1
             b = blk.reshape(E, M, r)
+            if l == 0:
+                outs.append(torch.stack([blk, torch.zeros_like(blk)], dim=2).reshape(E, 2 * M))  # [m = 0, PAD]
+                continue
+            D = self._dense(l, frame)
+            if D is not None:
+                outs.append(torch.bmm(b, D).reshape(E, M * (2 * l + 2)))
+                continue
             b = b @ getattr(self, f"_Jrows{l}")  # (E, M, 2l+2)
             b = self._rot_y(b, l, pb)
             b = b @ getattr(self, f"_JT{l}")  # J applied to each channel

@@ -21,7 +21,8 @@ Wigner-D of the frame: ``D^l(R) = J Y(-beta) J^T Y(-alpha) [J^T in chart 1]``, w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -43,6 +44,7 @@ class EdgeFrame:
         chart: (E,) bool, True where the quarter turn ``G`` is applied first (edges near +-y).
         valid: (E,) bool, False for zero-length edges that were masked (their frame is arbitrary).
         lmax, mmax: the orders the tables cover and the rows kept (``|m| <= mmax``).
+        cache: memo of tensors derived from the frame (filled by the layers that use it).
     """
 
     rotation: Tensor
@@ -54,6 +56,9 @@ class EdgeFrame:
     valid: Tensor
     lmax: int
     mmax: int
+    cache: dict[Any, Tensor] = field(default_factory=dict, repr=False, compare=False)
+    """Memo for tensors derived from this frame (e.g. per-edge Wigner rows), so that the layers of one
+    forward pass that share the frame build them once."""
 
     @property
     def num_edges(self) -> int:
