@@ -185,6 +185,31 @@ def test_node_vector_head_with_velocity_inputs_is_equivariant():
     assert fn(pos, feats).abs().max() > 1e-3
 
 
+def test_inverse_distance_features():
+    model = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1, inverse_distance_powers=2, inverse_distance_scale=0.5)
+    r = torch.tensor([0.5, 2.0])
+    feats = model.radial_features(r)
+    assert feats.shape == (2, 6 + 2)
+    assert torch.equal(feats[:, :6], model.radial_basis(r))
+    assert torch.allclose(feats[:, 6:], torch.tensor([[0.5, 0.25], [0.2, 0.04]]), rtol=1e-15, atol=0)  # a/(r+a), squared
+    assert model.blocks[0].radial.dims[0] == 6 + 2 + 2 * 8  # radial basis, two powers, both type embeddings
+    g = torch.Generator().manual_seed(3)
+    pos, vel, types = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g), torch.tensor([0, 1, 1, 0, 1])
+
+    def fn(p: torch.Tensor, v: torch.Tensor, t: torch.Tensor):
+        return model(collate([AtomsGraph(pos=p, atom_types=t, node_features=v)]))["node_vectors"]
+
+    errors = equivariance_error(fn, [pos, vel, types], [CARTESIAN_POINTS, "1x1o", None], "1o", trials=2, generator=g)
+    assert max(errors.values()) <= 1e-10, errors
+    # the features change the function (the extra MLP inputs are used)
+    plain = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1)
+    assert (fn(pos, vel, types) - plain(collate([AtomsGraph(pos=pos, atom_types=types, node_features=vel)]))["node_vectors"]).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="inverse_distance_powers"):
+        ESCN(inverse_distance_powers=-1)
+    with pytest.raises(ValueError, match="inverse_distance_scale"):
+        ESCN(inverse_distance_scale=0.0)
+
+
 def test_pseudo_features_keep_reflection_symmetry():
     model = _model(pseudo=True, lmax=3, mmax=2)
     pos, types = _molecule(7)

@@ -214,6 +214,12 @@ class ESCN(nn.Module):
         radial_basis: ``"bessel"`` (DimeNet/NequIP, :class:`escn.nn.BesselBasis`), ``"gaussian"`` or
             ``"smooth_finite"`` (:func:`escn.nn.soft_one_hot_linspace` on ``[0, cutoff]``).
         radial_hidden: hidden width of the radial MLPs.
+        inverse_distance_powers: also feed ``(a / (r + a))^p`` for ``p = 1..k`` to the radial MLPs (default 0:
+            none), with ``a = inverse_distance_scale``. They fall off as ``(a / r)^p``, a power law that a basis
+            on ``[0, cutoff]`` resolves poorly at short range (e.g. Coulomb's ``1/r^2`` between point charges),
+            and stay in ``(0, 1]``, so training is as stable as with the basis alone (raw ``1/r^p`` inputs
+            diverged in training).
+        inverse_distance_scale: the length ``a`` above (units of the positions).
         type_embedding_dim: width of the atom-type embedding fed to the radial MLPs (per endpoint).
         activation: ``"gate"`` (exactly equivariant) or ``"s2"`` (grid activation, approximately equivariant).
         s2_resolution: ``(res_beta, res_alpha)`` of the S2 grid (default :func:`escn.nn.s2_activation.default_resolution`).
@@ -251,6 +257,8 @@ class ESCN(nn.Module):
         num_radial: int = 8,
         radial_basis: str = "bessel",
         radial_hidden: int = 32,
+        inverse_distance_powers: int = 0,
+        inverse_distance_scale: float = 0.5,
         type_embedding_dim: int = 8,
         activation: str = "gate",
         s2_resolution: int | Sequence[int] | None = None,
@@ -275,6 +283,8 @@ class ESCN(nn.Module):
         _check_positive("cutoff", cutoff)
         _check_int("num_radial", num_radial, 1)
         _check_int("radial_hidden", radial_hidden, 1)
+        _check_int("inverse_distance_powers", inverse_distance_powers, 0)
+        _check_positive("inverse_distance_scale", inverse_distance_scale)
         _check_int("type_embedding_dim", type_embedding_dim, 1)
         _check_positive("avg_num_neighbors", avg_num_neighbors)
         if radial_basis not in RADIAL_BASES:
@@ -304,6 +314,7 @@ class ESCN(nn.Module):
         self.config: dict[str, Any] = dict(
             num_atom_types=num_atom_types, lmax=lmax, mmax=mmax, channels=channels, num_layers=num_layers,
             cutoff=float(cutoff), num_radial=num_radial, radial_basis=radial_basis, radial_hidden=radial_hidden,
+            inverse_distance_powers=inverse_distance_powers, inverse_distance_scale=float(inverse_distance_scale),
             type_embedding_dim=type_embedding_dim, activation=activation,
             s2_resolution=None if s2_resolution is None else (s2_resolution if isinstance(s2_resolution, int) else list(s2_resolution)),
             avg_num_neighbors=float(avg_num_neighbors), pseudo=bool(pseudo), node_input_irreps=node_input_irreps,
@@ -321,13 +332,15 @@ class ESCN(nn.Module):
         self.edge_type_embedding = nn.Embedding(num_atom_types, type_embedding_dim)
         self.radial_basis_name = radial_basis
         self.num_radial = num_radial
+        self.inverse_distance_powers = inverse_distance_powers
+        self.inverse_distance_scale = float(inverse_distance_scale)
         self.radial_basis = BesselBasis(cutoff, num_radial) if radial_basis == "bessel" else None
         self.envelope = PolynomialCutoff(cutoff)
         self.node_input_irreps = None if node_input_irreps is None else Irreps(node_input_irreps)
         self.node_input = None if self.node_input_irreps is None else Linear(self.node_input_irreps, self.irreps)
         self.blocks = nn.ModuleList(
             EdgeFrameBlock(
-                self.irreps, mmax, num_radial + 2 * type_embedding_dim, radial_hidden, activation, s2_resolution, avg_num_neighbors
+                self.irreps, mmax, num_radial + inverse_distance_powers + 2 * type_embedding_dim, radial_hidden, activation, s2_resolution, avg_num_neighbors
             )
             for _ in range(num_layers)
         )
@@ -415,10 +428,20 @@ class ESCN(nn.Module):
         return x
 
     def radial_features(self, r: Tensor) -> Tensor:
-        """(E,) edge lengths -> (E, num_radial) radial basis values."""
+        """(E,) edge lengths -> (E, num_radial + inverse_distance_powers): radial basis values, then
+        ``(a / (r + a))^p`` for ``p = 1..inverse_distance_powers``."""
         if self.radial_basis is not None:
-            return self.radial_basis(r)
-        return soft_one_hot_linspace(r, 0.0, self.cutoff, self.num_radial, self.radial_basis_name, cutoff=True)
+            basis = self.radial_basis(r)
+        else:
+            basis = soft_one_hot_linspace(r, 0.0, self.cutoff, self.num_radial, self.radial_basis_name, cutoff=True)
+        if self.inverse_distance_powers == 0:
+            return basis
+        a = self.inverse_distance_scale
+        inv = a / (r + a)
+        powers = [inv]
+        for _ in range(self.inverse_distance_powers - 1):
+            powers.append(powers[-1] * inv)
+        return torch.cat([basis, torch.stack(powers, dim=1)], dim=1)
 
     def set_atom_energies(self, per_type: Tensor) -> None:
         """Set the per-type energy offsets so that an atom of type ``t`` adds ``per_type[t]`` on top of
