@@ -349,3 +349,19 @@ def test_convolutions_with_no_edges_return_zeros():
         assert out.shape == (3, Irreps(irreps).dim) and out.abs().max() == 0.0
         out.sum().backward()
         assert x.grad.abs().max() == 0.0
+
+
+def test_weight_column_regrouping_is_exact_and_differentiable_twice():
+    """The per-output regrouping of TFN-layout weights (one block copy per run of columns) is a permutation:
+    its parts hold exactly the planned columns, and its first and second derivatives pass gradcheck."""
+    from escn.nn.so2_conv import _ColumnRuns, _SplitColumnRuns
+
+    plan = _ColumnRuns([[(0, 4, 2), (2, 0, 1)], [], [(0, 1, 3), (3, 6, 1)]], total=7)
+    assert plan.sizes == [3, 0, 4]
+    x = torch.randn(5, 7, requires_grad=True)
+    a, empty, b = _SplitColumnRuns.apply(x, plan)
+    assert torch.equal(a, x[:, [4, 5, 0]]) and empty.shape == (5, 0) and torch.equal(b, x[:, [1, 2, 3, 6]])
+    assert torch.autograd.gradcheck(lambda t: _SplitColumnRuns.apply(t, plan), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: _SplitColumnRuns.apply(t, plan), (x,))
+    with pytest.raises(ValueError, match="cover 6 columns, expected 7"):
+        _ColumnRuns([[(0, 0, 6)]], total=7)
