@@ -260,10 +260,37 @@ def test_low_order_matmul_path_equals_the_recursion(ls, normalization):
         b = _spherical_harmonics_small(ls, xb, normalize, normalization)
         assert (a - b).abs().max() <= 1e-14 * a.abs().max().clamp(min=1.0)
         w = torch.randn_like(a)
-        (ga,) = torch.autograd.grad((a * w).sum(), xa)
-        (gb,) = torch.autograd.grad((b * w).sum(), xb)
+        (ga,) = torch.autograd.grad((a * w).sum(), xa, retain_graph=True)
+        (gb,) = torch.autograd.grad((b * w).sum(), xb, retain_graph=True)
         assert (ga[1:] - gb[1:]).abs().max() <= 1e-13 * ga[1:].abs().max().clamp(min=1.0)  # at 0 both are normalize's 1/eps-sized gradient
         assert torch.allclose(ga[0], gb[0], rtol=1e-9, atol=0)
+        if max(ls) == 1 and not normalize:
+            continue  # linear in x: no second derivative
+        # second derivatives (force training): the analytic gradient of the matmul path is differentiable again
+        (ga,) = torch.autograd.grad((a * w).sum(), xa, create_graph=True)
+        (gb,) = torch.autograd.grad((b * w).sum(), xb, create_graph=True)
+        probe = torch.randn_like(ga)
+        probe[0] = 0.0
+        (ha,) = torch.autograd.grad((ga * probe).sum(), xa)
+        (hb,) = torch.autograd.grad((gb * probe).sum(), xb)
+        assert ha[1:].abs().max() > 1e-3 and (ha[1:] - hb[1:]).abs().max() <= 1e-12 * ha[1:].abs().max().clamp(min=1.0)
+
+
+@pytest.mark.parametrize("lmax", [1, 2, 3])
+def test_low_order_monomials_match_their_exponents_and_pass_gradcheck(lmax):
+    """The monomial columns are x^a y^b z^c with the listed exponents (the analytic gradient relies on it), and
+    the matmul path's first and second derivatives pass finite-difference checks (normalised or not)."""
+    from escn.o3.spherical_harmonics import _monomial_exponents, _monomials, _spherical_harmonics_small
+
+    x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    exps = torch.tensor(_monomial_exponents(lmax), dtype=torch.float64)
+    assert len(set(_monomial_exponents(lmax))) == len(exps) == {1: 3, 2: 9, 3: 19}[lmax]
+    assert (_monomials(x, lmax) - (x[:, None, :] ** exps).prod(-1)).abs().max() <= 1e-14
+    ls = tuple(range(lmax + 1))
+    for normalize in (True, False):
+        f = lambda t: _spherical_harmonics_small(ls, t, normalize, "component")  # noqa: E731
+        xs = x.clone().requires_grad_()
+        assert torch.autograd.gradcheck(f, (xs,)) and torch.autograd.gradgradcheck(f, (xs,))
 
 
 @pytest.mark.parametrize("lmax", [2, 3, 6, 12])

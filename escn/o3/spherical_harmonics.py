@@ -184,12 +184,17 @@ def _spherical_harmonics_flat(ls: tuple[int, ...], x: torch.Tensor, normalize: b
 # Orders <= 3: one matmul of the distinct monomials of degree 1..3 against a coefficient matrix obtained from
 # the recursion above (a least-squares solve on sample points, exact to rounding), plus a constant row for
 # l = 0. About half the kernel launches of the recursion, which is what bounds the cost at these orders.
+# The gradient is analytic (:class:`_SmallOrders`): each monomial's derivative is an integer times a monomial of
+# one degree less, so the whole vector-Jacobian product is one more small matmul, written in differentiable ops
+# so that second derivatives (force training) still work.
 _SMALL_LMAX = 3
-_SMALL_COEFFICIENTS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+_SMALL_COEFFICIENTS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+_NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 
 
 def _monomials(x: torch.Tensor, lmax: int) -> torch.Tensor:
-    """(N, 3) -> (N, K): the distinct monomials of degree 1..lmax (lmax <= 3) of the rows of x."""
+    """(N, 3) -> (N, K): the distinct monomials of degree 1..lmax (lmax <= 3) of the rows of x, in the order
+    of :func:`_monomial_exponents`."""
     parts = [x]
     if lmax >= 2:
         sq = x * x
@@ -200,8 +205,22 @@ def _monomials(x: torch.Tensor, lmax: int) -> torch.Tensor:
     return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
 
+def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:
+    """Exponents ``(a, b, c)`` of the columns ``x^a y^b z^c`` of :func:`_monomials` (``lmax = 0``: none)."""
+    unit = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
+    add = lambda p, q: tuple(i + j for i, j in zip(p, q))  # noqa: E731
+    out = list(unit) if lmax >= 1 else []
+    if lmax >= 2:
+        out += [add(u, u) for u in unit] + [add(unit[j], unit[(j + 1) % 3]) for j in range(3)]
+        if lmax >= 3:
+            out += [add(add(unit[i], unit[i]), unit[(i + s) % 3]) for s in (0, 1, 2) for i in range(3)] + [(1, 1, 1)]
+    return out
+
+
 def _small_coefficients(ls: tuple[int, ...], normalization: str, dtype: torch.dtype, device: torch.device):
-    """(constant row (C,), coefficients (K, C)) with ``Y = constant + monomials(x) @ coefficients``."""
+    """``(constant (C,), coefficients (K, C), derivative map (C, 3 K'))``: ``Y = constant + monomials(x) @
+    coefficients``, and the vector-Jacobian product of ``g`` (N, C) is ``sum_k' (g @ map)[:, j, k'] L[:, k']``
+    with ``L = [1, monomials of degree < max(ls)]`` (N, K')."""
     key = (ls, normalization, dtype, device)
     if key not in _SMALL_COEFFICIENTS:
         lmax = max(ls)
@@ -219,16 +238,59 @@ def _small_coefficients(ls: tuple[int, ...], normalization: str, dtype: torch.dt
         residual = (F @ C + constant - Y).abs().max().item()
         if residual > 1e-12:  # pragma: no cover - the monomials span every Y^l with l <= 3
             raise RuntimeError(f"small-order spherical harmonics fit failed (residual {residual:.1e})")
-        _SMALL_COEFFICIENTS[key] = (constant.to(dtype=dtype, device=device), C.to(dtype=dtype, device=device).contiguous())
+        lower = [(0, 0, 0)] + _monomial_exponents(lmax - 1)
+        A = torch.zeros(F.shape[1], 3, len(lower), dtype=torch.float64)  # d monomial_k / d x_j = A[k, j] . L
+        for k, e in enumerate(_monomial_exponents(lmax)):
+            for j in range(3):
+                if e[j]:
+                    A[k, j, lower.index(tuple(v - (i == j) for i, v in enumerate(e)))] = e[j]
+        vjp = C.T @ A.reshape(F.shape[1], -1)
+        _SMALL_COEFFICIENTS[key] = tuple(t.to(dtype=dtype, device=device).contiguous() for t in (constant, C, vjp))
     return _SMALL_COEFFICIENTS[key]
+
+
+def _unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x / max(|x|, eps), max(|x|, eps))`` row-wise, as torch.nn.functional.normalize."""
+    norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(_NORMALIZE_EPS)
+    return x / norm, norm
+
+
+def _small_orders_vjp(x: torch.Tensor, grad: torch.Tensor, lmax: int, vjp: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Gradient of ``sum(grad * Y(x))`` with respect to ``x`` for the monomial evaluation (differentiable)."""
+    N = x.shape[0]
+    u, norm = _unit_rows(x) if normalize else (x, None)
+    lower = _monomials(u, lmax - 1) if lmax >= 2 else u[:, :0]
+    L = torch.cat([torch.ones_like(u[:, :1]), lower], dim=1)  # (N, K')
+    g = torch.bmm((grad @ vjp).view(N, 3, L.shape[1]), L.unsqueeze(2)).squeeze(2)  # d/du, (N, 3)
+    if not normalize:
+        return g
+    # through u = x / max(|x|, eps): the radial part is removed where |x| > eps (elsewhere the clamp is flat)
+    radial = (u * g).sum(dim=1, keepdim=True) * (norm > _NORMALIZE_EPS)
+    return (g - u * radial) / norm
+
+
+class _SmallOrders(torch.autograd.Function):
+    """``Y = constant + monomials(x / |x|) @ C`` with the analytic gradient of :func:`_small_orders_vjp`."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor, vjp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, vjp)
+        ctx.lmax, ctx.normalize = lmax, normalize
+        u = _unit_rows(x)[0] if normalize else x
+        return torch.addmm(constant, _monomials(u, lmax), C)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, vjp = ctx.saved_tensors
+        return _small_orders_vjp(x, grad, ctx.lmax, vjp, ctx.normalize), None, None, None, None, None
 
 
 def _spherical_harmonics_small(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
     """As :func:`_spherical_harmonics_flat` for orders <= 3 (needs ``max(ls) >= 1``)."""
-    if normalize:
-        x = torch.nn.functional.normalize(x, dim=-1)
-    constant, C = _small_coefficients(ls, normalization, x.dtype, x.device)
-    return torch.addmm(constant, _monomials(x, max(ls)), C)
+    constant, C, vjp = _small_coefficients(ls, normalization, x.dtype, x.device)
+    if max(ls) == 1 or not (x.requires_grad and torch.is_grad_enabled()):  # autograd of two ops is as cheap at l = 1
+        return torch.addmm(constant, _monomials(_unit_rows(x)[0] if normalize else x, max(ls)), C)
+    return _SmallOrders.apply(x, max(ls), normalize, constant, C, vjp)
 
 
 _INDEX_TENSORS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
