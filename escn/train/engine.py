@@ -466,9 +466,10 @@ class Trainer:
                            final_train=final_train, final_valid=st.last_valid, checkpoint=path, model=self.model,
                            completed=completed)
 
-    def close(self) -> None:
-        """Leave the process group (if one was joined)."""
-        ddp.shutdown(self.info)
+    def close(self, synchronize: bool = True) -> None:
+        """Leave the process group (if one was joined); ``synchronize=False`` after an error (see
+        :func:`escn.train.ddp.shutdown`)."""
+        ddp.shutdown(self.info, synchronize)
 
 
 def train(config: ConfigLike, *, resume: Union[bool, str, os.PathLike, None] = None, overwrite: bool = False,
@@ -483,6 +484,9 @@ def train(config: ConfigLike, *, resume: Union[bool, str, os.PathLike, None] = N
     """
     trainer = Trainer(config, resume=resume, overwrite=overwrite, stream=stream)
     try:
-        return trainer.fit(until_step=until_step)
-    finally:
-        trainer.close()
+        result = trainer.fit(until_step=until_step)
+    except BaseException:
+        trainer.close(synchronize=False)
+        raise
+    trainer.close()
+    return result
