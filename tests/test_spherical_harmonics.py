@@ -246,10 +246,10 @@ def test_bad_input_errors():
         o3.spherical_harmonics(1, bad, False)
 
 
-@pytest.mark.parametrize("ls", [(1,), (2,), (3,), (0, 1, 2, 3), (3, 1, 1, 0), (2, 0)])
+@pytest.mark.parametrize("ls", [(1,), (2,), (3,), (4,), (0, 1, 2, 3), (3, 1, 1, 0), (2, 0), (0, 1, 2, 3, 4), (4, 2)])
 @pytest.mark.parametrize("normalization", ["component", "norm", "integral"])
 def test_low_order_matmul_path_equals_the_recursion(ls, normalization):
-    """Orders <= 3 are evaluated as a monomial matmul; values and gradients equal the recursion's."""
+    """Orders <= 4 are evaluated as a monomial matmul; values, gradients and second derivatives equal the recursion's."""
     from escn.o3.spherical_harmonics import _spherical_harmonics_flat, _spherical_harmonics_small
 
     x = torch.randn(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
@@ -276,7 +276,7 @@ def test_low_order_matmul_path_equals_the_recursion(ls, normalization):
         assert ha[1:].abs().max() > 1e-3 and (ha[1:] - hb[1:]).abs().max() <= 1e-12 * ha[1:].abs().max().clamp(min=1.0)
 
 
-@pytest.mark.parametrize("lmax", [1, 2, 3])
+@pytest.mark.parametrize("lmax", [1, 2, 3, 4])
 def test_low_order_monomials_match_their_exponents_and_pass_gradcheck(lmax):
     """The monomial columns are x^a y^b z^c with the listed exponents (the analytic gradient relies on it), and
     the matmul path's first and second derivatives pass finite-difference checks (normalised or not)."""
@@ -284,7 +284,7 @@ def test_low_order_monomials_match_their_exponents_and_pass_gradcheck(lmax):
 
     x = torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     exps = torch.tensor(_monomial_exponents(lmax), dtype=torch.float64)
-    assert len(set(_monomial_exponents(lmax))) == len(exps) == {1: 3, 2: 9, 3: 19}[lmax]
+    assert len(set(_monomial_exponents(lmax))) == len(exps) == {1: 3, 2: 9, 3: 19, 4: 34}[lmax]
     assert (_monomials(x, lmax) - (x[:, None, :] ** exps).prod(-1)).abs().max() <= 1e-14
     ls = tuple(range(lmax + 1))
     for normalize in (True, False):

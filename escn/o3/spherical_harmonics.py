@@ -181,28 +181,35 @@ def _spherical_harmonics_flat(ls: tuple[int, ...], x: torch.Tensor, normalize: b
     return out
 
 
-# Orders <= 3: one matmul of the distinct monomials of degree 1..3 against a coefficient matrix obtained from
+# Orders <= 4: one matmul of the distinct monomials of degree 1..4 against a coefficient matrix obtained from
 # the recursion above (a least-squares solve on sample points, exact to rounding), plus a constant row for
 # l = 0. About half the kernel launches of the recursion, which is what bounds the cost at these orders.
 # The gradient is analytic (:class:`_SmallOrders`): each monomial's derivative is an integer times a monomial of
 # one degree less, so the whole vector-Jacobian product is one more small matmul, written in differentiable ops
 # so that second derivatives (force training) still work.
-_SMALL_LMAX = 3
+_SMALL_LMAX = 4
 _SMALL_COEFFICIENTS: dict[tuple, tuple[torch.Tensor, ...]] = {}
 _NORMALIZE_EPS = 1e-12  # as torch.nn.functional.normalize
 
 
 def _monomials(x: torch.Tensor, lmax: int) -> torch.Tensor:
-    """(N, 3) -> (N, K): the distinct monomials of degree 1..lmax (lmax <= 3) of the rows of x, in the order
-    of :func:`_monomial_exponents`."""
-    parts = [x]
-    if lmax >= 2:
-        sq = x * x
-        shifted = x.roll(-1, dims=1)  # (y, z, x)
-        parts += [sq, x * shifted]  # x^2 y^2 z^2, xy yz zx
-        if lmax >= 3:
-            parts += [sq * x, sq * shifted, sq * x.roll(1, dims=1), x[:, :1] * shifted[:, :1] * x[:, 2:]]
-    return torch.cat(parts, dim=1) if len(parts) > 1 else x
+    """(N, 3) -> (N, K): the distinct monomials of degree 1..lmax (lmax <= 4) of the rows of x, in the order
+    of :func:`_monomial_exponents`. Built on the transpose (3, N), whose rows are contiguous, so that the final
+    concatenation is a few block copies (concatenating (N, 3) pieces along dim 1 cost more than everything
+    else together); the result is a transposed view."""
+    if lmax < 2:
+        return x
+    t = x.T.contiguous()  # (3, N): rows x, y, z
+    sq = t * t
+    shifted = t.roll(-1, dims=0)  # (y, z, x)
+    parts = [t, sq, t * shifted]  # x^2 y^2 z^2, xy yz zx
+    if lmax >= 3:
+        back = t.roll(1, dims=0)  # (z, x, y)
+        cube, xyz = sq * t, t[:1] * shifted[:1] * t[2:]
+        parts += [cube, sq * shifted, sq * back, xyz]
+        if lmax >= 4:  # x^4.., x^3 y.., x^3 z.., x^2 y^2.., x^2 y z..
+            parts += [cube * t, cube * shifted, cube * back, sq * sq.roll(-1, dims=0), xyz * t]
+    return torch.cat(parts, dim=0).T
 
 
 def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:
@@ -214,6 +221,10 @@ def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:
         out += [add(u, u) for u in unit] + [add(unit[j], unit[(j + 1) % 3]) for j in range(3)]
         if lmax >= 3:
             out += [add(add(unit[i], unit[i]), unit[(i + s) % 3]) for s in (0, 1, 2) for i in range(3)] + [(1, 1, 1)]
+            if lmax >= 4:
+                out += [add(add(add(unit[i], unit[i]), unit[i]), unit[(i + s) % 3]) for s in (0, 1, 2) for i in range(3)]
+                out += [add(add(unit[i], unit[i]), add(unit[(i + 1) % 3], unit[(i + 1) % 3])) for i in range(3)]
+                out += [add((1, 1, 1), unit[i]) for i in range(3)]
     return out
 
 
@@ -225,19 +236,28 @@ def _small_coefficients(ls: tuple[int, ...], normalization: str, dtype: torch.dt
     key = (ls, normalization, dtype, device)
     if key not in _SMALL_COEFFICIENTS:
         lmax = max(ls)
-        points = torch.randn(256, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        # points of norm 0.5..1.5, and each order fitted on the monomials of its own degree (Y^l is homogeneous
+        # of degree l): a well-conditioned square-ish solve per order whose other entries are exactly zero
+        gen = torch.Generator().manual_seed(0)
+        points = torch.nn.functional.normalize(torch.randn(256, 3, generator=gen, dtype=torch.float64), dim=1)
+        points = points * (0.5 + torch.rand(256, 1, generator=gen, dtype=torch.float64))
         Y = _spherical_harmonics_flat(ls, points, False, normalization)
+        F = _monomials(points, lmax)
+        degree = torch.tensor([sum(e) for e in _monomial_exponents(lmax)])
         constant = torch.zeros(Y.shape[1], dtype=torch.float64)
+        C = torch.zeros(F.shape[1], Y.shape[1], dtype=torch.float64)
         col = 0
         for l in ls:
+            block = slice(col, col + 2 * l + 1)
             if l == 0:
                 constant[col] = Y[0, col]
+            else:
+                rows_l = (degree == l).nonzero().flatten()
+                C[rows_l, block] = torch.linalg.lstsq(F[:, rows_l], Y[:, block]).solution
             col += 2 * l + 1
-        F = _monomials(points, lmax)
-        C = torch.linalg.pinv(F) @ (Y - constant)
         C[C.abs() < 1e-12] = 0.0  # structural zeros exact (e.g. Y^l(y) = 0 off m = 0); true entries are O(1)
         residual = (F @ C + constant - Y).abs().max().item()
-        if residual > 1e-12:  # pragma: no cover - the monomials span every Y^l with l <= 3
+        if residual > 1e-12:  # pragma: no cover - the monomials span every Y^l with l <= 4
             raise RuntimeError(f"small-order spherical harmonics fit failed (residual {residual:.1e})")
         lower = [(0, 0, 0)] + _monomial_exponents(lmax - 1)
         A = torch.zeros(F.shape[1], 3, len(lower), dtype=torch.float64)  # d monomial_k / d x_j = A[k, j] . L
@@ -293,7 +313,7 @@ class _SmallOrders(torch.autograd.Function):
 
 
 def _spherical_harmonics_small(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
-    """As :func:`_spherical_harmonics_flat` for orders <= 3 (needs ``max(ls) >= 1``)."""
+    """As :func:`_spherical_harmonics_flat` for orders <= 4 (needs ``max(ls) >= 1``)."""
     constant, C, vjp, rows, values = _small_coefficients(ls, normalization, x.dtype, x.device)
     if max(ls) == 1:  # every column is a constant or one coordinate times a number: no matmul (2x faster than addmm)
         u = _unit_rows(x)[0] if normalize else x
@@ -317,7 +337,7 @@ def _output_index_tensors(ls: tuple[int, ...], lmax: int, normalization: str, dt
 
 
 def _spherical_harmonics_any(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
-    """(N, 3) -> (N, sum(2l+1)): the monomial matmul for orders <= 3, the recursion otherwise."""
+    """(N, 3) -> (N, sum(2l+1)): the monomial matmul for orders <= 4, the recursion otherwise."""
     if 1 <= max(ls) <= _SMALL_LMAX:
         return _spherical_harmonics_small(ls, x, normalize, normalization)
     return _spherical_harmonics_flat(ls, x, normalize, normalization)
