@@ -555,7 +555,7 @@ class SO2Conv(nn.Module):
             if K == 0:
                 ys.append(rotated.new_zeros(E, R * mul_o))
                 continue
-            x_t = _take_columns(padded, getattr(self, f"_xidx{o}")) * getattr(self, f"_xcoef{o}")  # (E, K * R)
+            x_t = _take_columns(padded, getattr(self, f"_xidx{o}")).mul_(getattr(self, f"_xcoef{o}"))  # (E, K * R); in place: gather keeps no output for its backward
             ys.append(torch.bmm(x_t.view(E, K, R).transpose(1, 2), w.view(E, K, mul_o)).reshape(E, R * mul_o))
         y = torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]
         return _take_columns(y, self._out_idx) * self._out_sign
