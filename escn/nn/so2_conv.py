@@ -433,7 +433,7 @@ class SO2Conv(nn.Module):
         runs: list[list[tuple[int, int, int]]] = []
         for o in range(len(self.irreps_out)):
             group, dst = [], 0
-            for k, p in enumerate(paths):
+            for p in paths:
                 if p.i_out == o:
                     n = p.mul_in * p.mul_out
                     group.append((dst, p.offset, n))

@@ -213,19 +213,12 @@ def _monomials(x: torch.Tensor, lmax: int) -> torch.Tensor:
 
 
 def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:
-    """Exponents ``(a, b, c)`` of the columns ``x^a y^b z^c`` of :func:`_monomials` (``lmax = 0``: none)."""
-    unit = [(1, 0, 0), (0, 1, 0), (0, 0, 1)]
-    add = lambda p, q: tuple(i + j for i, j in zip(p, q))  # noqa: E731
-    out = list(unit) if lmax >= 1 else []
-    if lmax >= 2:
-        out += [add(u, u) for u in unit] + [add(unit[j], unit[(j + 1) % 3]) for j in range(3)]
-        if lmax >= 3:
-            out += [add(add(unit[i], unit[i]), unit[(i + s) % 3]) for s in (0, 1, 2) for i in range(3)] + [(1, 1, 1)]
-            if lmax >= 4:
-                out += [add(add(add(unit[i], unit[i]), unit[i]), unit[(i + s) % 3]) for s in (0, 1, 2) for i in range(3)]
-                out += [add(add(unit[i], unit[i]), add(unit[(i + 1) % 3], unit[(i + 1) % 3])) for i in range(3)]
-                out += [add((1, 1, 1), unit[i]) for i in range(3)]
-    return out
+    """Exponents ``(a, b, c)`` of the columns ``x^a y^b z^c`` of :func:`_monomials`, read off the function
+    itself: at the rows (2,1,1), (1,2,1), (1,1,2) each column is exactly a power of two."""
+    if lmax < 1:
+        return []
+    probes = _monomials(torch.ones(3, 3, dtype=torch.float64) + torch.eye(3, dtype=torch.float64), lmax)
+    return [tuple(int(v) for v in col) for col in torch.log2(probes).round().T.tolist()]
 
 
 def _small_coefficients(ls: tuple[int, ...], normalization: str, dtype: torch.dtype, device: torch.device):
@@ -296,6 +289,11 @@ def _small_orders_vjp(x: torch.Tensor, grad: torch.Tensor, lmax: int, vjp: torch
     return (g - u * radial) / norm
 
 
+def _small_orders_value(x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """``constant + monomials(x / |x| or x) @ C`` (no autograd of its own)."""
+    return torch.addmm(constant, _monomials(_unit_rows(x)[0] if normalize else x, lmax), C)
+
+
 class _SmallOrders(torch.autograd.Function):
     """``Y = constant + monomials(x / |x|) @ C`` with the analytic gradient of :func:`_small_orders_vjp`."""
 
@@ -303,8 +301,7 @@ class _SmallOrders(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor, vjp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, vjp)
         ctx.lmax, ctx.normalize = lmax, normalize
-        u = _unit_rows(x)[0] if normalize else x
-        return torch.addmm(constant, _monomials(u, lmax), C)
+        return _small_orders_value(x, lmax, normalize, constant, C)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -319,7 +316,7 @@ def _spherical_harmonics_small(ls: tuple[int, ...], x: torch.Tensor, normalize: 
         u = _unit_rows(x)[0] if normalize else x
         return torch.addcmul(constant, torch.gather(u, 1, rows.expand(u.shape[0], rows.shape[0])), values)
     if not (x.requires_grad and torch.is_grad_enabled()):
-        return torch.addmm(constant, _monomials(_unit_rows(x)[0] if normalize else x, max(ls)), C)
+        return _small_orders_value(x, max(ls), normalize, constant, C)
     return _SmallOrders.apply(x, max(ls), normalize, constant, C, vjp)
 
 
