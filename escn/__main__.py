@@ -1,6 +1,6 @@
 """``python -m escn ...``: the same as the ``escn`` command."""
 
-from escn.cli import main
+from escn.cli import run
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

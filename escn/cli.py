@@ -11,6 +11,7 @@ Bad arguments are reported by argparse (exit status 2) with the option, the valu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Callable, Sequence
@@ -287,5 +288,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.func(args, args.subparser))
 
 
+def run() -> None:
+    """Process entry point (the ``escn`` script and ``python -m escn``): :func:`main`, then exit.
+
+    A rank of a multi-process run (``WORLD_SIZE`` > 1, under torchrun) that finished cleanly leaves with
+    ``os._exit`` once its output is flushed: its process group is already destroyed, and skipping interpreter
+    teardown keeps gloo's remaining threads from aborting the rank ("terminate called without an active
+    exception") after the run has succeeded. Errors still propagate as exceptions."""
+    code = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
