@@ -75,6 +75,12 @@ def test_bench_json_numeric(tiny_run):
             assert r["status"].startswith("skipped")
     ran = [r for r in rows if r["status"] == "ok" and r["method"].startswith("so2")]
     assert ran and all(r["so2_gflops"] > 0 and r["so2_stage_gflop"] > 0 for r in ran)
+    # per-edge weights are memory-bound: GB/s and the weight-traffic floor for them, not for shared weights
+    assert data["meta"]["copy_bandwidth_gbs"] > 0
+    for r in ran:
+        per_edge = r["method"].startswith("so2_equal")
+        assert (r["so2_gbs"] is not None and r["so2_gbs"] > 0) == per_edge, r
+        assert (r["weight_floor_ms"] is not None and r["weight_floor_ms"] > 0) == per_edge, r
     # the equal-function rows reproduce TFN wherever both ran (float32)
     assert all(r["max_rel_diff_vs_tfn"] < 1e-4 for r in rows if r["max_rel_diff_vs_tfn"] is not None)
     with open(out / "results.csv") as f:
@@ -113,3 +119,21 @@ def test_bad_arguments(args, message, capsys):
 def test_module_entry_point_help():
     proc = subprocess.run([sys.executable, "-m", "escn", "bench", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--budget-seconds" in proc.stdout
+
+
+def test_bench_yardstick_formulas():
+    """Byte and floor counts of the memory-bound rows, against hand-counted values."""
+    from escn.bench.blocks import so2_stage_bytes, so2_stage_flops, so2_stage_shapes
+    from escn.bench.scaling import weight_traffic_floor_ms
+    from escn.nn import SO2Conv
+
+    # 3 weights per edge read twice and their gradient written once: 3 * 100 edges * 1000 * 4 bytes at 1 GB/s
+    assert weight_traffic_floor_ms(1000, 100, 4, 1.0) == pytest.approx(1.2)
+    with pytest.raises(ValueError, match="bandwidth_gbs"):
+        weight_traffic_floor_ms(1000, 100, 4, 0.0)
+    layer = SO2Conv("2x0e + 1x1o", "1x0e + 1x1o", mmax=1)
+    # m = 0: inputs (2 scalars, 1 vector's m = 0) -> outputs (1 scalar, 1 vector's m = 0); m = 1: vector -> vector
+    assert so2_stage_shapes(layer) == [(0, 1, 3, 2), (1, 2, 1, 1)]
+    E = 10
+    assert so2_stage_flops(layer, E) == 2 * E * (1 * 3 * 2 + 2 * 1 * 1)
+    assert so2_stage_bytes(layer, E, 4) == 4 * (E * 6 + E * 1 * (3 + 2) + E * 1 + E * 2 * (1 + 1))

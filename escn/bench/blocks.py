@@ -1,6 +1,8 @@
 """Timers for the building blocks of an eSCN convolution, shared by ``escn bench`` and ``benchmarks/``.
 
 * :func:`gemm_gflops` — this machine's dense matmul throughput (the yardstick for the SO(2) stage);
+* :func:`copy_bandwidth_gbs` — this machine's memory bandwidth (the yardstick for per-edge weights, which are
+  read once per matmul and so bound by memory, not flops);
 * :func:`so2_stage_shapes`, :func:`so2_stage_flops`, :func:`make_so2_stage` — the per-m SO(2) matmuls of an
   :class:`escn.nn.SO2Conv`, reproduced on random inputs of the layer's shapes so they can be timed alone;
 * :func:`make_rotation` — edge-frame construction plus rotation of node features into the frame;
@@ -22,12 +24,14 @@ import torch
 Tensor = torch.Tensor
 
 __all__ = [
+    "copy_bandwidth_gbs",
     "gemm_gflops",
     "has_torch_scatter",
     "make_aggregation",
     "make_rotation",
     "make_so2_stage",
     "median_time",
+    "so2_stage_bytes",
     "so2_stage_flops",
     "so2_stage_shapes",
 ]
@@ -56,6 +60,18 @@ def gemm_gflops(dtype: torch.dtype = torch.float32, m: int = 4096, k: int = 512,
     return 2.0 * m * k * n / seconds / 1e9
 
 
+def copy_bandwidth_gbs(numel: int = 1 << 25, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """Memory bandwidth in GB/s of ``dst.copy_(src)`` on ``numel``-element tensors (bytes read plus bytes
+    written, per second; median of ``repeats``). The default 2^25 float32 elements (128 MB per tensor) is far
+    larger than any cache, so this is DRAM bandwidth with the current thread count."""
+    if numel < 1:
+        raise ValueError(f"numel must be >= 1, got {numel}")
+    src = torch.randn(numel, dtype=dtype)
+    dst = torch.empty_like(src)
+    seconds = median_time(lambda: dst.copy_(src), repeats, warmup=2)
+    return 2.0 * numel * src.element_size() / seconds / 1e9
+
+
 def so2_stage_shapes(layer: torch.nn.Module) -> list[tuple[int, int, int, int]]:
     """``(m, ncol, n_in, n_out)`` of every non-empty SO(2) stage of an SO2Conv (``ncol = 1`` at m = 0, else 2)."""
     stages = []
@@ -69,6 +85,16 @@ def so2_stage_shapes(layer: torch.nn.Module) -> list[tuple[int, int, int, int]]:
 def so2_stage_flops(layer: torch.nn.Module, num_edges: int) -> int:
     """Multiply-add flops of the SO(2) stage: ``sum over stages of 2 * E * ncol * n_in * n_out``."""
     return sum(2 * num_edges * ncol * n_in * n_out for _, ncol, n_in, n_out in so2_stage_shapes(layer))
+
+
+def so2_stage_bytes(layer: torch.nn.Module, num_edges: int, itemsize: int) -> int:
+    """Bytes the SO(2) stage must move at least once: per stage the weights (``E * n_in * n_out`` per edge,
+    ``n_in * n_out`` shared), the inputs ``E * ncol * n_in`` and the outputs ``E * ncol * n_out``."""
+    shared = bool(getattr(layer, "shared_weights", False))
+    total = 0
+    for _, ncol, n_in, n_out in so2_stage_shapes(layer):
+        total += (1 if shared else num_edges) * n_in * n_out + num_edges * ncol * (n_in + n_out)
+    return total * itemsize
 
 
 def make_so2_stage(layer: torch.nn.Module, num_edges: int, dtype: torch.dtype, generator: torch.Generator | None = None) -> Callable[[], list[Tensor]]:

@@ -71,6 +71,11 @@ def _note(r: Row) -> str:
         parts.append(f"~{r.estimate_fwd_bwd_ms:.0f} ms ({r.estimate_source})")
     elif r.estimate_source:
         parts.append(r.estimate_source)
+    if r.weight_floor_ms is not None:
+        floor = f"weight-traffic floor {r.weight_floor_ms:.0f} ms"
+        if r.floor_speedup_vs_tfn is not None:
+            floor += f" (= {r.floor_speedup_vs_tfn:.0f}x tfn at most)"
+        parts.append(floor)
     if r.max_rel_diff_vs_tfn is not None:
         parts.append(f"rel.diff vs tfn {r.max_rel_diff_vs_tfn:.0e}")
     if r.index_add_over_scatter is not None:
@@ -80,16 +85,18 @@ def _note(r: Row) -> str:
 
 _COLUMNS: list[tuple[str, int]] = [
     ("method", 18), ("L", 3), ("status", 16), ("n", 2), ("fwd ms", 9), ("fwd+bwd ms", 10), ("peak MB", 8),
-    ("par/edge", 8), ("x tfn", 7), ("x e3nn", 7), ("SO2 GF/s", 8), ("%GEMM", 6),
+    ("par/edge", 8), ("x tfn", 7), ("x e3nn", 7), ("SO2 GF/s", 8), ("%GEMM", 6), ("SO2 GB/s", 8), ("%copy", 5),
 ]
 
 
 def _cells(r: Row) -> list[str]:
     pct = None if r.so2_gemm_fraction is None else 100 * r.so2_gemm_fraction
+    pct_bw = None if r.so2_bandwidth_fraction is None else 100 * r.so2_bandwidth_fraction
     return [
         r.method, str(r.L), r.status if len(r.status) <= 16 else r.status[:15] + "~", str(r.repeats) if r.ran else "-",
         _num(r.fwd_ms, ".1f"), _num(r.fwd_bwd_ms, ".1f"), _num(r.peak_mem_mb, ".0f"), _num(r.params_per_edge, "d"),
         _num(r.speedup_vs_tfn, ".1f"), _num(r.speedup_vs_e3nn, ".1f"), _num(r.so2_gflops, ".2f"), _num(pct, ".1f"),
+        _num(r.so2_gbs, ".2f"), _num(pct_bw, ".0f"),
     ]
 
 
@@ -104,7 +111,7 @@ def header_lines(result: SweepResult) -> list[str]:
     """Title lines: graph, dtype, threads, repeats, GEMM throughput."""
     c = result.config
     dt = str(c.dtype).replace("torch.", "")
-    gemm = f"float32 GEMM {result.gemm_gflops_float32:.1f} GFLOP/s"
+    gemm = f"float32 GEMM {result.gemm_gflops_float32:.1f} GFLOP/s, copy bandwidth {result.copy_gbs:.1f} GB/s"
     if c.dtype != torch.float32:
         gemm += f", {dt} GEMM {result.gemm_gflops_dtype:.1f} GFLOP/s (the %GEMM reference)"
     lines = [
@@ -113,7 +120,8 @@ def header_lines(result: SweepResult) -> list[str]:
         f"times: median of {c.repeats} repeats after 1 warm-up (n = repeats actually used); fwd under no_grad, "
         f"fwd+bwd w.r.t. x, edge_vec, weights; {gemm}",
         f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration; x tfn / x e3nn = fwd+bwd speed-up; "
-        f"SO2 GF/s = SO(2) matmul stage alone",
+        f"SO2 GF/s, GB/s = SO(2) matmul stage alone (%GEMM, %copy: of the yardsticks above; GB/s for "
+        f"per-edge weights, which are memory-bound; above 100% the stage fits in cache)",
         "allocator: transparent huge pages for large CPU tensors "
         + ("on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off")
         + " for every method (THP_MEM_ALLOC_ENABLE)",
@@ -153,6 +161,7 @@ def _meta(result: SweepResult) -> dict:
         "dtype": str(c.dtype).replace("torch.", ""), "threads": result.num_threads, "repeats": c.repeats,
         "budget_seconds": c.budget_seconds, "max_memory_gb": c.max_memory_gb, "methods": list(c.methods), "seed": c.seed,
         "gemm_gflops_float32": result.gemm_gflops_float32, "gemm_gflops_dtype": result.gemm_gflops_dtype,
+        "copy_bandwidth_gbs": result.copy_gbs,
         "wall_seconds": result.wall_seconds, "torch": result.torch_version, "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
         "load_avg_start_end": result.load_avg,

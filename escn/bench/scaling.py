@@ -39,7 +39,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from escn.bench.blocks import gemm_gflops, has_torch_scatter, make_so2_stage, median_time, so2_stage_flops
+from escn.bench.blocks import (copy_bandwidth_gbs, gemm_gflops, has_torch_scatter, make_so2_stage, median_time, so2_stage_bytes,
+                               so2_stage_flops)
 from escn.data import radius_graph
 from escn.nn import SO2Conv, TFNConv
 from escn.nn.tfn_conv import tfn_paths
@@ -130,6 +131,10 @@ class Row:
     so2_stage_gflop: float | None = None
     so2_gflops: float | None = None
     so2_gemm_fraction: float | None = None
+    so2_gbs: float | None = None
+    so2_bandwidth_fraction: float | None = None
+    weight_floor_ms: float | None = None
+    floor_speedup_vs_tfn: float | None = None
     estimate_fwd_bwd_ms: float | None = None
     estimate_source: str | None = None
     build_s: float | None = None
@@ -150,6 +155,7 @@ class SweepResult:
     num_edges: int
     gemm_gflops_float32: float
     gemm_gflops_dtype: float
+    copy_gbs: float = 0.0
     wall_seconds: float = 0.0
     torch_version: str = torch.__version__
     num_threads: int = 1
@@ -426,10 +432,16 @@ def _repeats_that_fit(warmup_s: float, budget_s: float, wanted: int) -> int:
     return max(0, min(wanted, int((budget_s - warmup_s) / (_REPEAT_COST * warmup_s))))
 
 
-def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float) -> Row:
-    """Run one configuration under the budget; append its point to ``history``; return its row."""
+def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float,
+            bandwidth_gbs: float = 0.0) -> Row:
+    """Run one configuration under the budget; append its point to ``history``; return its row.
+
+    ``gemm_dtype`` (GFLOP/s) and ``bandwidth_gbs`` (GB/s, 0 = unknown) are this machine's yardsticks measured
+    in the same run."""
     row = Row(method, p.L, p.channels, p.dim, p.graph.num_edges)
     row.params_per_edge = params_per_edge(method, p)
+    if method in _PER_EDGE_TFN_WEIGHTS and bandwidth_gbs > 0:
+        row.weight_floor_ms = weight_traffic_floor_ms(row.params_per_edge, p.graph.num_edges, p.x.element_size(), bandwidth_gbs)
     t_pred, mem_pred = predict(method, p.L, history)
     mem_floor = memory_lower_bound(method, p, row.params_per_edge)
     mem_limit = cfg.max_memory_gb * 1e9
@@ -466,8 +478,21 @@ def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], ge
     row.fwd_bwd_ms = 1e3 * median_time(lambda: _fwd_bwd(case, p.cotangent), n, warmup=0)
     history[-1] = _Point(p.L, row.fwd_bwd_ms / 1e3, rss.peak)
     if case.so2_layer is not None:
-        _measure_so2_stage(case.so2_layer, p, n, gemm_dtype, row)
+        _measure_so2_stage(case.so2_layer, p, n, gemm_dtype, bandwidth_gbs, row)
     return row
+
+
+_PER_EDGE_TFN_WEIGHTS = ("so2_equal", "so2_equal_scatter")
+
+
+def weight_traffic_floor_ms(params_per_edge: int, num_edges: int, itemsize: int, bandwidth_gbs: float) -> float:
+    """Least fwd+bwd time of any layer taking per-edge weights: the weights are read in the forward, read
+    again in the backward (for the input gradient) and their gradient is written once, ``3 * E * P * itemsize``
+    bytes at ``bandwidth_gbs`` (a copy's bytes read plus written per second). Activations, rotations and
+    aggregation are left out, so real layers are slower."""
+    if bandwidth_gbs <= 0:
+        raise ValueError(f"bandwidth_gbs must be > 0, got {bandwidth_gbs}")
+    return 1e3 * 3.0 * num_edges * params_per_edge * itemsize / (bandwidth_gbs * 1e9)
 
 
 def _compare_with_tfn(method: str, p: Problem, out: Tensor, row: Row) -> None:
@@ -479,8 +504,9 @@ def _compare_with_tfn(method: str, p: Problem, out: Tensor, row: Row) -> None:
         row.max_rel_diff_vs_tfn = float((out - p.tfn_output).abs().max()) / scale
 
 
-def _measure_so2_stage(layer: SO2Conv, p: Problem, repeats: int, gemm_dtype: float, row: Row) -> None:
-    """Time the SO(2) matmuls alone on random inputs of the layer's shapes; GFLOP/s and fraction of GEMM."""
+def _measure_so2_stage(layer: SO2Conv, p: Problem, repeats: int, gemm_dtype: float, bandwidth_gbs: float, row: Row) -> None:
+    """Time the SO(2) matmuls alone on random inputs of the layer's shapes: GFLOP/s and fraction of GEMM, and
+    GB/s (bytes of :func:`so2_stage_bytes`) and fraction of the copy bandwidth."""
     E = p.graph.num_edges
     stage = make_so2_stage(layer, E, p.dtype, generator=p.gen)
     seconds = median_time(stage, repeats, warmup=1)
@@ -489,6 +515,9 @@ def _measure_so2_stage(layer: SO2Conv, p: Problem, repeats: int, gemm_dtype: flo
     row.so2_stage_gflop = flops / 1e9
     row.so2_gflops = flops / seconds / 1e9 if seconds > 0 else None
     row.so2_gemm_fraction = row.so2_gflops / gemm_dtype if row.so2_gflops and gemm_dtype > 0 else None
+    if seconds > 0 and not layer.shared_weights:  # shared weights are reused across edges: flop-bound, not memory-bound
+        row.so2_gbs = so2_stage_bytes(layer, E, p.x.element_size()) / seconds / 1e9
+        row.so2_bandwidth_fraction = row.so2_gbs / bandwidth_gbs if bandwidth_gbs > 0 else None
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -513,6 +542,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
         raise ValueError(f"the radius graph of {cfg.nodes} nodes with radius {cfg.radius} has no edges; raise --radius or --nodes")
     gemm32 = gemm_gflops(torch.float32)
     gemm_dt = gemm32 if cfg.dtype == torch.float32 else gemm_gflops(cfg.dtype)
+    bandwidth = copy_bandwidth_gbs()
     history: dict[str, list[_Point]] = {m: [] for m in cfg.methods}
     rows: list[Row] = []
     total = len(cfg.ls) * len(cfg.methods)
@@ -522,7 +552,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
         for method in _execution_order(cfg.methods):
             if progress is not None:
                 progress(done, total, f"L={L} {method}")
-            rows.append(_measure_safely(method, problem, cfg, history[method], gemm_dt))
+            rows.append(_measure_safely(method, problem, cfg, history[method], gemm_dt, bandwidth))
             done += 1
             _free_memory()
         del problem
@@ -534,7 +564,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
     add_ratios(rows)
     load_end = _load_average()
     load = (load_start, load_end) if load_start is not None and load_end is not None else None
-    return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, time.perf_counter() - start,
+    return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, bandwidth, time.perf_counter() - start,
                        num_threads=torch.get_num_threads(), load_avg=load)
 
 
@@ -546,10 +576,11 @@ def _load_average() -> float | None:
         return None
 
 
-def _measure_safely(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float) -> Row:
+def _measure_safely(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float,
+                    bandwidth_gbs: float = 0.0) -> Row:
     """:func:`measure`, turning an out-of-memory or runtime failure into an "error" row."""
     try:
-        return measure(method, p, cfg, history, gemm_dtype)
+        return measure(method, p, cfg, history, gemm_dtype, bandwidth_gbs)
     except (RuntimeError, MemoryError) as exc:
         row = Row(method, p.L, p.channels, p.dim, p.graph.num_edges)
         row.status = f"error: {type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
@@ -557,9 +588,13 @@ def _measure_safely(method: str, p: Problem, cfg: SweepConfig, history: list[_Po
 
 
 def add_ratios(rows: Sequence[Row]) -> None:
-    """Fill speed-ups vs TFN / e3nn (fwd+bwd, same L) and index_add / torch_scatter for the scatter rows."""
+    """Fill speed-ups vs TFN / e3nn (fwd+bwd, same L), the largest speed-up vs TFN any per-edge-weight layer
+    could reach (TFN's time over the weight-traffic floor) and index_add / torch_scatter for the scatter rows."""
     by_key = {(r.method, r.L): r for r in rows}
     for r in rows:
+        tfn = by_key.get(("tfn", r.L))
+        if r.weight_floor_ms and tfn is not None and tfn.ran and tfn.fwd_bwd_ms:
+            r.floor_speedup_vs_tfn = tfn.fwd_bwd_ms / r.weight_floor_ms
         if not r.ran:
             continue
         for ref, attr in (("tfn", "speedup_vs_tfn"), ("e3nn", "speedup_vs_e3nn")):
