@@ -335,3 +335,53 @@ def test_graph_without_edges(activation):
     pos, types = _molecule(5, seed=2)
     both = model(collate([lone, AtomsGraph(pos=pos, atom_types=types)]))
     assert (both["energy"][0] - out["energy"][0]).abs() <= 1e-5
+
+
+def test_type_permutations_make_outputs_exactly_invariant():
+    """The charged n-body system with all charges negated: swapping types 0 <-> 1 changes no output."""
+    model = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=2, mmax=1,
+                   type_permutations=[[1, 0]])
+    plain = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=2, mmax=1)
+    g = torch.Generator().manual_seed(5)
+    pos, vel = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    types = torch.tensor([0, 1, 1, 0, 1])
+
+    def run(m: ESCN, t: torch.Tensor) -> torch.Tensor:
+        return m(collate([AtomsGraph(pos=pos, atom_types=t, node_features=vel)]))["node_vectors"]
+
+    out, swapped = run(model, types), run(model, 1 - types)
+    assert (out - swapped).abs().max() <= 1e-12 and out.abs().max() > 1e-3
+    # the same weights without the symmetry are not invariant; with it, the output is their group average
+    assert (run(plain, types) - run(plain, 1 - types)).abs().max() > 1e-4
+    assert (out - 0.5 * (run(plain, types) + run(plain, 1 - types))).abs().max() <= 1e-12
+
+    def fn(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return model(collate([AtomsGraph(pos=p, atom_types=types, node_features=v)]))["node_vectors"]
+
+    errors = equivariance_error(fn, [pos, vel], [CARTESIAN_POINTS, "1x1o"], "1o", trials=2, generator=g)
+    assert max(errors.values()) <= 1e-10, errors
+    assert ESCN(**model.config).config["type_permutations"] == [[1, 0]]
+
+
+def test_type_permutations_average_energy_offsets():
+    model = _model(type_permutations=[[1, 0, 2]])
+    model.set_atom_energies(torch.tensor([1.0, 3.0, -2.0]))
+    pos, types = _molecule(6, seed=7, num_types=3)
+    e = model(collate([AtomsGraph(pos=pos, atom_types=types)]), compute_forces=False)["energy"]
+    swapped = torch.tensor([1, 0, 2])[types]
+    e_swapped = model(collate([AtomsGraph(pos=pos, atom_types=swapped)]), compute_forces=False)["energy"]
+    assert (e - e_swapped).abs().max() <= 1e-12
+
+
+@pytest.mark.parametrize(
+    "perms, error, message",
+    [
+        ([[0, 0, 1]], ValueError, "not a permutation"),
+        ([[1, 2, 0]], ValueError, "form a group"),  # a 3-cycle without its square
+        ("10", TypeError, "list of permutations"),
+        ([[1.0, 0.0, 2.0]], TypeError, "lists of ints"),
+    ],
+)
+def test_type_permutations_bad_input(perms, error, message):
+    with pytest.raises(error, match=message):
+        _model(type_permutations=perms)

@@ -200,6 +200,27 @@ def _check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
+def _type_group(perms: Sequence[Sequence[int]], num_types: int) -> list[list[int]]:
+    """Validate ``type_permutations``: the identity followed by the given relabellings, closed under composition."""
+    if isinstance(perms, (str, bytes)):
+        raise TypeError(f"type_permutations must be a list of permutations, got {perms!r}")
+    identity = list(range(num_types))
+    group = [identity]
+    for g in perms:
+        if isinstance(g, (str, bytes)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in g):
+            raise TypeError(f"type_permutations entries must be lists of ints, got {g!r}")
+        g = list(g)
+        if sorted(g) != identity:
+            raise ValueError(f"type_permutations entry {g} is not a permutation of the types 0..{num_types - 1}")
+        if g not in group:
+            group.append(g)
+    for a in group:
+        for b in group:
+            if [a[t] for t in b] not in group:
+                raise ValueError(f"type_permutations with the identity must form a group: {a} after {b} is missing")
+    return group
+
+
 class ESCN(nn.Module):
     """eSCN network for energies/forces/stress or per-node vectors.
 
@@ -239,6 +260,11 @@ class ESCN(nn.Module):
             ``logit_a = s + p``, ``logit_b = s - p``, so a reflection swaps the two predictions exactly.
             Needs ``pseudo=True``.
         energy_scale, energy_shift: per-atom energy = scale * network output + shift + learned per-type offset.
+        type_permutations: an exact symmetry of the task under relabelling atom types, e.g. ``[[1, 0]]`` when
+            swapping types 0 and 1 changes nothing (the charged n-body system with all charges negated). Each
+            entry maps type ``t`` to ``perm[t]``; with the identity they must form a group. The node features
+            (and the per-type energy offsets) are averaged over the group, so every output is exactly invariant
+            under these relabellings; the cost is one pass through the network per group element.
 
     ``forward(batch, compute_forces=True, compute_stress=False)`` returns a dict with ``"energy"`` (B,),
     ``"forces"`` (N, 3), ``"stress"`` (B, 3, 3), ``"node_vectors"`` (N, 3), ``"graph_outputs"`` (B, dim) as
@@ -271,6 +297,7 @@ class ESCN(nn.Module):
         mirror_pairs: Sequence[Sequence[int]] = (),
         energy_scale: float = 1.0,
         energy_shift: float = 0.0,
+        type_permutations: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__()
         _check_int("num_atom_types", num_atom_types, 1)
@@ -309,6 +336,7 @@ class ESCN(nn.Module):
                 raise ValueError("mirror_pairs need pseudo-scalars: set pseudo=True")
         elif pairs:
             raise ValueError("mirror_pairs given without num_classes")
+        group = _type_group(type_permutations, num_atom_types)
         if not isinstance(energy_scale, (int, float)) or not isinstance(energy_shift, (int, float)):
             raise TypeError("energy_scale and energy_shift must be numbers")
         self.config: dict[str, Any] = dict(
@@ -320,6 +348,7 @@ class ESCN(nn.Module):
             avg_num_neighbors=float(avg_num_neighbors), pseudo=bool(pseudo), node_input_irreps=node_input_irreps,
             outputs=list(outputs), graph_output_irreps=graph_output_irreps,
             num_classes=num_classes, mirror_pairs=[list(pr) for pr in pairs], energy_scale=float(energy_scale), energy_shift=float(energy_shift),
+            type_permutations=[list(g) for g in group[1:]],
         )
         self.num_atom_types = num_atom_types
         self.cutoff = float(cutoff)
@@ -328,6 +357,8 @@ class ESCN(nn.Module):
         self.energy_shift = float(energy_shift)
         self.irreps = node_irreps(channels, lmax, pseudo)
         self.channels = channels
+        # (|G|, num_atom_types) relabellings, identity first
+        self.register_buffer("_type_group", torch.tensor(group, dtype=torch.long), persistent=False)
         self.type_embedding = nn.Embedding(num_atom_types, channels)
         self.edge_type_embedding = nn.Embedding(num_atom_types, type_embedding_dim)
         self.radial_basis_name = radial_basis
@@ -408,10 +439,21 @@ class ESCN(nn.Module):
                 raise ValueError("batch.cell has a cell with (near) zero volume")
 
     # ------------------------------------------------------------------ forward
+    def _types(self, batch: Batch, n: int, device: torch.device) -> Tensor:
+        return batch.atom_types if batch.atom_types is not None else torch.zeros(n, dtype=torch.long, device=device)
+
     def node_features(self, batch: Batch, pos: Tensor, cell: Tensor | None) -> Tensor:
-        """Final node features (N, irreps.dim) for the given (possibly strained) positions and cells."""
+        """Final node features (N, irreps.dim) for the given (possibly strained) positions and cells
+        (averaged over ``type_permutations`` when given)."""
+        types = self._types(batch, pos.shape[0], pos.device)
+        if self._type_group.shape[0] == 1:
+            return self._node_features(batch, pos, cell, types)
+        x = sum(self._node_features(batch, pos, cell, g[types]) for g in self._type_group)
+        return x / self._type_group.shape[0]
+
+    def _node_features(self, batch: Batch, pos: Tensor, cell: Tensor | None, types: Tensor) -> Tensor:
+        """One pass of the network with the given atom types (N,)."""
         N = pos.shape[0]
-        types = batch.atom_types if batch.atom_types is not None else torch.zeros(N, dtype=torch.long, device=pos.device)
         x = pos.new_zeros(N, self.irreps.dim)
         x[:, : self.channels] = self.type_embedding(types).to(pos.dtype)
         if self.node_input is not None:
@@ -476,9 +518,10 @@ class ESCN(nn.Module):
                 cell = cell + torch.bmm(cell, sym)
             x = self.node_features(batch, pos, cell)
             if want_energy:
-                types = batch.atom_types if batch.atom_types is not None else torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+                types = self._types(batch, x.shape[0], x.device)
                 e_atom = self.energy_head(x[:, : self.channels])[:, 0] * self.energy_scale + self.energy_shift
-                e_atom = e_atom + self.atom_energy(types)[:, 0].to(x.dtype)
+                offsets = self.atom_energy.weight[:, 0].to(x.dtype)[self._type_group].mean(dim=0)  # group-averaged per type
+                e_atom = e_atom + offsets[types]
                 energy = x.new_zeros(batch.num_graphs).index_add_(0, batch.batch, e_atom)
                 out["energy"] = energy
                 inputs = ([pos] if compute_forces else []) + ([strain] if compute_stress else [])
