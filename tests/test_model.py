@@ -363,6 +363,22 @@ def test_type_permutations_make_outputs_exactly_invariant():
     assert ESCN(**model.config).config["type_permutations"] == [[1, 0]]
 
 
+def test_type_average_in_eval_mode_only():
+    kw = dict(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1, type_permutations=[[1, 0]])
+    model = _model(**kw, type_average_in_training=False)
+    plain = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1)
+    g = torch.Generator().manual_seed(6)
+    batch = collate([AtomsGraph(pos=torch.randn(5, 3, generator=g), atom_types=torch.tensor([0, 1, 1, 0, 1]),
+                                node_features=torch.randn(5, 3, generator=g))])
+    flipped = collate([AtomsGraph(pos=batch.pos, atom_types=1 - batch.atom_types, node_features=batch.node_features)])
+    model.train(), plain.train()
+    assert (model(batch)["node_vectors"] - plain(batch)["node_vectors"]).abs().max() <= 1e-12  # one pass
+    model.eval()
+    assert (model(batch)["node_vectors"] - model(flipped)["node_vectors"]).abs().max() <= 1e-12  # averaged
+    with pytest.raises(TypeError, match="type_average_in_training"):
+        _model(**kw, type_average_in_training=1)
+
+
 def test_type_permutations_average_energy_offsets():
     model = _model(type_permutations=[[1, 0, 2]])
     model.set_atom_energies(torch.tensor([1.0, 3.0, -2.0]))

@@ -265,6 +265,10 @@ class ESCN(nn.Module):
             entry maps type ``t`` to ``perm[t]``; with the identity they must form a group. The node features
             (and the per-type energy offsets) are averaged over the group, so every output is exactly invariant
             under these relabellings; the cost is one pass through the network per group element.
+        type_average_in_training: with False, the average is taken in eval mode only and training runs one
+            pass on the given types, for training on the relabelled copies of the data instead (data
+            augmentation: as many optimiser steps per pass through the network; then the eval-mode model
+            that validation, checkpoint selection and prediction use is still exactly invariant).
 
     ``forward(batch, compute_forces=True, compute_stress=False)`` returns a dict with ``"energy"`` (B,),
     ``"forces"`` (N, 3), ``"stress"`` (B, 3, 3), ``"node_vectors"`` (N, 3), ``"graph_outputs"`` (B, dim) as
@@ -298,6 +302,7 @@ class ESCN(nn.Module):
         energy_scale: float = 1.0,
         energy_shift: float = 0.0,
         type_permutations: Sequence[Sequence[int]] = (),
+        type_average_in_training: bool = True,
     ) -> None:
         super().__init__()
         _check_int("num_atom_types", num_atom_types, 1)
@@ -337,6 +342,8 @@ class ESCN(nn.Module):
         elif pairs:
             raise ValueError("mirror_pairs given without num_classes")
         group = _type_group(type_permutations, num_atom_types)
+        if not isinstance(type_average_in_training, bool):
+            raise TypeError(f"type_average_in_training must be a bool, got {type(type_average_in_training).__name__}")
         if not isinstance(energy_scale, (int, float)) or not isinstance(energy_shift, (int, float)):
             raise TypeError("energy_scale and energy_shift must be numbers")
         self.config: dict[str, Any] = dict(
@@ -348,8 +355,9 @@ class ESCN(nn.Module):
             avg_num_neighbors=float(avg_num_neighbors), pseudo=bool(pseudo), node_input_irreps=node_input_irreps,
             outputs=list(outputs), graph_output_irreps=graph_output_irreps,
             num_classes=num_classes, mirror_pairs=[list(pr) for pr in pairs], energy_scale=float(energy_scale), energy_shift=float(energy_shift),
-            type_permutations=[list(g) for g in group[1:]],
+            type_permutations=[list(g) for g in group[1:]], type_average_in_training=type_average_in_training,
         )
+        self.type_average_in_training = type_average_in_training
         self.num_atom_types = num_atom_types
         self.cutoff = float(cutoff)
         self.outputs = tuple(outputs)
@@ -446,7 +454,7 @@ class ESCN(nn.Module):
         """Final node features (N, irreps.dim) for the given (possibly strained) positions and cells
         (averaged over ``type_permutations`` when given)."""
         types = self._types(batch, pos.shape[0], pos.device)
-        if self._type_group.shape[0] == 1:
+        if self._type_group.shape[0] == 1 or (self.training and not self.type_average_in_training):
             return self._node_features(batch, pos, cell, types)
         x = sum(self._node_features(batch, pos, cell, g[types]) for g in self._type_group)
         return x / self._type_group.shape[0]
@@ -520,7 +528,8 @@ class ESCN(nn.Module):
             if want_energy:
                 types = self._types(batch, x.shape[0], x.device)
                 e_atom = self.energy_head(x[:, : self.channels])[:, 0] * self.energy_scale + self.energy_shift
-                offsets = self.atom_energy.weight[:, 0].to(x.dtype)[self._type_group].mean(dim=0)  # group-averaged per type
+                group = self._type_group if not self.training or self.type_average_in_training else self._type_group[:1]
+                offsets = self.atom_energy.weight[:, 0].to(x.dtype)[group].mean(dim=0)  # group-averaged per type
                 e_atom = e_atom + offsets[types]
                 energy = x.new_zeros(batch.num_graphs).index_add_(0, batch.batch, e_atom)
                 out["energy"] = energy
