@@ -1,7 +1,7 @@
 """Charged 5-body system (EGNN protocol): predict positions 1,000 steps ahead; test MSE vs published models.
 
-    python examples/nbody.py                      # small default: 29 s of training on 2 CPU cores (test MSE 0.0144)
-    python examples/nbody.py --config examples/configs/nbody.toml   # the budgeted run (20 min, test MSE 0.0082)
+    python examples/nbody.py                      # small default: 24 s of training on 2 CPU cores (test MSE 0.0138)
+    python examples/nbody.py --config examples/configs/nbody.toml   # the budgeted run (about 11 min, test MSE 0.0070)
 
 Trains with the engine (``escn.train``) on :func:`escn.datasets.nbody.nbody_task_graphs`, then evaluates the
 best-validation weights on the test split and prints the MSE next to the published numbers. After training,
