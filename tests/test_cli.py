@@ -8,11 +8,14 @@ import importlib.util
 import io
 import json
 import math
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
 from escn.bench.scaling import METHODS, default_methods
 from escn.cli import main
@@ -77,6 +80,8 @@ def test_bench_json_numeric(tiny_run):
     assert ran and all(r["so2_gflops"] > 0 and r["so2_stage_gflop"] > 0 for r in ran)
     # per-edge weights are memory-bound: GB/s and the weight-traffic floor for them, not for shared weights
     assert data["meta"]["copy_bandwidth_gbs"] > 0
+    if os.path.exists("/proc/stat"):  # cores other processes kept busy, from CPU-time counters
+        assert isinstance(data["meta"]["other_cores"], float) and data["meta"]["other_cores"] >= 0
     for r in ran:
         per_edge = r["method"].startswith("so2_equal")
         assert (r["so2_gbs"] is not None and r["so2_gbs"] > 0) == per_edge, r
@@ -137,3 +142,18 @@ def test_bench_yardstick_formulas():
     E = 10
     assert so2_stage_flops(layer, E) == 2 * E * (1 * 3 * 2 + 2 * 1 * 1)
     assert so2_stage_bytes(layer, E, 4) == 4 * (E * 6 + E * 1 * (3 + 2) + E * 1 + E * 2 * (1 + 1))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc/stat")
+def test_cpu_seconds_count_this_process():
+    from escn.bench.scaling import _cpu_seconds
+
+    before = _cpu_seconds()
+    x = torch.randn(256, 256)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.2:
+        x = x @ x.T / 256
+    after = _cpu_seconds()
+    busy, own, wall = (b - a for a, b in zip(before, after))
+    assert wall >= 0.2 and own >= 0.1  # the loop's own CPU time is seen
+    assert busy >= 0.5 * own  # the machine-wide counter includes this process (tick granularity allowed)

@@ -126,11 +126,17 @@ def header_lines(result: SweepResult) -> list[str]:
         + ("on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off")
         + " for every method (THP_MEM_ALLOC_ENABLE)",
     ]
+    warning = "  -- WARNING: other processes were using the CPU; timings are unreliable"
+    if result.other_cores is not None:
+        lines.append(f"other processes kept {result.other_cores:.2f} cores busy on average during the sweep"
+                     + (warning if result.other_cores > 0.25 else ""))
     if result.load_avg is not None:
         start, end = result.load_avg
-        busy = start > 0.5 or end > result.num_threads + 0.5  # the sweep itself adds about num_threads
+        # without the CPU-time measurement, fall back on the load average (it lags: it still counts a
+        # program that exited up to a minute before the sweep)
+        busy = result.other_cores is None and (start > 0.5 or end > result.num_threads + 0.5)
         lines.append(f"load average (1 min) at start/end: {result.load_avg[0]:.2f} / {result.load_avg[1]:.2f}"
-                     + ("  -- WARNING: other processes were using the CPU; timings are unreliable" if busy else ""))
+                     + (warning if busy else ""))
     return lines
 
 
@@ -164,7 +170,7 @@ def _meta(result: SweepResult) -> dict:
         "copy_bandwidth_gbs": result.copy_gbs,
         "wall_seconds": result.wall_seconds, "torch": result.torch_version, "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "load_avg_start_end": result.load_avg,
+        "load_avg_start_end": result.load_avg, "other_cores": result.other_cores,
         "memory_method": "rise of VmHWM over VmRSS during the warm-up fwd+bwd (clear_refs reset, after malloc_trim)",
     }
 

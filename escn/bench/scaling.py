@@ -160,6 +160,7 @@ class SweepResult:
     torch_version: str = torch.__version__
     num_threads: int = 1
     load_avg: tuple[float, float] | None = None  # 1-minute load average at the start and the end
+    other_cores: float | None = None  # mean cores kept busy by other processes during the sweep (Linux)
 
 
 # --------------------------------------------------------------------------- memory
@@ -536,6 +537,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
     """Run every (L, method) configuration of ``cfg``; ``progress(done, total, label)`` after each one."""
     start = time.perf_counter()
     load_start = _load_average()
+    cpu_start = _cpu_seconds()
     torch.set_num_threads(cfg.threads)
     graph = make_graph(cfg.nodes, cfg.radius, cfg.dtype, cfg.seed)
     if graph.num_edges == 0:
@@ -563,9 +565,33 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
     rows.sort(key=lambda r: (r.L, order.get(r.method, len(order))))
     add_ratios(rows)
     load_end = _load_average()
+    cpu_end = _cpu_seconds()
+    other = None
+    if cpu_start is not None and cpu_end is not None and cpu_end[2] > cpu_start[2]:
+        busy, own, wall = (b - a for a, b in zip(cpu_start, cpu_end))
+        other = max(0.0, (busy - own) / wall)
     load = (load_start, load_end) if load_start is not None and load_end is not None else None
     return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, bandwidth, time.perf_counter() - start,
-                       num_threads=torch.get_num_threads(), load_avg=load)
+                       num_threads=torch.get_num_threads(), load_avg=load, other_cores=other)
+
+
+def _cpu_seconds() -> tuple[float, float, float] | None:
+    """(CPU seconds all processes have been busy, from /proc/stat; CPU seconds of this process, all threads;
+    wall seconds). Differences over the sweep give the cores other processes kept busy, which unlike the
+    1-minute load average does not still count a program that has just exited."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 8:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in fields[1:8])
+    steal = int(fields[8]) if len(fields) > 8 else 0
+    busy = (user + nice + system + irq + softirq + steal) / ticks
+    t = os.times()
+    return busy, t.user + t.system, time.perf_counter()
 
 
 def _load_average() -> float | None:
