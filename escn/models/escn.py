@@ -450,14 +450,20 @@ class ESCN(nn.Module):
     def _types(self, batch: Batch, n: int, device: torch.device) -> Tensor:
         return batch.atom_types if batch.atom_types is not None else torch.zeros(n, dtype=torch.long, device=device)
 
+    def _active_type_group(self) -> Tensor:
+        """The relabellings averaged over in the current mode, (|G|, num_atom_types), identity first."""
+        if self.training and not self.type_average_in_training:
+            return self._type_group[:1]
+        return self._type_group
+
     def node_features(self, batch: Batch, pos: Tensor, cell: Tensor | None) -> Tensor:
         """Final node features (N, irreps.dim) for the given (possibly strained) positions and cells
         (averaged over ``type_permutations`` when given)."""
         types = self._types(batch, pos.shape[0], pos.device)
-        if self._type_group.shape[0] == 1 or (self.training and not self.type_average_in_training):
+        group = self._active_type_group()
+        if group.shape[0] == 1:
             return self._node_features(batch, pos, cell, types)
-        x = sum(self._node_features(batch, pos, cell, g[types]) for g in self._type_group)
-        return x / self._type_group.shape[0]
+        return sum(self._node_features(batch, pos, cell, g[types]) for g in group) / group.shape[0]
 
     def _node_features(self, batch: Batch, pos: Tensor, cell: Tensor | None, types: Tensor) -> Tensor:
         """One pass of the network with the given atom types (N,)."""
@@ -528,8 +534,7 @@ class ESCN(nn.Module):
             if want_energy:
                 types = self._types(batch, x.shape[0], x.device)
                 e_atom = self.energy_head(x[:, : self.channels])[:, 0] * self.energy_scale + self.energy_shift
-                group = self._type_group if not self.training or self.type_average_in_training else self._type_group[:1]
-                offsets = self.atom_energy.weight[:, 0].to(x.dtype)[group].mean(dim=0)  # group-averaged per type
+                offsets = self.atom_energy.weight[:, 0].to(x.dtype)[self._active_type_group()].mean(dim=0)  # group-averaged
                 e_atom = e_atom + offsets[types]
                 energy = x.new_zeros(batch.num_graphs).index_add_(0, batch.batch, e_atom)
                 out["energy"] = energy
