@@ -379,8 +379,8 @@ class SO2Conv(nn.Module):
         """Index maps of the per-output-entry evaluation of TFN-layout per-edge weights (see ``_so2_by_output``).
 
         For output entry ``o`` with ``M_o = min(l_o, mmax) + 1`` orders and the paths ``p`` into it
-        (TFN order), ``X_o`` is stored transposed, ``(K_o, R_o)`` with ``K_o = sum_p mul_in(p)`` and
-        ``R_o = 2 M_o - 1``: entry ``((p, u), r)`` reads column ``_xidx{o}`` of the zero-padded rotated input
+        (TFN order), ``X_o`` is ``(R_o, K_o)`` with ``K_o = sum_p mul_in(p)`` and
+        ``R_o = 2 M_o - 1``: entry ``(r, (p, u))`` reads column ``_xidx{o}`` of the zero-padded rotated input
         times ``_xcoef{o}`` (sign of the class adjustment times the path's coefficient at that m; 0 where the
         path has no such m). ``y_o`` is ``(R_o, mul_out)``; ``_out_idx``/``_out_sign`` place every rotated
         output component."""
@@ -400,13 +400,13 @@ class SO2Conv(nn.Module):
             K = sum(paths[k].mul_in for k in ks)
             x_idx: list[int] = []
             x_coef: list[float] = []
-            for k in ks:
-                p = paths[k]
-                ir_in = self.irreps_in[p.i_in].ir
-                eps = ir_in.p * (-1) ** ir_in.l
-                for u in range(p.mul_in):
-                    for r in range(R):
-                        m, minus = (0, False) if r == 0 else ((r + 1) // 2, r % 2 == 0)
+            for r in range(R):  # row-major (r, (p, u)): X_o itself, so the backward's grad of X_o is contiguous
+                m, minus = (0, False) if r == 0 else ((r + 1) // 2, r % 2 == 0)
+                for k in ks:
+                    p = paths[k]
+                    ir_in = self.irreps_in[p.i_in].ir
+                    eps = ir_in.p * (-1) ** ir_in.l
+                    for u in range(p.mul_in):
                         if m >= len(path_coefs[k]):
                             x_idx.append(zero_slot)
                             x_coef.append(0.0)
@@ -555,8 +555,8 @@ class SO2Conv(nn.Module):
             if K == 0:
                 ys.append(rotated.new_zeros(E, R * mul_o))
                 continue
-            x_t = _take_columns(padded, getattr(self, f"_xidx{o}")).mul_(getattr(self, f"_xcoef{o}"))  # (E, K * R); in place: gather keeps no output for its backward
-            ys.append(torch.bmm(x_t.view(E, K, R).transpose(1, 2), w.view(E, K, mul_o)).reshape(E, R * mul_o))
+            x_o = _take_columns(padded, getattr(self, f"_xidx{o}")).mul_(getattr(self, f"_xcoef{o}"))  # (E, R * K); in place: gather keeps no output for its backward
+            ys.append(torch.bmm(x_o.view(E, R, K), w.view(E, K, mul_o)).reshape(E, R * mul_o))
         y = torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]
         return _take_columns(y, self._out_idx) * self._out_sign
 
