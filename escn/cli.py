@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-memory-gb", type=_positive_float, default=4.0, help="memory budget per configuration (default 4)")
     b.add_argument("--methods", type=_method_list, default=None, help="comma-separated subset of the methods (default: all available)")
     b.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed of graph, features and weights (default 0)")
+    b.add_argument("--allocator", choices=["system", "reuse"], default="system",
+                   help="system (default): the C library's malloc settings, under which large blocks are returned on "
+                        "free and page-faulted in afresh every iteration; reuse: keep freed memory for reuse, as a "
+                        "caching allocator does (escn.bench.allocator.reuse_freed_memory, glibc only): every method "
+                        "runs faster, peak memory reads higher")
     b.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
     b.set_defaults(func=_cmd_bench, subparser=b)
 
@@ -210,7 +215,8 @@ def _cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     ls = args.ls if args.ls is not None else list(range(1, (args.lmax or 8) + 1))
     cfg = SweepConfig(ls=ls, channels=args.channels, nodes=args.nodes, radius=args.radius, dtype=_DTYPES[args.dtype],
                       threads=args.threads, repeats=args.repeats, budget_seconds=args.budget_seconds,
-                      max_memory_gb=args.max_memory_gb, methods=methods, seed=args.seed)
+                      max_memory_gb=args.max_memory_gb, methods=methods, seed=args.seed,
+                      allocator=args.allocator)
     progress = None if args.no_progress else report.Progress()
     try:
         result = run_sweep(cfg, progress)

@@ -21,6 +21,7 @@ from escn.bench.scaling import METHODS, default_methods
 from escn.cli import main
 
 TINY = ["bench", "--ls", "1,2", "--nodes", "12", "--radius", "2.0", "--repeats", "1", "--channels", "2", "--no-progress"]
+GLIBC = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
 HAS_E3NN = importlib.util.find_spec("e3nn") is not None
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 
@@ -80,6 +81,7 @@ def test_bench_json_numeric(tiny_run):
     assert ran and all(r["so2_gflops"] > 0 and r["so2_stage_gflop"] > 0 for r in ran)
     # per-edge weights are memory-bound: GB/s and the weight-traffic floor for them, not for shared weights
     assert data["meta"]["copy_bandwidth_gbs"] > 0
+    assert data["meta"]["allocator"] == "system"
     if os.path.exists("/proc/stat"):  # cores other processes kept busy, from CPU-time counters
         assert isinstance(data["meta"]["other_cores"], float) and data["meta"]["other_cores"] >= 0
     for r in ran:
@@ -157,3 +159,47 @@ def test_cpu_seconds_count_this_process():
     busy, own, wall = (b - a for a, b in zip(before, after))
     assert wall >= 0.2 and own >= 0.1  # the loop's own CPU time is seen
     assert busy >= 0.5 * own  # the machine-wide counter includes this process (tick granularity allowed)
+
+
+_RSS_AFTER_FREE = """
+import sys, torch
+from escn.bench.allocator import reuse_freed_memory
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+ok = reuse_freed_memory() if sys.argv[1] == "reuse" else None
+base = rss()
+x = torch.ones(50_000_000)  # 200 MB, touched
+held = rss() - base
+del x
+print(ok, held, rss() - base)
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+@pytest.mark.parametrize("mode", ["reuse", "system"])
+def test_reuse_freed_memory_keeps_freed_blocks(mode):
+    """With reuse_freed_memory() a freed 200 MB tensor stays mapped to the process (the next one reuses its
+    pages); with the C library's defaults it goes back to the system at once."""
+    proc = subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE, mode], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "THP_MEM_ALLOC_ENABLE": "0"})
+    assert proc.returncode == 0, proc.stderr
+    ok, held, after = proc.stdout.split()
+    held, after = int(held), int(after)
+    assert held > 190e6
+    if mode == "reuse":
+        assert ok == "True" and after > 190e6
+    else:
+        assert after < 20e6
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+def test_bench_allocator_reuse(tmp_path):
+    # in a subprocess: the setting is process-wide
+    proc = subprocess.run([sys.executable, "-m", "escn", *TINY, "--methods", "so2_shared_mmax2", "--allocator", "reuse",
+                           "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "results.json").read_text())["meta"]["allocator"] == "reuse"
+    assert "freed memory kept for reuse" in proc.stdout

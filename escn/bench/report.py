@@ -122,9 +122,10 @@ def header_lines(result: SweepResult) -> list[str]:
         f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration; x tfn / x e3nn = fwd+bwd speed-up; "
         f"SO2 GF/s, GB/s = SO(2) matmul stage alone (%GEMM, %copy: of the yardsticks above; GB/s for "
         f"per-edge weights, which are memory-bound; above 100% the stage fits in cache)",
-        "allocator: transparent huge pages for large CPU tensors "
+        "allocator, the same for every method: transparent huge pages for large CPU tensors "
         + ("on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off")
-        + " for every method (THP_MEM_ALLOC_ENABLE)",
+        + " (THP_MEM_ALLOC_ENABLE); freed memory "
+        + ("kept for reuse (--allocator reuse)" if result.allocator == "reuse" else "returned to the system (--allocator system)"),
     ]
     warning = "  -- WARNING: other processes were using the CPU; timings are unreliable"
     if result.other_cores is not None:
@@ -170,7 +171,7 @@ def _meta(result: SweepResult) -> dict:
         "copy_bandwidth_gbs": result.copy_gbs,
         "wall_seconds": result.wall_seconds, "torch": result.torch_version, "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "load_avg_start_end": result.load_avg, "other_cores": result.other_cores,
+        "load_avg_start_end": result.load_avg, "other_cores": result.other_cores, "allocator": result.allocator,
         "memory_method": "rise of VmHWM over VmRSS during the warm-up fwd+bwd (clear_refs reset, after malloc_trim)",
     }
 

@@ -39,6 +39,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from escn.bench.allocator import reuse_freed_memory
 from escn.bench.blocks import (copy_bandwidth_gbs, gemm_gflops, has_torch_scatter, make_so2_stage, median_time, so2_stage_bytes,
                                so2_stage_flops)
 from escn.data import radius_graph
@@ -49,6 +50,7 @@ from escn.o3.irreps import Irreps
 Tensor = torch.Tensor
 
 #: Methods in table order.
+ALLOCATORS: tuple[str, ...] = ("reuse", "system")
 METHODS: tuple[str, ...] = ("so2_equal", "so2_shared_mmaxL", "so2_shared_mmax2", "tfn", "e3nn", "so2_equal_scatter")
 
 #: One-line description of every method (shown by ``escn bench --help``).
@@ -108,6 +110,7 @@ class SweepConfig:
     max_memory_gb: float = 4.0
     methods: list[str] = field(default_factory=default_methods)
     seed: int = 0
+    allocator: str = "system"  # "reuse": escn.bench.allocator.reuse_freed_memory() before the sweep; "system": as is
 
 
 @dataclass
@@ -161,6 +164,7 @@ class SweepResult:
     num_threads: int = 1
     load_avg: tuple[float, float] | None = None  # 1-minute load average at the start and the end
     other_cores: float | None = None  # mean cores kept busy by other processes during the sweep (Linux)
+    allocator: str = "system"  # what the sweep ran with: "reuse" (freed memory kept for reuse) or "system"
 
 
 # --------------------------------------------------------------------------- memory
@@ -535,6 +539,9 @@ def _free_memory() -> None:
 
 def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None = None) -> SweepResult:
     """Run every (L, method) configuration of ``cfg``; ``progress(done, total, label)`` after each one."""
+    if cfg.allocator not in ALLOCATORS:
+        raise ValueError(f"allocator must be one of {ALLOCATORS}, got {cfg.allocator!r}")
+    allocator = "reuse" if cfg.allocator == "reuse" and reuse_freed_memory() else "system"
     start = time.perf_counter()
     load_start = _load_average()
     cpu_start = _cpu_seconds()
@@ -572,7 +579,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
         other = max(0.0, (busy - own) / wall)
     load = (load_start, load_end) if load_start is not None and load_end is not None else None
     return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, bandwidth, time.perf_counter() - start,
-                       num_threads=torch.get_num_threads(), load_avg=load, other_cores=other)
+                       num_threads=torch.get_num_threads(), load_avg=load, other_cores=other, allocator=allocator)
 
 
 def _cpu_seconds() -> tuple[float, float, float] | None:
