@@ -450,3 +450,44 @@ def test_emt_without_ase_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ase", None)
     with pytest.raises(ImportError, match=r"pip install escn\[ase\]"):
         emt.generate_emt(use_cache=False)
+
+
+def test_nbody_velocity_centroid_inputs_are_e3_equivariant_and_predict(tmp_path):
+    from escn.models import ESCN
+    from escn.testing import equivariance_error
+
+    plain = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64)
+    cent = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64, inputs="velocity_centroid")
+    for g, h in zip(plain, cent):
+        assert h.node_features.shape == (5, 7)
+        assert torch.equal(h.node_features[:, 1:4], g.node_features)
+        assert torch.allclose(h.node_features[:, 0], g.node_features.norm(dim=1), rtol=0, atol=1e-15)
+        assert torch.allclose(h.node_features[:, 4:] + g.pos.mean(dim=0), g.pos, rtol=0, atol=1e-14)
+
+    def inputs(pos, vel):
+        g = nbody.nbody_graphs({"pos": pos[None], "vel": vel[None], "charges": torch.ones(1, 5), "target": pos[None]},
+                               dtype=torch.float64)
+        return nbody._node_inputs(g, "velocity_centroid")[0].node_features
+
+    g0 = cent[0]
+    errs = equivariance_error(inputs, [g0.pos, g0.node_attrs["vel"]], ["cartesian_points", "1o"], nbody.NODE_INPUTS["velocity_centroid"])
+    assert max(errs.values()) < 1e-12, errs
+
+    # a model taking these inputs predicts through the documented call, E(3)-equivariantly
+    torch.manual_seed(0)
+    model = ESCN(num_atom_types=2, lmax=1, mmax=1, channels=4, num_layers=1, cutoff=20.0,
+                 node_input_irreps="1x0e + 2x1o", outputs=["node_vectors"]).double()
+    d = nbody.load_nbody("train", 3, cache_dir=tmp_path)
+    q = torch.from_numpy(d["charges"])
+
+    def predict(pos, vel):
+        return torch.from_numpy(nbody.predict_positions(model, pos.numpy(), vel.numpy(), q.numpy()))
+
+    errs = equivariance_error(predict, [torch.from_numpy(d["pos"]), torch.from_numpy(d["vel"])], ["cartesian_points", "1o"],
+                              "cartesian_points")
+    assert max(errs.values()) < 1e-10, errs
+    with pytest.raises(ValueError, match="inputs"):
+        nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, inputs="centroid")
+    other = ESCN(num_atom_types=2, lmax=1, channels=4, num_layers=1, node_input_irreps="2x0e", outputs=["node_vectors"]).double()
+    with pytest.raises(ValueError, match="node inputs"):
+        nbody.predict_positions(other, d["pos"], d["vel"], d["charges"])

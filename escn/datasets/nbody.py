@@ -460,9 +460,10 @@ def nbody_task_graphs(
     cache_dir: Optional[PathLike] = None,
     dtype: Optional[torch.dtype] = None,
     charge_flip: bool = False,
+    inputs: str = "velocity",
 ) -> List[AtomsGraph]:
-    """The task as training items: :func:`nbody_graphs` of :func:`load_nbody` with the velocity as the node
-    input and the displacement as the node target.
+    """The task as training items: :func:`nbody_graphs` of :func:`load_nbody` with node inputs (the velocity,
+    by default) and the displacement as the node target.
 
     Args:
         split, num_traj, seed, cache_dir: as :func:`load_nbody`.
@@ -471,27 +472,46 @@ def nbody_task_graphs(
             The forces depend on charges only through products ``q_i q_j``, so the flipped system follows
             exactly the same path: an exact symmetry of the data that the atom-type embedding does not
             know, offered as augmentation of the training split.
+        inputs: the node inputs (:data:`NODE_INPUTS`): ``"velocity"`` (5, 3), irreps ``1x1o``; or
+            ``"velocity_centroid"`` (5, 7) = speed, velocity, position minus the system's centroid, irreps
+            ``1x0e + 2x1o`` (SEGNN's node inputs). All are invariant under translations.
 
     Returns:
-        B graphs (2B with ``charge_flip``) as :func:`nbody_graphs`, plus ``node_features`` (5, 3) = velocity
-        at frame 30 (irreps ``1x1o``) and ``node_attrs["node_vectors"]`` (5, 3) = frame-40 minus frame-30
+        B graphs (2B with ``charge_flip``) as :func:`nbody_graphs`, plus ``node_features`` as ``inputs`` says
+        (at frame 30) and ``node_attrs["node_vectors"]`` (5, 3) = frame-40 minus frame-30
         positions, the target of a model's ``"node_vectors"`` output (its MSE is the task's position MSE).
     """
     if not isinstance(charge_flip, bool):
         raise TypeError(f"charge_flip must be a bool, got {type(charge_flip).__name__}")
+    _check_inputs(inputs)
     data = load_nbody(split, num_traj, seed, cache_dir)
     if charge_flip:
         data = {k: np.concatenate([v, -v if k == "charges" else v]) for k, v in data.items() if k in ("pos", "vel", "charges", "target")}
-    graphs = _velocity_inputs(nbody_graphs(data, dtype=dtype))
+    graphs = _node_inputs(nbody_graphs(data, dtype=dtype), inputs)
     for g in graphs:
         g.node_attrs["node_vectors"] = g.node_attrs["target"] - g.pos
     return graphs
 
 
-def _velocity_inputs(graphs: List[AtomsGraph]) -> List[AtomsGraph]:
-    """Set each graph's ``node_features`` (5, 3) to its velocities (the model's ``1x1o`` node input)."""
+#: node input sets of :func:`nbody_task_graphs`: name -> irreps of ``node_features``
+NODE_INPUTS: Dict[str, str] = {"velocity": "1x1o", "velocity_centroid": "1x0e + 2x1o"}
+
+
+def _check_inputs(inputs: object) -> str:
+    if not isinstance(inputs, str) or inputs not in NODE_INPUTS:
+        raise ValueError(f"inputs must be one of {sorted(NODE_INPUTS)}, got {inputs!r}")
+    return inputs
+
+
+def _node_inputs(graphs: List[AtomsGraph], inputs: str = "velocity") -> List[AtomsGraph]:
+    """Set each graph's ``node_features`` to the input set ``inputs`` (see :func:`nbody_task_graphs`)."""
     for g in graphs:
-        g.node_features = g.node_attrs["vel"]
+        vel = g.node_attrs["vel"]
+        if inputs == "velocity":
+            g.node_features = vel
+        else:
+            centred = g.pos - g.pos.mean(dim=0, keepdim=True)
+            g.node_features = torch.cat([vel.norm(dim=1, keepdim=True), vel, centred], dim=1)
     return graphs
 
 
@@ -510,7 +530,8 @@ def predict_positions(
 
     Args:
         model: a model with a ``"node_vectors"`` output trained on :func:`nbody_task_graphs` (e.g. by
-            ``escn train examples/configs/nbody.toml``), or the path of its checkpoint.
+            ``escn train examples/configs/nbody.toml``), or the path of its checkpoint. Its node inputs are
+            the set of :data:`NODE_INPUTS` whose irreps match ``model.config["node_input_irreps"]``.
         pos: (B, 5, 3) positions; vel: (B, 5, 3) velocities; charges: (B, 5) with values +1 / -1.
         batch_size: systems per forward pass.
 
@@ -535,7 +556,11 @@ def predict_positions(
         raise ValueError("charges must be +1 or -1")
     dtype = next(model.parameters()).dtype
     data = {"pos": pos_a, "vel": vel_a, "charges": q, "target": pos_a}
-    graphs = _velocity_inputs(nbody_graphs(data, dtype=dtype))
+    irreps = str(getattr(model, "config", {}).get("node_input_irreps", "1x1o")).replace(" ", "")
+    names = [k for k, v in NODE_INPUTS.items() if v.replace(" ", "") == irreps]
+    if not names:
+        raise ValueError(f"the model takes node inputs {irreps!r}, none of the n-body input sets {NODE_INPUTS}")
+    graphs = _node_inputs(nbody_graphs(data, dtype=dtype), names[0])
     from ..data import collate
 
     out = []
