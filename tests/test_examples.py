@@ -40,7 +40,7 @@ def test_nbody_small_path_trains_evaluates_and_predicts(tmp_path, restore_thread
     metrics = _load("nbody").main(
         ["--train", "200", "--epochs", "5", "--test", "100", "--output-dir", str(tmp_path / "run"), "--no-progress"]
     )
-    # 40 short steps (200 trajectories and their charge-flipped copies, batch 50) already beat standing still
+    # 100 short steps (200 trajectories and their charge-flipped copies, batch 20) already beat standing still
     # (0.27); the example's docstring gives the small default's measured MSE
     assert metrics["test_mse"] < metrics["baseline_no_motion"]
     assert (tmp_path / "run" / "best.pt").exists()
