@@ -203,3 +203,17 @@ def test_bench_allocator_reuse(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["allocator"] == "reuse"
     assert "freed memory kept for reuse" in proc.stdout
+
+
+def test_bench_header_says_when_reuse_was_unavailable():
+    from escn.bench.report import header_lines
+    from escn.bench.scaling import SweepConfig, SweepResult
+
+    asked = SweepResult(SweepConfig(allocator="reuse"), [], 10, 1.0, 1.0, allocator="system")
+    assert any("unavailable" in ln and "returned to the system" in ln for ln in header_lines(asked))
+    got = SweepResult(SweepConfig(allocator="reuse"), [], 10, 1.0, 1.0, allocator="reuse")
+    assert not any("unavailable" in ln for ln in header_lines(got))
+    with pytest.raises(ValueError, match="allocator"):
+        from escn.bench.scaling import run_sweep
+
+        run_sweep(SweepConfig(allocator="jemalloc"))

@@ -125,7 +125,8 @@ def header_lines(result: SweepResult) -> list[str]:
         "allocator, the same for every method: transparent huge pages for large CPU tensors "
         + ("on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off")
         + " (THP_MEM_ALLOC_ENABLE); freed memory "
-        + ("kept for reuse (--allocator reuse)" if result.allocator == "reuse" else "returned to the system (--allocator system)"),
+        + ("kept for reuse (--allocator reuse)" if result.allocator == "reuse" else "returned to the system (--allocator system)")
+        + (" -- reuse was asked for but is unavailable here (needs glibc)" if c.allocator == "reuse" and result.allocator != "reuse" else ""),
     ]
     warning = "  -- WARNING: other processes were using the CPU; timings are unreliable"
     if result.other_cores is not None:

@@ -49,8 +49,9 @@ from escn.o3.irreps import Irreps
 
 Tensor = torch.Tensor
 
-#: Methods in table order.
+#: Values of ``SweepConfig.allocator`` (see :mod:`escn.bench.allocator`).
 ALLOCATORS: tuple[str, ...] = ("reuse", "system")
+#: Methods in table order.
 METHODS: tuple[str, ...] = ("so2_equal", "so2_shared_mmaxL", "so2_shared_mmax2", "tfn", "e3nn", "so2_equal_scatter")
 
 #: One-line description of every method (shown by ``escn bench --help``).
