@@ -351,17 +351,15 @@ def test_convolutions_with_no_edges_return_zeros():
         assert x.grad.abs().max() == 0.0
 
 
-def test_weight_column_regrouping_is_exact_and_differentiable_twice():
-    """The per-output regrouping of TFN-layout weights (one block copy per run of columns) is a permutation:
-    its parts hold exactly the planned columns, and its first and second derivatives pass gradcheck."""
-    from escn.nn.so2_conv import _ColumnRuns, _SplitColumnRuns
-
-    plan = _ColumnRuns([[(0, 4, 2), (2, 0, 1)], [], [(0, 1, 3), (3, 6, 1)]], total=7)
-    assert plan.sizes == [3, 0, 4]
-    x = torch.randn(5, 7, requires_grad=True)
-    a, empty, b = _SplitColumnRuns.apply(x, plan)
-    assert torch.equal(a, x[:, [4, 5, 0]]) and empty.shape == (5, 0) and torch.equal(b, x[:, [1, 2, 3, 6]])
-    assert torch.autograd.gradcheck(lambda t: _SplitColumnRuns.apply(t, plan), (x,))
-    assert torch.autograd.gradgradcheck(lambda t: _SplitColumnRuns.apply(t, plan), (x,))
-    with pytest.raises(ValueError, match="cover 6 columns, expected 7"):
-        _ColumnRuns([[(0, 0, 6)]], total=7)
+def test_tfn_weight_map_in_the_edge_frame_is_differentiable_twice():
+    """The per-output evaluation of TFN-layout weights (weight columns regrouped per output, one batched
+    matmul each) passes gradcheck and gradgradcheck w.r.t. both the edge-frame input and the weights, with
+    unequal multiplicities and an output entry that no path reaches."""
+    tfn = TFNConv("2x0e + 1x1o + 1x2e", "1x0e + 2x1o + 1x3o + 1x0o", lmax_filter=1)
+    layer = SO2Conv.from_tfn(tfn).double()
+    assert [len(ks) for ks in layer._paths_into][-1] == 0  # 0o: no path with filters up to l = 1 reaches it
+    g = torch.Generator().manual_seed(3)
+    rot = torch.randn(3, layer.rot_in.rot_dim, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(3, tfn.weight_numel, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(layer.frame_map, (rot, w))
+    assert torch.autograd.gradgradcheck(layer.frame_map, (rot, w))
