@@ -140,10 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="metrics of a training checkpoint on a data set",
                        description="Print MAE / RMSE per output key (and energy per atom) of a checkpoint's model "
                                    "(EMA weights unless --raw) on DATA: a torch.save'd list of AtomsGraph, an "
-                                   "ASE-readable file or 'package.module:function'.")
+                                   "ASE-readable file or 'package.module:function'. Without DATA: the training "
+                                   "config's validation source, its kwargs updated by --kwargs (e.g. --kwargs "
+                                   "'{\"split\": \"test\"}').")
     e.add_argument("checkpoint", help="checkpoint.pt / best.pt written by escn train")
-    e.add_argument("data", help="data file or 'package.module:function'")
-    e.add_argument("--kwargs", default=None, metavar="JSON", help="keyword arguments of a 'module:function' source")
+    e.add_argument("data", nargs="?", default=None,
+                   help="data file or 'package.module:function' (default: the training config's data.valid source)")
+    e.add_argument("--kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of a 'module:function' source (without DATA: updates data.valid's)")
     e.add_argument("--batch-size", type=_int_at_least(1), default=16, help="graphs per batch (default 16)")
     e.add_argument("--cutoff", type=_positive_float, default=None, help="radius-graph cutoff (default: the training one)")
     e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
@@ -198,7 +202,8 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(json.dumps({"num_items": n, **metrics}, indent=2))
     else:
         weights = "raw" if args.raw else "EMA (when kept)"
-        print(format_metrics_table(metrics, f"{args.checkpoint} on {args.data}: {n} structures, {weights} weights"))
+        where = args.data if args.data is not None else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else "")
+        print(format_metrics_table(metrics, f"{args.checkpoint} on {where}: {n} structures, {weights} weights"))
     return 0
 
 

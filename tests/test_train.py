@@ -424,6 +424,11 @@ def test_cli_train_evaluate_and_load(tmp_path, capsys):
                  "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["num_items"] == 5 and float(rows["energy"][0]) == pytest.approx(metrics["mae_energy"], rel=1e-3)
+    # without DATA: the config's validation source (n = 6, seed = 1), its kwargs updated by --kwargs
+    assert main(["evaluate", str(out / "checkpoint.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_items"] == 6
+    assert main(["evaluate", str(out / "checkpoint.pt"), "--kwargs", '{"seed": 9, "n": 5}', "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == metrics  # the same 5 items as the explicit source above
 
     model = load(out / "checkpoint.pt")
     assert not model.training and isinstance(model, PairPotential)
@@ -447,6 +452,14 @@ def test_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", str(tmp_path / "none.pt"), "x.pt"])
     assert e.value.code == 2 and "checkpoint" in capsys.readouterr().err
+    no_valid = base_config(tmp_path, epochs=1, output_dir=str(tmp_path / "nv"))
+    del no_valid["data"]["valid"]
+    (tmp_path / "nv.toml").write_text(_to_toml(no_valid))
+    assert main(["train", str(tmp_path / "nv.toml")]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", str(tmp_path / "nv" / "checkpoint.pt")])
+    assert e.value.code == 2 and "no data.valid source" in capsys.readouterr().err
     assert main(["demo", "--lmax", "1"]) == 0  # the older subcommands still work
 
 

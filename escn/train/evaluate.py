@@ -69,11 +69,14 @@ def evaluate_model(model: nn.Module, data: Sequence[AtomsGraph], terms: Mapping[
     return loss_fn.summarize(stats)
 
 
-def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, DataSource, Sequence[AtomsGraph]], *,
+def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, DataSource, Sequence[AtomsGraph], None] = None, *,
                         ema: bool = True, batch_size: int = 16, kwargs: Optional[Dict[str, Any]] = None,
                         cutoff: Optional[float] = None, device: str = "cpu") -> Tuple[Dict[str, float], int]:
     """Load a training checkpoint and evaluate it on ``data`` (a source spec or items).
 
+    With ``data=None`` the source is the training config's validation source (``data.valid``), its keyword
+    arguments updated by ``kwargs``: e.g. ``kwargs={"split": "test"}`` evaluates the test split with every
+    other setting (inputs, dtype, augmentation flags) as in validation.
     The cutoff defaults to the training config's; the keys are :func:`default_keys`.
 
     Returns:
@@ -87,6 +90,12 @@ def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, Da
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     config = TrainConfig.from_dict(ckpt["config"])
     model = load(checkpoint, map_location=device, ema=ema, checkpoint=ckpt)
+    if data is None:
+        valid = config.data.valid
+        if valid is None:
+            raise ValueError(f"no data given and the training config of {checkpoint} has no data.valid source to start from")
+        data = DataSource(source=valid.source, kwargs={**valid.kwargs, **(kwargs or {})})
+        kwargs = None
     if isinstance(data, (str, DataSource)):
         source = data if isinstance(data, DataSource) else DataSource(source=data, kwargs=dict(kwargs or {}))
         items = load_source(source, "evaluation data")
