@@ -478,7 +478,10 @@ class SO2Conv(nn.Module):
 
         Grouping by output (not path by path) gives E matmuls of (R_o x K_o) @ (K_o x mul_o) per output entry
         instead of E tiny (mul x mul) matmuls per path; the price is one regrouping copy of the weight columns
-        (and one in the backward)."""
+        (and one in the backward). Measured against it (C = 16, L = 4, fwd+bwd of this map): one batched matmul
+        over all (edge, path) blocks of the TFN tensor as it is, no regrouping, was 1.3x slower (the batched
+        GEMM's per-matrix cost dominates 16 x 16 blocks), and one block-sparse matrix per edge over all output
+        entries, in TFN column order, 1.7x slower (it holds 4-6x the entries of the per-output inputs)."""
         E = rotated.shape[0]
         padded = torch.cat([rotated, rotated.new_zeros(E, 1)], dim=1)
         # Regroup the weight columns per output with split + cat: cat copies row by row (each row of the source
