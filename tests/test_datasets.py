@@ -452,26 +452,29 @@ def test_emt_without_ase_says_how_to_install(monkeypatch):
         emt.generate_emt(use_cache=False)
 
 
-def test_nbody_velocity_centroid_inputs_are_e3_equivariant_and_predict(tmp_path):
+def test_nbody_speed_and_centroid_inputs_are_e3_equivariant_and_predict(tmp_path):
     from escn.models import ESCN
     from escn.testing import equivariance_error
 
     plain = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64)
     cent = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64, inputs="velocity_centroid")
-    for g, h in zip(plain, cent):
+    speed = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64, inputs="speed_velocity")
+    for g, h, v in zip(plain, cent, speed):
+        assert torch.equal(v.node_features, h.node_features[:, :4])  # speed, velocity
         assert h.node_features.shape == (5, 7)
         assert torch.equal(h.node_features[:, 1:4], g.node_features)
         assert torch.allclose(h.node_features[:, 0], g.node_features.norm(dim=1), rtol=0, atol=1e-15)
         assert torch.allclose(h.node_features[:, 4:] + g.pos.mean(dim=0), g.pos, rtol=0, atol=1e-14)
 
-    def inputs(pos, vel):
-        g = nbody.nbody_graphs({"pos": pos[None], "vel": vel[None], "charges": torch.ones(1, 5), "target": pos[None]},
-                               dtype=torch.float64)
-        return nbody._node_inputs(g, "velocity_centroid")[0].node_features
-
     g0 = cent[0]
-    errs = equivariance_error(inputs, [g0.pos, g0.node_attrs["vel"]], ["cartesian_points", "1o"], nbody.NODE_INPUTS["velocity_centroid"])
-    assert max(errs.values()) < 1e-12, errs
+    for name in ("speed_velocity", "velocity_centroid"):
+        def inputs(pos, vel, name=name):
+            g = nbody.nbody_graphs({"pos": pos[None], "vel": vel[None], "charges": torch.ones(1, 5), "target": pos[None]},
+                                   dtype=torch.float64)
+            return nbody._node_inputs(g, name)[0].node_features
+
+        errs = equivariance_error(inputs, [g0.pos, g0.node_attrs["vel"]], ["cartesian_points", "1o"], nbody.NODE_INPUTS[name])
+        assert max(errs.values()) < 1e-12, (name, errs)
 
     # a model taking these inputs predicts through the documented call, E(3)-equivariantly
     torch.manual_seed(0)

@@ -472,9 +472,12 @@ def nbody_task_graphs(
             The forces depend on charges only through products ``q_i q_j``, so the flipped system follows
             exactly the same path: an exact symmetry of the data that the atom-type embedding does not
             know, offered as augmentation of the training split.
-        inputs: the node inputs (:data:`NODE_INPUTS`): ``"velocity"`` (5, 3), irreps ``1x1o``; or
-            ``"velocity_centroid"`` (5, 7) = speed, velocity, position minus the system's centroid, irreps
-            ``1x0e + 2x1o`` (SEGNN's node inputs). All are invariant under translations.
+        inputs: the node inputs (:data:`NODE_INPUTS`): ``"velocity"`` (5, 3), irreps ``1x1o``;
+            ``"speed_velocity"`` (5, 4) = speed, velocity, irreps ``1x0e + 1x1o``; or ``"velocity_centroid"``
+            (5, 7) = speed, velocity, position minus the system's centroid, irreps ``1x0e + 2x1o`` (SEGNN's
+            node inputs). All are invariant under translations. The speed matters: escn's message blocks see
+            a node's velocity linearly, and their gates act only on its projections on the edge directions,
+            so ``|v|`` itself is only approximated inside the network.
 
     Returns:
         B graphs (2B with ``charge_flip``) as :func:`nbody_graphs`, plus ``node_features`` as ``inputs`` says
@@ -494,7 +497,7 @@ def nbody_task_graphs(
 
 
 #: node input sets of :func:`nbody_task_graphs`: name -> irreps of ``node_features``
-NODE_INPUTS: Dict[str, str] = {"velocity": "1x1o", "velocity_centroid": "1x0e + 2x1o"}
+NODE_INPUTS: Dict[str, str] = {"velocity": "1x1o", "speed_velocity": "1x0e + 1x1o", "velocity_centroid": "1x0e + 2x1o"}
 
 
 def _check_inputs(inputs: object) -> str:
@@ -509,6 +512,8 @@ def _node_inputs(graphs: List[AtomsGraph], inputs: str = "velocity") -> List[Ato
         vel = g.node_attrs["vel"]
         if inputs == "velocity":
             g.node_features = vel
+        elif inputs == "speed_velocity":
+            g.node_features = torch.cat([vel.norm(dim=1, keepdim=True), vel], dim=1)
         else:
             centred = g.pos - g.pos.mean(dim=0, keepdim=True)
             g.node_features = torch.cat([vel.norm(dim=1, keepdim=True), vel, centred], dim=1)
