@@ -1,7 +1,7 @@
 """Charged 5-body system (EGNN protocol): predict positions 1,000 steps ahead; test MSE vs published models.
 
-    python examples/nbody.py                      # small default: 40 s of training on 2 CPU cores (test MSE 0.0116)
-    python examples/nbody.py --config examples/configs/nbody.toml   # the budgeted run (about 11 min, test MSE 0.0059)
+    python examples/nbody.py                      # small default: about 45 s of training (test MSE 0.0108)
+    python examples/nbody.py --config examples/configs/nbody.toml   # the budgeted run (about 11 min, test MSE 0.0054)
 
 Trains with the engine (``escn.train``) on :func:`escn.datasets.nbody.nbody_task_graphs`, then evaluates the
 best-validation weights on the test split and prints the MSE next to the published numbers. After training,
@@ -55,17 +55,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--train", type=int, default=1000, help="training trajectories of the small default")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of the small default (each sees every trajectory twice: as drawn and charge-flipped)")
     parser.add_argument("--test", type=int, default=2000, help="test trajectories")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
     if args.config is None:
-        cfg: object = small_config(args.output_dir, args.train, args.epochs)
+        cfg = small_config(args.output_dir, args.train, args.epochs)
     else:
-        cfg = args.config
-    overrides = {"progress": False} if args.no_progress else {}
-    if isinstance(cfg, dict):
-        cfg.update(overrides)
+        cfg = load_config(args.config).to_dict()
+    if args.no_progress:
+        cfg["progress"] = False
+    if args.threads is not None:
+        cfg["threads"] = args.threads
     result = train(cfg, overwrite=True)
     train_seconds = time.perf_counter() - t0
 

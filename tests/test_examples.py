@@ -38,7 +38,8 @@ def test_tetris_reaches_full_accuracy_on_rotations_and_mirrors(restore_threads, 
 
 def test_nbody_small_path_trains_evaluates_and_predicts(tmp_path, restore_threads, capsys):
     metrics = _load("nbody").main(
-        ["--train", "200", "--epochs", "5", "--test", "100", "--output-dir", str(tmp_path / "run"), "--no-progress"]
+        ["--train", "200", "--epochs", "5", "--test", "100", "--output-dir", str(tmp_path / "run"), "--no-progress",
+         "--threads", "1"]
     )
     # 100 short steps (200 trajectories and their charge-flipped copies, batch 20) already beat standing still
     # (0.27); the example's docstring gives the small default's measured MSE
@@ -46,6 +47,7 @@ def test_nbody_small_path_trains_evaluates_and_predicts(tmp_path, restore_thread
     assert (tmp_path / "run" / "best.pt").exists()
     out = capsys.readouterr().out
     assert "EGNN" in out and "escn (this run)" in out
+    assert torch.get_num_threads() == 1  # --threads reached the engine (restore_threads puts it back)
 
 
 def test_emt_small_path_trains_tests_and_runs_md(tmp_path, restore_threads, capsys):
