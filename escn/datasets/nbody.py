@@ -63,6 +63,7 @@ import torch
 
 from escn._util import check_int as _check_int
 from ..data.batch import AtomsGraph
+from ..o3.irreps import Irreps
 from ._cache import PathLike, cached_arrays
 
 __all__ = [
@@ -510,13 +511,10 @@ def _node_inputs(graphs: List[AtomsGraph], inputs: str = "velocity") -> List[Ato
     """Set each graph's ``node_features`` to the input set ``inputs`` (see :func:`nbody_task_graphs`)."""
     for g in graphs:
         vel = g.node_attrs["vel"]
-        if inputs == "velocity":
-            g.node_features = vel
-        elif inputs == "speed_velocity":
-            g.node_features = torch.cat([vel.norm(dim=1, keepdim=True), vel], dim=1)
-        else:
-            centred = g.pos - g.pos.mean(dim=0, keepdim=True)
-            g.node_features = torch.cat([vel.norm(dim=1, keepdim=True), vel, centred], dim=1)
+        parts = [vel] if inputs == "velocity" else [vel.norm(dim=1, keepdim=True), vel]
+        if inputs == "velocity_centroid":
+            parts.append(g.pos - g.pos.mean(dim=0, keepdim=True))
+        g.node_features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
     return graphs
 
 
@@ -561,10 +559,10 @@ def predict_positions(
         raise ValueError("charges must be +1 or -1")
     dtype = next(model.parameters()).dtype
     data = {"pos": pos_a, "vel": vel_a, "charges": q, "target": pos_a}
-    irreps = str(getattr(model, "config", {}).get("node_input_irreps", "1x1o")).replace(" ", "")
-    names = [k for k, v in NODE_INPUTS.items() if v.replace(" ", "") == irreps]
+    irreps = Irreps(getattr(model, "config", {}).get("node_input_irreps", "1x1o"))
+    names = [k for k, v in NODE_INPUTS.items() if Irreps(v) == irreps]
     if not names:
-        raise ValueError(f"the model takes node inputs {irreps!r}, none of the n-body input sets {NODE_INPUTS}")
+        raise ValueError(f"the model takes node inputs {irreps}, none of the n-body input sets {NODE_INPUTS}")
     graphs = _node_inputs(nbody_graphs(data, dtype=dtype), names[0])
     from ..data import collate
 
