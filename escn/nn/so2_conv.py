@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from escn import native as native_kernels
 from escn.nn._checks import check_conv_inputs
 from escn.nn.edge_rotation import PAD, EdgeRotation, component_order
 from escn.nn.tfn_conv import TFNConv, tfn_paths
@@ -213,6 +214,9 @@ class SO2Conv(nn.Module):
         shared_weights: if True the layer owns the weights and ``forward``'s ``weight`` argument is the
             per-edge radial modulation of shape (E, num_gates) (eSCN style).
         avg_num_neighbors: if given, divide the neighbour sum by ``sqrt(avg_num_neighbors)``.
+        native: with TFN-layout per-edge weights on the CPU (float32/float64), apply the edge-frame map with
+            the compiled kernel of :mod:`escn.native` when it is available (default); False: PyTorch ops only.
+            Both compute the same function; the attribute can be changed after construction.
 
     ``forward(x, edge_src, edge_dst, edge_vec, weight)``: ``x`` (N, irreps_in.dim), ``edge_src``/``edge_dst``
     (E,) int64, ``edge_vec`` (E, 3) = ``pos[dst] - pos[src]`` (nonzero), ``weight`` (E, weight_numel) —
@@ -227,6 +231,7 @@ class SO2Conv(nn.Module):
         lmax_filter: int | None = None,
         shared_weights: bool = False,
         avg_num_neighbors: float | None = None,
+        native: bool = True,
     ) -> None:
         super().__init__()
         self.irreps_in = Irreps(irreps_in)
@@ -248,6 +253,9 @@ class SO2Conv(nn.Module):
         self.lmax_filter = lmax_filter
         self.shared_weights = shared_weights
         self.avg_num_neighbors = avg_num_neighbors
+        if not isinstance(native, bool):
+            raise TypeError(f"native must be a bool, got {type(native).__name__}")
+        self.native = native
         self.layout = _Layout(self.irreps_in, self.irreps_out, mmax)
         L = self.layout
         dt = torch.get_default_dtype()
@@ -372,6 +380,38 @@ class SO2Conv(nn.Module):
         # TFN layout -> one contiguous weight block per output entry: the paths into it, in TFN order
         self._path_numels = [p.mul_in * p.mul_out for p in paths]
         self._paths_into = [[k for k, p in enumerate(paths) if p.i_out == o] for o in range(len(self.irreps_out))]
+        self._native_plan = self._build_native_plan()
+
+    def _build_native_plan(self) -> native_kernels.TFNFramePlan:
+        """Tables of the compiled edge-frame map (:mod:`escn.native.tfn_kernel`): buffers in (entry, m,
+        channel) order and, per TFN path, one term per nonzero of its edge-frame matrix ``M[k, i]``
+        (:meth:`_path_coefficient`) with ``|m| <= mmax`` on both sides."""
+        L = self.layout
+
+        def rows(irreps: Irreps, pos):
+            perm: list[int] = []
+            row: dict[tuple[int, int], int] = {}
+            for i, (mul, ir) in enumerate(irreps):
+                k = min(ir.l, self.mmax)
+                for m in range(-k, k + 1):
+                    row[(i, m)] = len(perm)
+                    perm += [pos(i, u, m) for u in range(mul)]
+            return perm, row
+
+        perm_in, row_in = rows(self.irreps_in, L.in_pos)
+        perm_out, row_out = rows(self.irreps_out, L.out_pos)
+        path_rows, terms = [], []
+        for p in self.tfn_paths:
+            C = wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64)[:, p.l_filter, :]  # (i, k)
+            M = (p.norm * math.sqrt(2 * p.l_filter + 1)) * C.T  # M[k, i]
+            ts = []
+            for k, i in (M.abs() > 1e-13).nonzero().tolist():
+                m_out, m_in = k - p.l_out, i - p.l_in
+                if abs(m_in) <= self.mmax and abs(m_out) <= self.mmax:
+                    ts.append((row_in[(p.i_in, m_in)], row_out[(p.i_out, m_out)], float(M[k, i])))
+            path_rows.append((p.offset, p.mul_in, p.mul_out))
+            terms.append(ts)
+        return native_kernels.make_plan(path_rows, terms, perm_in, perm_out)
 
     def _path_coefficient(self, p, m: int) -> float:
         """Entry of ``B_m`` produced by a unit weight on TFN path ``p`` (zero at m = 0 across classes).
@@ -426,11 +466,12 @@ class SO2Conv(nn.Module):
         return torch.cat([b.reshape(w.shape[0], -1) for b in self._tfn_to_stage_weights(w)], dim=1)
 
     @classmethod
-    def from_tfn(cls, tfn: TFNConv) -> "SO2Conv":
-        """An SO2Conv computing exactly ``tfn``'s function from TFN-layout per-edge weights."""
+    def from_tfn(cls, tfn: TFNConv, native: bool = True) -> "SO2Conv":
+        """An SO2Conv computing exactly ``tfn``'s function from TFN-layout per-edge weights (``native``: as in
+        the constructor)."""
         if not isinstance(tfn, TFNConv):
             raise TypeError(f"from_tfn expects a TFNConv, got {type(tfn).__name__}")
-        return cls(tfn.irreps_in, tfn.irreps_out, mmax=None, lmax_filter=tfn.lmax_filter, avg_num_neighbors=tfn.avg_num_neighbors)
+        return cls(tfn.irreps_in, tfn.irreps_out, mmax=None, lmax_filter=tfn.lmax_filter, avg_num_neighbors=tfn.avg_num_neighbors, native=native)
 
     def extra_repr(self) -> str:
         return (f"{self.irreps_in} -> {self.irreps_out}, lmax={self.lmax}, mmax={self.mmax}, "
@@ -472,6 +513,9 @@ class SO2Conv(nn.Module):
             return self._so2_by_output(rotated, weight)
         return self._so2(_take_columns(rotated, self._gather_idx) * self._gather_sign, weight)
 
+    def _use_native(self, rotated: Tensor, weight: Tensor) -> bool:
+        return self.native and native_kernels.supports(rotated, weight) and native_kernels.available()
+
     def _so2_by_output(self, rotated: Tensor, weight: Tensor) -> Tensor:
         """TFN-layout per-edge weights applied in the edge frame, one batched matmul per output entry.
         rotated: (E, rot_in_dim), weight: (E, n_tfn) -> (E, rot_out_dim).
@@ -482,6 +526,8 @@ class SO2Conv(nn.Module):
         over all (edge, path) blocks of the TFN tensor as it is, no regrouping, was 1.3x slower (the batched
         GEMM's per-matrix cost dominates 16 x 16 blocks), and one block-sparse matrix per edge over all output
         entries, in TFN column order, 1.7x slower (it holds 4-6x the entries of the per-output inputs)."""
+        if self._use_native(rotated, weight):
+            return native_kernels.tfn_frame_map(self._native_plan, rotated, weight)
         E = rotated.shape[0]
         padded = torch.cat([rotated, rotated.new_zeros(E, 1)], dim=1)
         # Regroup the weight columns per output with split + cat: cat copies row by row (each row of the source

@@ -1,0 +1,212 @@
+/* Body of tfn_frame_map.c for one real type (REAL), name suffix (SUFFIX) and tile width (VW values).
+ *
+ * The inner loops work on tiles of VW consecutive values held in a GCC/Clang vector (64 bytes). A chain of
+ * multiply-adds into one accumulator waits on each previous one, so each loop keeps four independent
+ * accumulators (four terms, or four rows of the weight block): groups with fewer than four members are
+ * padded with a zero input row and a scratch output row. A last partial tile (a multiplicity that is not a
+ * multiple of VW) takes plain loops. */
+
+typedef REAL CAT(vec, SUFFIX) __attribute__((vector_size(VW * sizeof(REAL))));
+#define VEC CAT(vec, SUFFIX)
+#define LOAD CAT(load, SUFFIX)
+#define ADD_TO CAT(add_to, SUFFIX)
+
+static inline VEC LOAD(const REAL *p) {
+    VEC v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* p[0:VW] += c * v */
+static inline void ADD_TO(REAL *p, REAL c, VEC v) {
+    VEC q = LOAD(p) + c * v;
+    memcpy(p, &q, sizeof q);
+}
+
+/* Four terms at once: y_j[v0 : v0 + n] += c_j * sum over u < k of a_j[u] * B[u * ldb + v0 + 0:n], j < 4. */
+static inline void CAT(rows_times_block, SUFFIX)(const REAL *const a[4], REAL *const y[4], const REAL c[4], int64_t k,
+                                                const REAL *restrict B, int64_t ldb, int64_t v0, int64_t n) {
+    if (n == VW) {
+        VEC s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        const REAL *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+        for (int64_t u = 0; u < k; ++u) {
+            const VEC b = LOAD(B + u * ldb + v0);
+            s0 += a0[u] * b;
+            s1 += a1[u] * b;
+            s2 += a2[u] * b;
+            s3 += a3[u] * b;
+        }
+        ADD_TO(y[0] + v0, c[0], s0);
+        ADD_TO(y[1] + v0, c[1], s1);
+        ADD_TO(y[2] + v0, c[2], s2);
+        ADD_TO(y[3] + v0, c[3], s3);
+    } else {
+        for (int j = 0; j < 4; ++j)
+            for (int64_t v = v0; v < v0 + n; ++v) {
+                REAL s = 0;
+                for (int64_t u = 0; u < k; ++u) s += a[j][u] * B[u * ldb + v];
+                y[j][v] += c[j] * s;
+            }
+    }
+}
+
+/* Ask for the cache lines of [p + PREFETCH_AHEAD, p + PREFETCH_AHEAD + n) ahead of use: the weights stream from
+ * memory once, and the hardware prefetcher alone left the loads waiting (measured: time = compute + transfer). */
+static inline void CAT(prefetch_ahead, SUFFIX)(const REAL *p, int64_t n) {
+    if (PREFETCH_AHEAD <= 0) return;
+    const char *c = (const char *)(p) + PREFETCH_AHEAD;
+    for (int64_t b = 0; b < n * (int64_t)sizeof(REAL); b += 64) __builtin_prefetch(c + b, 0, PREFETCH_LOCALITY);
+}
+
+/* Fill the four (input, output, coefficient) slots of the term group starting at t (before t1). */
+static inline void CAT(term_group, SUFFIX)(int64_t t, int64_t t1, const int64_t *restrict term,
+                                          const double *restrict coef, const REAL *in, REAL *out, const REAL *zero,
+                                          REAL *scratch, const REAL *a[4], REAL *y[4], REAL c[4]) {
+    for (int j = 0; j < 4; ++j) {
+        if (t + j < t1) {
+            a[j] = in + term[2 * (t + j)];
+            y[j] = out + term[2 * (t + j) + 1];
+            c[j] = (REAL)coef[t + j];
+        } else {
+            a[j] = zero;
+            y[j] = scratch;
+            c[j] = 0;
+        }
+    }
+}
+
+/* y[e] = map(x[e], w[e]) for e in [e0, e1). row_max: the largest multiplicity (length of a term's row).
+ * Returns 0, or -1 if a buffer could not be allocated. */
+int CAT(escn_tfn_forward, SUFFIX)(
+    int64_t e0, int64_t e1, int64_t n_paths, const int64_t *restrict path, const int64_t *restrict term,
+    const double *restrict coef, int64_t in_dim, const int64_t *restrict perm_in, int64_t out_dim,
+    const int64_t *restrict perm_out, const REAL *restrict x, int64_t ldx, const REAL *restrict w, int64_t ldw,
+    REAL *restrict y, int64_t ldy, int64_t row_max) {
+    const int64_t pad = row_max + VW;
+    REAL *xb = calloc((size_t)(in_dim + out_dim + 2 * pad), sizeof(REAL));
+    if (!xb) return -1;
+    REAL *yb = xb + in_dim, *zero = yb + out_dim, *scratch = zero + pad;
+    const REAL *a[4];
+    REAL *yr[4], c[4];
+    for (int64_t e = e0; e < e1; ++e) {
+        const REAL *xe = x + e * ldx;
+        const REAL *we = w + e * ldw;
+        for (int64_t k = 0; k < in_dim; ++k) xb[k] = xe[perm_in[k]];
+        memset(yb, 0, sizeof(REAL) * (size_t)out_dim);
+        for (int64_t p = 0; p < n_paths; ++p) {
+            const REAL *W = we + path[5 * p];
+            const int64_t mi = path[5 * p + 1], mo = path[5 * p + 2];
+            CAT(prefetch_ahead, SUFFIX)(W, mi * mo);
+            for (int64_t t = path[5 * p + 3]; t < path[5 * p + 4]; t += 4) {
+                CAT(term_group, SUFFIX)(t, path[5 * p + 4], term, coef, xb, yb, zero, scratch, a, yr, c);
+                for (int64_t v0 = 0; v0 < mo; v0 += VW)
+                    CAT(rows_times_block, SUFFIX)(a, yr, c, mi, W, mo, v0, mo - v0 < VW ? mo - v0 : VW);
+            }
+        }
+        REAL *ye = y + e * ldy;
+        for (int64_t k = 0; k < out_dim; ++k) ye[perm_out[k]] = yb[k];
+    }
+    free(xb);
+    return 0;
+}
+
+/* The two adjoints of the map, for e in [e0, e1), in one pass over the weights:
+ * gx[e] = (d map / d x)^T gy[e]   (if gx is not NULL; needs w)
+ * gw[e] = (d map / d w)^T gy[e]   (if gw is not NULL; needs x), written once, in the TFN layout of w.
+ * block_max: the largest mul_in * mul_out; n_terms_max: the most terms of one path; row_max: the largest
+ * multiplicity. */
+int CAT(escn_tfn_backward, SUFFIX)(
+    int64_t e0, int64_t e1, int64_t n_paths, const int64_t *restrict path, const int64_t *restrict term,
+    const double *restrict coef, int64_t in_dim, const int64_t *restrict perm_in, int64_t out_dim,
+    const int64_t *restrict perm_out, const REAL *restrict gy, int64_t ldgy, const REAL *restrict x, int64_t ldx,
+    const REAL *restrict w, int64_t ldw, REAL *restrict gx, int64_t ldgx, REAL *restrict gw, int64_t ldgw,
+    int64_t block_max, int64_t n_terms_max, int64_t row_max) {
+    const int64_t pad = row_max + VW;
+    const int64_t ntp = n_terms_max + 4;
+    REAL *buf = calloc((size_t)(2 * in_dim + out_dim + block_max + 4 * ntp + 2 * pad), sizeof(REAL));
+    const REAL **rows = malloc(sizeof(REAL *) * (size_t)ntp);
+    if (!buf || !rows) {
+        free(buf);
+        free(rows);
+        return -1;
+    }
+    REAL *xb = buf, *gxb = xb + in_dim, *gyb = gxb + in_dim, *wt = gyb + out_dim;
+    REAL *s = wt + block_max; /* s[j * ntp + k]: coefficient of term k times its x-row value at row u + j */
+    REAL *zero = s + 4 * ntp, *scratch = zero + pad;
+    const REAL *a[4];
+    REAL *gr[4], c[4];
+    for (int64_t e = e0; e < e1; ++e) {
+        const REAL *gye = gy + e * ldgy;
+        for (int64_t k = 0; k < out_dim; ++k) gyb[k] = gye[perm_out[k]];
+        if (gw) {
+            const REAL *xe = x + e * ldx;
+            for (int64_t k = 0; k < in_dim; ++k) xb[k] = xe[perm_in[k]];
+        }
+        if (gx) memset(gxb, 0, sizeof(REAL) * (size_t)in_dim);
+        for (int64_t p = 0; p < n_paths; ++p) {
+            const int64_t mi = path[5 * p + 1], mo = path[5 * p + 2];
+            const int64_t t0 = path[5 * p + 3], t1 = path[5 * p + 4];
+            if (gx && t1 > t0) {
+                /* gx row += c * W gy-row, i.e. gy-row times the transposed block: transpose it once */
+                const REAL *W = w + e * ldw + path[5 * p];
+                CAT(prefetch_ahead, SUFFIX)(W, mi * mo);
+                for (int64_t u = 0; u < mi; ++u)
+                    for (int64_t v = 0; v < mo; ++v) wt[v * mi + u] = W[u * mo + v];
+                for (int64_t t = t0; t < t1; t += 4) {
+                    CAT(term_group, SUFFIX)(t, t1, term, coef, NULL, NULL, zero, scratch, a, gr, c);
+                    for (int j = 0; j < 4 && t + j < t1; ++j) {  /* inputs are gy rows, outputs gx rows */
+                        a[j] = gyb + term[2 * (t + j) + 1];
+                        gr[j] = gxb + term[2 * (t + j)];
+                    }
+                    for (int64_t u0 = 0; u0 < mi; u0 += VW)
+                        CAT(rows_times_block, SUFFIX)(a, gr, c, mo, wt, mi, u0, mi - u0 < VW ? mi - u0 : VW);
+                }
+            }
+            if (gw) {
+                /* gw[u, :] = sum over terms k of (c_k x_k[u]) gy_k[:]: four rows u at once, each written once */
+                REAL *G = gw + e * ldgw + path[5 * p];
+                const int64_t nt = t1 - t0;
+                for (int64_t k = 0; k < nt; ++k) rows[k] = gyb + term[2 * (t0 + k) + 1];
+                for (int64_t u = 0; u < mi; u += 4) {
+                    const int64_t nu = mi - u < 4 ? mi - u : 4;
+                    for (int64_t j = 0; j < 4; ++j)
+                        for (int64_t k = 0; k < nt; ++k)
+                            s[j * ntp + k] = j < nu ? (REAL)coef[t0 + k] * xb[term[2 * (t0 + k)] + u + j] : 0;
+                    for (int64_t v0 = 0; v0 < mo; v0 += VW) {
+                        const int64_t n = mo - v0 < VW ? mo - v0 : VW;
+                        if (n == VW) {
+                            VEC q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0};
+                            for (int64_t k = 0; k < nt; ++k) {
+                                const VEC g = LOAD(rows[k] + v0);
+                                q0 += s[k] * g;
+                                q1 += s[ntp + k] * g;
+                                q2 += s[2 * ntp + k] * g;
+                                q3 += s[3 * ntp + k] * g;
+                            }
+                            const VEC q[4] = {q0, q1, q2, q3};
+                            for (int64_t j = 0; j < nu; ++j) memcpy(G + (u + j) * mo + v0, &q[j], sizeof(VEC));
+                        } else {
+                            for (int64_t j = 0; j < nu; ++j)
+                                for (int64_t v = v0; v < v0 + n; ++v) {
+                                    REAL q = 0;
+                                    for (int64_t k = 0; k < nt; ++k) q += s[j * ntp + k] * rows[k][v];
+                                    G[(u + j) * mo + v] = q;
+                                }
+                        }
+                    }
+                }
+            }
+        }
+        if (gx) {
+            REAL *gxe = gx + e * ldgx;
+            for (int64_t k = 0; k < in_dim; ++k) gxe[perm_in[k]] = gxb[k];
+        }
+    }
+    free(rows);
+    free(buf);
+    return 0;
+}
+
+#undef VEC
+#undef LOAD
+#undef ADD_TO

@@ -1,0 +1,205 @@
+"""The compiled edge-frame TFN map (escn.native): same numbers as the PyTorch evaluation, every derivative
+exact, float32 within its stated tolerance, and a clean fallback when the kernels cannot be built."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from escn import native
+from escn.native import build
+from escn.native import tfn_kernel
+from escn.nn import SO2Conv, TFNConv
+from escn.o3 import Irreps
+from escn.testing import CARTESIAN_POINTS, equivariance_error
+
+TOL = 1e-12
+
+CASES = [
+    # multiplicities below, at and above one 64-byte tile (16 float32 / 8 float64 values), mixed parities
+    ("8x0e + 4x0o + 8x1o + 4x1e + 2x2e", "3x0e + 2x0o + 2x1o + 2x1e + 1x2e + 1x2o", 4),
+    ("20x0e + 17x1o + 16x2e", "16x0e + 9x1o + 24x2e + 3x3o", 5),
+    ("1x6e + 1x5o + 1x3e", "1x6o + 1x4e + 1x0e + 1x2e", 6),  # small lmax_filter: few orders per path
+]
+
+
+@pytest.fixture(autouse=True)
+def _native_kernels():
+    """Every test here needs the kernels: skip without a C compiler, fail if one exists but the build fails."""
+    if not build.enabled():
+        pytest.skip("ESCN_NATIVE disables the compiled kernels")
+    if build.compiler() is None:
+        pytest.skip("no C compiler")
+    assert native.available(), native.unavailable_reason()
+
+
+def _layer(irreps_in: str, irreps_out: str, lmax_filter: int, dtype=torch.float64) -> SO2Conv:
+    """The layer's constants built in float64 (so the PyTorch evaluation is exact too), then cast."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        layer = SO2Conv.from_tfn(TFNConv(irreps_in, irreps_out, lmax_filter))
+    finally:
+        torch.set_default_dtype(old)
+    return layer.to(dtype)
+
+
+def _inputs(layer: SO2Conv, E: int, dtype=torch.float64, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    rot = torch.randn(E, layer.rot_in.rot_dim, dtype=dtype, generator=g, requires_grad=True)
+    w = torch.randn(E, layer.weight_numel, dtype=dtype, generator=g, requires_grad=True)
+    return rot, w
+
+
+@pytest.mark.parametrize("irreps_in, irreps_out, lmax_filter", CASES)
+def test_native_map_equals_torch_map_values_and_gradients(irreps_in, irreps_out, lmax_filter):
+    layer = _layer(irreps_in, irreps_out, lmax_filter)
+    rot, w = _inputs(layer, 300)  # more than one thread's chunk
+    assert layer._use_native(rot, w)
+    layer.native = False
+    ref = layer.frame_map(rot, w)
+    layer.native = True
+    got = layer.frame_map(rot, w)
+    assert ref.abs().max() > 0.1
+    assert (got - ref).abs().max() <= TOL * ref.abs().max()
+    cot = torch.randn_like(ref)
+    g_ref = torch.autograd.grad(ref, (rot, w), cot)
+    g_got = torch.autograd.grad(got, (rot, w), cot)
+    for name, a, b in zip(("input", "weight"), g_ref, g_got):
+        assert (a - b).abs().max() <= TOL * a.abs().max(), name
+
+
+def test_native_map_second_and_third_derivatives_equal_torch_map():
+    """Each backward of the kernel is again one of the three kernels: check up to third order."""
+    layer = _layer(*CASES[0])
+    rot, w = _inputs(layer, 40, seed=1)
+    probe1 = torch.randn(40, layer.rot_out.rot_dim, dtype=torch.float64)
+    probe2 = torch.randn_like(rot)
+    probe3 = torch.randn_like(w)
+    results = []
+    for use in (False, True):
+        layer.native = use
+        y = layer.frame_map(rot, w)
+        (gr, gw) = torch.autograd.grad((y * probe1).sum(), (rot, w), create_graph=True)
+        (g2r, g2w) = torch.autograd.grad((gr * probe2).sum() + (gw * w).sum(), (rot, w), create_graph=True)
+        third = torch.autograd.grad((g2r * probe2).sum() + (g2w * probe3).sum(), (rot, w), allow_unused=True)
+        results.append([gr, gw, g2r, g2w, *third])
+    for k, (a, b) in enumerate(zip(*results)):
+        assert a is not None and b is not None, k
+        assert (a - b).abs().max() <= TOL * max(a.abs().max(), 1.0), k
+
+
+def test_native_map_gradcheck_and_gradgradcheck():
+    layer = _layer("2x0e + 1x1o + 1x2e", "1x0e + 2x1o + 1x3o + 1x0o", 1)  # 0o: no path reaches it
+    rot, w = _inputs(layer, 3, seed=2)
+    assert torch.autograd.gradcheck(layer.frame_map, (rot, w))
+    assert torch.autograd.gradgradcheck(layer.frame_map, (rot, w))
+
+
+def test_native_layer_is_e3_equivariant():
+    """The whole from_tfn layer on the kernel path, through the shared checker (rotations, reflections)."""
+    irreps_in, irreps_out, lmax_filter = CASES[0]
+    layer = _layer(irreps_in, irreps_out, lmax_filter)
+    g = torch.Generator().manual_seed(4)
+    n, E = 12, 60
+    pos = torch.randn(n, 3, dtype=torch.float64, generator=g)
+    src = torch.randint(0, n, (E,), generator=g)
+    dst = (src + torch.randint(1, n, (E,), generator=g)) % n
+    w = torch.randn(E, layer.weight_numel, dtype=torch.float64, generator=g)
+    x = torch.randn(n, Irreps(irreps_in).dim, dtype=torch.float64, generator=g)
+
+    def f(x, pos):
+        return layer(x, src, dst, pos[dst] - pos[src], w)
+
+    assert layer._use_native(x, w)
+    errs = equivariance_error(f, [x, pos], [irreps_in, CARTESIAN_POINTS], irreps_out)
+    assert max(errs.values()) <= 1e-10, errs
+
+
+def test_native_float32_matches_float64_reference():
+    """float32 on the kernel path: measured max relative error about 1e-7 of the largest output; bar 2e-6."""
+    layer64 = _layer(*CASES[1])
+    layer32 = _layer(*CASES[1], dtype=torch.float32)
+    rot, w = _inputs(layer64, 200, seed=6)
+    ref = layer64.frame_map(rot, w)
+    got = layer32.frame_map(rot.float(), w.float())
+    assert got.dtype == torch.float32 and layer32._use_native(rot.float(), w.float())
+    assert (got.double() - ref).abs().max() <= 2e-6 * ref.abs().max()
+    cot = torch.randn_like(ref)
+    g_ref = torch.autograd.grad(ref, (rot, w), cot)
+    r32, w32 = rot.detach().float().requires_grad_(), w.detach().float().requires_grad_()
+    g32 = torch.autograd.grad(layer32.frame_map(r32, w32), (r32, w32), cot.float())
+    for a, b in zip(g_ref, g32):
+        assert (a - b.double()).abs().max() <= 2e-6 * a.abs().max()
+
+
+def test_native_map_is_the_same_on_one_and_two_threads():
+    layer = _layer(*CASES[1])
+    rot, w = _inputs(layer, 500, seed=7)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = layer.frame_map(rot, w)
+        torch.set_num_threads(2)
+        two = layer.frame_map(rot, w)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(one, two)  # each edge is computed by one thread, in the same order
+
+
+def test_native_map_takes_strided_weight_rows_and_empty_edge_sets():
+    layer = _layer(*CASES[0])
+    rot, w = _inputs(layer, 50, seed=8)
+    wide = torch.randn(50, layer.weight_numel + 7, dtype=torch.float64)
+    wide[:, 3:3 + layer.weight_numel] = w.detach()
+    view = wide[:, 3:3 + layer.weight_numel]  # row stride != width
+    assert (layer.frame_map(rot, view) - layer.frame_map(rot, w)).abs().max() == 0.0
+    empty = layer.frame_map(rot[:0], w[:0])
+    assert empty.shape == (0, layer.rot_out.rot_dim)
+
+
+def test_disabled_or_unbuildable_kernels_fall_back_to_torch_ops(monkeypatch, tmp_path):
+    layer = _layer(*CASES[0])
+    rot, w = _inputs(layer, 30, seed=9)
+    expected = layer.frame_map(rot, w)
+    monkeypatch.setenv("ESCN_NATIVE", "0")
+    assert not native.available() and not layer._use_native(rot, w)
+    assert native.unavailable_reason() == "disabled by ESCN_NATIVE"
+    assert (layer.frame_map(rot, w) - expected).abs().max() <= TOL * expected.abs().max()
+    monkeypatch.delenv("ESCN_NATIVE")
+    # a compiler that fails: a warning, then PyTorch ops
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_errors", {})
+    monkeypatch.setenv("ESCN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", "false")
+    with pytest.warns(RuntimeWarning, match="native kernels unavailable"):
+        assert not native.available()
+    assert "failed" in native.unavailable_reason()
+    assert (layer.frame_map(rot, w) - expected).abs().max() <= TOL * expected.abs().max()
+
+
+def test_build_is_cached_by_source_compiler_and_cpu(monkeypatch, tmp_path):
+    cc = build.compiler()
+    monkeypatch.setenv("ESCN_CACHE_DIR", str(tmp_path))
+    path = build.library_path(cc)
+    assert path.parent == tmp_path and path.suffix == ".so"
+    assert build.library_path(cc) == path
+    monkeypatch.setattr(build, "FLAGS", (*build.FLAGS, "-DPREFETCH_AHEAD=0"))
+    assert build.library_path(cc) != path
+    monkeypatch.setattr(build, "_loaded", {})
+    assert build.load() is not None
+    assert len(list(tmp_path.glob("*.so"))) == 1
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(TypeError, match="native must be a bool"):
+        SO2Conv.from_tfn(TFNConv("2x0e", "2x0e", 0), native=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="leaves the buffers"):
+        native.make_plan([(0, 2, 2)], [[(1, 0, 1.0)]], perm_in=[0, 1], perm_out=[0, 1])
+    with pytest.raises(ValueError, match="same length"):
+        native.make_plan([(0, 2, 2)], [], perm_in=[0, 1], perm_out=[0, 1])
+    layer = _layer(*CASES[0])
+    rot, w = _inputs(layer, 5)
+    with pytest.raises(ValueError, match=r"weight must have shape \(E, "):
+        tfn_kernel.tfn_frame_map(layer._native_plan, rot, w[:, :-1])
+    assert not native.supports(rot.float(), w) and not native.supports(rot.int(), w.int())
