@@ -66,7 +66,7 @@ def library_path(cc: str) -> Path:
         h.update((_HERE / name).read_bytes())
     h.update(" ".join((cc, *FLAGS)).encode())
     h.update(_cpu_signature().encode())
-    return cache_dir() / f"escn_tfn_frame_map-{h.hexdigest()[:20]}.so"
+    return cache_dir() / f"escn_native-{h.hexdigest()[:20]}.so"
 
 
 def _build(cc: str, target: Path) -> None:
@@ -74,7 +74,7 @@ def _build(cc: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [cc, *FLAGS, "-o", tmp, str(_HERE / SOURCES[0])]
+        cmd = [cc, *FLAGS, "-o", tmp, *(str(_HERE / s) for s in SOURCES if s.endswith(".c"))]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()}")
