@@ -128,6 +128,8 @@ def header_lines(result: SweepResult) -> list[str]:
         + ("kept for reuse (--allocator reuse)" if result.allocator == "reuse" else "returned to the system (--allocator system)")
         + (" -- reuse was asked for but is unavailable here (needs glibc)" if c.allocator == "reuse" and result.allocator != "reuse" else ""),
     ]
+    if result.native:
+        lines.append(f"so2_equal applies its TFN-layout weights with: {result.native} (ESCN_NATIVE=0: PyTorch ops)")
     warning = "  -- WARNING: other processes were using the CPU; timings are unreliable"
     if result.other_cores is not None:
         lines.append(f"other processes kept {result.other_cores:.2f} cores busy on average during the sweep"
@@ -173,6 +175,7 @@ def _meta(result: SweepResult) -> dict:
         "wall_seconds": result.wall_seconds, "torch": result.torch_version, "python": platform.python_version(),
         "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
         "load_avg_start_end": result.load_avg, "other_cores": result.other_cores, "allocator": result.allocator,
+        "so2_equal_weights": result.native,
         "memory_method": "rise of VmHWM over VmRSS during the warm-up fwd+bwd (clear_refs reset, after malloc_trim)",
     }
 

@@ -39,6 +39,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from escn import native
 from escn.bench.allocator import reuse_freed_memory
 from escn.bench.blocks import (copy_bandwidth_gbs, gemm_gflops, has_torch_scatter, make_so2_stage, median_time, so2_stage_bytes,
                                so2_stage_flops)
@@ -166,6 +167,7 @@ class SweepResult:
     load_avg: tuple[float, float] | None = None  # 1-minute load average at the start and the end
     other_cores: float | None = None  # mean cores kept busy by other processes during the sweep (Linux)
     allocator: str = "system"  # what the sweep ran with: "reuse" (freed memory kept for reuse) or "system"
+    native: str = ""  # how SO2Conv.from_tfn applied its weights: see native_status()
 
 
 # --------------------------------------------------------------------------- memory
@@ -538,6 +540,14 @@ def _free_memory() -> None:
     PeakRss._trim()
 
 
+def native_status() -> str:
+    """How TFN-layout per-edge weights are applied in the edge frame in this process: the compiled kernel of
+    :mod:`escn.native`, or PyTorch ops and why."""
+    if native.available():
+        return "compiled edge-frame kernel (escn.native)"
+    return f"PyTorch ops ({native.unavailable_reason()})"
+
+
 def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None = None) -> SweepResult:
     """Run every (L, method) configuration of ``cfg``; ``progress(done, total, label)`` after each one."""
     if cfg.allocator not in ALLOCATORS:
@@ -580,7 +590,8 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
         other = max(0.0, (busy - own) / wall)
     load = (load_start, load_end) if load_start is not None and load_end is not None else None
     return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, bandwidth, time.perf_counter() - start,
-                       num_threads=torch.get_num_threads(), load_avg=load, other_cores=other, allocator=allocator)
+                       num_threads=torch.get_num_threads(), load_avg=load, other_cores=other, allocator=allocator,
+                       native=native_status())
 
 
 def _cpu_seconds() -> tuple[float, float, float] | None:
