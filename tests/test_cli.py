@@ -150,6 +150,24 @@ def test_bench_yardstick_formulas():
     assert so2_stage_bytes(layer, E, 4) == 4 * (E * 6 + E * 1 * (3 + 2) + E * 1 + E * 2 * (1 + 1))
 
 
+def test_tfn_frame_map_yardsticks_and_stage():
+    """so2_equal's stage is the edge-frame map of its TFN weights: hand-counted flops and bytes, and the timed
+    callable is the layer's own map."""
+    from escn.bench.blocks import make_tfn_frame_map, tfn_frame_map_bytes, tfn_frame_map_flops
+    from escn.nn import SO2Conv, TFNConv
+
+    layer = SO2Conv.from_tfn(TFNConv("2x0e + 1x1o", "1x0e", lmax_filter=1))
+    # paths 0e x Y0 -> 0e (2 x 1 block) and 1o x Y1 -> 0e (1 x 1); in the edge frame each couples only m = 0
+    assert layer.weight_numel == 3
+    E = 10
+    assert tfn_frame_map_flops(layer, E) == 2 * E * (2 * 1 + 1 * 1)
+    assert tfn_frame_map_bytes(layer, E, 4) == 4 * E * (3 + (2 + 3) + 1)
+    w = torch.randn(E, 3)
+    run = make_tfn_frame_map(layer, w, generator=torch.Generator().manual_seed(0))
+    out = run()
+    assert out.shape == (E, layer.rot_out.rot_dim) and not out.requires_grad
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc/stat")
 def test_cpu_seconds_count_this_process():
     from escn.bench.scaling import _cpu_seconds
@@ -233,3 +251,20 @@ def test_bench_header_says_when_reuse_was_unavailable():
         from escn.bench.scaling import run_sweep
 
         run_sweep(SweepConfig(allocator="jemalloc"))
+
+
+def test_memory_lower_bound_counts_in_place_weights(monkeypatch):
+    """With the compiled kernel so2_equal holds the weights and their gradient; without it (and for TFN and
+    e3nn) two more transients of the weights' size."""
+    from escn import native
+    from escn.bench.scaling import Problem, make_graph, memory_lower_bound
+
+    p = Problem(make_graph(20, 1.8, torch.float32, 0), 2, 4, torch.float32, 0)
+    E, w = p.graph.num_edges, 1000
+    features = 4 * E * 8 * p.dim
+    assert memory_lower_bound("tfn", p, w) == features + 4 * E * 4 * w
+    if native.available():
+        assert memory_lower_bound("so2_equal", p, w) == features + 4 * E * 2 * w
+    monkeypatch.setenv("ESCN_NATIVE", "0")
+    assert memory_lower_bound("so2_equal", p, w) == features + 4 * E * 4 * w
+    assert memory_lower_bound("so2_shared_mmaxL", p, w) == features + 4 * E * 2 * w

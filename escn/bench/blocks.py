@@ -97,6 +97,32 @@ def so2_stage_bytes(layer: torch.nn.Module, num_edges: int, itemsize: int) -> in
     return total * itemsize
 
 
+def tfn_frame_map_flops(layer: torch.nn.Module, num_edges: int) -> int:
+    """Multiply-add flops of the edge-frame map of TFN-layout per-edge weights (``SO2Conv.from_tfn``): per edge
+    and term (one order m of one path), a (1 x mul_in) row times the path's (mul_in x mul_out) block."""
+    plan = layer._native_plan
+    per_term = plan.path[:, 1] * plan.path[:, 2] * (plan.path[:, 4] - plan.path[:, 3])
+    return 2 * num_edges * int(per_term.sum())
+
+
+def tfn_frame_map_bytes(layer: torch.nn.Module, num_edges: int, itemsize: int) -> int:
+    """Bytes that map must move at least once: the weights, the edge-frame inputs and outputs."""
+    return num_edges * (layer.weight_numel + layer.rot_in.rot_dim + layer.rot_out.rot_dim) * itemsize
+
+
+def make_tfn_frame_map(layer: torch.nn.Module, weight: Tensor, generator: torch.Generator | None = None) -> Callable[[], Tensor]:
+    """The edge-frame map of ``SO2Conv.from_tfn`` layer alone, forward, as the layer runs it (the compiled kernel
+    when available, else PyTorch ops), on random edge-frame inputs and the given (E, weight_numel) weights."""
+    rot = torch.randn(weight.shape[0], layer.rot_in.rot_dim, dtype=weight.dtype, generator=generator)
+    w = weight.detach()
+
+    def run() -> Tensor:
+        with torch.no_grad():
+            return layer.frame_map(rot, w)
+
+    return run
+
+
 def make_so2_stage(layer: torch.nn.Module, num_edges: int, dtype: torch.dtype, generator: torch.Generator | None = None) -> Callable[[], list[Tensor]]:
     """The SO(2) matmuls of ``layer`` on random inputs: per stage ``v (E, ncol, n_in)`` times ``B^T``, with ``B``
     per edge ``(E, n_out, n_in)`` (``torch.bmm``) or shared ``(n_out, n_in)`` when ``layer.shared_weights``.

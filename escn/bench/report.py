@@ -120,8 +120,9 @@ def header_lines(result: SweepResult) -> list[str]:
         f"times: median of {c.repeats} repeats after 1 warm-up (n = repeats actually used); fwd under no_grad, "
         f"fwd+bwd w.r.t. x, edge_vec, weights; {gemm}",
         f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration; x tfn / x e3nn = fwd+bwd speed-up; "
-        f"SO2 GF/s, GB/s = SO(2) matmul stage alone (%GEMM, %copy: of the yardsticks above; GB/s for "
-        f"per-edge weights, which are memory-bound; above 100% the stage fits in cache)",
+        f"SO2 GF/s, GB/s = the SO(2) stage alone, forward, as the layer runs it (per-m matmuls; for so2_equal the "
+        f"edge-frame map of its TFN weights) (%GEMM, %copy: of the yardsticks above; GB/s for per-edge weights, "
+        f"which are memory-bound; above 100% the stage fits in cache)",
         "allocator, the same for every method: transparent huge pages for large CPU tensors "
         + ("on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off")
         + " (THP_MEM_ALLOC_ENABLE); freed memory "

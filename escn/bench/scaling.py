@@ -20,8 +20,10 @@ Per configuration (method, L):
   exceed ``budget_seconds / 2.5`` per fwd+bwd, or ``max_memory_gb``, is skipped up front. Otherwise the
   warm-up is timed and ``repeats`` is lowered to what fits in the budget (fwd + fwd+bwd per repeat);
   if not even one repeat fits, the row is "skipped (budget)" and keeps the warm-up time as an estimate.
-* For SO(2) rows, the SO(2) matmul stage is also timed alone (:func:`escn.bench.blocks.make_so2_stage`) and
-  its GFLOP/s compared with a dense GEMM measured in the same run.
+* For SO(2) rows, the SO(2) stage is also timed alone, forward, as the layer runs it: the per-m matmuls
+  (:func:`escn.bench.blocks.make_so2_stage`), or for ``so2_equal`` the edge-frame map of its TFN-layout
+  weights (:func:`escn.bench.blocks.make_tfn_frame_map`); its GFLOP/s is compared with a dense GEMM and, for
+  per-edge weights, its GB/s with a large copy, both measured in the same run.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ import torch
 
 from escn import native
 from escn.bench.allocator import reuse_freed_memory
-from escn.bench.blocks import (copy_bandwidth_gbs, gemm_gflops, has_torch_scatter, make_so2_stage, median_time, so2_stage_bytes,
-                               so2_stage_flops)
+from escn.bench.blocks import (copy_bandwidth_gbs, gemm_gflops, has_torch_scatter, make_so2_stage, make_tfn_frame_map, median_time,
+                               so2_stage_bytes, so2_stage_flops, tfn_frame_map_bytes, tfn_frame_map_flops)
 from escn.data import radius_graph
 from escn.nn import SO2Conv, TFNConv
 from escn.nn.tfn_conv import tfn_paths
@@ -409,9 +411,14 @@ def predict(method: str, L: int, history: Sequence[_Point]) -> tuple[float | Non
 
 
 def memory_lower_bound(method: str, p: Problem, weights_per_edge: int) -> float:
-    """Bytes that the fwd+bwd must hold at least: weights, their gradient and transients, features per edge."""
+    """Bytes that the fwd+bwd must hold at least: weights, their gradient and transients, features per edge.
+
+    TFN-layout weights need two transients of their size (TFN's and e3nn's per-path products, or the
+    regrouped copies of SO2Conv's PyTorch path), except where the compiled edge-frame kernel reads them in
+    place: then the weights and their gradient."""
     item = torch.empty((), dtype=p.dtype).element_size()
-    per_edge = 8 * p.dim + (4 * weights_per_edge if method in _TFN_LAYOUT else 2 * weights_per_edge)
+    in_place = method.startswith("so2_equal") and native.supports(p.x) and native.available()
+    per_edge = 8 * p.dim + (4 * weights_per_edge if method in _TFN_LAYOUT and not in_place else 2 * weights_per_edge)
     return float(item * p.graph.num_edges * per_edge)
 
 
@@ -513,18 +520,25 @@ def _compare_with_tfn(method: str, p: Problem, out: Tensor, row: Row) -> None:
 
 
 def _measure_so2_stage(layer: SO2Conv, p: Problem, repeats: int, gemm_dtype: float, bandwidth_gbs: float, row: Row) -> None:
-    """Time the SO(2) matmuls alone on random inputs of the layer's shapes: GFLOP/s and fraction of GEMM, and
-    GB/s (bytes of :func:`so2_stage_bytes`) and fraction of the copy bandwidth."""
+    """Time the SO(2) stage alone, forward, as the layer runs it: the per-m matmuls on random inputs of the
+    layer's shapes, or for TFN-layout per-edge weights the edge-frame map (:func:`make_tfn_frame_map`) on the
+    problem's weights. GFLOP/s and fraction of GEMM, and for per-edge weights GB/s and fraction of the copy
+    bandwidth."""
     E = p.graph.num_edges
-    stage = make_so2_stage(layer, E, p.dtype, generator=p.gen)
+    tfn_map = layer.weight_layout == "tfn" and not layer.shared_weights
+    if tfn_map:
+        stage = make_tfn_frame_map(layer, p.tfn_weight(), generator=p.gen)
+        flops, nbytes = tfn_frame_map_flops(layer, E), tfn_frame_map_bytes(layer, E, p.x.element_size())
+    else:
+        stage = make_so2_stage(layer, E, p.dtype, generator=p.gen)
+        flops, nbytes = so2_stage_flops(layer, E), so2_stage_bytes(layer, E, p.x.element_size())
     seconds = median_time(stage, repeats, warmup=1)
-    flops = so2_stage_flops(layer, E)
     row.so2_stage_ms = 1e3 * seconds
     row.so2_stage_gflop = flops / 1e9
     row.so2_gflops = flops / seconds / 1e9 if seconds > 0 else None
     row.so2_gemm_fraction = row.so2_gflops / gemm_dtype if row.so2_gflops and gemm_dtype > 0 else None
     if seconds > 0 and not layer.shared_weights:  # shared weights are reused across edges: flop-bound, not memory-bound
-        row.so2_gbs = so2_stage_bytes(layer, E, p.x.element_size()) / seconds / 1e9
+        row.so2_gbs = nbytes / seconds / 1e9
         row.so2_bandwidth_fraction = row.so2_gbs / bandwidth_gbs if bandwidth_gbs > 0 else None
 
 
