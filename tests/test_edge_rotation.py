@@ -1,4 +1,5 @@
-"""EdgeRotation: the per-edge dense path (small l) and the factorised path give the same rotation."""
+"""EdgeRotation: the per-edge dense path (small l), the factorised path and the compiled kernel give the same
+rotation (the first two are PyTorch ops: ``native=False`` here; the kernel is compared in test_native.py)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def _full_input(rot: EdgeRotation, E: int) -> torch.Tensor:
 @pytest.mark.parametrize("mmax", [0, 1, 2, 3])
 def test_dense_and_factorised_rotations_agree_with_gradients(float64_default, mmax):
     vec = _edges().requires_grad_(True)
-    dense = EdgeRotation(GROUPS, mmax, dense_lmax=3)
-    factorised = EdgeRotation(GROUPS, mmax, dense_lmax=-1)
+    dense = EdgeRotation(GROUPS, mmax, dense_lmax=3, native=False)
+    factorised = EdgeRotation(GROUPS, mmax, dense_lmax=-1, native=False)
     E = vec.shape[0]
     x = _full_input(dense, E).requires_grad_(True)
     y = torch.randn(E, dense.rot_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
@@ -48,7 +49,7 @@ def test_dense_and_factorised_rotations_agree_with_gradients(float64_default, mm
 def test_dense_rows_are_the_frame_wigner_rows_and_are_shared(float64_default):
     vec = _edges()
     frame = edge_frame(vec, 2, 1)
-    rot = EdgeRotation([(1, 1), (2, 1)], 1, dense_lmax=2)
+    rot = EdgeRotation([(1, 1), (2, 1)], 1, dense_lmax=2, native=False)
     x = _full_input(rot, vec.shape[0])
     out = rot.to_frame(x, frame)
     assert len(frame.cache) == 2  # l = 1 and l = 2 rows, built once
@@ -74,7 +75,7 @@ def test_dense_rows_are_the_frame_wigner_rows_and_are_shared(float64_default):
 
 def test_frame_for_other_orders_falls_back_to_the_factorisation(float64_default):
     vec = _edges()
-    rot = EdgeRotation([(1, 2)], 1, dense_lmax=1)
+    rot = EdgeRotation([(1, 2)], 1, dense_lmax=1, native=False)
     x = _full_input(rot, vec.shape[0])
     frame_other = edge_frame(vec, 2, 2)  # mmax differs from the rotation's: its rows would not fit
     ref = EdgeRotation([(1, 2)], 1, dense_lmax=-1).to_frame(x, frame_other)

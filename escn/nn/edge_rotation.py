@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from escn import native as native_kernels
+from escn.native.rotation_kernel import make_rotation_plan, rotate_from_frame, rotate_to_frame
 from escn.o3.edge_frame import EdgeFrame
 from escn.o3.wigner import J_matrix
 
@@ -71,13 +73,18 @@ class EdgeRotation(nn.Module):
         mmax: rows kept in the frame.
         dense_lmax: orders ``l <= dense_lmax`` are rotated with per-edge ``D`` rows (one batched matmul);
             higher orders with the factorisation (module docstring). Both give the same numbers.
+        native: on the CPU (float32/float64), rotate all orders with the factorisation in one compiled pass
+            (:mod:`escn.native.rotation_kernel`) when the kernels are available (default); False: PyTorch
+            ops. Same numbers either way; the attribute can be changed after construction.
     """
 
-    def __init__(self, groups: list[tuple[int, int]], mmax: int, dense_lmax: int = 3) -> None:
+    def __init__(self, groups: list[tuple[int, int]], mmax: int, dense_lmax: int = 3, native: bool = True) -> None:
         super().__init__()
         self.groups = [(int(l), int(M)) for l, M in groups]
         self.mmax = mmax
         self.dense_lmax = int(dense_lmax)
+        self.native = native
+        plan_groups = []
         dt = torch.get_default_dtype()
         self.full_offsets: list[int] = []
         self.rot_offsets: list[int] = []
@@ -96,10 +103,12 @@ class EdgeRotation(nn.Module):
             rows = _embed(J[l - k : l + k + 1], None, order)  # full layout -> rotated rows
             self.register_buffer(f"_Jrows{l}", rows.contiguous().to(dt), persistent=False)
             self.register_buffer(f"_JrowsT{l}", rows.T.contiguous().to(dt), persistent=False)
+            plan_groups.append((l, M, J_new, rows.T.contiguous()))
             # standard column -> full-layout slot (PAD slots read an appended zero column)
             self.register_buffer(f"_slot{l}", torch.tensor([2 * l + 1 if j == PAD else j for j in order]), persistent=False)
         self.full_dim = off
         self.rot_dim = roff
+        self._native_plan = make_rotation_plan(plan_groups)
 
     @staticmethod
     def _rot_y(x: Tensor, l: int, phase: Tensor) -> Tensor:
@@ -132,8 +141,28 @@ class EdgeRotation(nn.Module):
             frame.cache[key] = D
         return D
 
+    def _use_native(self, x: Tensor, frame: EdgeFrame) -> bool:
+        return (self.native and frame.cos_alpha.shape[-1] > self._native_plan.lmax
+                and native_kernels.supports(x, frame.cos_alpha) and native_kernels.available())
+
+    @staticmethod
+    def _tables(frame: EdgeFrame) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return frame.cos_alpha, frame.sin_alpha, frame.cos_beta, frame.sin_beta
+
+    @staticmethod
+    def _with_tables(frame: EdgeFrame, ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor) -> EdgeFrame:
+        """The frame with other angle tables and an empty memo (for differentiable recomputation)."""
+        return EdgeFrame(frame.rotation, ca, sa, cb, sb, frame.chart, frame.valid, frame.lmax, frame.mmax)
+
     def to_frame(self, x: Tensor, frame: EdgeFrame) -> Tensor:
         """(E, full_dim) -> (E, rot_dim): rows ``|m| <= mmax`` of ``J Y(-beta) J^T Y(-alpha) x``."""
+        if self._use_native(x, frame):
+            return rotate_to_frame(self._native_plan, x, self._tables(frame),
+                                   lambda x, *t: self._to_frame_ops(x, self._with_tables(frame, *t)))
+        return self._to_frame_ops(x, frame)
+
+    def _to_frame_ops(self, x: Tensor, frame: EdgeFrame) -> Tensor:
+        """:meth:`to_frame` with PyTorch ops."""
         E = x.shape[0]
         outs = []
         pa = self._phases(frame.cos_alpha, frame.sin_alpha, inverse=False)
@@ -158,6 +187,13 @@ class EdgeRotation(nn.Module):
 
     def from_frame(self, y: Tensor, frame: EdgeFrame) -> Tensor:
         """(E, rot_dim) -> (E, full_dim): ``D^T y`` with ``y`` zero outside ``|m| <= mmax``."""
+        if self._use_native(y, frame):
+            return rotate_from_frame(self._native_plan, y, self._tables(frame),
+                                     lambda y, *t: self._from_frame_ops(y, self._with_tables(frame, *t)))
+        return self._from_frame_ops(y, frame)
+
+    def _from_frame_ops(self, y: Tensor, frame: EdgeFrame) -> Tensor:
+        """:meth:`from_frame` with PyTorch ops."""
         E = y.shape[0]
         outs = []
         pa = self._phases(frame.cos_alpha, frame.sin_alpha, inverse=True)

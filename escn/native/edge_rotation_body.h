@@ -1,0 +1,161 @@
+/* Body of edge_rotation.c for one real type (REAL), name suffix (SUFFIX) and tile width (VW channels).
+ *
+ * Every step works on VW channels at once: a channel tile is transposed into slot vectors T[k] (lane c =
+ * channel c0 + c; lanes past the last channel hold zeros and are not stored), so the complex multiplies are
+ * vector-times-scalar and the fixed matrices J, JrT enter as broadcast scalars. */
+
+typedef REAL CAT(qvec, SUFFIX) __attribute__((vector_size(VW * sizeof(REAL))));
+#define QVEC CAT(qvec, SUFFIX)
+
+/* T (n slot vectors) = channels [c0, c0 + nc) of a block with row stride ld (channel-major). Written through
+ * T's memory as scalars (inserting lanes into vector registers one by one was the slow part). */
+static inline void CAT(tile_in, SUFFIX)(QVEC *restrict T, const REAL *restrict src, int64_t ld, int64_t n,
+                                       int64_t c0, int64_t nc) {
+    REAL *t = (REAL *)T;
+    if (nc < VW) memset(t, 0, sizeof(QVEC) * (size_t)n);
+    for (int64_t c = 0; c < nc; ++c) {
+        const REAL *row = src + (c0 + c) * ld;
+        for (int64_t k = 0; k < n; ++k) t[k * VW + c] = row[k];
+    }
+}
+
+static inline void CAT(tile_out, SUFFIX)(REAL *restrict dst, const QVEC *restrict T, int64_t ld, int64_t n,
+                                        int64_t c0, int64_t nc) {
+    const REAL *t = (const REAL *)T;
+    for (int64_t c = 0; c < nc; ++c) {
+        REAL *row = dst + (c0 + c) * ld;
+        for (int64_t k = 0; k < n; ++k) row[k] = t[k * VW + c];
+    }
+}
+
+/* T *= (cs[p] + i sn[p]) per pair p (conj: times the conjugate). */
+static inline void CAT(cmul, SUFFIX)(QVEC *restrict T, int64_t l, const REAL *restrict cs, const REAL *restrict sn,
+                                    int conj) {
+    for (int64_t p = 0; p <= l; ++p) {
+        const REAL c = cs[p], s = conj ? -sn[p] : sn[p];
+        const QVEC re = T[2 * p], im = T[2 * p + 1];
+        T[2 * p] = re * c - im * s;
+        T[2 * p + 1] = re * s + im * c;
+    }
+}
+
+/* out[j] = sum_k in[k] A[k * lda + j * acol], j < n_out, k < n_in (row-vector times A, or A^T with acol). */
+static inline void CAT(vmat, SUFFIX)(QVEC *restrict out, const QVEC *restrict in, const REAL *restrict A, int64_t lda,
+                                    int64_t acol, int64_t n_in, int64_t n_out) {
+    for (int64_t j = 0; j < n_out; ++j) {
+        QVEC acc = {0};
+        for (int64_t k = 0; k < n_in; ++k) acc += in[k] * A[k * lda + j * acol];
+        out[j] = acc;
+    }
+}
+
+static inline REAL CAT(lanes_sum, SUFFIX)(QVEC v) {
+    REAL s = 0;
+    for (int c = 0; c < VW; ++c) s += v[c];
+    return s;
+}
+
+/* Gradients of sum over lanes of <G, Z * w> w.r.t. w = (wr, wi) per pair p, added to gr[p], gi[p]. */
+static inline void CAT(phase_grad, SUFFIX)(const QVEC *restrict G, const QVEC *restrict Z, int64_t l,
+                                          REAL *restrict gr, REAL *restrict gi) {
+    for (int64_t p = 0; p <= l; ++p) {
+        const QVEC zr = Z[2 * p], zi = Z[2 * p + 1], g_r = G[2 * p], g_i = G[2 * p + 1];
+        gr[p] += CAT(lanes_sum, SUFFIX)(g_r * zr + g_i * zi);
+        gi[p] += CAT(lanes_sum, SUFFIX)(g_i * zr - g_r * zi);
+    }
+}
+
+/* y[e] = to_frame(x[e]). dmax: the largest d. Returns 0, or -1 if the scratch tiles could not be allocated. */
+int CAT(escn_rot_to_frame, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
+                                   const REAL *restrict mats, const REAL *restrict x, int64_t ldx,
+                                   const REAL *restrict cos_a, const REAL *restrict sin_a,
+                                   const REAL *restrict cos_b, const REAL *restrict sin_b, int64_t ldt,
+                                   REAL *restrict y, int64_t ldy, int64_t dmax) {
+    QVEC *A = aligned_alloc(64, sizeof(QVEC) * (size_t)(2 * dmax + 2));
+    if (!A) return -1;
+    QVEC *B = A + dmax + 1;
+    for (int64_t e = e0; e < e1; ++e) {
+        const REAL *ca = cos_a + e * ldt, *sa = sin_a + e * ldt, *cb = cos_b + e * ldt, *sb = sin_b + e * ldt;
+        for (int64_t q = 0; q < n_groups; ++q) {
+            const int64_t *g = group + 8 * q;
+            const int64_t l = g[0], M = g[1], d = g[2], r = g[3];
+            const REAL *xe = x + e * ldx + g[4];
+            REAL *ye = y + e * ldy + g[5];
+            if (l == 0) {
+                for (int64_t c = 0; c < M; ++c) ye[c] = xe[c * d];
+                continue;
+            }
+            const REAL *J = mats + g[6], *JrT = mats + g[7];
+            for (int64_t c0 = 0; c0 < M; c0 += VW) {
+                const int64_t nc = M - c0 < VW ? M - c0 : VW;
+                CAT(tile_in, SUFFIX)(A, xe, d, d, c0, nc);
+                CAT(cmul, SUFFIX)(A, l, ca, sa, 0);
+                CAT(vmat, SUFFIX)(B, A, J, d, 1, d, d);
+                CAT(cmul, SUFFIX)(B, l, cb, sb, 0);
+                CAT(vmat, SUFFIX)(A, B, JrT, r, 1, d, r);
+                CAT(tile_out, SUFFIX)(ye, A, r, r, c0, nc);
+            }
+        }
+    }
+    free(A);
+    return 0;
+}
+
+/* gx[e] = to_frame^T(gy[e]) (if gx is not NULL: the rotation out of the frame), and, if x is not NULL, the
+ * gradients of <to_frame(x[e]), gy[e]> w.r.t. the tables, written to g_ca, g_sa, g_cb, g_sb (row stride ldg;
+ * columns 0..lmax, the rest untouched). Returns 0, or -1 if the scratch tiles could not be allocated. */
+int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
+                                  const REAL *restrict mats, const REAL *restrict gy, int64_t ldgy,
+                                  const REAL *restrict cos_a, const REAL *restrict sin_a,
+                                  const REAL *restrict cos_b, const REAL *restrict sin_b, int64_t ldt,
+                                  REAL *restrict gx, int64_t ldgx, const REAL *restrict x, int64_t ldx,
+                                  REAL *restrict g_ca, REAL *restrict g_sa, REAL *restrict g_cb, REAL *restrict g_sb,
+                                  int64_t ldg, int64_t lmax, int64_t dmax) {
+    QVEC *G = aligned_alloc(64, sizeof(QVEC) * (size_t)(4 * dmax + 4));
+    if (!G) return -1;
+    QVEC *H = G + dmax + 1, *T0 = H + dmax + 1, *T2 = T0 + dmax + 1;
+    for (int64_t e = e0; e < e1; ++e) {
+        const REAL *ca = cos_a + e * ldt, *sa = sin_a + e * ldt, *cb = cos_b + e * ldt, *sb = sin_b + e * ldt;
+        REAL *gca = NULL, *gsa = NULL, *gcb = NULL, *gsb = NULL;
+        if (x) {
+            gca = g_ca + e * ldg, gsa = g_sa + e * ldg, gcb = g_cb + e * ldg, gsb = g_sb + e * ldg;
+            for (int64_t p = 0; p <= lmax; ++p) gca[p] = gsa[p] = gcb[p] = gsb[p] = 0;
+        }
+        for (int64_t q = 0; q < n_groups; ++q) {
+            const int64_t *g = group + 8 * q;
+            const int64_t l = g[0], M = g[1], d = g[2], r = g[3];
+            const REAL *gye = gy + e * ldgy + g[5];
+            if (l == 0) {
+                if (gx) {
+                    REAL *gxe = gx + e * ldgx + g[4];
+                    for (int64_t c = 0; c < M; ++c) gxe[c * d] = gye[c], gxe[c * d + 1] = 0;
+                }
+                continue;
+            }
+            const REAL *J = mats + g[6], *JrT = mats + g[7];
+            for (int64_t c0 = 0; c0 < M; c0 += VW) {
+                const int64_t nc = M - c0 < VW ? M - c0 : VW;
+                CAT(tile_in, SUFFIX)(H, gye, r, r, c0, nc);
+                CAT(vmat, SUFFIX)(G, H, JrT, 1, r, r, d); /* G = gradient w.r.t. (x * pa) @ J * pb */
+                if (x) {                                  /* forward up to the second phase, for its gradient */
+                    CAT(tile_in, SUFFIX)(T0, x + e * ldx + g[4], d, d, c0, nc);
+                    memcpy(H, T0, sizeof(QVEC) * (size_t)d);
+                    CAT(cmul, SUFFIX)(H, l, ca, sa, 0);
+                    CAT(vmat, SUFFIX)(T2, H, J, d, 1, d, d);
+                    CAT(phase_grad, SUFFIX)(G, T2, l, gcb, gsb);
+                }
+                CAT(cmul, SUFFIX)(G, l, cb, sb, 1);
+                CAT(vmat, SUFFIX)(H, G, J, 1, d, d, d); /* times J^T */
+                if (x) CAT(phase_grad, SUFFIX)(H, T0, l, gca, gsa);
+                if (gx) {
+                    CAT(cmul, SUFFIX)(H, l, ca, sa, 1);
+                    CAT(tile_out, SUFFIX)(gx + e * ldgx + g[4], H, d, d, c0, nc);
+                }
+            }
+        }
+    }
+    free(G);
+    return 0;
+}
+
+#undef QVEC

@@ -1,0 +1,173 @@
+"""Rotation into and out of the edge frame in one compiled pass over all orders (see ``edge_rotation.c``).
+
+:class:`escn.nn.edge_rotation.EdgeRotation` applies, per edge and channel of order l, the factorised
+``D = J_rows Y(-beta) J^T Y(-alpha)`` from the frame's tables ``cos/sin(m alpha)``, ``cos/sin(m beta)``: two
+complex multiplies by phases and two products with fixed matrices. With PyTorch ops that is a dozen small
+kernels per order plus their backward passes; here it is one loop over edges, channels in vector lanes.
+
+First derivatives (w.r.t. the features and the four tables) come from the adjoint kernel. The map is
+trilinear in (features, alpha phases, beta phases), so higher derivatives are not products of these kernels
+alone: when a gradient is itself differentiated (``create_graph=True``) the backward recomputes the rotation
+with the caller's PyTorch ops, which keeps every order exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from escn.native._runtime import I64, PTR, function, parallel, ptr, rows, suffix
+
+Tensor = torch.Tensor
+Tables = tuple[Tensor, Tensor, Tensor, Tensor]  # cos_a, sin_a, cos_b, sin_b: (E, >= lmax + 1)
+
+
+@dataclass
+class RotationPlan:
+    """group: (Q, 8) int64 rows ``l, M, d, r, x offset, y offset, J offset, JrT offset``; mats64: the fixed
+    matrices (float64), one copy per dtype made on demand; x_dim, y_dim: widths; lmax, dmax: largest l and d."""
+
+    group: Tensor
+    mats64: Tensor
+    x_dim: int
+    y_dim: int
+    lmax: int
+    dmax: int
+    _mats: dict = field(default_factory=dict, repr=False)
+
+    def mats(self, dtype: torch.dtype) -> Tensor:
+        m = self._mats.get(dtype)
+        if m is None:
+            m = self._mats[dtype] = self.mats64.to(dtype).contiguous()
+        return m
+
+
+def make_rotation_plan(groups: list[tuple[int, int, Tensor, Tensor]]) -> RotationPlan:
+    """Plan for consecutive groups ``[(l, M, J, JrT), ...]``: ``M`` channels of ``d = 2l + 2`` slots in x and
+    ``r`` rows in y; ``J`` (d x d) and ``JrT`` (d x r) act on row vectors (``b @ J``)."""
+    table, mats = [], []
+    xo = yo = mo = 0
+    for l, M, J, JrT in groups:
+        d = 2 * l + 2
+        r = JrT.shape[1]
+        if J.shape != (d, d) or JrT.shape[0] != d or r > 2 * l + 1:
+            raise ValueError(f"order {l}: J must be ({d}, {d}) and JrT ({d}, r <= {2 * l + 1}), got {tuple(J.shape)}, {tuple(JrT.shape)}")
+        table.append((l, M, d, r, xo, yo, mo, mo + d * d))
+        mats += [J.reshape(-1), JrT.reshape(-1)]
+        xo, yo, mo = xo + M * d, yo + M * r, mo + d * d + d * r
+    return RotationPlan(
+        group=torch.tensor(table, dtype=torch.int64).reshape(-1, 8),
+        mats64=torch.cat(mats).to(torch.float64) if mats else torch.zeros(0, dtype=torch.float64),
+        x_dim=xo, y_dim=yo,
+        lmax=max((l for l, *_ in groups), default=0),
+        dmax=max((2 * l + 2 for l, *_ in groups), default=2),
+    )
+
+
+_TO = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, I64]
+_ADJ = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, PTR, PTR, PTR, PTR, I64, I64, I64]
+
+
+def _tables(plan: RotationPlan, t: Tables) -> Tables:
+    width = t[0].shape[1]
+    if width <= plan.lmax:
+        raise ValueError(f"the frame's tables cover m <= {width - 1}, the rotation needs m <= {plan.lmax}")
+    return tuple(rows(a, "table", width) for a in t)  # type: ignore[return-value]
+
+
+def _to_frame(plan: RotationPlan, x: Tensor, t: Tables) -> Tensor:
+    x = rows(x, "x", plan.x_dim)
+    ca, sa, cb, sb = _tables(plan, t)
+    y = x.new_empty(x.shape[0], plan.y_dim)
+    fn = function("escn_rot_to_frame" + suffix(x.dtype), _TO)
+    m, n, g = plan.mats(x.dtype), plan.group.shape[0], ptr(plan.group)
+    parallel(lambda e0, e1: fn(e0, e1, n, g, m.data_ptr(), x.data_ptr(), x.stride(0), ca.data_ptr(), sa.data_ptr(),
+                               cb.data_ptr(), sb.data_ptr(), ca.stride(0), y.data_ptr(), y.stride(0), plan.dmax), x.shape[0])
+    return y
+
+
+def _adjoint(plan: RotationPlan, gy: Tensor, t: Tables, x: Tensor | None, want_gx: bool) -> tuple[Tensor | None, Tables | None]:
+    """(to_frame^T gy if want_gx, gradients of <to_frame(x), gy> w.r.t. the tables if x is given)."""
+    gy = rows(gy, "y", plan.y_dim)
+    ca, sa, cb, sb = _tables(plan, t)
+    E, width = gy.shape[0], ca.shape[1]
+    gx = gy.new_empty(E, plan.x_dim) if want_gx else None
+    if x is not None:
+        x = rows(x, "x", plan.x_dim)
+        alloc = gy.new_zeros if width > plan.lmax + 1 else gy.new_empty  # the kernel writes columns 0..lmax
+        gt = tuple(alloc(E, width) for _ in range(4))
+    else:
+        gt = None
+    fn = function("escn_rot_adjoint" + suffix(gy.dtype), _ADJ)
+    m, n, g = plan.mats(gy.dtype), plan.group.shape[0], ptr(plan.group)
+    gp = (None,) * 4 if gt is None else tuple(a.data_ptr() for a in gt)
+    parallel(lambda e0, e1: fn(e0, e1, n, g, m.data_ptr(), gy.data_ptr(), gy.stride(0), ca.data_ptr(), sa.data_ptr(),
+                               cb.data_ptr(), sb.data_ptr(), ca.stride(0), ptr(gx), 0 if gx is None else gx.stride(0),
+                               ptr(x), 0 if x is None else x.stride(0), *gp, width, plan.lmax, plan.dmax), E)
+    return gx, gt  # type: ignore[return-value]
+
+
+Fallback = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def _grads_by_fallback(fallback: Fallback, inputs: list[Tensor], needs: tuple[bool, ...], g: Tensor) -> list[Tensor | None]:
+    """Differentiable gradients of ``<fallback(*inputs), g>`` w.r.t. each input as an independent argument (for
+    gradients that are differentiated again). ``torch.func.vjp`` treats the inputs as separate variables even
+    where one was computed from another (the features from the same angle tables, say), which a plain
+    ``torch.autograd.grad`` on the originals would not: it would add the paths through that history again."""
+    _, vjp = torch.func.vjp(fallback, *inputs)
+    grads = vjp(g)
+    return [gi if need else None for gi, need in zip(grads, needs)]
+
+
+class _ToFrame(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, plan: RotationPlan, fallback: Fallback, x: Tensor, ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor) -> Tensor:
+        ctx.plan, ctx.fallback = plan, fallback
+        ctx.save_for_backward(x, ca, sa, cb, sb)
+        return _to_frame(plan, x, (ca, sa, cb, sb))
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        x, ca, sa, cb, sb = ctx.saved_tensors
+        needs = ctx.needs_input_grad[2:]
+        if torch.is_grad_enabled():
+            return (None, None, *_grads_by_fallback(ctx.fallback, [x, ca, sa, cb, sb], needs, gy))
+        gx, gt = _adjoint(ctx.plan, gy, (ca, sa, cb, sb), x if any(needs[1:]) else None, needs[0])
+        gt = gt if gt is not None else (None,) * 4
+        return (None, None, gx, *(gi if need else None for gi, need in zip(gt, needs[1:])))
+
+
+class _FromFrame(torch.autograd.Function):
+    """z = to_frame^T y; <g, to_frame^T y> = <to_frame g, y>, so dz/dy^T g = to_frame(g) and the table
+    gradients are those of <to_frame(g), y>."""
+
+    @staticmethod
+    def forward(ctx, plan: RotationPlan, fallback: Fallback, y: Tensor, ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor) -> Tensor:
+        ctx.plan, ctx.fallback = plan, fallback
+        ctx.save_for_backward(y, ca, sa, cb, sb)
+        return _adjoint(plan, y, (ca, sa, cb, sb), None, True)[0]
+
+    @staticmethod
+    def backward(ctx, gz: Tensor):
+        y, ca, sa, cb, sb = ctx.saved_tensors
+        needs = ctx.needs_input_grad[2:]
+        if torch.is_grad_enabled():
+            return (None, None, *_grads_by_fallback(ctx.fallback, [y, ca, sa, cb, sb], needs, gz))
+        t = (ca, sa, cb, sb)
+        gy = _to_frame(ctx.plan, gz, t) if needs[0] else None
+        gt = _adjoint(ctx.plan, y, t, gz, False)[1] if any(needs[1:]) else (None,) * 4
+        return (None, None, gy, *(gi if need else None for gi, need in zip(gt, needs[1:])))
+
+
+def rotate_to_frame(plan: RotationPlan, x: Tensor, tables: Tables, fallback: Fallback) -> Tensor:
+    """(E, x_dim) features -> (E, y_dim) edge-frame rows. ``fallback(x, *tables)`` computes the same with
+    differentiable ops (used only when a gradient is differentiated again)."""
+    return _ToFrame.apply(plan, fallback, x, *tables)
+
+
+def rotate_from_frame(plan: RotationPlan, y: Tensor, tables: Tables, fallback: Fallback) -> Tensor:
+    """(E, y_dim) edge-frame rows -> (E, x_dim) features (the transpose). ``fallback`` as above."""
+    return _FromFrame.apply(plan, fallback, y, *tables)
