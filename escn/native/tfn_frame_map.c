@@ -10,6 +10,9 @@
  * Edges [e0, e1) are processed; callers split the edge range between threads.
  * Compiled twice, for float (suffix _f32) and double (suffix _f64). */
 #include <stdint.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 

@@ -83,6 +83,30 @@ static inline void CAT(term_group, SUFFIX)(int64_t t, int64_t t1, const int64_t 
     }
 }
 
+/* wt (mo x mi) = transpose of the row-major block W (mi x mo). With AVX-512, tiles of VW rows are read as
+ * columns by gathers (16 float or 8 double lanes per instruction) instead of element by element. */
+static inline void CAT(transpose_block, SUFFIX)(REAL *restrict wt, const REAL *restrict W, int64_t mi, int64_t mo) {
+    int64_t u0 = 0;
+#if defined(__AVX512F__)
+    if (mo <= INT32_MAX / VW) {
+        for (; u0 + VW <= mi; u0 += VW) {
+#if VW == 16
+            const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                   _mm512_set1_epi32((int)mo));
+            for (int64_t v = 0; v < mo; ++v)
+                _mm512_storeu_ps((float *)(wt + v * mi + u0), _mm512_i32gather_ps(idx, (const float *)(W + u0 * mo + v), 4));
+#else
+            const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)mo));
+            for (int64_t v = 0; v < mo; ++v)
+                _mm512_storeu_pd((double *)(wt + v * mi + u0), _mm512_i32gather_pd(idx, (const double *)(W + u0 * mo + v), 8));
+#endif
+        }
+    }
+#endif
+    for (int64_t u = u0; u < mi; ++u)
+        for (int64_t v = 0; v < mo; ++v) wt[v * mi + u] = W[u * mo + v];
+}
+
 /* y[e] = map(x[e], w[e]) for e in [e0, e1). row_max: the largest multiplicity (length of a term's row).
  * Returns 0, or -1 if a buffer could not be allocated. */
 int CAT(escn_tfn_forward, SUFFIX)(
@@ -158,8 +182,7 @@ int CAT(escn_tfn_backward, SUFFIX)(
                 /* gx row += c * W gy-row, i.e. gy-row times the transposed block: transpose it once */
                 const REAL *W = w + e * ldw + path[5 * p];
                 CAT(prefetch_ahead, SUFFIX)(W, mi * mo);
-                for (int64_t u = 0; u < mi; ++u)
-                    for (int64_t v = 0; v < mo; ++v) wt[v * mi + u] = W[u * mo + v];
+                CAT(transpose_block, SUFFIX)(wt, W, mi, mo);
                 for (int64_t t = t0; t < t1; t += 4) {
                     CAT(term_group, SUFFIX)(t, t1, term, coef, NULL, NULL, zero, scratch, a, gr, c);
                     for (int j = 0; j < 4 && t + j < t1; ++j) {  /* inputs are gy rows, outputs gx rows */
