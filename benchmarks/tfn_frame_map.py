@@ -1,9 +1,10 @@
-"""The edge-frame map of TFN-layout per-edge weights: the compiled kernel against PyTorch ops, in one run.
+"""The from_tfn layer on the compiled kernels against PyTorch ops, in one run.
 
 For each L, ``SO2Conv.from_tfn(TFNConv(C x 0e + ... + C x Lp, lmax_filter=2L))`` is built once and timed with
-``layer.native = True`` (the kernel of :mod:`escn.native`) and ``False`` (weights regrouped per output with
-split + cat, one batched matmul per output): the frame map alone (``layer.frame_map``, fwd and fwd+bwd) and
-the whole layer (fwd+bwd w.r.t. features, edge vectors and weights). The floor is the time to read the
+the kernels of :mod:`escn.native` (``layer.native``, ``layer.rot_in.native``, ``layer.rot_out.native`` True)
+and with PyTorch ops only (all False: weights regrouped per output with split + cat, one batched matmul per
+output; rotations factorised into PyTorch ops): the frame map alone (``layer.frame_map``, fwd and fwd+bwd)
+and the whole layer (fwd+bwd w.r.t. features, edge vectors and weights). The floor is the time to read the
 weights twice and write their gradient once at this machine's copy bandwidth, measured in the same run.
 
     python -m benchmarks.tfn_frame_map [--ls 2 4 6] [--channels 16] [--edges 3740] [--repeats 5] [--allocator reuse]
@@ -82,7 +83,7 @@ def main() -> None:
         for name, fn in cases.items():
             ms = {}
             for use in (True, False):
-                layer.native = use
+                layer.native = layer.rot_in.native = layer.rot_out.native = use
                 ms[use] = 1e3 * median_time(fn, args.repeats, warmup=3)
             print(f"{L:>3} {name:<14} {ms[True]:>10.1f} {ms[False]:>10.1f} {ms[False] / ms[True]:>12.2f}x "
                   f"{floor if name != 'map fwd' else floor / 3:>9.1f}")

@@ -39,10 +39,25 @@ static inline void CAT(cmul, SUFFIX)(QVEC *restrict T, int64_t l, const REAL *re
     }
 }
 
-/* out[j] = sum_k in[k] A[k * lda + j * acol], j < n_out, k < n_in (row-vector times A, or A^T with acol). */
+/* out[j] = sum_k in[k] A[k * lda + j * acol], j < n_out, k < n_in (row-vector times A, or A^T with acol).
+ * Four outputs at a time: four independent chains of multiply-adds instead of one waiting on itself. */
 static inline void CAT(vmat, SUFFIX)(QVEC *restrict out, const QVEC *restrict in, const REAL *restrict A, int64_t lda,
                                     int64_t acol, int64_t n_in, int64_t n_out) {
-    for (int64_t j = 0; j < n_out; ++j) {
+    int64_t j = 0;
+    for (; j + 4 <= n_out; j += 4) {
+        QVEC a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        const REAL *c = A + j * acol;
+        for (int64_t k = 0; k < n_in; ++k) {
+            const QVEC v = in[k];
+            const REAL *ck = c + k * lda;
+            a0 += v * ck[0];
+            a1 += v * ck[acol];
+            a2 += v * ck[2 * acol];
+            a3 += v * ck[3 * acol];
+        }
+        out[j] = a0, out[j + 1] = a1, out[j + 2] = a2, out[j + 3] = a3;
+    }
+    for (; j < n_out; ++j) {
         QVEC acc = {0};
         for (int64_t k = 0; k < n_in; ++k) acc += in[k] * A[k * lda + j * acol];
         out[j] = acc;
