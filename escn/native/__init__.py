@@ -1,7 +1,11 @@
-"""Optional compiled kernels, built with the system C compiler on first use (pure-PyTorch fallbacks exist).
+"""Optional compiled kernels, built with the system C compiler on first use (PyTorch-op fallbacks exist).
+
+- :mod:`escn.native.tfn_kernel`: the edge-frame map of TFN-layout per-edge weights (``SO2Conv.from_tfn``).
+- :mod:`escn.native.rotation_kernel`: the rotation into and out of the edge frame (every ``SO2Conv``).
+- :mod:`escn.native.bilinear`: exact derivatives of every order for a bilinear map from three kernels.
 
 Set ``ESCN_NATIVE=0`` to disable them; :func:`available` says whether they are in use and
-:func:`unavailable_reason` why not.
+:func:`unavailable_reason` why not. Layers use them only on the CPU, in float32 or float64.
 """
 
 from escn.native.build import enabled

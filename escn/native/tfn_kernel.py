@@ -123,10 +123,6 @@ def _backward(plan: TFNFramePlan, gy: Tensor, x: Tensor | None, w: Tensor | None
     return gx, gw
 
 
-def _f(plan: TFNFramePlan, x: Tensor, w: Tensor) -> Tensor:
-    return _forward(plan, x, w)
-
-
 def _g(plan: TFNFramePlan, gy: Tensor, w: Tensor) -> Tensor:
     return _backward(plan, gy, None, w)[0]
 
@@ -139,7 +135,7 @@ def _gh(plan: TFNFramePlan, gy: Tensor, x: Tensor, w: Tensor) -> tuple[Tensor, T
     return _backward(plan, gy, x, w)
 
 
-KERNELS = BilinearKernels(_f, _g, _h, _gh)
+KERNELS = BilinearKernels(_forward, _g, _h, _gh)
 
 
 def tfn_frame_map(plan: TFNFramePlan, x: Tensor, weight: Tensor) -> Tensor:
