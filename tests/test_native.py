@@ -192,7 +192,7 @@ def test_build_is_cached_by_source_compiler_and_cpu(monkeypatch, tmp_path):
 
 
 def test_bad_arguments_are_rejected():
-    with pytest.raises(TypeError, match="native must be a bool"):
+    with pytest.raises(TypeError, match="native must be None or a bool"):
         SO2Conv.from_tfn(TFNConv("2x0e", "2x0e", 0), native=1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="leaves the buffers"):
         native.make_plan([(0, 2, 2)], [[(1, 0, 1.0)]], perm_in=[0, 1], perm_out=[0, 1])
@@ -219,7 +219,7 @@ def _rotation_inputs(groups, mmax, E=150, seed=0):
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        rot = EdgeRotation(groups, mmax)
+        rot = EdgeRotation(groups, mmax, native=True)
     finally:
         torch.set_default_dtype(old)
     g = torch.Generator().manual_seed(seed)
@@ -249,9 +249,9 @@ def test_native_rotation_equals_torch_rotation_values_and_gradients(groups, mmax
         assert (u - v).abs().max() <= TOL * max(v.abs().max(), 1.0), k
 
 
-def test_native_rotation_second_derivatives_equal_torch_rotation():
-    """A gradient of a gradient through to_frame then from_frame: the kernels' backward differentiates the
-    PyTorch rotation, each input as its own variable (the features depend on the same angle tables)."""
+def test_native_rotation_higher_derivatives_equal_torch_rotation():
+    """Gradients of gradients (up to third order) through to_frame then from_frame, where the features and the
+    rotation depend on the same edge vectors: each slot of the multilinear form is its own variable."""
     from escn.o3.edge_frame import edge_frame
 
     rot, x, _, vec = _rotation_inputs(*ROT_CASES[1], E=12, seed=3)
@@ -261,11 +261,14 @@ def test_native_rotation_second_derivatives_equal_torch_rotation():
     for use in (True, False):
         rot.native = use
         frame = edge_frame(vec, 5, 2)
-        (gv,) = torch.autograd.grad((rot.from_frame(rot.to_frame(x, frame), frame) * cot).sum(), vec, create_graph=True)
-        results.append(torch.autograd.grad((gv * probe).sum(), [x, vec]))
-    for u, v in zip(*results):
-        assert v.abs().max() > 1e-3
-        assert (u - v).abs().max() <= TOL * v.abs().max()
+        feats = x * vec.norm(dim=1, keepdim=True)  # features that also depend on the edges
+        (gv,) = torch.autograd.grad((rot.from_frame(rot.to_frame(feats, frame), frame) * cot).sum(), vec, create_graph=True)
+        gx2, gv2 = torch.autograd.grad((gv * probe).sum(), [x, vec], create_graph=True)
+        third = torch.autograd.grad((gx2 * x).sum() + (gv2 * probe).sum(), [x, vec])
+        results.append((gv, gx2, gv2, *third))
+    for k, (u, v) in enumerate(zip(*results)):
+        assert v.abs().max() > 1e-3, k
+        assert (u - v).abs().max() <= TOL * v.abs().max(), k
 
 
 def test_native_rotation_gradcheck_and_gradgradcheck():
@@ -295,3 +298,16 @@ def test_native_rotation_float32_matches_float64():
     got_to, got_from = rot32.to_frame(x.detach().float(), frame32), rot32.from_frame(y.detach().float(), frame32)
     assert (got_to.double() - ref_to).abs().max() <= 2e-6 * ref_to.abs().max()
     assert (got_from.double() - ref_from).abs().max() <= 2e-6 * ref_from.abs().max()
+
+
+def test_default_kernels_follow_the_weight_layout():
+    """Kernels by default where measured faster (TFN-layout per-edge weights), PyTorch ops otherwise."""
+    tfn = TFNConv("4x0e + 4x1o", "4x0e + 4x1o", 2)
+    per_edge = SO2Conv.from_tfn(tfn)
+    assert per_edge.native and per_edge.rot_in.native and per_edge.rot_out.native
+    shared = SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True)
+    assert not (shared.native or shared.rot_in.native or shared.rot_out.native)
+    forced = SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True, native=True)
+    assert forced.rot_in.native and forced.rot_out.native
+    off = SO2Conv.from_tfn(tfn, native=False)
+    assert not (off.native or off.rot_in.native or off.rot_out.native)

@@ -5,6 +5,9 @@
  *
  *   to_frame:  y = ((((x * pa) @ J) * pb) @ JrT)          (J: d x d, JrT: d x r, row-vector products)
  *
+ * for every order, l = 0 included (there d = 2, J and JrT pick the m = 0 slot, and the phases at m = 0 are 1):
+ * so the map is linear in each of x, (cos_a, sin_a), (cos_b, sin_b) separately, which its autograd relies on.
+ *
  * The adjoint kernel takes gy and returns gx = (to_frame)^T gy, which is also the rotation out of the frame,
  * and, given x, the gradients of <to_frame(x), gy> with respect to the four phase tables.
  *

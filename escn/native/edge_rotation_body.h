@@ -96,10 +96,6 @@ int CAT(escn_rot_to_frame, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, con
             const int64_t l = g[0], M = g[1], d = g[2], r = g[3];
             const REAL *xe = x + e * ldx + g[4];
             REAL *ye = y + e * ldy + g[5];
-            if (l == 0) {
-                for (int64_t c = 0; c < M; ++c) ye[c] = xe[c * d];
-                continue;
-            }
             const REAL *J = mats + g[6], *JrT = mats + g[7];
             for (int64_t c0 = 0; c0 < M; c0 += VW) {
                 const int64_t nc = M - c0 < VW ? M - c0 : VW;
@@ -140,13 +136,6 @@ int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, cons
             const int64_t *g = group + 8 * q;
             const int64_t l = g[0], M = g[1], d = g[2], r = g[3];
             const REAL *gye = gy + e * ldgy + g[5];
-            if (l == 0) {
-                if (gx) {
-                    REAL *gxe = gx + e * ldgx + g[4];
-                    for (int64_t c = 0; c < M; ++c) gxe[c * d] = gye[c], gxe[c * d + 1] = 0;
-                }
-                continue;
-            }
             const REAL *J = mats + g[6], *JrT = mats + g[7];
             for (int64_t c0 = 0; c0 < M; c0 += VW) {
                 const int64_t nc = M - c0 < VW ? M - c0 : VW;

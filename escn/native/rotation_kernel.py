@@ -5,15 +5,16 @@
 complex multiplies by phases and two products with fixed matrices. With PyTorch ops that is a dozen small
 kernels per order plus their backward passes; here it is one loop over edges, channels in vector lanes.
 
-First derivatives (w.r.t. the features and the four tables) come from the adjoint kernel. The map is
-trilinear in (features, alpha phases, beta phases), so higher derivatives are not products of these kernels
-alone: when a gradient is itself differentiated (``create_graph=True``) the backward recomputes the rotation
-with the caller's PyTorch ops, which keeps every order exact.
+Exact derivatives of every order: ``F(x, A, B, y) = <to_frame(x; A, B), y>`` is linear in each of its four
+slots (features x, alpha table pair A, beta table pair B, edge-frame rows y), so the derivative of the map
+that leaves one slot open, w.r.t. one of its inputs, is the map that leaves that input's slot open, with the
+cotangent put in the first one. Autograd Functions for the open slots call each other in their backward
+passes (the two table slots share one, as the adjoint kernel computes both in one pass); two kernels compute
+all of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -109,65 +110,85 @@ def _adjoint(plan: RotationPlan, gy: Tensor, t: Tables, x: Tensor | None, want_g
     return gx, gt  # type: ignore[return-value]
 
 
-Fallback = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+class _OpenY(torch.autograd.Function):
+    """y = to_frame(x; A, B)."""
 
-
-def _grads_by_fallback(fallback: Fallback, inputs: list[Tensor], needs: tuple[bool, ...], g: Tensor) -> list[Tensor | None]:
-    """Differentiable gradients of ``<fallback(*inputs), g>`` w.r.t. each input as an independent argument (for
-    gradients that are differentiated again). ``torch.func.vjp`` treats the inputs as separate variables even
-    where one was computed from another (the features from the same angle tables, say), which a plain
-    ``torch.autograd.grad`` on the originals would not: it would add the paths through that history again."""
-    _, vjp = torch.func.vjp(fallback, *inputs)
-    grads = vjp(g)
-    return [gi if need else None for gi, need in zip(grads, needs)]
-
-
-class _ToFrame(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, plan: RotationPlan, fallback: Fallback, x: Tensor, ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor) -> Tensor:
-        ctx.plan, ctx.fallback = plan, fallback
+    def forward(ctx, plan: RotationPlan, x: Tensor, ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor) -> Tensor:
+        ctx.plan = plan
         ctx.save_for_backward(x, ca, sa, cb, sb)
         return _to_frame(plan, x, (ca, sa, cb, sb))
 
     @staticmethod
     def backward(ctx, gy: Tensor):
         x, ca, sa, cb, sb = ctx.saved_tensors
-        needs = ctx.needs_input_grad[2:]
-        if torch.is_grad_enabled():
-            return (None, None, *_grads_by_fallback(ctx.fallback, [x, ca, sa, cb, sb], needs, gy))
-        gx, gt = _adjoint(ctx.plan, gy, (ca, sa, cb, sb), x if any(needs[1:]) else None, needs[0])
+        need_x, need_a, need_b = ctx.needs_input_grad[1], any(ctx.needs_input_grad[2:4]), any(ctx.needs_input_grad[4:6])
+        plan, t = ctx.plan, (ca, sa, cb, sb)
+        if torch.is_grad_enabled():  # a graph of the gradient is being built: each slot by its own Function
+            gx = _OpenX.apply(plan, gy, ca, sa, cb, sb) if need_x else None
+            gt = _OpenTables.apply(plan, x, ca, sa, cb, sb, gy) if (need_a or need_b) else (None,) * 4
+            return None, gx, *gt
+        gx, gt = _adjoint(plan, gy, t, x if (need_a or need_b) else None, need_x)
         gt = gt if gt is not None else (None,) * 4
-        return (None, None, gx, *(gi if need else None for gi, need in zip(gt, needs[1:])))
+        return None, gx, *gt
 
 
-class _FromFrame(torch.autograd.Function):
-    """z = to_frame^T y; <g, to_frame^T y> = <to_frame g, y>, so dz/dy^T g = to_frame(g) and the table
-    gradients are those of <to_frame(g), y>."""
+class _OpenX(torch.autograd.Function):
+    """x = to_frame^T(y; A, B): the rotation out of the frame."""
 
     @staticmethod
-    def forward(ctx, plan: RotationPlan, fallback: Fallback, y: Tensor, ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor) -> Tensor:
-        ctx.plan, ctx.fallback = plan, fallback
+    def forward(ctx, plan: RotationPlan, y: Tensor, ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor) -> Tensor:
+        ctx.plan = plan
         ctx.save_for_backward(y, ca, sa, cb, sb)
         return _adjoint(plan, y, (ca, sa, cb, sb), None, True)[0]
 
     @staticmethod
-    def backward(ctx, gz: Tensor):
+    def backward(ctx, gx: Tensor):
         y, ca, sa, cb, sb = ctx.saved_tensors
-        needs = ctx.needs_input_grad[2:]
+        need_y, need_a, need_b = ctx.needs_input_grad[1], any(ctx.needs_input_grad[2:4]), any(ctx.needs_input_grad[4:6])
+        plan, t = ctx.plan, (ca, sa, cb, sb)
         if torch.is_grad_enabled():
-            return (None, None, *_grads_by_fallback(ctx.fallback, [y, ca, sa, cb, sb], needs, gz))
-        t = (ca, sa, cb, sb)
-        gy = _to_frame(ctx.plan, gz, t) if needs[0] else None
-        gt = _adjoint(ctx.plan, y, t, gz, False)[1] if any(needs[1:]) else (None,) * 4
-        return (None, None, gy, *(gi if need else None for gi, need in zip(gt, needs[1:])))
+            gy = _OpenY.apply(plan, gx, ca, sa, cb, sb) if need_y else None
+            gt = _OpenTables.apply(plan, gx, ca, sa, cb, sb, y) if (need_a or need_b) else (None,) * 4
+            return None, gy, *gt
+        gy = _to_frame(plan, gx, t) if need_y else None
+        gt = _adjoint(plan, y, t, gx, False)[1] if (need_a or need_b) else (None,) * 4
+        return None, gy, *gt
 
 
-def rotate_to_frame(plan: RotationPlan, x: Tensor, tables: Tables, fallback: Fallback) -> Tensor:
-    """(E, x_dim) features -> (E, y_dim) edge-frame rows. ``fallback(x, *tables)`` computes the same with
-    differentiable ops (used only when a gradient is differentiated again)."""
-    return _ToFrame.apply(plan, fallback, x, *tables)
+class _OpenTables(torch.autograd.Function):
+    """Both table slots of F(x, A, B, y) = <to_frame(x; A, B), y> in one adjoint pass:
+    gA = dF/dA (a function of x, B, y) and gB = dF/dB (of x, A, y)."""
+
+    @staticmethod
+    def forward(ctx, plan: RotationPlan, x: Tensor, ca: Tensor, sa: Tensor, cb: Tensor, sb: Tensor, y: Tensor):
+        ctx.plan = plan
+        ctx.save_for_backward(x, ca, sa, cb, sb, y)
+        return _adjoint(plan, y, (ca, sa, cb, sb), x, False)[1]
+
+    @staticmethod
+    def backward(ctx, g_ca: Tensor, g_sa: Tensor, g_cb: Tensor, g_sb: Tensor):
+        # cotangents (c_A, c_B) for (gA, gB): <c_A, gA> + <c_B, gB> = F(x, c_A, B, y) + F(x, A, c_B, y)
+        x, ca, sa, cb, sb, y = ctx.saved_tensors
+        plan, n = ctx.plan, ctx.needs_input_grad
+        gx = gy = None
+        if n[1]:
+            gx = _OpenX.apply(plan, y, g_ca, g_sa, cb, sb) + _OpenX.apply(plan, y, ca, sa, g_cb, g_sb)
+        if n[6]:
+            gy = _OpenY.apply(plan, x, g_ca, g_sa, cb, sb) + _OpenY.apply(plan, x, ca, sa, g_cb, g_sb)
+        ga = gb = (None, None)
+        if n[2] or n[3]:  # A appears in F(x, A, c_B, y): its table slot with B := c_B
+            ga = _OpenTables.apply(plan, x, ca, sa, g_cb, g_sb, y)[:2]
+        if n[4] or n[5]:  # B appears in F(x, c_A, B, y)
+            gb = _OpenTables.apply(plan, x, g_ca, g_sa, cb, sb, y)[2:]
+        return None, gx, *ga, *gb, gy
 
 
-def rotate_from_frame(plan: RotationPlan, y: Tensor, tables: Tables, fallback: Fallback) -> Tensor:
-    """(E, y_dim) edge-frame rows -> (E, x_dim) features (the transpose). ``fallback`` as above."""
-    return _FromFrame.apply(plan, fallback, y, *tables)
+def rotate_to_frame(plan: RotationPlan, x: Tensor, tables: Tables) -> Tensor:
+    """(E, x_dim) features -> (E, y_dim) edge-frame rows, differentiable to any order."""
+    return _OpenY.apply(plan, x, *tables)
+
+
+def rotate_from_frame(plan: RotationPlan, y: Tensor, tables: Tables) -> Tensor:
+    """(E, y_dim) edge-frame rows -> (E, x_dim) features (the transpose), differentiable to any order."""
+    return _OpenX.apply(plan, y, *tables)

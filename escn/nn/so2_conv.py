@@ -214,9 +214,12 @@ class SO2Conv(nn.Module):
         shared_weights: if True the layer owns the weights and ``forward``'s ``weight`` argument is the
             per-edge radial modulation of shape (E, num_gates) (eSCN style).
         avg_num_neighbors: if given, divide the neighbour sum by ``sqrt(avg_num_neighbors)``.
-        native: with TFN-layout per-edge weights on the CPU (float32/float64), apply the edge-frame map with
-            the compiled kernel of :mod:`escn.native` when it is available (default); False: PyTorch ops only.
-            Both compute the same function; the attribute can be changed after construction.
+        native: use the compiled kernels of :mod:`escn.native` on the CPU (float32/float64) when available:
+            the edge-frame map of TFN-layout per-edge weights, and the rotations into and out of the edge
+            frame. False: PyTorch ops only. Default (None): the kernels for TFN-layout per-edge weights
+            (``lmax_filter`` given, ``shared_weights=False``), where they are measured faster, PyTorch ops
+            otherwise (see :class:`~escn.nn.edge_rotation.EdgeRotation`). Same function either way;
+            ``native`` (the map) and ``rot_in.native``, ``rot_out.native`` can be changed after construction.
 
     ``forward(x, edge_src, edge_dst, edge_vec, weight)``: ``x`` (N, irreps_in.dim), ``edge_src``/``edge_dst``
     (E,) int64, ``edge_vec`` (E, 3) = ``pos[dst] - pos[src]`` (nonzero), ``weight`` (E, weight_numel) —
@@ -231,7 +234,7 @@ class SO2Conv(nn.Module):
         lmax_filter: int | None = None,
         shared_weights: bool = False,
         avg_num_neighbors: float | None = None,
-        native: bool = True,
+        native: bool | None = None,
     ) -> None:
         super().__init__()
         self.irreps_in = Irreps(irreps_in)
@@ -253,9 +256,8 @@ class SO2Conv(nn.Module):
         self.lmax_filter = lmax_filter
         self.shared_weights = shared_weights
         self.avg_num_neighbors = avg_num_neighbors
-        if not isinstance(native, bool):
-            raise TypeError(f"native must be a bool, got {type(native).__name__}")
-        self.native = native
+        if native is not None and not isinstance(native, bool):
+            raise TypeError(f"native must be None or a bool, got {type(native).__name__}")
         self.layout = _Layout(self.irreps_in, self.irreps_out, mmax)
         L = self.layout
         dt = torch.get_default_dtype()
@@ -288,6 +290,8 @@ class SO2Conv(nn.Module):
             self.weight_numel = L.num_gates
         else:
             self.weight_numel = self.param_numel
+        self.native = native if native is not None else (self.weight_layout == "tfn" and not shared_weights)
+        self.rot_in.native = self.rot_out.native = self.native
 
     # ------------------------------------------------------------------ TFN -> SO(2) weight map
     def _build_tfn_map(self, lmax_filter: int) -> None:
@@ -466,7 +470,7 @@ class SO2Conv(nn.Module):
         return torch.cat([b.reshape(w.shape[0], -1) for b in self._tfn_to_stage_weights(w)], dim=1)
 
     @classmethod
-    def from_tfn(cls, tfn: TFNConv, native: bool = True) -> "SO2Conv":
+    def from_tfn(cls, tfn: TFNConv, native: bool | None = None) -> "SO2Conv":
         """An SO2Conv computing exactly ``tfn``'s function from TFN-layout per-edge weights (``native``: as in
         the constructor)."""
         if not isinstance(tfn, TFNConv):
