@@ -200,7 +200,7 @@ def test_bad_arguments_are_rejected():
         native.make_plan([(0, 2, 2)], [], perm_in=[0, 1], perm_out=[0, 1])
     layer = _layer(*CASES[0])
     rot, w = _inputs(layer, 5)
-    with pytest.raises(ValueError, match=r"weight must have shape \(E, "):
+    with pytest.raises(ValueError, match=r"weight must have shape \(5, "):
         tfn_kernel.tfn_frame_map(layer._native_plan, rot, w[:, :-1])
     assert not native.supports(rot.float(), w) and not native.supports(rot.int(), w.int())
 
@@ -311,3 +311,29 @@ def test_default_kernels_follow_the_weight_layout():
     assert forced.rot_in.native and forced.rot_out.native
     off = SO2Conv.from_tfn(tfn, native=False)
     assert not (off.native or off.rot_in.native or off.rot_out.native)
+
+
+def test_kernel_operands_must_share_the_edge_count():
+    """Every operand is read over the same edge range: a mismatch is an error, not an out-of-range read."""
+    from escn.native import rotation_kernel
+    from escn.o3.edge_frame import edge_frame
+
+    layer = _layer(*CASES[0])
+    rot, w = _inputs(layer, 6)
+    with pytest.raises(ValueError, match=r"weight must have shape \(6, "):
+        tfn_kernel.tfn_frame_map(layer._native_plan, rot, w[:5])
+    rot_layer, x, _, vec = _rotation_inputs(*ROT_CASES[2], E=6)
+    frame = edge_frame(vec[:5], 2, 0)
+    tables = (frame.cos_alpha, frame.sin_alpha, frame.cos_beta, frame.sin_beta)
+    with pytest.raises(ValueError, match=r"table must have shape \(6, "):
+        rotation_kernel.rotate_to_frame(rot_layer._native_plan, x, tables)
+    # tables with different strides are read correctly (made contiguous)
+    frame = edge_frame(vec, 2, 0)
+    width = frame.cos_alpha.shape[1]
+    wide = torch.zeros(6, width + 3, dtype=torch.float64)
+    wide[:, :width] = frame.cos_alpha
+    strided = (wide[:, :width], frame.sin_alpha, frame.cos_beta, frame.sin_beta)  # row stride width + 3
+    assert not strided[0].is_contiguous()
+    a = rotation_kernel.rotate_to_frame(rot_layer._native_plan, x, strided)
+    b = rotation_kernel.rotate_to_frame(rot_layer._native_plan, x, (frame.cos_alpha, frame.sin_alpha, frame.cos_beta, frame.sin_beta))
+    assert (a - b).abs().max() == 0

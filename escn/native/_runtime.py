@@ -77,10 +77,12 @@ def ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def rows(t: Tensor, name: str, width: int) -> Tensor:
-    """``t`` as a 2-D CPU tensor with unit column stride and ``width`` columns."""
-    if t.dim() != 2 or t.shape[1] != width:
-        raise ValueError(f"{name} must have shape (E, {width}), got {tuple(t.shape)}")
+def rows(t: Tensor, name: str, width: int, num_rows: int | None = None) -> Tensor:
+    """``t`` as a 2-D CPU tensor with unit column stride and ``width`` columns (and ``num_rows`` rows if given:
+    the kernels index every operand by the same edge range)."""
+    if t.dim() != 2 or t.shape[1] != width or (num_rows is not None and t.shape[0] != num_rows):
+        rows_text = "E" if num_rows is None else str(num_rows)
+        raise ValueError(f"{name} must have shape ({rows_text}, {width}), got {tuple(t.shape)}")
     return t if t.stride(1) == 1 and t.stride(0) >= width else t.contiguous()
 
 

@@ -71,16 +71,17 @@ _TO = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, I64
 _ADJ = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, PTR, PTR, PTR, PTR, I64, I64, I64]
 
 
-def _tables(plan: RotationPlan, t: Tables) -> Tables:
-    width = t[0].shape[1]
+def _tables(plan: RotationPlan, t: Tables, num_rows: int) -> Tables:
+    """The four tables, contiguous (the kernels read them with one row stride), (num_rows, width > lmax)."""
+    width = t[0].shape[1] if t[0].dim() == 2 else -1
     if width <= plan.lmax:
-        raise ValueError(f"the frame's tables cover m <= {width - 1}, the rotation needs m <= {plan.lmax}")
-    return tuple(rows(a, "table", width) for a in t)  # type: ignore[return-value]
+        raise ValueError(f"the frame's tables must have shape (E, > {plan.lmax}), got {tuple(t[0].shape)}")
+    return tuple(rows(a, "table", width, num_rows).contiguous() for a in t)  # type: ignore[return-value]
 
 
 def _to_frame(plan: RotationPlan, x: Tensor, t: Tables) -> Tensor:
     x = rows(x, "x", plan.x_dim)
-    ca, sa, cb, sb = _tables(plan, t)
+    ca, sa, cb, sb = _tables(plan, t, x.shape[0])
     y = x.new_empty(x.shape[0], plan.y_dim)
     fn = function("escn_rot_to_frame" + suffix(x.dtype), _TO)
     m, n, g = plan.mats(x.dtype), plan.group.shape[0], ptr(plan.group)
@@ -92,11 +93,12 @@ def _to_frame(plan: RotationPlan, x: Tensor, t: Tables) -> Tensor:
 def _adjoint(plan: RotationPlan, gy: Tensor, t: Tables, x: Tensor | None, want_gx: bool) -> tuple[Tensor | None, Tables | None]:
     """(to_frame^T gy if want_gx, gradients of <to_frame(x), gy> w.r.t. the tables if x is given)."""
     gy = rows(gy, "y", plan.y_dim)
-    ca, sa, cb, sb = _tables(plan, t)
-    E, width = gy.shape[0], ca.shape[1]
+    E = gy.shape[0]
+    ca, sa, cb, sb = _tables(plan, t, E)
+    width = ca.shape[1]
     gx = gy.new_empty(E, plan.x_dim) if want_gx else None
     if x is not None:
-        x = rows(x, "x", plan.x_dim)
+        x = rows(x, "x", plan.x_dim, E)
         alloc = gy.new_zeros if width > plan.lmax + 1 else gy.new_empty  # the kernel writes columns 0..lmax
         gt = tuple(alloc(E, width) for _ in range(4))
     else:

@@ -97,8 +97,9 @@ _ARGTYPES_BWD = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR,
 
 def _forward(plan: TFNFramePlan, x: Tensor, w: Tensor) -> Tensor:
     """f: (E, in_dim), (E, weight_numel) -> (E, out_dim)."""
-    x, w = rows(x, "x", plan.in_dim), rows(w, "weight", plan.weight_numel)
+    x = rows(x, "x", plan.in_dim)
     E = x.shape[0]
+    w = rows(w, "weight", plan.weight_numel, E)
     y = x.new_empty(E, plan.out_dim)
     fn = function("escn_tfn_forward" + suffix(x.dtype), _ARGTYPES_FWD)
     args = _plan_args(plan)
@@ -110,8 +111,8 @@ def _backward(plan: TFNFramePlan, gy: Tensor, x: Tensor | None, w: Tensor | None
     """(g(gy, w) if w is given, h(x, gy) if x is given), in one pass over the weights."""
     gy = rows(gy, "grad", plan.out_dim)
     E = gy.shape[0]
-    x = None if x is None else rows(x, "x", plan.in_dim)
-    w = None if w is None else rows(w, "weight", plan.weight_numel)
+    x = None if x is None else rows(x, "x", plan.in_dim, E)
+    w = None if w is None else rows(w, "weight", plan.weight_numel, E)
     gx = None if w is None else gy.new_empty(E, plan.in_dim)
     gw = None if x is None else gy.new_empty(E, plan.weight_numel)
     fn = function("escn_tfn_backward" + suffix(gy.dtype), _ARGTYPES_BWD)
