@@ -401,3 +401,42 @@ def test_type_permutations_average_energy_offsets():
 def test_type_permutations_bad_input(perms, error, message):
     with pytest.raises(error, match=message):
         _model(type_permutations=perms)
+
+
+def test_rotation_path_follows_the_mode_and_gives_the_same_numbers():
+    """The compiled rotation is used where no graph of a gradient is built (eval, or no forces), PyTorch ops
+    where one is (training on forces); both give the same energies, forces and force-loss gradients."""
+    from escn import native
+    from escn.nn.edge_rotation import EdgeRotation
+
+    if not native.available():
+        pytest.skip(f"compiled kernels unavailable: {native.unavailable_reason()}")
+    model = _model(channels=20)  # channels past one vector tile of the kernel
+    rotations = [m for m in model.modules() if isinstance(m, EdgeRotation)]
+    pos, types = _molecule(12, seed=3)
+    batch = collate([AtomsGraph(pos=pos, atom_types=types)])
+
+    def run(train: bool, setting):
+        model.native_rotation = setting
+        model.train(train)
+        model.zero_grad()
+        out = model(batch)
+        used = {m.native for m in rotations}
+        grads = []
+        if train:  # training on forces differentiates the forces again
+            (out["energy"].sum() + (out["forces"] ** 2).sum()).backward()
+            grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+            assert grads
+        return used, out["energy"].detach(), out["forces"].detach(), grads
+
+    assert run(False, None)[0] == {True}
+    assert run(True, None)[0] == {False}
+    for train in (False, True):
+        _, *ref = run(train, False)
+        used, *got = run(train, True)
+        assert used == {True}
+        for a, b in zip(ref[:2], got[:2]):
+            assert (a - b).abs().max() <= 1e-10 * max(a.abs().max(), 1.0)
+        for a, b in zip(ref[2], got[2]):
+            assert (a - b).abs().max() <= 1e-10 * max(a.abs().max(), 1.0)
+    model.native_rotation = None

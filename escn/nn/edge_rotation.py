@@ -78,8 +78,8 @@ class EdgeRotation(nn.Module):
             ops. Same numbers either way; the attribute can be changed after construction. Measured, 3,740
             edges, C = 16: a layer's first-order fwd+bwd is faster with the kernel (shared weights, L = 4,
             mmax = 4: 35 vs 44-57 ms), but an ESCN model's force-training step (second derivatives) was
-            10-15 % slower, so it is opt-in here and on by default only where SO2Conv takes TFN-layout
-            per-edge weights.
+            10-15 % slower, so the owners choose: SO2Conv for TFN-layout per-edge weights, and ESCN per
+            call (:attr:`escn.models.escn.ESCN.native_rotation`).
     """
 
     def __init__(self, groups: list[tuple[int, int]], mmax: int, dense_lmax: int = 3, native: bool = False) -> None:
