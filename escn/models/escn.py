@@ -518,9 +518,11 @@ class ESCN(nn.Module):
 
     def _set_rotation_path(self, second_order: bool) -> None:
         use = (not second_order) if self.native_rotation is None else bool(self.native_rotation)
-        for m in self.modules():
-            if isinstance(m, EdgeRotation):
-                m.native = use
+        rotations = self.__dict__.get("_rotations")
+        if rotations is None:  # found once, not on every forward (the module tree is fixed after __init__)
+            rotations = self.__dict__["_rotations"] = [m for m in self.modules() if isinstance(m, EdgeRotation)]
+        for m in rotations:
+            m.native = use
 
     def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, Tensor]:
         self._check_batch(batch)

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-SOURCES = ("tfn_frame_map.c", "tfn_frame_map_body.h", "edge_rotation.c", "edge_rotation_body.h")
+SOURCES = ("kernels.c", "tfn_frame_map.h", "edge_rotation.h")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11")
 
 _lock = threading.Lock()

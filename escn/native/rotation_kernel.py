@@ -1,4 +1,4 @@
-"""Rotation into and out of the edge frame in one compiled pass over all orders (see ``edge_rotation.c``).
+"""Rotation into and out of the edge frame in one compiled pass over all orders (see ``edge_rotation.h``).
 
 :class:`escn.nn.edge_rotation.EdgeRotation` applies, per edge and channel of order l, the factorised
 ``D = J_rows Y(-beta) J^T Y(-alpha)`` from the frame's tables ``cos/sin(m alpha)``, ``cos/sin(m beta)``: two

@@ -389,7 +389,7 @@ class SO2Conv(nn.Module):
     def _build_native_plan(self) -> native_kernels.TFNFramePlan:
         """Tables of the compiled edge-frame map (:mod:`escn.native.tfn_kernel`): buffers in (entry, m,
         channel) order and, per TFN path, one term per nonzero of its edge-frame matrix ``M[k, i]``
-        (:meth:`_path_coefficient`) with ``|m| <= mmax`` on both sides."""
+        (:meth:`_edge_frame_matrix`) with ``|m| <= mmax`` on both sides."""
         L = self.layout
 
         def rows(irreps: Irreps, pos):
@@ -406,8 +406,7 @@ class SO2Conv(nn.Module):
         perm_out, row_out = rows(self.irreps_out, L.out_pos)
         path_rows, terms = [], []
         for p in self.tfn_paths:
-            C = wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64)[:, p.l_filter, :]  # (i, k)
-            M = (p.norm * math.sqrt(2 * p.l_filter + 1)) * C.T  # M[k, i]
+            M = self._edge_frame_matrix(p)
             ts = []
             for k, i in (M.abs() > 1e-13).nonzero().tolist():
                 m_out, m_in = k - p.l_out, i - p.l_in
@@ -417,18 +416,24 @@ class SO2Conv(nn.Module):
             terms.append(ts)
         return native_kernels.make_plan(path_rows, terms, perm_in, perm_out)
 
+    @staticmethod
+    def _edge_frame_matrix(p) -> Tensor:
+        """TFN path ``p``'s map in the edge frame, float64 ``M[k, i] = norm * sqrt(2 lf + 1) * C[i, lf, k]``
+        (output component k, input component i; the filter ``Y^lf`` of the +y axis is ``sqrt(2 lf + 1)`` at
+        its m = 0 component and zero elsewhere)."""
+        C = wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64)[:, p.l_filter, :]  # (i, k)
+        return (p.norm * math.sqrt(2 * p.l_filter + 1)) * C.T
+
     def _path_coefficient(self, p, m: int) -> float:
         """Entry of ``B_m`` produced by a unit weight on TFN path ``p`` (zero at m = 0 across classes).
 
-        With ``M[k, i] = norm * sqrt(2 lf + 1) * C[i, lf, k]`` the path's map in the edge frame,
-        ``W1 = M[+m, +m]`` and ``W2 = M[-m, +m]``; B holds W1 within a class, W2 (natural rows) or -W2
+        With ``M`` the path's map in the edge frame (:meth:`_edge_frame_matrix`), ``W1 = M[+m, +m]`` and ``W2 = M[-m, +m]``; B holds W1 within a class, W2 (natural rows) or -W2
         (pseudo rows) across classes."""
         eps_in = self.irreps_in[p.i_in].ir.p * (-1) ** p.l_in
         eps_out = self.irreps_out[p.i_out].ir.p * (-1) ** p.l_out
         if m == 0 and eps_in != eps_out:
             return 0.0
-        C = wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64)[:, p.l_filter, :]  # (i, k)
-        M = (p.norm * math.sqrt(2 * p.l_filter + 1)) * C.T  # M[k, i]
+        M = self._edge_frame_matrix(p)
         if eps_in == eps_out:
             return float(M[p.l_out + m, p.l_in + m])
         w2 = float(M[p.l_out - m, p.l_in + m])

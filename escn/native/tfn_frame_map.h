@@ -1,4 +1,16 @@
-/* Body of tfn_frame_map.c for one real type (REAL), name suffix (SUFFIX) and tile width (VW values).
+/* The edge-frame TFN map (see escn/native/tfn_kernel.py): per edge, every TFN path's (mul_in x mul_out)
+ * weight block is read once, in TFN layout, and applied to the few rows (orders m) the path couples.
+ *
+ * Per edge e the input row x[e] (in_dim values) is first gathered into a buffer in (entry, m, channel) order
+ * (xb[k] = x[e, perm_in[k]]), the output is accumulated in a buffer of the same kind and scattered back
+ * (y[e, perm_out[k]] = yb[k]). A term t of path p says: the block row-vector at xb[in_off[t] ...
+ * in_off[t] + mul_in) times coef[t] times W_p is added to yb[out_off[t] ... out_off[t] + mul_out).
+ *
+ * path[5 p + 0..4] = weight offset, mul_in, mul_out, first term, one past the last term.
+ * Edges [e0, e1) are processed; callers split the edge range between threads.
+ */
+
+/* Instantiated by kernels.c for one real type (REAL), name suffix (SUFFIX) and tile width (VW values).
  *
  * The inner loops work on tiles of VW consecutive values held in a GCC/Clang vector (64 bytes). A chain of
  * multiply-adds into one accumulator waits on each previous one, so each loop keeps four independent

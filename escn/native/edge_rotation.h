@@ -1,4 +1,21 @@
-/* Body of edge_rotation.c for one real type (REAL), name suffix (SUFFIX) and tile width (VW channels).
+/* Rotation of l-grouped features into the edge frame and back, factorised (see escn/nn/edge_rotation.py and
+ * escn/native/rotation_kernel.py): per edge e, order group q (order l, M channels of d = 2l + 2 slots, r kept
+ * rows) and channel, with the slots read as l + 1 complex numbers (m = 0 and a zero slot, then the (+m, -m)
+ * pairs) and pa[m] = cos_a[e, m] + i sin_a[e, m], pb likewise:
+ *
+ *   to_frame:  y = ((((x * pa) @ J) * pb) @ JrT)          (J: d x d, JrT: d x r, row-vector products)
+ *
+ * for every order, l = 0 included (there d = 2, J and JrT pick the m = 0 slot, and the phases at m = 0 are 1):
+ * so the map is linear in each of x, (cos_a, sin_a), (cos_b, sin_b) separately, which its autograd relies on.
+ *
+ * The adjoint kernel takes gy and returns gx = (to_frame)^T gy, which is also the rotation out of the frame,
+ * and, given x, the gradients of <to_frame(x), gy> with respect to the four phase tables.
+ *
+ * group[8 q + 0..7] = l, M, d, r, x offset (channel-major, c * d + k), y offset (c * r + i), offset of J and
+ * of JrT in mats. Tables cos_a, sin_a, cos_b, sin_b have row stride ldt >= lmax + 1. Edges [e0, e1) are
+ * processed. */
+
+/* Instantiated by kernels.c for one real type (REAL), name suffix (SUFFIX) and tile width (VW channels).
  *
  * Every step works on VW channels at once: a channel tile is transposed into slot vectors T[k] (lane c =
  * channel c0 + c; lanes past the last channel hold zeros and are not stored), so the complex multiplies are
