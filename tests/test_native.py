@@ -20,6 +20,8 @@ CASES = [
     ("8x0e + 4x0o + 8x1o + 4x1e + 2x2e", "3x0e + 2x0o + 2x1o + 2x1e + 1x2e + 1x2o", 4),
     ("20x0e + 17x1o + 16x2e", "16x0e + 9x1o + 24x2e + 3x3o", 5),
     ("1x6e + 1x5o + 1x3e", "1x6o + 1x4e + 1x0e + 1x2e", 6),  # small lmax_filter: few orders per path
+    # blocks of several 16 x 16 (float32) tiles: 32 x 32, 32 x 48, 16 x 48
+    ("32x0e + 32x1o + 16x2e", "32x0e + 48x1o", 2),
 ]
 
 
@@ -116,10 +118,11 @@ def test_native_layer_is_e3_equivariant():
     assert max(errs.values()) <= 1e-10, errs
 
 
-def test_native_float32_matches_float64_reference():
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]])
+def test_native_float32_matches_float64_reference(case):
     """float32 on the kernel path: measured max relative error about 1e-7 of the largest output; bar 2e-6."""
-    layer64 = _layer(*CASES[1])
-    layer32 = _layer(*CASES[1], dtype=torch.float32)
+    layer64 = _layer(*case)
+    layer32 = _layer(*case, dtype=torch.float32)
     rot, w = _inputs(layer64, 200, seed=6)
     ref = layer64.frame_map(rot, w)
     got = layer32.frame_map(rot.float(), w.float())
