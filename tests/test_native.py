@@ -288,19 +288,31 @@ def test_native_rotation_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradgradcheck(f, (x, y, vec))
 
 
-def test_native_rotation_float32_matches_float64():
-    """float32 on the kernel (frame built in float32 too): measured max error 4-5e-7 of the largest output; bar 2e-6."""
+@pytest.mark.parametrize("groups, mmax", [ROT_CASES[0], ([(1, 16), (8, 17), (9, 3)], 9)])  # l >= 8: d > 16 slots
+def test_native_rotation_float32_matches_float64(groups, mmax):
+    """float32 on the kernel (frame built in float32 too), values and gradients w.r.t. features and edge vectors:
+    measured max error 4-5e-7 of the largest value; bar 2e-6 (5e-6 for the edge-vector gradient, a sum over all
+    components)."""
     from escn.o3.edge_frame import edge_frame
 
-    rot, x, y, vec = _rotation_inputs(*ROT_CASES[0], seed=7)
-    frame64 = edge_frame(vec, 6, 6)
-    ref_to, ref_from = rot.to_frame(x, frame64), rot.from_frame(y, frame64)
+    rot, x, y, vec = _rotation_inputs(groups, mmax, seed=7)
+    lmax = max(l for l, _ in groups)
+    cot_to = torch.randn(x.shape[0], rot.rot_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    cot_from = torch.randn(x.shape[0], rot.full_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+
+    def run(rot, x, y, vec):
+        frame = edge_frame(vec, lmax, mmax)
+        to, fr = rot.to_frame(x, frame), rot.from_frame(y, frame)
+        grads = torch.autograd.grad((to * cot_to.to(to.dtype)).sum() + (fr * cot_from.to(fr.dtype)).sum(), [x, y, vec])
+        return (to, fr, *grads)
+
+    ref = run(rot, x, y, vec)
     rot32 = rot.float()
-    frame32 = edge_frame(vec.detach().float(), 6, 6)
-    assert rot32._use_native(x.float(), frame32)
-    got_to, got_from = rot32.to_frame(x.detach().float(), frame32), rot32.from_frame(y.detach().float(), frame32)
-    assert (got_to.double() - ref_to).abs().max() <= 2e-6 * ref_to.abs().max()
-    assert (got_from.double() - ref_from).abs().max() <= 2e-6 * ref_from.abs().max()
+    assert rot32._use_native(x.float(), edge_frame(vec.detach().float(), lmax, mmax))
+    got = run(rot32, *(t.detach().float().requires_grad_() for t in (x, y, vec)))
+    for k, (a, b) in enumerate(zip(ref, got)):
+        assert b.dtype == torch.float32
+        assert (b.double() - a).abs().max() <= (5e-6 if k == 4 else 2e-6) * a.abs().max(), k
 
 
 def test_default_kernels_follow_the_weight_layout():

@@ -28,6 +28,19 @@ typedef REAL CAT(qvec, SUFFIX) __attribute__((vector_size(VW * sizeof(REAL))));
  * T's memory as scalars (inserting lanes into vector registers one by one was the slow part). */
 static inline void CAT(tile_in, SUFFIX)(QVEC *restrict T, const REAL *restrict src, int64_t ld, int64_t n,
                                        int64_t c0, int64_t nc) {
+#if defined(__AVX512F__) && VW == 16
+    /* float32: 16 slots at a time, masked row loads and one in-register transpose */
+    for (int64_t k0 = 0; k0 < n; k0 += 16) {
+        const int64_t w = n - k0 < 16 ? n - k0 : 16;
+        const __mmask16 m = (__mmask16)((1u << w) - 1u);
+        __m512 r[16];
+        for (int64_t c = 0; c < 16; ++c)
+            r[c] = c < nc ? _mm512_maskz_loadu_ps(m, src + (c0 + c) * ld + k0) : _mm512_setzero_ps();
+        transpose16x16_ps(r);
+        memcpy(T + k0, r, sizeof(__m512) * (size_t)w);
+    }
+    return;
+#endif
     REAL *t = (REAL *)T;
     if (nc < VW) memset(t, 0, sizeof(QVEC) * (size_t)n);
     for (int64_t c = 0; c < nc; ++c) {
@@ -38,6 +51,17 @@ static inline void CAT(tile_in, SUFFIX)(QVEC *restrict T, const REAL *restrict s
 
 static inline void CAT(tile_out, SUFFIX)(REAL *restrict dst, const QVEC *restrict T, int64_t ld, int64_t n,
                                         int64_t c0, int64_t nc) {
+#if defined(__AVX512F__) && VW == 16
+    for (int64_t k0 = 0; k0 < n; k0 += 16) {
+        const int64_t w = n - k0 < 16 ? n - k0 : 16;
+        const __mmask16 m = (__mmask16)((1u << w) - 1u);
+        __m512 r[16];
+        for (int64_t k = 0; k < 16; ++k) r[k] = k < w ? _mm512_loadu_ps((const float *)(T + k0 + k)) : _mm512_setzero_ps();
+        transpose16x16_ps(r);
+        for (int64_t c = 0; c < nc; ++c) _mm512_mask_storeu_ps(dst + (c0 + c) * ld + k0, m, r[c]);
+    }
+    return;
+#endif
     const REAL *t = (const REAL *)T;
     for (int64_t c = 0; c < nc; ++c) {
         REAL *row = dst + (c0 + c) * ld;
@@ -87,13 +111,14 @@ static inline REAL CAT(lanes_sum, SUFFIX)(QVEC v) {
     return s;
 }
 
-/* Gradients of sum over lanes of <G, Z * w> w.r.t. w = (wr, wi) per pair p, added to gr[p], gi[p]. */
+/* Gradients of <G, Z * w> w.r.t. w = (wr, wi) per pair p, per lane, added to GR[p], GI[p] (the lanes are summed
+ * once per edge, not once per order and channel tile). */
 static inline void CAT(phase_grad, SUFFIX)(const QVEC *restrict G, const QVEC *restrict Z, int64_t l,
-                                          REAL *restrict gr, REAL *restrict gi) {
+                                          QVEC *restrict GR, QVEC *restrict GI) {
     for (int64_t p = 0; p <= l; ++p) {
         const QVEC zr = Z[2 * p], zi = Z[2 * p + 1], g_r = G[2 * p], g_i = G[2 * p + 1];
-        gr[p] += CAT(lanes_sum, SUFFIX)(g_r * zr + g_i * zi);
-        gi[p] += CAT(lanes_sum, SUFFIX)(g_i * zr - g_r * zi);
+        GR[p] += g_r * zr + g_i * zi;
+        GI[p] += g_i * zr - g_r * zi;
     }
 }
 
@@ -139,16 +164,13 @@ int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, cons
                                   REAL *restrict gx, int64_t ldgx, const REAL *restrict x, int64_t ldx,
                                   REAL *restrict g_ca, REAL *restrict g_sa, REAL *restrict g_cb, REAL *restrict g_sb,
                                   int64_t ldg, int64_t lmax, int64_t dmax) {
-    QVEC *G = aligned_alloc(64, sizeof(QVEC) * (size_t)(4 * dmax + 4));
+    QVEC *G = aligned_alloc(64, sizeof(QVEC) * (size_t)(4 * dmax + 4 + 4 * (lmax + 1)));
     if (!G) return -1;
     QVEC *H = G + dmax + 1, *T0 = H + dmax + 1, *T2 = T0 + dmax + 1;
+    QVEC *gca = T2 + dmax + 1, *gsa = gca + lmax + 1, *gcb = gsa + lmax + 1, *gsb = gcb + lmax + 1;
     for (int64_t e = e0; e < e1; ++e) {
         const REAL *ca = cos_a + e * ldt, *sa = sin_a + e * ldt, *cb = cos_b + e * ldt, *sb = sin_b + e * ldt;
-        REAL *gca = NULL, *gsa = NULL, *gcb = NULL, *gsb = NULL;
-        if (x) {
-            gca = g_ca + e * ldg, gsa = g_sa + e * ldg, gcb = g_cb + e * ldg, gsb = g_sb + e * ldg;
-            for (int64_t p = 0; p <= lmax; ++p) gca[p] = gsa[p] = gcb[p] = gsb[p] = 0;
-        }
+        if (x) memset(gca, 0, sizeof(QVEC) * (size_t)(4 * (lmax + 1)));
         for (int64_t q = 0; q < n_groups; ++q) {
             const int64_t *g = group + 8 * q;
             const int64_t l = g[0], M = g[1], d = g[2], r = g[3];
@@ -174,6 +196,13 @@ int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, cons
                 }
             }
         }
+        if (x)
+            for (int64_t p = 0; p <= lmax; ++p) {
+                g_ca[e * ldg + p] = CAT(lanes_sum, SUFFIX)(gca[p]);
+                g_sa[e * ldg + p] = CAT(lanes_sum, SUFFIX)(gsa[p]);
+                g_cb[e * ldg + p] = CAT(lanes_sum, SUFFIX)(gcb[p]);
+                g_sb[e * ldg + p] = CAT(lanes_sum, SUFFIX)(gsb[p]);
+            }
     }
     free(G);
     return 0;

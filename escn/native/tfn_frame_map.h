@@ -149,31 +149,13 @@ static inline void CAT(grad_block_tiles, SUFFIX)(REAL *restrict G, int64_t mi, i
 }
 
 #if defined(__AVX512F__) && VW == 16
-/* b[i] = column i of the 16 x 16 tile at W (row length ldw): an in-register transpose, 64 shuffles, in place of
- * 16 gathers. Stage 1 and 2 interleave 32- and 64-bit elements within 128-bit lanes, so that u[4 k + c] holds,
- * in lane L, rows 4 k ... 4 k + 3 of column 4 L + c; stages 3 and 4 move the lanes into place. */
+/* b[i] = column i of the 16 x 16 tile at W (row length ldw), by an in-register transpose in place of 16
+ * gathers. */
 static inline void transposed_tile_f32(VEC b[16], const float *W, int64_t ldw) {
-    __m512 r[16], t[16], u[16];
+    __m512 r[16];
     for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(W + i * ldw);
-    for (int k = 0; k < 8; ++k) {
-        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-    }
-    for (int k = 0; k < 4; ++k) {
-        const __m512d t0 = _mm512_castps_pd(t[4 * k]), t1 = _mm512_castps_pd(t[4 * k + 1]);
-        const __m512d t2 = _mm512_castps_pd(t[4 * k + 2]), t3 = _mm512_castps_pd(t[4 * k + 3]);
-        u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-        u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-        u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-        u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-    }
-    for (int c = 0; c < 4; ++c) {
-        const __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
-        const __m512 w0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), w1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
-        const __m512 o[4] = {_mm512_shuffle_f32x4(v0, w0, 0x88), _mm512_shuffle_f32x4(v0, w0, 0xDD),
-                             _mm512_shuffle_f32x4(v1, w1, 0x88), _mm512_shuffle_f32x4(v1, w1, 0xDD)};
-        for (int L = 0; L < 4; ++L) memcpy(&b[4 * L + c], &o[L], sizeof(VEC));
-    }
+    transpose16x16_ps(r);
+    memcpy(b, r, sizeof r);
 }
 
 /* gx_t[u] += coef[t] sum over v of W[u, v] gy_t[v] for a path whose block is mi x mo, both multiples of 16:
