@@ -136,18 +136,35 @@ def test_native_float32_matches_float64_reference(case):
         assert (a - b.double()).abs().max() <= 2e-6 * a.abs().max()
 
 
-def test_native_map_is_the_same_on_one_and_two_threads():
+@pytest.mark.parametrize("openmp", [True, False])
+def test_native_kernels_are_the_same_on_one_and_two_threads(monkeypatch, openmp):
+    """Both ways of splitting the edges (OpenMP threads inside the kernel, or one kernel call per Python thread
+    when the kernels were built without OpenMP) give bit-identical values and gradients to one thread."""
+    from escn.native import _runtime
+    from escn.o3.edge_frame import edge_frame
+
+    if openmp and not _runtime.uses_openmp():
+        pytest.skip("kernels built without OpenMP")
+    monkeypatch.setattr(_runtime, "uses_openmp", lambda: openmp)
     layer = _layer(*CASES[1])
     rot, w = _inputs(layer, 500, seed=7)
+    erot, x, y, vec = _rotation_inputs(*ROT_CASES[0], E=500)
+
+    def run():
+        frame = edge_frame(vec, 6, 6)
+        outs = (layer.frame_map(rot, w), erot.to_frame(x, frame), erot.from_frame(y, frame))
+        return (*outs, *torch.autograd.grad(sum(o.sum() for o in outs), [rot, w, x, y, vec]))
+
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = layer.frame_map(rot, w)
+        one = run()
         torch.set_num_threads(2)
-        two = layer.frame_map(rot, w)
+        two = run()
     finally:
         torch.set_num_threads(old)
-    assert torch.equal(one, two)  # each edge is computed by one thread, in the same order
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)  # each edge is computed by one thread, in the same order
 
 
 def test_native_map_takes_strided_weight_rows_and_empty_edge_sets():
@@ -192,6 +209,23 @@ def test_build_is_cached_by_source_compiler_and_cpu(monkeypatch, tmp_path):
     monkeypatch.setattr(build, "_loaded", {})
     assert build.load() is not None
     assert len(list(tmp_path.glob("*.so"))) == 1
+
+
+def test_build_without_openmp_falls_back_to_one_kernel_call_per_thread(monkeypatch, tmp_path):
+    """A compiler without OpenMP (here: an OpenMP flag it rejects) still builds the kernels; they then run their
+    range on the calling thread and the Python side splits the edges."""
+    if build.compiler() is None:
+        pytest.skip("no C compiler")
+    from escn.native import _runtime
+
+    layer = _layer(*CASES[1])
+    rot, w = _inputs(layer, 300, seed=10)
+    expected = layer.frame_map(rot, w)
+    monkeypatch.setenv("ESCN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(build, "OPENMP_FLAGS", ("-fno-such-option-escn",))
+    monkeypatch.setattr(build, "_loaded", {})
+    assert native.available() and not _runtime.uses_openmp()
+    assert torch.equal(layer.frame_map(rot, w), expected)
 
 
 def test_bad_arguments_are_rejected():

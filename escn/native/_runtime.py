@@ -55,6 +55,31 @@ def parallel(fn, n: int) -> None:
         _check(r)
 
 
+def uses_openmp() -> bool:
+    """True when the kernels were built with OpenMP and split their edge ranges themselves."""
+    lib = build.load()
+    if lib is None:
+        return False
+    if not hasattr(lib, "_escn_openmp"):
+        fn = lib.escn_openmp
+        fn.argtypes, fn.restype = [], ctypes.c_int
+        lib._escn_openmp = bool(fn())
+    return lib._escn_openmp
+
+
+def run_over_edges(fn, n: int, *args) -> None:
+    """Call the kernel ``fn(e0, e1, *args, nthreads)`` over the edges [0, n) with one thread per torch thread
+    (at most one per 64 edges). Built with OpenMP, the kernel splits the range on PyTorch's own OpenMP threads;
+    otherwise :func:`parallel` splits it over Python threads, one kernel call each. Measured (L = 6, C = 16,
+    3,740 edges): a 1.5 ms rotation took 2.8 ms on Python threads right after a PyTorch op, whose OpenMP
+    threads were still spinning on the same cores; on the shared threads it takes 1.5 ms either way."""
+    k = min(_workers(), max(1, n // 64))
+    if k == 1 or uses_openmp():
+        _check(fn(0, n, *args, k))
+    else:
+        parallel(lambda e0, e1: fn(e0, e1, *args, 1), n)
+
+
 def _check(rc: int | None) -> None:
     if rc is not None and rc != 0:
         raise MemoryError("escn native kernel: could not allocate its per-thread buffer")

@@ -22,6 +22,10 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 SOURCES = ("kernels.c", "tfn_frame_map.h", "edge_rotation.h")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11")
+# Tried first; the build falls back to FLAGS alone if the compiler has no OpenMP. The library then needs
+# libgomp.so.1, which resolves to the one PyTorch has already loaded (escn imports torch first), so the kernels
+# share PyTorch's OpenMP threads instead of starting their own.
+OPENMP_FLAGS = ("-fopenmp",)
 
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL | None] = {}
@@ -64,7 +68,7 @@ def library_path(cc: str) -> Path:
     h = hashlib.sha256()
     for name in SOURCES:
         h.update((_HERE / name).read_bytes())
-    h.update(" ".join((cc, *FLAGS)).encode())
+    h.update(" ".join((cc, *FLAGS, *OPENMP_FLAGS)).encode())
     h.update(_cpu_signature().encode())
     return cache_dir() / f"escn_native-{h.hexdigest()[:20]}.so"
 
@@ -74,9 +78,13 @@ def _build(cc: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [cc, *FLAGS, "-o", tmp, *(str(_HERE / s) for s in SOURCES if s.endswith(".c"))]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
+        sources = [str(_HERE / s) for s in SOURCES if s.endswith(".c")]
+        for extra in (OPENMP_FLAGS, ()):
+            cmd = [cc, *FLAGS, *extra, "-o", tmp, *sources]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0:
+                break
+        else:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()}")
         os.replace(tmp, target)
     finally:

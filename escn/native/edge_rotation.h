@@ -123,7 +123,7 @@ static inline void CAT(phase_grad, SUFFIX)(const QVEC *restrict G, const QVEC *r
 }
 
 /* y[e] = to_frame(x[e]). dmax: the largest d. Returns 0, or -1 if the scratch tiles could not be allocated. */
-int CAT(escn_rot_to_frame, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
+static int CAT(rot_to_frame_range, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
                                    const REAL *restrict mats, const REAL *restrict x, int64_t ldx,
                                    const REAL *restrict cos_a, const REAL *restrict sin_a,
                                    const REAL *restrict cos_b, const REAL *restrict sin_b, int64_t ldt,
@@ -157,7 +157,7 @@ int CAT(escn_rot_to_frame, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, con
 /* gx[e] = to_frame^T(gy[e]) (if gx is not NULL: the rotation out of the frame), and, if x is not NULL, the
  * gradients of <to_frame(x[e]), gy[e]> w.r.t. the tables, written to g_ca, g_sa, g_cb, g_sb (row stride ldg;
  * columns 0..lmax, the rest untouched). Returns 0, or -1 if the scratch tiles could not be allocated. */
-int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
+static int CAT(rot_adjoint_range, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
                                   const REAL *restrict mats, const REAL *restrict gy, int64_t ldgy,
                                   const REAL *restrict cos_a, const REAL *restrict sin_a,
                                   const REAL *restrict cos_b, const REAL *restrict sin_b, int64_t ldt,
@@ -206,6 +206,42 @@ int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, cons
     }
     free(G);
     return 0;
+}
+
+/* The exported kernels: the ranges above split over nthreads threads (with OpenMP; else one call). */
+int CAT(escn_rot_to_frame, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
+                                   const REAL *restrict mats, const REAL *restrict x, int64_t ldx,
+                                   const REAL *restrict cos_a, const REAL *restrict sin_a,
+                                   const REAL *restrict cos_b, const REAL *restrict sin_b, int64_t ldt,
+                                   REAL *restrict y, int64_t ldy, int64_t dmax, int64_t nthreads) {
+    int rc = 0;
+    (void)nthreads;
+#pragma omp parallel num_threads(nthreads) reduction(| : rc)
+    {
+        const int64_t k = THREAD_COUNT(), i = THREAD_INDEX(), n = e1 - e0;
+        rc |= CAT(rot_to_frame_range, SUFFIX)(e0 + n * i / k, e0 + n * (i + 1) / k, n_groups, group, mats, x, ldx, cos_a,
+                                              sin_a, cos_b, sin_b, ldt, y, ldy, dmax);
+    }
+    return rc;
+}
+
+int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
+                                  const REAL *restrict mats, const REAL *restrict gy, int64_t ldgy,
+                                  const REAL *restrict cos_a, const REAL *restrict sin_a,
+                                  const REAL *restrict cos_b, const REAL *restrict sin_b, int64_t ldt,
+                                  REAL *restrict gx, int64_t ldgx, const REAL *restrict x, int64_t ldx,
+                                  REAL *restrict g_ca, REAL *restrict g_sa, REAL *restrict g_cb, REAL *restrict g_sb,
+                                  int64_t ldg, int64_t lmax, int64_t dmax, int64_t nthreads) {
+    int rc = 0;
+    (void)nthreads;
+#pragma omp parallel num_threads(nthreads) reduction(| : rc)
+    {
+        const int64_t k = THREAD_COUNT(), i = THREAD_INDEX(), n = e1 - e0;
+        rc |= CAT(rot_adjoint_range, SUFFIX)(e0 + n * i / k, e0 + n * (i + 1) / k, n_groups, group, mats, gy, ldgy, cos_a,
+                                             sin_a, cos_b, sin_b, ldt, gx, ldgx, x, ldx, g_ca, g_sa, g_cb, g_sb, ldg, lmax,
+                                             dmax);
+    }
+    return rc;
 }
 
 #undef QVEC

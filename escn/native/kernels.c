@@ -1,13 +1,33 @@
 /* escn's compiled kernels (see escn/native/build.py), one translation unit: each kernel body is instantiated
  * for float (suffix _f32, 16 lanes per 64-byte vector) and double (suffix _f64, 8 lanes).
  *   tfn_frame_map.h  the edge-frame map of TFN-layout per-edge weights (escn/native/tfn_kernel.py)
- *   edge_rotation.h  the rotation into and out of the edge frame (escn/native/rotation_kernel.py) */
+ *   edge_rotation.h  the rotation into and out of the edge frame (escn/native/rotation_kernel.py)
+ * Every exported kernel takes an edge range [e0, e1) and, last, a thread count (see escn_openmp). */
 #include <stdint.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#define THREAD_COUNT() ((int64_t)omp_get_num_threads())
+#define THREAD_INDEX() ((int64_t)omp_get_thread_num())
+#else
+#define THREAD_COUNT() ((int64_t)1)
+#define THREAD_INDEX() ((int64_t)0)
+#endif
+
+/* 1 when built with OpenMP: each kernel then splits its edge range over `nthreads` threads of the OpenMP
+ * runtime PyTorch has loaded (same soname, so the same thread pool: no second set of threads spinning against
+ * PyTorch's). Without it a kernel runs its range on the calling thread and the caller splits the edges. */
+int escn_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 #if defined(__AVX512F__)
 /* In-place transpose of 16 x 16 floats held as 16 row vectors (64 shuffles, no memory round trip). Stages 1

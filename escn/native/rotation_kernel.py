@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from escn.native._runtime import I64, PTR, function, parallel, ptr, rows, suffix
+from escn.native._runtime import I64, PTR, function, ptr, rows, run_over_edges, suffix
 
 Tensor = torch.Tensor
 Tables = tuple[Tensor, Tensor, Tensor, Tensor]  # cos_a, sin_a, cos_b, sin_b: (E, >= lmax + 1)
@@ -67,8 +67,8 @@ def make_rotation_plan(groups: list[tuple[int, int, Tensor, Tensor]]) -> Rotatio
     )
 
 
-_TO = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, I64]
-_ADJ = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, PTR, PTR, PTR, PTR, I64, I64, I64]
+_TO = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, I64, I64]
+_ADJ = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, PTR, PTR, PTR, PTR, I64, I64, I64, I64]
 
 
 def _tables(plan: RotationPlan, t: Tables, num_rows: int) -> Tables:
@@ -85,8 +85,8 @@ def _to_frame(plan: RotationPlan, x: Tensor, t: Tables) -> Tensor:
     y = x.new_empty(x.shape[0], plan.y_dim)
     fn = function("escn_rot_to_frame" + suffix(x.dtype), _TO)
     m, n, g = plan.mats(x.dtype), plan.group.shape[0], ptr(plan.group)
-    parallel(lambda e0, e1: fn(e0, e1, n, g, m.data_ptr(), x.data_ptr(), x.stride(0), ca.data_ptr(), sa.data_ptr(),
-                               cb.data_ptr(), sb.data_ptr(), ca.stride(0), y.data_ptr(), y.stride(0), plan.dmax), x.shape[0])
+    run_over_edges(fn, x.shape[0], n, g, m.data_ptr(), x.data_ptr(), x.stride(0), ca.data_ptr(), sa.data_ptr(),
+                   cb.data_ptr(), sb.data_ptr(), ca.stride(0), y.data_ptr(), y.stride(0), plan.dmax)
     return y
 
 
@@ -106,9 +106,9 @@ def _adjoint(plan: RotationPlan, gy: Tensor, t: Tables, x: Tensor | None, want_g
     fn = function("escn_rot_adjoint" + suffix(gy.dtype), _ADJ)
     m, n, g = plan.mats(gy.dtype), plan.group.shape[0], ptr(plan.group)
     gp = (None,) * 4 if gt is None else tuple(a.data_ptr() for a in gt)
-    parallel(lambda e0, e1: fn(e0, e1, n, g, m.data_ptr(), gy.data_ptr(), gy.stride(0), ca.data_ptr(), sa.data_ptr(),
-                               cb.data_ptr(), sb.data_ptr(), ca.stride(0), ptr(gx), 0 if gx is None else gx.stride(0),
-                               ptr(x), 0 if x is None else x.stride(0), *gp, width, plan.lmax, plan.dmax), E)
+    run_over_edges(fn, E, n, g, m.data_ptr(), gy.data_ptr(), gy.stride(0), ca.data_ptr(), sa.data_ptr(), cb.data_ptr(),
+                   sb.data_ptr(), ca.stride(0), ptr(gx), 0 if gx is None else gx.stride(0), ptr(x),
+                   0 if x is None else x.stride(0), *gp, width, plan.lmax, plan.dmax)
     return gx, gt  # type: ignore[return-value]
 
 

@@ -209,7 +209,7 @@ static inline void CAT(transpose_block, SUFFIX)(REAL *restrict wt, const REAL *r
 
 /* y[e] = map(x[e], w[e]) for e in [e0, e1). row_max: the largest multiplicity (length of a term's row).
  * Returns 0, or -1 if a buffer could not be allocated. */
-int CAT(escn_tfn_forward, SUFFIX)(
+static int CAT(tfn_forward_range, SUFFIX)(
     int64_t e0, int64_t e1, int64_t n_paths, const int64_t *restrict path, const int64_t *restrict term,
     const double *restrict coef, int64_t in_dim, const int64_t *restrict perm_in, int64_t out_dim,
     const int64_t *restrict perm_out, const REAL *restrict x, int64_t ldx, const REAL *restrict w, int64_t ldw,
@@ -278,7 +278,7 @@ static inline void CAT(input_adjoint_of_path, SUFFIX)(const REAL *restrict W, in
  * gw[e] = (d map / d w)^T gy[e]   (if gw is not NULL; needs x), written once, in the TFN layout of w.
  * block_max: the largest mul_in * mul_out; n_terms_max: the most terms of one path; row_max: the largest
  * multiplicity. */
-int CAT(escn_tfn_backward, SUFFIX)(
+static int CAT(tfn_backward_range, SUFFIX)(
     int64_t e0, int64_t e1, int64_t n_paths, const int64_t *restrict path, const int64_t *restrict term,
     const double *restrict coef, int64_t in_dim, const int64_t *restrict perm_in, int64_t out_dim,
     const int64_t *restrict perm_out, const REAL *restrict gy, int64_t ldgy, const REAL *restrict x, int64_t ldx,
@@ -369,6 +369,41 @@ int CAT(escn_tfn_backward, SUFFIX)(
     free(rows);
     free(buf);
     return 0;
+}
+
+/* The exported kernels: the ranges above split over nthreads threads (with OpenMP; else one call). */
+int CAT(escn_tfn_forward, SUFFIX)(
+    int64_t e0, int64_t e1, int64_t n_paths, const int64_t *restrict path, const int64_t *restrict term,
+    const double *restrict coef, int64_t in_dim, const int64_t *restrict perm_in, int64_t out_dim,
+    const int64_t *restrict perm_out, const REAL *restrict x, int64_t ldx, const REAL *restrict w, int64_t ldw,
+    REAL *restrict y, int64_t ldy, int64_t row_max, int64_t nthreads) {
+    int rc = 0;
+    (void)nthreads;
+#pragma omp parallel num_threads(nthreads) reduction(| : rc)
+    {
+        const int64_t k = THREAD_COUNT(), i = THREAD_INDEX(), n = e1 - e0;
+        rc |= CAT(tfn_forward_range, SUFFIX)(e0 + n * i / k, e0 + n * (i + 1) / k, n_paths, path, term, coef, in_dim,
+                                             perm_in, out_dim, perm_out, x, ldx, w, ldw, y, ldy, row_max);
+    }
+    return rc;
+}
+
+int CAT(escn_tfn_backward, SUFFIX)(
+    int64_t e0, int64_t e1, int64_t n_paths, const int64_t *restrict path, const int64_t *restrict term,
+    const double *restrict coef, int64_t in_dim, const int64_t *restrict perm_in, int64_t out_dim,
+    const int64_t *restrict perm_out, const REAL *restrict gy, int64_t ldgy, const REAL *restrict x, int64_t ldx,
+    const REAL *restrict w, int64_t ldw, REAL *restrict gx, int64_t ldgx, REAL *restrict gw, int64_t ldgw,
+    int64_t block_max, int64_t n_terms_max, int64_t row_max, int64_t nthreads) {
+    int rc = 0;
+    (void)nthreads;
+#pragma omp parallel num_threads(nthreads) reduction(| : rc)
+    {
+        const int64_t k = THREAD_COUNT(), i = THREAD_INDEX(), n = e1 - e0;
+        rc |= CAT(tfn_backward_range, SUFFIX)(e0 + n * i / k, e0 + n * (i + 1) / k, n_paths, path, term, coef, in_dim,
+                                              perm_in, out_dim, perm_out, gy, ldgy, x, ldx, w, ldw, gx, ldgx, gw, ldgw,
+                                              block_max, n_terms_max, row_max);
+    }
+    return rc;
 }
 
 #undef VEC

@@ -19,7 +19,7 @@ import torch
 
 from escn.native._runtime import I64 as _I64
 from escn.native._runtime import PTR as _PTR
-from escn.native._runtime import function, parallel, ptr, rows, suffix
+from escn.native._runtime import function, ptr, rows, run_over_edges, suffix
 from escn.native.bilinear import BilinearKernels, apply_f
 
 Tensor = torch.Tensor
@@ -90,9 +90,9 @@ def _plan_args(plan: TFNFramePlan) -> tuple:
             plan.in_dim, ptr(plan.perm_in), plan.out_dim, ptr(plan.perm_out))
 
 
-_ARGTYPES_FWD = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64]
+_ARGTYPES_FWD = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64]
 _ARGTYPES_BWD = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR,
-                 _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64, _I64]
+                 _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _I64]
 
 
 def _forward(plan: TFNFramePlan, x: Tensor, w: Tensor) -> Tensor:
@@ -103,7 +103,7 @@ def _forward(plan: TFNFramePlan, x: Tensor, w: Tensor) -> Tensor:
     y = x.new_empty(E, plan.out_dim)
     fn = function("escn_tfn_forward" + suffix(x.dtype), _ARGTYPES_FWD)
     args = _plan_args(plan)
-    parallel(lambda e0, e1: fn(e0, e1, *args, x.data_ptr(), x.stride(0), w.data_ptr(), w.stride(0), y.data_ptr(), y.stride(0), plan.row_max), E)
+    run_over_edges(fn, E, *args, x.data_ptr(), x.stride(0), w.data_ptr(), w.stride(0), y.data_ptr(), y.stride(0), plan.row_max)
     return y
 
 
@@ -119,8 +119,8 @@ def _backward(plan: TFNFramePlan, gy: Tensor, x: Tensor | None, w: Tensor | None
     args = _plan_args(plan)
     sx, sw = (0 if x is None else x.stride(0)), (0 if w is None else w.stride(0))
     sgx, sgw = (0 if gx is None else gx.stride(0)), (0 if gw is None else gw.stride(0))
-    parallel(lambda e0, e1: fn(e0, e1, *args, gy.data_ptr(), gy.stride(0), ptr(x), sx, ptr(w), sw,
-                                ptr(gx), sgx, ptr(gw), sgw, plan.block_max, plan.terms_max, plan.row_max), E)
+    run_over_edges(fn, E, *args, gy.data_ptr(), gy.stride(0), ptr(x), sx, ptr(w), sw, ptr(gx), sgx, ptr(gw), sgw,
+                   plan.block_max, plan.terms_max, plan.row_max)
     return gx, gw
 
 
