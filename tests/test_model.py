@@ -403,9 +403,9 @@ def test_type_permutations_bad_input(perms, error, message):
         _model(type_permutations=perms)
 
 
-def test_rotation_path_follows_the_mode_and_gives_the_same_numbers():
-    """The compiled rotation is used where no graph of a gradient is built (eval, or no forces), PyTorch ops
-    where one is (training on forces); both give the same energies, forces and force-loss gradients."""
+def test_rotation_path_follows_the_setting_and_gives_the_same_numbers():
+    """The compiled rotation is used by default, in eval and in training on forces; PyTorch ops when
+    ``native_rotation`` is False. Both give the same energies, forces and force-loss gradients."""
     from escn import native
     from escn.nn.edge_rotation import EdgeRotation
 
@@ -430,7 +430,8 @@ def test_rotation_path_follows_the_mode_and_gives_the_same_numbers():
         return used, out["energy"].detach(), out["forces"].detach(), grads
 
     assert run(False, None)[0] == {True}
-    assert run(True, None)[0] == {False}
+    assert run(True, None)[0] == {True}
+    assert run(True, False)[0] == {False}
     for train in (False, True):
         _, *ref = run(train, False)
         used, *got = run(train, True)

@@ -510,14 +510,16 @@ class ESCN(nn.Module):
         with torch.no_grad():
             self.atom_energy.weight[:, 0] = (per_type - self.energy_shift).to(self.atom_energy.weight)
 
-    #: The compiled edge-frame rotation (:mod:`escn.native`): None (default) uses it when the forward builds no
-    #: graph of a gradient (eval mode, or no forces/stress) and PyTorch ops when it does (training on forces),
-    #: as measured fastest (lmax 6, mmax 2, 128 atoms: eval with forces 132-138 vs 145-157 ms; a force-training
-    #: step 447-491 vs 411-422 ms); True or False forces one. Not part of the config: it changes no number.
+    #: The compiled edge-frame rotation (:mod:`escn.native`): None (default) uses it whenever the kernels are
+    #: available, True forces it, False uses PyTorch ops. Measured (lmax 6, mmax 2, 128 atoms, 2 threads): a
+    #: force-training step 314-316 ms with it against 423-425 ms without, eval with forces 100-106 against
+    #: 152-158 ms. (Before the kernels shared PyTorch's OpenMP threads, the force-training step was slower with
+    #: them, 447-491 against 411-422 ms, and None chose PyTorch ops there.) Not part of the config: it changes
+    #: no number.
     native_rotation: bool | None = None
 
-    def _set_rotation_path(self, second_order: bool) -> None:
-        use = (not second_order) if self.native_rotation is None else bool(self.native_rotation)
+    def _set_rotation_path(self) -> None:
+        use = True if self.native_rotation is None else bool(self.native_rotation)
         rotations = self.__dict__.get("_rotations")
         if rotations is None:  # found once, not on every forward (the module tree is fixed after __init__)
             rotations = self.__dict__["_rotations"] = [m for m in self.modules() if isinstance(m, EdgeRotation)]
@@ -531,7 +533,7 @@ class ESCN(nn.Module):
         want_energy = "energy" in self.outputs
         compute_forces = bool(compute_forces) and want_energy
         compute_stress = bool(compute_stress) and want_energy
-        self._set_rotation_path(self.training and (compute_forces or compute_stress))
+        self._set_rotation_path()
         if compute_stress and (batch.cell is None or not bool(batch.pbc.all())):
             raise ValueError("compute_stress needs periodic cells (batch.cell with pbc on all axes)")
         out: dict[str, Tensor] = {}

@@ -75,11 +75,10 @@ class EdgeRotation(nn.Module):
             higher orders with the factorisation (module docstring). Both give the same numbers.
         native: on the CPU (float32/float64), rotate all orders with the factorisation in one compiled pass
             (:mod:`escn.native.rotation_kernel`) when the kernels are available; False (default): PyTorch
-            ops. Same numbers either way; the attribute can be changed after construction. Measured, 3,740
-            edges, C = 16: a layer's first-order fwd+bwd is faster with the kernel (shared weights, L = 4,
-            mmax = 4: 35 vs 44-57 ms), but an ESCN model's force-training step (second derivatives) was
-            10-15 % slower, so the owners choose: SO2Conv for TFN-layout per-edge weights, and ESCN per
-            call (:attr:`escn.models.escn.ESCN.native_rotation`).
+            ops. Same numbers either way; the attribute can be changed after construction. The owners
+            turn it on: SO2Conv for TFN-layout per-edge weights (or ``native=True``), and the ESCN model
+            (:attr:`escn.models.escn.ESCN.native_rotation`; its force-training step, which differentiates
+            twice, is 25 % faster with the kernel). A shared-weight layer alone keeps PyTorch ops by default.
     """
 
     def __init__(self, groups: list[tuple[int, int]], mmax: int, dense_lmax: int = 3, native: bool = False) -> None:
