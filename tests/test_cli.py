@@ -84,7 +84,7 @@ def test_bench_json_numeric(tiny_run):
     assert data["meta"]["allocator"] == "system"
     from escn import native
 
-    expected = "compiled edge-frame kernel (escn.native)" if native.available() else "PyTorch ops"
+    expected = "compiled kernels (escn.native)" if native.available() else "PyTorch ops"
     assert data["meta"]["so2_equal_weights"].startswith(expected)
     if os.path.exists("/proc/stat"):  # cores other processes kept busy, from CPU-time counters
         assert isinstance(data["meta"]["other_cores"], float) and data["meta"]["other_cores"] >= 0
@@ -222,7 +222,7 @@ def test_bench_says_when_the_weights_take_pytorch_ops(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "escn", *TINY, "--methods", "so2_equal,tfn", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert "so2_equal applies its TFN-layout weights with: PyTorch ops (disabled by ESCN_NATIVE)" in proc.stdout
+    assert "so2_equal applies its TFN-layout weights) with: PyTorch ops (disabled by ESCN_NATIVE)" in proc.stdout
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["meta"]["so2_equal_weights"] == "PyTorch ops (disabled by ESCN_NATIVE)"
     assert all(r["max_rel_diff_vs_tfn"] < 1e-4 for r in data["rows"] if r["max_rel_diff_vs_tfn"] is not None)

@@ -349,17 +349,18 @@ def test_native_rotation_float32_matches_float64(groups, mmax):
         assert (b.double() - a).abs().max() <= (5e-6 if k == 4 else 2e-6) * a.abs().max(), k
 
 
-def test_default_kernels_follow_the_weight_layout():
-    """Kernels by default where measured faster (TFN-layout per-edge weights), PyTorch ops otherwise."""
+def test_kernels_are_the_default_and_can_be_turned_off():
+    """Kernels by default (measured faster for every layout); PyTorch ops with native=False."""
+    from escn.nn.edge_rotation import EdgeRotation
+
     tfn = TFNConv("4x0e + 4x1o", "4x0e + 4x1o", 2)
     per_edge = SO2Conv.from_tfn(tfn)
     assert per_edge.native and per_edge.rot_in.native and per_edge.rot_out.native
     shared = SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True)
-    assert not (shared.native or shared.rot_in.native or shared.rot_out.native)
-    forced = SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True, native=True)
-    assert forced.rot_in.native and forced.rot_out.native
-    off = SO2Conv.from_tfn(tfn, native=False)
-    assert not (off.native or off.rot_in.native or off.rot_out.native)
+    assert shared.rot_in.native and shared.rot_out.native
+    assert EdgeRotation([(0, 2), (1, 2)], 1).native
+    for off in (SO2Conv.from_tfn(tfn, native=False), SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True, native=False)):
+        assert not (off.native or off.rot_in.native or off.rot_out.native)
 
 
 def test_kernel_operands_must_share_the_edge_count():

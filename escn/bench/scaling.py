@@ -555,10 +555,11 @@ def _free_memory() -> None:
 
 
 def native_status() -> str:
-    """How TFN-layout per-edge weights are applied in the edge frame in this process: the compiled kernel of
-    :mod:`escn.native`, or PyTorch ops and why."""
+    """What the SO2Conv rows run on in this process (the rotations into and out of the edge frame, and
+    so2_equal's map of TFN-layout weights): the compiled kernels of :mod:`escn.native`, or PyTorch ops and
+    why."""
     if native.available():
-        return "compiled edge-frame kernel (escn.native)"
+        return "compiled kernels (escn.native)"
     return f"PyTorch ops ({native.unavailable_reason()})"
 
 
