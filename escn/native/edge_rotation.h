@@ -156,14 +156,16 @@ static int CAT(rot_to_frame_range, SUFFIX)(int64_t e0, int64_t e1, int64_t n_gro
 
 /* gx[e] = to_frame^T(gy[e]) (if gx is not NULL: the rotation out of the frame), and, if x is not NULL, the
  * gradients of <to_frame(x[e]), gy[e]> w.r.t. the tables, written to g_ca, g_sa, g_cb, g_sb (row stride ldg;
- * columns 0..lmax, the rest untouched). Returns 0, or -1 if the scratch tiles could not be allocated. */
+ * columns 0..lmax, the rest untouched), and, if xy is not NULL too, xy[e] = to_frame(x[e]) (the backward of the
+ * rotation out of the frame needs both, and computing the table gradients runs half of to_frame(x) already).
+ * Returns 0, or -1 if the scratch tiles could not be allocated. */
 static int CAT(rot_adjoint_range, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
                                   const REAL *restrict mats, const REAL *restrict gy, int64_t ldgy,
                                   const REAL *restrict cos_a, const REAL *restrict sin_a,
                                   const REAL *restrict cos_b, const REAL *restrict sin_b, int64_t ldt,
                                   REAL *restrict gx, int64_t ldgx, const REAL *restrict x, int64_t ldx,
                                   REAL *restrict g_ca, REAL *restrict g_sa, REAL *restrict g_cb, REAL *restrict g_sb,
-                                  int64_t ldg, int64_t lmax, int64_t dmax) {
+                                  int64_t ldg, int64_t lmax, int64_t dmax, REAL *restrict xy, int64_t ldxy) {
     QVEC *G = aligned_alloc(64, sizeof(QVEC) * (size_t)(4 * dmax + 4 + 4 * (lmax + 1)));
     if (!G) return -1;
     QVEC *H = G + dmax + 1, *T0 = H + dmax + 1, *T2 = T0 + dmax + 1;
@@ -186,6 +188,12 @@ static int CAT(rot_adjoint_range, SUFFIX)(int64_t e0, int64_t e1, int64_t n_grou
                     CAT(cmul, SUFFIX)(H, l, ca, sa, 0);
                     CAT(vmat, SUFFIX)(T2, H, J, d, 1, d, d);
                     CAT(phase_grad, SUFFIX)(G, T2, l, gcb, gsb);
+                    if (xy) { /* the rest of to_frame(x), whose first half is T2 */
+                        memcpy(H, T2, sizeof(QVEC) * (size_t)d);
+                        CAT(cmul, SUFFIX)(H, l, cb, sb, 0);
+                        CAT(vmat, SUFFIX)(T2, H, JrT, r, 1, d, r);
+                        CAT(tile_out, SUFFIX)(xy + e * ldxy + g[5], T2, r, r, c0, nc);
+                    }
                 }
                 CAT(cmul, SUFFIX)(G, l, cb, sb, 1);
                 CAT(vmat, SUFFIX)(H, G, J, 1, d, d, d); /* times J^T */
@@ -231,7 +239,8 @@ int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, cons
                                   const REAL *restrict cos_b, const REAL *restrict sin_b, int64_t ldt,
                                   REAL *restrict gx, int64_t ldgx, const REAL *restrict x, int64_t ldx,
                                   REAL *restrict g_ca, REAL *restrict g_sa, REAL *restrict g_cb, REAL *restrict g_sb,
-                                  int64_t ldg, int64_t lmax, int64_t dmax, int64_t nthreads) {
+                                  int64_t ldg, int64_t lmax, int64_t dmax, REAL *restrict xy, int64_t ldxy,
+                                  int64_t nthreads) {
     int rc = 0;
     (void)nthreads;
 #pragma omp parallel num_threads(nthreads) reduction(| : rc)
@@ -239,7 +248,7 @@ int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, cons
         const int64_t k = THREAD_COUNT(), i = THREAD_INDEX(), n = e1 - e0;
         rc |= CAT(rot_adjoint_range, SUFFIX)(e0 + n * i / k, e0 + n * (i + 1) / k, n_groups, group, mats, gy, ldgy, cos_a,
                                              sin_a, cos_b, sin_b, ldt, gx, ldgx, x, ldx, g_ca, g_sa, g_cb, g_sb, ldg, lmax,
-                                             dmax);
+                                             dmax, xy, ldxy);
     }
     return rc;
 }

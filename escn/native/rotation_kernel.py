@@ -68,7 +68,7 @@ def make_rotation_plan(groups: list[tuple[int, int, Tensor, Tensor]]) -> Rotatio
 
 
 _TO = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, I64, I64]
-_ADJ = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, PTR, PTR, PTR, PTR, I64, I64, I64, I64]
+_ADJ = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, PTR, PTR, PTR, PTR, I64, I64, I64, PTR, I64, I64]
 
 
 def _tables(plan: RotationPlan, t: Tables, num_rows: int) -> Tables:
@@ -90,13 +90,16 @@ def _to_frame(plan: RotationPlan, x: Tensor, t: Tables) -> Tensor:
     return y
 
 
-def _adjoint(plan: RotationPlan, gy: Tensor, t: Tables, x: Tensor | None, want_gx: bool) -> tuple[Tensor | None, Tables | None]:
-    """(to_frame^T gy if want_gx, gradients of <to_frame(x), gy> w.r.t. the tables if x is given)."""
+def _adjoint(plan: RotationPlan, gy: Tensor, t: Tables, x: Tensor | None, want_gx: bool,
+             want_x_to_frame: bool = False) -> tuple[Tensor | None, Tables | None, Tensor | None]:
+    """(to_frame^T gy if want_gx, gradients of <to_frame(x), gy> w.r.t. the tables if x is given, and
+    to_frame(x) if want_x_to_frame, x given), in one pass."""
     gy = rows(gy, "y", plan.y_dim)
     E = gy.shape[0]
     ca, sa, cb, sb = _tables(plan, t, E)
     width = ca.shape[1]
     gx = gy.new_empty(E, plan.x_dim) if want_gx else None
+    xy = gy.new_empty(E, plan.y_dim) if (want_x_to_frame and x is not None) else None
     if x is not None:
         x = rows(x, "x", plan.x_dim, E)
         alloc = gy.new_zeros if width > plan.lmax + 1 else gy.new_empty  # the kernel writes columns 0..lmax
@@ -108,8 +111,9 @@ def _adjoint(plan: RotationPlan, gy: Tensor, t: Tables, x: Tensor | None, want_g
     gp = (None,) * 4 if gt is None else tuple(a.data_ptr() for a in gt)
     run_over_edges(fn, E, n, g, m.data_ptr(), gy.data_ptr(), gy.stride(0), ca.data_ptr(), sa.data_ptr(), cb.data_ptr(),
                    sb.data_ptr(), ca.stride(0), ptr(gx), 0 if gx is None else gx.stride(0), ptr(x),
-                   0 if x is None else x.stride(0), *gp, width, plan.lmax, plan.dmax)
-    return gx, gt  # type: ignore[return-value]
+                   0 if x is None else x.stride(0), *gp, width, plan.lmax, plan.dmax, ptr(xy),
+                   0 if xy is None else xy.stride(0))
+    return gx, gt, xy  # type: ignore[return-value]
 
 
 class _OpenY(torch.autograd.Function):
@@ -130,7 +134,7 @@ class _OpenY(torch.autograd.Function):
             gx = _OpenX.apply(plan, gy, ca, sa, cb, sb) if need_x else None
             gt = _OpenTables.apply(plan, x, ca, sa, cb, sb, gy) if (need_a or need_b) else (None,) * 4
             return None, gx, *gt
-        gx, gt = _adjoint(plan, gy, t, x if (need_a or need_b) else None, need_x)
+        gx, gt, _ = _adjoint(plan, gy, t, x if (need_a or need_b) else None, need_x)
         gt = gt if gt is not None else (None,) * 4
         return None, gx, *gt
 
@@ -153,9 +157,10 @@ class _OpenX(torch.autograd.Function):
             gy = _OpenY.apply(plan, gx, ca, sa, cb, sb) if need_y else None
             gt = _OpenTables.apply(plan, gx, ca, sa, cb, sb, y) if (need_a or need_b) else (None,) * 4
             return None, gy, *gt
-        gy = _to_frame(plan, gx, t) if need_y else None
-        gt = _adjoint(plan, y, t, gx, False)[1] if (need_a or need_b) else (None,) * 4
-        return None, gy, *gt
+        if need_a or need_b:  # the table gradients and gy = to_frame(gx) in one pass
+            _, gt, gy = _adjoint(plan, y, t, gx, False, want_x_to_frame=need_y)
+            return None, gy, *gt
+        return None, _to_frame(plan, gx, t) if need_y else None, None, None, None, None
 
 
 class _OpenTables(torch.autograd.Function):
