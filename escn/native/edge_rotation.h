@@ -24,18 +24,22 @@
 typedef REAL CAT(qvec, SUFFIX) __attribute__((vector_size(VW * sizeof(REAL))));
 #define QVEC CAT(qvec, SUFFIX)
 
-/* T (n slot vectors) = channels [c0, c0 + nc) of a block with row stride ld (channel-major). Written through
- * T's memory as scalars (inserting lanes into vector registers one by one was the slow part). */
+#if defined(__AVX512F__) && VW == 16
+/* The mask of the first w lanes (w <= 16) of a float32 vector. */
+static inline __mmask16 first_lanes(int64_t w) { return (__mmask16)((1u << w) - 1u); }
+#endif
+
+/* T (n slot vectors) = channels [c0, c0 + nc) of a block with row stride ld (channel-major). In float32 with
+ * AVX-512: 16 slots at a time, masked row loads and one in-register transpose. Otherwise written through T's
+ * memory as scalars (inserting lanes into vector registers one by one was slower). */
 static inline void CAT(tile_in, SUFFIX)(QVEC *restrict T, const REAL *restrict src, int64_t ld, int64_t n,
                                        int64_t c0, int64_t nc) {
 #if defined(__AVX512F__) && VW == 16
-    /* float32: 16 slots at a time, masked row loads and one in-register transpose */
     for (int64_t k0 = 0; k0 < n; k0 += 16) {
         const int64_t w = n - k0 < 16 ? n - k0 : 16;
-        const __mmask16 m = (__mmask16)((1u << w) - 1u);
         __m512 r[16];
         for (int64_t c = 0; c < 16; ++c)
-            r[c] = c < nc ? _mm512_maskz_loadu_ps(m, src + (c0 + c) * ld + k0) : _mm512_setzero_ps();
+            r[c] = c < nc ? _mm512_maskz_loadu_ps(first_lanes(w), src + (c0 + c) * ld + k0) : _mm512_setzero_ps();
         transpose16x16_ps(r);
         memcpy(T + k0, r, sizeof(__m512) * (size_t)w);
     }
@@ -49,16 +53,16 @@ static inline void CAT(tile_in, SUFFIX)(QVEC *restrict T, const REAL *restrict s
     }
 }
 
+/* The inverse of tile_in: channels [c0, c0 + nc) of the block at dst = the n slot vectors of T. */
 static inline void CAT(tile_out, SUFFIX)(REAL *restrict dst, const QVEC *restrict T, int64_t ld, int64_t n,
                                         int64_t c0, int64_t nc) {
 #if defined(__AVX512F__) && VW == 16
     for (int64_t k0 = 0; k0 < n; k0 += 16) {
         const int64_t w = n - k0 < 16 ? n - k0 : 16;
-        const __mmask16 m = (__mmask16)((1u << w) - 1u);
         __m512 r[16];
         for (int64_t k = 0; k < 16; ++k) r[k] = k < w ? _mm512_loadu_ps((const float *)(T + k0 + k)) : _mm512_setzero_ps();
         transpose16x16_ps(r);
-        for (int64_t c = 0; c < nc; ++c) _mm512_mask_storeu_ps(dst + (c0 + c) * ld + k0, m, r[c]);
+        for (int64_t c = 0; c < nc; ++c) _mm512_mask_storeu_ps(dst + (c0 + c) * ld + k0, first_lanes(w), r[c]);
     }
     return;
 #endif
@@ -222,15 +226,8 @@ int CAT(escn_rot_to_frame, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, con
                                    const REAL *restrict cos_a, const REAL *restrict sin_a,
                                    const REAL *restrict cos_b, const REAL *restrict sin_b, int64_t ldt,
                                    REAL *restrict y, int64_t ldy, int64_t dmax, int64_t nthreads) {
-    int rc = 0;
-    (void)nthreads;
-#pragma omp parallel num_threads(nthreads) reduction(| : rc)
-    {
-        const int64_t k = THREAD_COUNT(), i = THREAD_INDEX(), n = e1 - e0;
-        rc |= CAT(rot_to_frame_range, SUFFIX)(e0 + n * i / k, e0 + n * (i + 1) / k, n_groups, group, mats, x, ldx, cos_a,
-                                              sin_a, cos_b, sin_b, ldt, y, ldy, dmax);
-    }
-    return rc;
+    SPLIT_OVER_THREADS(CAT(rot_to_frame_range, SUFFIX)(r0, r1, n_groups, group, mats, x, ldx, cos_a, sin_a,
+                       cos_b, sin_b, ldt, y, ldy, dmax))
 }
 
 int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, const int64_t *restrict group,
@@ -241,16 +238,8 @@ int CAT(escn_rot_adjoint, SUFFIX)(int64_t e0, int64_t e1, int64_t n_groups, cons
                                   REAL *restrict g_ca, REAL *restrict g_sa, REAL *restrict g_cb, REAL *restrict g_sb,
                                   int64_t ldg, int64_t lmax, int64_t dmax, REAL *restrict xy, int64_t ldxy,
                                   int64_t nthreads) {
-    int rc = 0;
-    (void)nthreads;
-#pragma omp parallel num_threads(nthreads) reduction(| : rc)
-    {
-        const int64_t k = THREAD_COUNT(), i = THREAD_INDEX(), n = e1 - e0;
-        rc |= CAT(rot_adjoint_range, SUFFIX)(e0 + n * i / k, e0 + n * (i + 1) / k, n_groups, group, mats, gy, ldgy, cos_a,
-                                             sin_a, cos_b, sin_b, ldt, gx, ldgx, x, ldx, g_ca, g_sa, g_cb, g_sb, ldg, lmax,
-                                             dmax, xy, ldxy);
-    }
-    return rc;
+    SPLIT_OVER_THREADS(CAT(rot_adjoint_range, SUFFIX)(r0, r1, n_groups, group, mats, gy, ldgy, cos_a, sin_a,
+                       cos_b, sin_b, ldt, gx, ldgx, x, ldx, g_ca, g_sa, g_cb, g_sb, ldg, lmax, dmax, xy, ldxy))
 }
 
 #undef QVEC

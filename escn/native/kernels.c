@@ -18,6 +18,20 @@
 #define THREAD_INDEX() ((int64_t)0)
 #endif
 
+/* The body of every exported kernel: RANGE_CALL, an expression over the edges [r0, r1), run once per thread of
+ * an OpenMP team of `nthreads`, each thread on its contiguous share of [e0, e1) (without OpenMP: once, over all
+ * of it); the kernel returns the OR of the calls' results. */
+#define SPLIT_OVER_THREADS(RANGE_CALL)                                                                             \
+    int rc = 0;                                                                                                    \
+    (void)nthreads;                                                                                                \
+    _Pragma("omp parallel num_threads(nthreads) reduction(| : rc)")                                                \
+    {                                                                                                              \
+        const int64_t k_ = THREAD_COUNT(), i_ = THREAD_INDEX(), n_ = e1 - e0;                                      \
+        const int64_t r0 = e0 + n_ * i_ / k_, r1 = e0 + n_ * (i_ + 1) / k_;                                        \
+        rc |= RANGE_CALL;                                                                                          \
+    }                                                                                                              \
+    return rc;
+
 /* 1 when built with OpenMP: each kernel then splits its edge range over `nthreads` threads of the OpenMP
  * runtime PyTorch has loaded (same soname, so the same thread pool: no second set of threads spinning against
  * PyTorch's). Without it a kernel runs its range on the calling thread and the caller splits the edges. */

@@ -103,8 +103,23 @@ static inline void CAT(term_group, SUFFIX)(int64_t t, int64_t t1, const int64_t 
  * needs less compute (10.5 against 13.6 ms with the weights in cache) but overlaps it worse with the stream of
  * weights from memory (28.4 against 26.4 ms).
  *
- * terms_times_tiles: term t reads in + term[2 t + ci] and adds coef[t] (its row times the block) to
- * out + term[2 t + co]. */
+ * terms_times_tile: for t in [t0, t1), out + term[2 t + co] += coef[t] (the 16 values at in + term[2 t + ci]
+ * times the tile b); terms_times_tiles does it for every tile of a block B. */
+static inline void CAT(terms_times_tile, SUFFIX)(const VEC b[16], const int64_t *restrict term,
+                                                const double *restrict coef, int64_t t0, int64_t t1, int ci,
+                                                const REAL *in, int co, REAL *out) {
+    for (int64_t t = t0; t < t1; ++t) {
+        const REAL *a = in + term[2 * t + ci];
+        VEC s0 = a[0] * b[0], s1 = a[1] * b[1]; /* two chains of 8 multiply-adds */
+#pragma GCC unroll 16
+        for (int i = 2; i < 16; i += 2) {
+            s0 += a[i] * b[i];
+            s1 += a[i + 1] * b[i + 1];
+        }
+        ADD_TO(out + term[2 * t + co], (REAL)coef[t], s0 + s1);
+    }
+}
+
 static inline void CAT(terms_times_tiles, SUFFIX)(const REAL *restrict B, int64_t nrows, int64_t ncols,
                                                  const int64_t *restrict term, const double *restrict coef,
                                                  int64_t t0, int64_t t1, int ci, int co, const REAL *in,
@@ -114,16 +129,7 @@ static inline void CAT(terms_times_tiles, SUFFIX)(const REAL *restrict B, int64_
             VEC b[16];
 #pragma GCC unroll 16
             for (int i = 0; i < 16; ++i) b[i] = LOAD(B + (u0 + i) * ncols + v0);
-            for (int64_t t = t0; t < t1; ++t) {
-                const REAL *a = in + term[2 * t + ci] + u0;
-                VEC s0 = a[0] * b[0], s1 = a[1] * b[1];
-#pragma GCC unroll 16
-                for (int i = 2; i < 16; i += 2) {
-                    s0 += a[i] * b[i];
-                    s1 += a[i + 1] * b[i + 1];
-                }
-                ADD_TO(out + term[2 * t + co] + v0, (REAL)coef[t], s0 + s1);
-            }
+            CAT(terms_times_tile, SUFFIX)(b, term, coef, t0, t1, ci, in + u0, co, out + v0);
         }
 }
 
@@ -167,16 +173,7 @@ static inline void transposed_terms_times_tiles_f32(const float *restrict W, int
         for (int64_t v0 = 0; v0 < mo; v0 += 16) {
             VEC b[16];
             transposed_tile_f32(b, W + u0 * mo + v0, mo);
-            for (int64_t t = t0; t < t1; ++t) {
-                const float *a = gyb + term[2 * t + 1] + v0;
-                VEC s0 = a[0] * b[0], s1 = a[1] * b[1];
-#pragma GCC unroll 16
-                for (int i = 2; i < 16; i += 2) {
-                    s0 += a[i] * b[i];
-                    s1 += a[i + 1] * b[i + 1];
-                }
-                ADD_TO(gxb + term[2 * t] + u0, (float)coef[t], s0 + s1);
-            }
+            CAT(terms_times_tile, SUFFIX)(b, term, coef, t0, t1, 1, gyb + v0, 0, gxb + u0);
         }
 }
 #endif
@@ -377,15 +374,8 @@ int CAT(escn_tfn_forward, SUFFIX)(
     const double *restrict coef, int64_t in_dim, const int64_t *restrict perm_in, int64_t out_dim,
     const int64_t *restrict perm_out, const REAL *restrict x, int64_t ldx, const REAL *restrict w, int64_t ldw,
     REAL *restrict y, int64_t ldy, int64_t row_max, int64_t nthreads) {
-    int rc = 0;
-    (void)nthreads;
-#pragma omp parallel num_threads(nthreads) reduction(| : rc)
-    {
-        const int64_t k = THREAD_COUNT(), i = THREAD_INDEX(), n = e1 - e0;
-        rc |= CAT(tfn_forward_range, SUFFIX)(e0 + n * i / k, e0 + n * (i + 1) / k, n_paths, path, term, coef, in_dim,
-                                             perm_in, out_dim, perm_out, x, ldx, w, ldw, y, ldy, row_max);
-    }
-    return rc;
+    SPLIT_OVER_THREADS(CAT(tfn_forward_range, SUFFIX)(r0, r1, n_paths, path, term, coef, in_dim, perm_in,
+                       out_dim, perm_out, x, ldx, w, ldw, y, ldy, row_max))
 }
 
 int CAT(escn_tfn_backward, SUFFIX)(
@@ -394,16 +384,9 @@ int CAT(escn_tfn_backward, SUFFIX)(
     const int64_t *restrict perm_out, const REAL *restrict gy, int64_t ldgy, const REAL *restrict x, int64_t ldx,
     const REAL *restrict w, int64_t ldw, REAL *restrict gx, int64_t ldgx, REAL *restrict gw, int64_t ldgw,
     int64_t block_max, int64_t n_terms_max, int64_t row_max, int64_t nthreads) {
-    int rc = 0;
-    (void)nthreads;
-#pragma omp parallel num_threads(nthreads) reduction(| : rc)
-    {
-        const int64_t k = THREAD_COUNT(), i = THREAD_INDEX(), n = e1 - e0;
-        rc |= CAT(tfn_backward_range, SUFFIX)(e0 + n * i / k, e0 + n * (i + 1) / k, n_paths, path, term, coef, in_dim,
-                                              perm_in, out_dim, perm_out, gy, ldgy, x, ldx, w, ldw, gx, ldgx, gw, ldgw,
-                                              block_max, n_terms_max, row_max);
-    }
-    return rc;
+    SPLIT_OVER_THREADS(CAT(tfn_backward_range, SUFFIX)(r0, r1, n_paths, path, term, coef, in_dim, perm_in,
+                       out_dim, perm_out, gy, ldgy, x, ldx, w, ldw, gx, ldgx, gw, ldgw, block_max, n_terms_max,
+                       row_max))
 }
 
 #undef VEC
