@@ -31,6 +31,8 @@ from torch import nn
 from escn._util import check_int as _check_int
 from escn.data.batch import Batch
 from escn.data.graph import edge_vectors
+from escn.nn.checks import check_float_input, module_tensor
+from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import EdgeRotation
 from escn.nn.linear import Linear
 from escn.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP, second_moment_scale, soft_one_hot_linspace
@@ -177,6 +179,10 @@ class EdgeFrameBlock(nn.Module):
         return torch.cat([torch.nn.functional.silu(scal) * self._silu_scale, rest * _take_columns(g, self._gate_of)], dim=1)
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, frame: EdgeFrame, edge_feat: Tensor, envelope: Tensor) -> Tensor:
+        like = module_tensor(self)
+        check_float_input("EdgeFrameBlock", "x", x, like)
+        check_float_input("EdgeFrameBlock", "edge_feat", edge_feat, like)
+        check_float_input("EdgeFrameBlock", "envelope", envelope, like)
         N, E = x.shape[0], edge_src.shape[0]
         xf = _take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm)  # (N, full)
         xb = torch.cat([xf, self.rot.apply_J(xf, transpose=True)], dim=0)  # chart turn once per node
@@ -221,7 +227,7 @@ def _type_group(perms: Sequence[Sequence[int]], num_types: int) -> list[list[int
     return group
 
 
-class ESCN(nn.Module):
+class ESCN(ConstantModule):
     """eSCN network for energies/forces/stress or per-node vectors.
 
     Args:
@@ -415,15 +421,14 @@ class ESCN(nn.Module):
             self._n_class_scalars = n_s
             self.register_buffer("_class_s", torch.tensor(s_idx, dtype=torch.long), persistent=False)
             self.register_buffer("_class_p", torch.tensor(p_idx, dtype=torch.long), persistent=False)
-            self.register_buffer("_class_sign", torch.tensor(sign, dtype=torch.get_default_dtype()), persistent=False)
+            self.register_constant("_class_sign", torch.tensor(sign, dtype=torch.float64))
 
     # ------------------------------------------------------------------ input checks
     def _check_batch(self, batch: Batch) -> None:
         if not isinstance(batch, Batch):
             raise TypeError(f"ESCN expects an escn.data.Batch (see escn.data.collate), got {type(batch).__name__}")
         pos = batch.pos
-        if not pos.is_floating_point():
-            raise TypeError(f"batch.pos must be a floating tensor, got {pos.dtype}")
+        check_float_input("ESCN", "batch.pos", pos, module_tensor(self))
         if not bool(torch.isfinite(pos).all()):
             bad = int((~torch.isfinite(pos).all(dim=1)).nonzero()[0, 0])
             raise ValueError(f"batch.pos has non-finite values (first at atom {bad})")

@@ -27,6 +27,7 @@ from torch import nn
 
 from escn import native as native_kernels
 from escn.native.rotation_kernel import make_rotation_plan, rotate_from_frame, rotate_to_frame
+from escn.nn.constants import ConstantModule
 from escn.o3.edge_frame import EdgeFrame
 from escn.o3.wigner import J_matrix
 
@@ -61,7 +62,7 @@ def _embed(A: torch.Tensor, rows: list[int] | None, cols: list[int] | None) -> t
     return out
 
 
-class EdgeRotation(nn.Module):
+class EdgeRotation(ConstantModule):
     """Apply ``D_std`` (to the frame) and ``D_std^T`` (back) on l-grouped features.
 
     Full layout: per order ``l`` (ascending) ``M_l`` channels x ``2l+2`` slots in
@@ -88,7 +89,6 @@ class EdgeRotation(nn.Module):
         self.dense_lmax = int(dense_lmax)
         self.native = native
         plan_groups = []
-        dt = torch.get_default_dtype()
         self.full_offsets: list[int] = []
         self.rot_offsets: list[int] = []
         off = roff = 0
@@ -101,11 +101,11 @@ class EdgeRotation(nn.Module):
             order = component_order(l)
             k = min(l, mmax)
             J_new = _embed(J, order, order)  # J acting on the full layout
-            self.register_buffer(f"_J{l}", J_new.to(dt), persistent=False)
-            self.register_buffer(f"_JT{l}", J_new.T.contiguous().to(dt), persistent=False)
+            self.register_constant(f"_J{l}", J_new)
+            self.register_constant(f"_JT{l}", J_new.T)
             rows = _embed(J[l - k : l + k + 1], None, order)  # full layout -> rotated rows
-            self.register_buffer(f"_Jrows{l}", rows.contiguous().to(dt), persistent=False)
-            self.register_buffer(f"_JrowsT{l}", rows.T.contiguous().to(dt), persistent=False)
+            self.register_constant(f"_Jrows{l}", rows)
+            self.register_constant(f"_JrowsT{l}", rows.T)
             plan_groups.append((l, M, J_new, rows.T.contiguous()))
             # standard column -> full-layout slot (PAD slots read an appended zero column)
             self.register_buffer(f"_slot{l}", torch.tensor([2 * l + 1 if j == PAD else j for j in order]), persistent=False)

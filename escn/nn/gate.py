@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from escn.nn.checks import check_float_input
 from escn.nn.radial import second_moment_scale
 from escn.o3.irreps import Irrep, Irreps
 
@@ -117,18 +118,19 @@ class Gate(nn.Module):
         self.register_buffer("_gate_index", torch.tensor(index, dtype=torch.long), persistent=False)
 
     @staticmethod
-    def _apply(x: Tensor, irreps: Irreps, acts: list, scales: list[float]) -> Tensor:
+    def _activate(x: Tensor, irreps: Irreps, acts: list, scales: list[float]) -> Tensor:
         parts = torch.split(x, [mul * ir.dim for mul, ir in irreps], dim=-1)
         return torch.cat([p if a is None else a(p) * s for p, a, s in zip(parts, acts, scales)], dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
+        check_float_input("Gate", "x", x, None)
         if x.shape[-1] != self.irreps_in.dim:
             raise ValueError(f"Gate: x must have last dimension {self.irreps_in.dim} ({self.irreps_in}), got {tuple(x.shape)}")
         s, g, v = torch.split(x, [self.irreps_scalars.dim, self.irreps_gates.dim, self.irreps_gated.dim], dim=-1)
         pieces = []
         if self.irreps_scalars.dim:
-            pieces.append(self._apply(s, self.irreps_scalars, self.act_scalars, self._scale_scalars))
+            pieces.append(self._activate(s, self.irreps_scalars, self.act_scalars, self._scale_scalars))
         if self.irreps_gated.dim:
-            gates = self._apply(g, self.irreps_gates, self.act_gates, self._scale_gates)
+            gates = self._activate(g, self.irreps_gates, self.act_gates, self._scale_gates)
             pieces.append(v * gates.index_select(-1, self._gate_index))
         return torch.cat(pieces, dim=-1) if pieces else x[..., :0]

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from escn.nn.checks import check_float_input
 from escn.o3.irreps import Irreps
 
 Tensor = torch.Tensor
@@ -46,8 +47,7 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(torch.randn(offset, dtype=torch.get_default_dtype()))
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+        check_float_input("Linear", "x", x, self.weight)
         if x.shape[-1] != self.irreps_in.dim:
             raise ValueError(f"Linear: x must have last dimension {self.irreps_in.dim} ({self.irreps_in}), got {tuple(x.shape)}")
         lead = x.shape[:-1]

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from escn._util import check_int as _check_int
+from escn.nn.checks import check_float_input
 
 __all__ = [
     "soft_unit_step",
@@ -286,8 +287,8 @@ class BesselBasis(torch.nn.Module):
 
     def forward(self, r: Tensor) -> Tensor:
         """Evaluate the basis. ``r``: ``(...)`` -> ``(..., num_basis)``."""
-        _check_float_tensor("r", r)
-        freqs = self.n.to(dtype=r.dtype) * math.pi
+        check_float_input("BesselBasis", "r", r, self.n)
+        freqs = self.n * math.pi
         u = freqs * r[..., None] / self.r_max
         return self.prefactor * (freqs / self.r_max) * _sin_u_over_u(u)
 
@@ -330,7 +331,7 @@ class PolynomialCutoff(torch.nn.Module):
 
     def forward(self, r: Tensor) -> Tensor:
         """Evaluate the envelope. ``r``: ``(...)`` -> ``(...)``."""
-        _check_float_tensor("r", r)
+        check_float_input("PolynomialCutoff", "r", r, None)
         p = self.p
         d = r / self.r_max
         inside = d < 1
@@ -475,16 +476,10 @@ class RadialMLP(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the net. ``x``: ``(..., dims[0])`` -> ``(..., dims[-1])``."""
-        _check_float_tensor("x", x)
+        check_float_input("RadialMLP", "x", x, self.weights[0])
         if x.dim() == 0 or x.shape[-1] != self.dims[0]:
             raise ValueError(
                 f"x must have shape (..., {self.dims[0]}) for dims={self.dims}, got {tuple(x.shape)}"
-            )
-        w0 = self.weights[0]
-        if x.dtype != w0.dtype:
-            raise TypeError(
-                f"x has dtype {x.dtype} but the weights are {w0.dtype}; "
-                f"convert the module (e.g. .to({x.dtype})) or the input"
             )
         n = len(self.weights)
         for k, w in enumerate(self.weights):

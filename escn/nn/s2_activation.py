@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from escn.nn.constants import ConstantModule
+from escn.nn.checks import check_float_input
 from escn.nn.radial import second_moment_scale
 from escn.o3.irreps import Irrep, Irreps
 from escn.o3.spherical_harmonics import spherical_harmonics
@@ -71,7 +73,7 @@ def _check_resolution(resolution: int | tuple[int, int] | None, lmax: int, mmax:
     return int(res[0]), int(res[1])
 
 
-class S2Grid(nn.Module):
+class S2Grid(ConstantModule):
     """Synthesis and analysis matrices between per-channel coefficients and a sphere grid.
 
     Coefficients are ordered per l ascending, inside an order ``m = -k..k`` with ``k = min(l, mmax)``
@@ -113,11 +115,10 @@ class S2Grid(nn.Module):
         Y = spherical_harmonics(list(range(lmax + 1)), pts, normalize=False, normalization="component")  # (G, (lmax+1)^2)
         keep = [l * l + l + m for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)]
         Y = Y[:, keep]
-        dt = torch.get_default_dtype()
         self.num_coefficients = len(keep)
         self.num_points = pts.shape[0]
-        self.register_buffer("to_grid", Y.T.contiguous().to(dt), persistent=False)
-        self.register_buffer("from_grid", (Y * (w / (4 * math.pi))[:, None]).contiguous().to(dt), persistent=False)
+        self.register_constant("to_grid", Y.T)
+        self.register_constant("from_grid", Y * (w / (4 * math.pi))[:, None])
 
     def activate(self, x: Tensor, act: Act, scale: float = 1.0) -> Tensor:
         """(..., K) coefficients -> (..., K) coefficients of ``scale * act(f)`` for the represented ``f``."""
@@ -191,8 +192,7 @@ class S2Activation(nn.Module):
         return self.grid.activate(x, self.act, self.act_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+        check_float_input("S2Activation", "x", x, self.grid.to_grid)
         if x.shape[-1] != self.irreps.dim:
             raise ValueError(f"S2Activation: x must have last dimension {self.irreps.dim} ({self.irreps}), got {tuple(x.shape)}")
         lead = x.shape[:-1]

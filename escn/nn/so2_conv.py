@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from escn import native as native_kernels
-from escn.nn._checks import check_conv_inputs
+from escn.nn.checks import check_conv_inputs, module_tensor
+from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import PAD, EdgeRotation, component_order
 from escn.nn.tfn_conv import TFNConv, tfn_paths
 from escn.o3.edge_frame import edge_frame
@@ -203,7 +204,7 @@ def _grouped_permutation(irreps: Irreps) -> list[int]:
     return perm
 
 
-class SO2Conv(nn.Module):
+class SO2Conv(ConstantModule):
     """eSCN convolution: edge-frame rotation + per-m SO(2) linear maps + rotation back + sum into dst.
 
     Args:
@@ -224,7 +225,8 @@ class SO2Conv(nn.Module):
 
     ``forward(x, edge_src, edge_dst, edge_vec, weight)``: ``x`` (N, irreps_in.dim), ``edge_src``/``edge_dst``
     (E,) int64, ``edge_vec`` (E, 3) = ``pos[dst] - pos[src]`` (nonzero), ``weight`` (E, weight_numel) —
-    returns (N, irreps_out.dim).
+    returns (N, irreps_out.dim). Inputs must have the module's dtype (float32 or float64; float16, bfloat16 and
+    integer inputs are refused) and device. Constant tables are exact in the dtype the module is moved to.
     """
 
     def __init__(
@@ -273,16 +275,16 @@ class SO2Conv(nn.Module):
             cols = list(range(st.gate_offset, st.gate_offset + st.n_in))
             gate_idx += cols if st.m == 0 else cols + cols
         self.register_buffer("_gate_idx", torch.tensor(gate_idx, dtype=torch.long), persistent=False)
-        self.register_buffer("_gather_sign", torch.tensor(L.gather_sign, dtype=dt), persistent=False)
+        self.register_constant("_gather_sign", torch.tensor(L.gather_sign, dtype=torch.float64))
         self.register_buffer("_scatter_idx", torch.tensor(L.scatter_idx, dtype=torch.long), persistent=False)
-        self.register_buffer("_scatter_sign", torch.tensor(L.scatter_sign, dtype=dt), persistent=False)
+        self.register_constant("_scatter_sign", torch.tensor(L.scatter_sign, dtype=torch.float64))
 
         if lmax_filter is None:
             self.weight_layout = "so2"
             self.param_numel = L.so2_numel
             # variance-preserving: each output sums fan_in = n_in products of unit-variance terms
-            scale = torch.cat([torch.full((st.n_in * st.n_out,), 1 / math.sqrt(st.n_in) if st.n_in else 0.0) for st in L.stages]) if L.stages else torch.zeros(0)
-            self.register_buffer("_so2_scale", scale.to(dt), persistent=False)
+            scale = torch.cat([torch.full((st.n_in * st.n_out,), 1 / math.sqrt(st.n_in) if st.n_in else 0.0, dtype=torch.float64) for st in L.stages]) if L.stages else torch.zeros(0, dtype=torch.float64)
+            self.register_constant("_so2_scale", scale)
         else:
             self.weight_layout = "tfn"
             self._build_tfn_map(lmax_filter)
@@ -318,7 +320,7 @@ class SO2Conv(nn.Module):
             T = torch.zeros(len(ks), n_m, dtype=torch.float64)
             for a, k in enumerate(ks):
                 T[a] = torch.tensor(path_coefs[k], dtype=torch.float64)
-            self.register_buffer(f"_pairT{len(self._pairs)}", T.to(torch.get_default_dtype()), persistent=False)
+            self.register_constant(f"_pairT{len(self._pairs)}", T)
             self._pairs.append((i_in, i_out, ks, n_m))
 
         # Per-edge weights, evaluated per output entry o without forming B: with the paths into o side by side,
@@ -340,7 +342,6 @@ class SO2Conv(nn.Module):
         L = self.layout
         paths = self.tfn_paths
         zero_slot = self.rot_in.rot_dim  # index of the appended zero column
-        dt = torch.get_default_dtype()
         self._out_groups: list[tuple[int, int, int]] = []  # (R_o, K_o, mul_o)
         rot_out_dim = self.rot_out.rot_dim
         out_idx = [0] * rot_out_dim
@@ -368,7 +369,7 @@ class SO2Conv(nn.Module):
                         x_idx.append(L.in_pos(p.i_in, u, -m if from_minus else m))
                         x_coef.append(sign * path_coefs[k][m])
             self.register_buffer(f"_xidx{o}", torch.tensor(x_idx, dtype=torch.long), persistent=False)
-            self.register_buffer(f"_xcoef{o}", torch.tensor(x_coef, dtype=torch.float64).to(dt), persistent=False)
+            self.register_constant(f"_xcoef{o}", torch.tensor(x_coef, dtype=torch.float64))
             self._out_groups.append((R, K, mul_o))
             eps_o = ir_o.p * (-1) ** ir_o.l
             for w in range(mul_o):
@@ -381,7 +382,7 @@ class SO2Conv(nn.Module):
                         out_idx[pos], out_sign[pos] = slots[take_minus], sign
             base += R * mul_o
         self.register_buffer("_out_idx", torch.tensor(out_idx, dtype=torch.long), persistent=False)
-        self.register_buffer("_out_sign", torch.tensor(out_sign, dtype=torch.float64).to(dt), persistent=False)
+        self.register_constant("_out_sign", torch.tensor(out_sign, dtype=torch.float64))
         # TFN layout -> one contiguous weight block per output entry: the paths into it, in TFN order
         self._path_numels = [p.mul_in * p.mul_out for p in paths]
         self._paths_into = [[k for k, p in enumerate(paths) if p.i_out == o] for o in range(len(self.irreps_out))]
@@ -478,10 +479,12 @@ class SO2Conv(nn.Module):
     @classmethod
     def from_tfn(cls, tfn: TFNConv, native: bool | None = None) -> "SO2Conv":
         """An SO2Conv computing exactly ``tfn``'s function from TFN-layout per-edge weights (``native``: as in
-        the constructor)."""
+        the constructor), in ``tfn``'s dtype and on its device."""
         if not isinstance(tfn, TFNConv):
             raise TypeError(f"from_tfn expects a TFNConv, got {type(tfn).__name__}")
-        return cls(tfn.irreps_in, tfn.irreps_out, mmax=None, lmax_filter=tfn.lmax_filter, avg_num_neighbors=tfn.avg_num_neighbors, native=native)
+        conv = cls(tfn.irreps_in, tfn.irreps_out, mmax=None, lmax_filter=tfn.lmax_filter, avg_num_neighbors=tfn.avg_num_neighbors, native=native)
+        table = next((b for b in tfn.buffers() if b.is_floating_point()), None)
+        return conv if table is None else conv.to(device=table.device, dtype=table.dtype)
 
     def extra_repr(self) -> str:
         return (f"{self.irreps_in} -> {self.irreps_out}, lmax={self.lmax}, mmax={self.mmax}, "
@@ -600,7 +603,7 @@ class SO2Conv(nn.Module):
         return _take_columns(gates, self._gate_idx)
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
-        check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0])
+        check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
         N = x.shape[0]
         y, frame = self._edge_messages(x, edge_src, edge_vec, weight)
         acc = y.new_zeros(2 * N, y.shape[1]).index_add_(0, edge_dst + N * frame.chart, y)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from escn.nn._checks import check_conv_inputs
+from escn.nn.checks import check_conv_inputs, module_tensor
+from escn.nn.constants import ConstantModule
 from escn.o3.irreps import Irreps
 from escn.o3.spherical_harmonics import spherical_harmonics
 from escn.o3.wigner import wigner_3j
@@ -68,7 +69,7 @@ def tfn_paths(irreps_in: Irreps, lmax_filter: int, irreps_out: Irreps) -> list[T
     return paths
 
 
-class TFNConv(nn.Module):
+class TFNConv(ConstantModule):
     """Tensor Field Network convolution with full Clebsch-Gordan products (reference).
 
     Args:
@@ -80,7 +81,8 @@ class TFNConv(nn.Module):
 
     ``forward(x, edge_src, edge_dst, edge_vec, weight)`` with ``x`` (N, irreps_in.dim), ``edge_src``,
     ``edge_dst`` (E,) int64, ``edge_vec`` (E, 3) (``pos[dst] - pos[src]``), ``weight``
-    (E, weight_numel) returns (N, irreps_out.dim).
+    (E, weight_numel) returns (N, irreps_out.dim). Inputs must have the module's dtype (float32 or float64;
+    float16, bfloat16 and integer inputs are refused) and device.
     """
 
     def __init__(self, irreps_in: Irreps | str, irreps_out: Irreps | str, lmax_filter: int, avg_num_neighbors: float | None = None) -> None:
@@ -97,7 +99,7 @@ class TFNConv(nn.Module):
         self.weight_numel = sum(p.mul_in * p.mul_out for p in self.paths)
         # One scaled 3j tensor per path: norm * sqrt(2lf+1) (component-normalised Y) is folded in later.
         for k, p in enumerate(self.paths):
-            self.register_buffer(f"_cg{k}", wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64).mul(p.norm).to(torch.get_default_dtype()), persistent=False)
+            self.register_constant(f"_cg{k}", wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64).mul(p.norm))
 
     def extra_repr(self) -> str:
         return f"{self.irreps_in} x Y^<={self.lmax_filter} -> {self.irreps_out}, weight_numel={self.weight_numel}"
@@ -123,7 +125,7 @@ class TFNConv(nn.Module):
         return torch.cat(pieces, dim=1) if pieces else x_src.new_zeros(E, 0)
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
-        check_conv_inputs("TFNConv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0])
+        check_conv_inputs("TFNConv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
         messages = self.message(x[edge_src], edge_vec, weight)
         out = x.new_zeros(x.shape[0], self.irreps_out.dim).index_add_(0, edge_dst, messages)
         if self.avg_num_neighbors is not None:
