@@ -142,7 +142,7 @@ def _block_call(m: EdgeFrameBlock, x: torch.Tensor, pos: torch.Tensor) -> torch.
     vec = pos[dst] - pos[src]
     r = torch.linalg.vector_norm(vec, dim=1)
     feat = torch.stack([torch.cos(k * r) for k in range(1, 6)], dim=1)
-    return m(x, src, dst, edge_frame(vec, 4, 2), feat, torch.exp(-r))
+    return m.from_grouped(m(m.to_grouped(x), src, dst, edge_frame(vec, 4, 2), feat, torch.exp(-r)))
 
 
 def _seeded(factory: Callable[[], nn.Module]) -> Callable[[], nn.Module]:

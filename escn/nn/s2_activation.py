@@ -33,7 +33,7 @@ exact symmetries.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -77,20 +77,24 @@ class S2Grid(ConstantModule):
     """Synthesis and analysis matrices between per-channel coefficients and a sphere grid.
 
     Coefficients are ordered per l ascending, inside an order ``m = -k..k`` with ``k = min(l, mmax)``
-    (the standard e3nn order restricted to ``|m| <= mmax``): ``K = sum_l (2 min(l, mmax) + 1)`` of them.
+    (the standard e3nn order restricted to ``|m| <= mmax``): ``K = sum_l (2 min(l, mmax) + 1)`` of them, unless
+    ``coefficients`` gives another order.
 
     Args:
         lmax: largest order.
         mmax: largest ``|m|`` kept (default ``lmax``).
         resolution: ``(res_beta, res_alpha)``, an int ``n`` meaning ``(n, 2n)``, or None for
             :func:`default_resolution`.
+        coefficients: the ``(l, m)`` of each coefficient, in the order of the caller's layout (every ``(l, m)``
+            with ``|m| <= min(l, mmax)`` once); the tables' rows and columns follow it.
 
     Attributes:
         to_grid: (K, G) values ``Y_lm(s_g)``; ``f = c @ to_grid``.
         from_grid: (G, K) ``w_g Y_lm(s_g) / 4 pi``; ``c = f @ from_grid``.
     """
 
-    def __init__(self, lmax: int, mmax: int | None = None, resolution: int | tuple[int, int] | None = None) -> None:
+    def __init__(self, lmax: int, mmax: int | None = None, resolution: int | tuple[int, int] | None = None,
+                 coefficients: Sequence[tuple[int, int]] | None = None) -> None:
         super().__init__()
         if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 0:
             raise ValueError(f"lmax must be an int >= 0, got {lmax!r}")
@@ -113,7 +117,13 @@ class S2Grid(ConstantModule):
         ).reshape(-1, 3)
         w = (wy[:, None] * (2 * math.pi / self.res_alpha)).expand(-1, self.res_alpha).reshape(-1)  # sums to 4 pi
         Y = spherical_harmonics(list(range(lmax + 1)), pts, normalize=False, normalization="component")  # (G, (lmax+1)^2)
-        keep = [l * l + l + m for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)]
+        if coefficients is None:
+            coefficients = [(l, m) for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)]
+        coefficients = [(int(l), int(m)) for l, m in coefficients]
+        if sorted(coefficients) != sorted((l, m) for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)):
+            raise ValueError(f"coefficients must list every (l, m) with l <= {lmax}, |m| <= min(l, {mmax}) once")
+        self.coefficients = coefficients
+        keep = [l * l + l + m for l, m in coefficients]
         Y = Y[:, keep]
         self.num_coefficients = len(keep)
         self.num_points = pts.shape[0]

@@ -44,8 +44,13 @@ Tensor = torch.Tensor
 
 
 @dataclass
-class _Stage:
-    """Shapes and weight offsets of one SO(2) stage (one m, or one class at m = 0)."""
+class SO2Stage:
+    """One SO(2) stage of the edge-frame (stage) layout: one order ``m`` (or, at ``m = 0``, one parity class).
+
+    In the stage layout a stage holds ``ncol`` rows (1 at m = 0; 2 for m > 0: the class-adjusted ``+m`` and
+    ``-m`` components) of ``n_in`` input columns (``n_out`` output columns), in irreps-entry then channel order;
+    its map is one real ``(n_out, n_in)`` matrix applied to every row.
+    """
 
     m: int
     n_in: int
@@ -54,6 +59,11 @@ class _Stage:
     gate_offset: int  # into the gate vector (shared mode)
     in_offset: int  # into the gathered V vector (per row of V)
     out_offset: int  # into the P vector
+
+    @property
+    def ncol(self) -> int:
+        """Rows of the stage: 1 at m = 0, 2 (+m and -m) for m > 0."""
+        return 1 if self.m == 0 else 2
 
 
 def _v_source(eps: int, minus: bool) -> tuple[bool, float]:
@@ -95,7 +105,7 @@ class _Layout:
                     out.append((i, u, eps, pos(i, u, m), pos(i, u, -m)))
             return out
 
-        self.stages: list[_Stage] = []
+        self.stages: list[SO2Stage] = []
         self.in_cols: list[list] = []  # per stage, the component list for columns
         self.out_rows: list[list] = []
         gather_idx: list[int] = []
@@ -107,7 +117,7 @@ class _Layout:
                 classes = [(+1, [c for c in cin if c[2] == 1], [c for c in cout if c[2] == 1]),
                            (-1, [c for c in cin if c[2] == -1], [c for c in cout if c[2] == -1])]
                 for _, ci, co in classes:
-                    st = _Stage(0, len(ci), len(co), n_w, n_g, n_v, n_p)
+                    st = SO2Stage(0, len(ci), len(co), n_w, n_g, n_v, n_p)
                     self.stages.append(st)
                     self.in_cols.append(ci)
                     self.out_rows.append(co)
@@ -118,7 +128,7 @@ class _Layout:
                     n_v += st.n_in
                     n_p += st.n_out
             else:
-                st = _Stage(m, len(cin), len(cout), n_w, n_g, n_v, n_p)
+                st = SO2Stage(m, len(cin), len(cout), n_w, n_g, n_v, n_p)
                 self.stages.append(st)
                 self.in_cols.append(cin)
                 self.out_rows.append(cout)
@@ -182,13 +192,13 @@ class _Layout:
         return groups, pos
 
 
-def _take_columns(x: Tensor, index: Tensor) -> Tensor:
+def take_columns(x: Tensor, index: Tensor) -> Tensor:
     """``x[:, index]`` for a 2-D ``x``. ``torch.gather`` with a broadcast index is about 2x faster than
     ``index_select`` along dim 1 on CPU for the (E, ~1000) tensors here; its backward is a scatter-add."""
     return torch.gather(x, 1, index.expand(x.shape[0], index.shape[0]))
 
 
-def _grouped_permutation(irreps: Irreps) -> list[int]:
+def grouped_permutation(irreps: Irreps) -> list[int]:
     """For each slot of :class:`EdgeRotation`'s full layout (orders ascending; inside an order, entries in
     irreps order, then channels, each channel's slots in :func:`component_order`), the irreps-layout
     column it holds, or ``irreps.dim`` (an appended zero column) for padding slots."""
@@ -266,18 +276,19 @@ class SO2Conv(ConstantModule):
         dt = torch.get_default_dtype()
         self.rot_in = EdgeRotation([(l, len(g["channels"])) for l, g in L.in_groups.items()], mmax)
         self.rot_out = EdgeRotation([(l, len(g["channels"])) for l, g in L.out_groups.items()], mmax)
-        self.register_buffer("_perm_in", torch.tensor(_grouped_permutation(self.irreps_in), dtype=torch.long), persistent=False)
-        slot_of = {col: k for k, col in enumerate(_grouped_permutation(self.irreps_out)) if col < self.irreps_out.dim}
+        self.register_buffer("_perm_in", torch.tensor(grouped_permutation(self.irreps_in), dtype=torch.long), persistent=False)
+        slot_of = {col: k for k, col in enumerate(grouped_permutation(self.irreps_out)) if col < self.irreps_out.dim}
         self.register_buffer("_perm_out_inv", torch.tensor([slot_of[j] for j in range(self.irreps_out.dim)], dtype=torch.long), persistent=False)
-        self.register_buffer("_gather_idx", torch.tensor(L.gather_idx, dtype=torch.long), persistent=False)
-        gate_idx: list[int] = []
-        for st in L.stages:
-            cols = list(range(st.gate_offset, st.gate_offset + st.n_in))
-            gate_idx += cols if st.m == 0 else cols + cols
-        self.register_buffer("_gate_idx", torch.tensor(gate_idx, dtype=torch.long), persistent=False)
-        self.register_constant("_gather_sign", torch.tensor(L.gather_sign, dtype=torch.float64))
-        self.register_buffer("_scatter_idx", torch.tensor(L.scatter_idx, dtype=torch.long), persistent=False)
-        self.register_constant("_scatter_sign", torch.tensor(L.scatter_sign, dtype=torch.float64))
+        self.stages: list[SO2Stage] = L.stages
+        # rotated (l-major) input -> stage layout and stage layout -> rotated output: one gather each; the signs
+        # of the class adjustment (pseudo-parity entries only) are a multiply only where one of them is -1
+        self.register_buffer("input_index", torch.tensor(L.gather_idx, dtype=torch.long), persistent=False)
+        self.register_buffer("output_index", torch.tensor(L.scatter_idx, dtype=torch.long), persistent=False)
+        for name, signs in (("input_sign", L.gather_sign), ("output_sign", L.scatter_sign)):
+            if any(v != 1.0 for v in signs):
+                self.register_constant(name, torch.tensor(signs, dtype=torch.float64))
+            else:
+                self.register_buffer(name, None, persistent=False)
 
         if lmax_filter is None:
             self.weight_layout = "so2"
@@ -505,7 +516,7 @@ class SO2Conv(ConstantModule):
         for chart edges and ``D_std^T (SO(2) map) D_std x`` otherwise."""
         N = x.shape[0]
         frame = edge_frame(edge_vec, self.lmax, self.mmax)
-        xg = _take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm_in)  # (N, grouped, padded)
+        xg = take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm_in)  # (N, grouped, padded)
         x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
         x_e = x_both.index_select(0, edge_src + N * frame.chart)
         rotated = self.rot_in.to_frame(x_e, frame)
@@ -524,7 +535,7 @@ class SO2Conv(ConstantModule):
         """
         if self.weight_layout == "tfn" and not self.shared_weights:
             return self._so2_by_output(rotated, weight)
-        return self._so2(_take_columns(rotated, self._gather_idx) * self._gather_sign, weight)
+        return self.stage_output(self.stage_map(self.stage_input(rotated), weight))
 
     def _use_native(self, rotated: Tensor, weight: Tensor) -> bool:
         return self.native and native_kernels.supports(rotated, weight) and native_kernels.available()
@@ -554,39 +565,78 @@ class SO2Conv(ConstantModule):
                 ys.append(rotated.new_zeros(E, R * mul_o))
                 continue
             w = torch.cat([path_w[k] for k in ks], dim=1) if len(ks) > 1 else path_w[ks[0]]  # (E, K * mul_o)
-            x_o = _take_columns(padded, getattr(self, f"_xidx{o}")).mul_(getattr(self, f"_xcoef{o}"))  # (E, R * K); in place: gather keeps no output for its backward
+            x_o = take_columns(padded, getattr(self, f"_xidx{o}")).mul_(getattr(self, f"_xcoef{o}"))  # (E, R * K); in place: gather keeps no output for its backward
             ys.append(torch.bmm(x_o.view(E, R, K), w.view(E, K, mul_o)).reshape(E, R * mul_o))
         y = torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]
-        return _take_columns(y, self._out_idx) * self._out_sign
+        return take_columns(y, self._out_idx) * self._out_sign
 
-    def _so2(self, V: Tensor, weight: Tensor) -> Tensor:
-        """The per-m SO(2) maps: gathered inputs (E, n_v) -> rotated outputs (E, rot_out_dim)."""
-        L = self.layout
+    def shared_stage_weights(self) -> list[Tensor]:
+        """The layer's own SO(2) matrices (``shared_weights=True``), scaled: one ``(n_out, n_in)`` per stage."""
+        if not self.shared_weights:
+            raise ValueError("shared_stage_weights needs shared_weights=True")
+        return [w[0] for w in self._stage_weights(self.weight.unsqueeze(0))]
+
+    def stage_columns(self, output: bool = False) -> list[list[tuple[int, int]]]:
+        """Per stage of :attr:`stages`, the ``(irreps entry, channel)`` of each input (``output=False``) or
+        output column, in order."""
+        cols = self.layout.out_rows if output else self.layout.in_cols
+        return [[(c[0], c[1]) for c in stage] for stage in cols]
+
+    def stage_input(self, rotated: Tensor) -> list[Tensor]:
+        """Rotated input (E, rot_in.rot_dim), l-major as :class:`EdgeRotation` writes it -> the stage layout:
+        one ``(E, stage.ncol, stage.n_in)`` tensor per stage of :attr:`stages` (views of one gathered tensor)."""
+        V = take_columns(rotated, self.input_index)
+        if self.input_sign is not None:
+            V = V * self.input_sign
+        return self.split_stages(V)
+
+    def split_stages(self, V: Tensor) -> list[Tensor]:
+        """(E, sum of ncol * n_in) in stage order -> one ``(E, ncol, n_in)`` view per stage."""
         E = V.shape[0]
+        parts = torch.split(V, [st.ncol * st.n_in for st in self.stages], dim=1)  # one split: no per-slice zero-filled grads
+        return [v.view(E, st.ncol, st.n_in) for v, st in zip(parts, self.stages)]
+
+    def stage_map(self, parts: list[Tensor], weight: Tensor | None) -> list[Tensor]:
+        """The SO(2) maps on the stage layout: ``[(E, ncol, n_in), ...] -> [(E, ncol, n_out), ...]``.
+
+        Args:
+            parts: the stage layout of the input, one tensor per stage of :attr:`stages`.
+            weight: per-edge SO(2) weights (E, weight_numel) (``shared_weights=False``, "so2" or shared "tfn"
+                layout), or, with ``shared_weights``, per-edge gates (E, num_gates) that scale every input
+                column of a stage (the same gate for its +m and -m rows), or None for no gates.
+        """
+        E = parts[0].shape[0] if parts else 0
         if self.shared_weights:
-            V = V * self._expand_gates(weight)
-            W_parts = self._stage_weights(self.weight.unsqueeze(0))
-            W_parts = [w[0] for w in W_parts]
+            W_parts = self.shared_stage_weights()
         else:
+            if weight is None:
+                raise ValueError("SO2Conv.stage_map: per-edge weights are required without shared_weights")
             W_parts = self._stage_weights(weight)
-        # one split (not slices): slicing's backward allocates a zero-filled full-size tensor per slice
-        V_parts = torch.split(V, [(1 if st.m == 0 else 2) * st.n_in for st in L.stages], dim=1)
-        P_parts = []
-        for st, v, w in zip(L.stages, V_parts, W_parts):
-            ncol = 1 if st.m == 0 else 2
+        if self.shared_weights and weight is not None:  # one split, not slices: no zero-filled full-size gradients
+            gate_parts = torch.split(weight, [st.n_in for st in self.stages], dim=1)
+        out = []
+        for k, (st, v, w) in enumerate(zip(self.stages, parts, W_parts)):
             if st.n_out == 0:
+                out.append(v.new_zeros(E, st.ncol, 0))
                 continue
             if st.n_in == 0:
-                P_parts.append(V.new_zeros(E, ncol * st.n_out))
+                out.append(v.new_zeros(E, st.ncol, st.n_out))
                 continue
-            v = v.reshape(E, ncol, st.n_in)
             if self.shared_weights:
-                p = v.reshape(E * ncol, st.n_in) @ w.T
+                if weight is not None:
+                    v = v * gate_parts[k].unsqueeze(1)
+                p = (v.reshape(E * st.ncol, st.n_in) @ w.T).view(E, st.ncol, st.n_out)
             else:
                 p = torch.bmm(v, w.transpose(1, 2))
-            P_parts.append(p.reshape(E, ncol * st.n_out))
-        P = torch.cat(P_parts, dim=1)
-        return _take_columns(P, self._scatter_idx) * self._scatter_sign
+            out.append(p)
+        return out
+
+    def stage_output(self, parts: list[Tensor]) -> Tensor:
+        """Stage layout of the output ``[(E, ncol, n_out), ...]`` -> rotated output (E, rot_out.rot_dim)."""
+        E = parts[0].shape[0]
+        P = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) for p in parts], dim=1)  # explicit sizes: E may be 0
+        y = take_columns(P, self.output_index)
+        return y if self.output_sign is None else y * self.output_sign
 
     def message(self, x_src: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         """Per-edge messages ``(E, irreps_in.dim), (E, 3), (E, weight_numel) -> (E, irreps_out.dim)``
@@ -596,11 +646,7 @@ class SO2Conv(ConstantModule):
         y, frame = self._edge_messages(x_src, idx, edge_vec, weight)
         # chart edges used J^T x_src[e] = row E + e of the doubled node table; undo with J per edge
         y = torch.where(frame.chart[:, None], self.rot_out.apply_J(y, transpose=False), y)
-        return _take_columns(y, self._perm_out_inv)
-
-    def _expand_gates(self, gates: Tensor) -> Tensor:
-        """Per-edge gates (E, num_gates) -> multipliers for V (E, n_v): the same gate for V+ and V-."""
-        return _take_columns(gates, self._gate_idx)
+        return take_columns(y, self._perm_out_inv)
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
@@ -608,7 +654,7 @@ class SO2Conv(ConstantModule):
         y, frame = self._edge_messages(x, edge_src, edge_vec, weight)
         acc = y.new_zeros(2 * N, y.shape[1]).index_add_(0, edge_dst + N * frame.chart, y)
         out = acc[:N] + self.rot_out.apply_J(acc[N:], transpose=False)  # undo the chart turn once per node
-        out = _take_columns(out, self._perm_out_inv)
+        out = take_columns(out, self._perm_out_inv)
         if self.avg_num_neighbors is not None:
             out = out / math.sqrt(self.avg_num_neighbors)
         return out
