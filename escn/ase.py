@@ -11,6 +11,12 @@ The model is any ``nn.Module`` with the protocol of :class:`escn.models.ESCN`:
 with ``"energy"`` (B,) in eV, ``"forces"`` (N, 3) in eV/Angstrom and, when asked, ``"stress"`` (B, 3, 3)
 ``= (1/V) dE/d(strain)`` in eV/Angstrom^3, building its own radius graph when the batch has no edges.
 
+Chemical species: the model's ``atomic_numbers`` (stored in its config and checkpoint, see
+:class:`escn.models.ESCN`) map ``Atoms.numbers`` to the model's type indices (type ``t`` = the element
+``atomic_numbers[t]``) before every call, on the host.  An element the model was not trained on raises a
+ValueError naming it and the elements the model knows.  A model without species (``atomic_numbers`` None or
+absent, e.g. a custom module) needs them given: ``Calculator(model, atomic_numbers=[29])``.
+
 Units and conventions are ASE's: energy in eV, forces in eV/Angstrom, stress in eV/Angstrom^3 as the
 6-vector (xx, yy, zz, yz, xz, xy).  The stress sign is ASE's: ``stress = (1/V) dE/d(strain)`` for the
 deformation ``cell -> cell (I + strain)`` (rows = lattice vectors) with the atoms moved along, so it is
@@ -20,6 +26,7 @@ convention, so no sign flip is applied.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Optional, Sequence, Union
 
@@ -37,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
     ) from exc
 
 from escn.data.batch import AtomsGraph, collate
+from escn.data.species import SpeciesMap, check_atomic_numbers
 
 __all__ = ["Calculator"]
 
@@ -65,6 +73,26 @@ def _model_dtype(model: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
+def _species(model: nn.Module, given: Optional[Sequence[int]]) -> Sequence[int]:
+    """The atomic numbers of the model's types: ``given`` or the model's ``atomic_numbers`` (see Calculator)."""
+    own = getattr(model, "atomic_numbers", None)
+    if own is not None:
+        own = check_atomic_numbers(own, f"{type(model).__name__}.atomic_numbers")
+    if given is not None:
+        given = check_atomic_numbers(given)
+        if own is not None and list(given) != list(own):
+            raise ValueError(f"atomic_numbers={list(given)} differs from the model's atomic_numbers={list(own)}; "
+                             "leave it out to use the model's")
+        return given
+    if own is None:
+        raise ValueError(
+            f"the {type(model).__name__} model stores no chemical species (its atomic_numbers is None or missing), so "
+            "atomic numbers cannot be mapped to its atom types; train it with species (the model config key "
+            "atomic_numbers) or give them: Calculator(model, atomic_numbers=[...]) (type t = atomic_numbers[t])"
+        )
+    return own
+
+
 class Calculator(_AseCalculator):
     """ASE calculator for escn energy models: energy, free_energy (the same), forces and stress.
 
@@ -74,13 +102,17 @@ class Calculator(_AseCalculator):
         device: where the model runs.  The module is moved there with ``nn.Module.to`` (in place).
         dtype: floating dtype of the positions and the model (moved in place); float64 by default, which
             makes forces consistent with the energy to round-off (good for NVE).  None keeps the model's.
+        atomic_numbers: the model's species (type index ``t`` = atomic number ``atomic_numbers[t]``); default:
+            the model's ``atomic_numbers`` attribute.  Needed for a model without one; for a model with one it
+            must be equal (it cannot relabel a trained model).
         **kwargs: passed to ``ase.calculators.calculator.Calculator`` (e.g. ``label``, ``atoms``).
 
     Every call rebuilds the graph from the current positions, cell and pbc (no neighbour-list reuse).
     The model runs in eval mode; its previous train/eval mode is restored after each call.  Forces are
     always computed with the energy (one backward pass); the stress only when it is requested and all
     three axes are periodic -- for other systems ``get_stress`` raises ``PropertyNotImplementedError``.
-    Atom types passed to the model are the atomic numbers.
+    Atom types passed to the model are the positions of ``Atoms.numbers`` in ``atomic_numbers``
+    (:attr:`species`); atoms of another element raise ValueError.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
@@ -90,6 +122,7 @@ class Calculator(_AseCalculator):
         model_or_checkpoint: Union[nn.Module, str, os.PathLike],
         device: Union[str, torch.device] = "cpu",
         dtype: Optional[torch.dtype] = torch.float64,
+        atomic_numbers: Optional[Sequence[int]] = None,
         **kwargs: Any,
     ) -> None:
         try:
@@ -107,6 +140,8 @@ class Calculator(_AseCalculator):
                 "model_or_checkpoint must be an nn.Module or a checkpoint path, "
                 f"got {type(model_or_checkpoint).__name__}"
             )
+        #: atomic numbers -> the model's type indices
+        self.species: SpeciesMap = SpeciesMap(_species(model, atomic_numbers))
         self.dtype: torch.dtype = dtype if dtype is not None else _model_dtype(model)
         self.model: nn.Module = model.to(device=self.device, dtype=self.dtype)
         super().__init__(**kwargs)
@@ -125,7 +160,9 @@ class Calculator(_AseCalculator):
             raise PropertyNotImplementedError(
                 f"stress needs a cell that is periodic along all three axes, got pbc={atoms.pbc.tolist()}"
             )
-        batch = collate([AtomsGraph.from_ase(atoms, dtype=self.dtype)]).to(device=self.device)
+        graph = AtomsGraph.from_ase(atoms, dtype=self.dtype)
+        graph = dataclasses.replace(graph, atom_types=self.species(graph.atom_types, "atoms"))
+        batch = collate([graph]).to(device=self.device)
         was_training = self.model.training
         self.model.eval()
         try:

@@ -23,6 +23,7 @@ from escn.md import energy_drift_per_atom, plot_rdf, radial_distribution, run_nv
 from escn.models import ESCN  # noqa: E402
 
 A_CU = 3.59  # EMT's equilibrium fcc lattice constant, Angstrom
+SPECIES = [29, 47]  # the test model's elements: Cu -> type 0, Ag -> type 1
 VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
@@ -46,7 +47,7 @@ def model():
     torch.set_default_dtype(torch.float64)
     try:
         torch.manual_seed(0)
-        return ESCN(lmax=2, mmax=2, channels=4, num_layers=1, cutoff=3.0).double().eval()
+        return ESCN(lmax=2, mmax=2, channels=4, num_layers=1, cutoff=3.0, atomic_numbers=SPECIES).double().eval()
     finally:
         torch.set_default_dtype(old)
 
@@ -56,6 +57,13 @@ def _triclinic_cu() -> Atoms:
     atoms = bulk("Cu", "fcc", a=A_CU).repeat((2, 2, 2))
     atoms.rattle(0.05, seed=2)
     return atoms
+
+
+def _batch(atoms: Atoms):
+    """The model's input for ``atoms``: type indices = positions of the atomic numbers in SPECIES."""
+    graph = AtomsGraph.from_ase(atoms)
+    graph.atom_types = torch.tensor([SPECIES.index(int(z)) for z in atoms.numbers])
+    return collate([graph])
 
 
 def _energy(atoms: Atoms, make_calc) -> float:
@@ -87,8 +95,7 @@ def _strain_fd_stress(atoms: Atoms, make_calc, h: float = 1e-4) -> np.ndarray:
 def test_calculator_equals_direct_model_call(model):
     atoms = _triclinic_cu()
     atoms.calc = Calculator(model)
-    batch = collate([AtomsGraph.from_ase(atoms)])
-    ref = model(batch, compute_forces=True, compute_stress=True)
+    ref = model(_batch(atoms), compute_forces=True, compute_stress=True)
     assert abs(atoms.get_potential_energy() - float(ref["energy"].detach()[0])) <= 1e-12
     assert atoms.get_potential_energy(force_consistent=True) == atoms.get_potential_energy()
     np.testing.assert_allclose(atoms.get_forces(), ref["forces"].detach().numpy(), rtol=0, atol=1e-12)
@@ -151,11 +158,14 @@ def test_results_follow_positions_cell_and_numbers(model):
     assert e1 == pytest.approx(_energy(atoms, lambda: Calculator(model)), abs=1e-12)
     atoms.set_cell(atoms.get_cell()[:] * 1.01, scale_atoms=True)
     assert np.abs(atoms.get_stress() - s0).max() > 1e-6
-    assert atoms.get_potential_energy() == pytest.approx(_energy(atoms, lambda: Calculator(model)), abs=1e-12)
+    e_cu = atoms.get_potential_energy()
+    assert e_cu == pytest.approx(_energy(atoms, lambda: Calculator(model)), abs=1e-12)
     numbers = atoms.get_atomic_numbers()
     numbers[0] = 47  # Ag: another type embedding
     atoms.set_atomic_numbers(numbers)
-    assert atoms.get_potential_energy() == pytest.approx(_energy(atoms, lambda: Calculator(model)), abs=1e-12)
+    e_ag = atoms.get_potential_energy()
+    assert abs(e_ag - e_cu) > 1e-6
+    assert e_ag == pytest.approx(float(model(_batch(atoms))["energy"].detach()[0]), abs=1e-12)
     assert calc.results["energy"] == atoms.get_potential_energy()
 
 
@@ -164,8 +174,7 @@ def test_open_boundaries_give_energy_and_forces_but_no_stress(model):
     cluster.set_pbc(False)
     cluster.center(vacuum=4.0)
     cluster.calc = Calculator(model)
-    batch = collate([AtomsGraph.from_ase(cluster)])
-    ref = model(batch)
+    ref = model(_batch(cluster))
     assert abs(cluster.get_potential_energy() - float(ref["energy"].detach()[0])) <= 1e-12
     np.testing.assert_allclose(cluster.get_forces(), ref["forces"].detach().numpy(), rtol=0, atol=1e-12)
     with pytest.raises(PropertyNotImplementedError, match="periodic"):
@@ -195,11 +204,11 @@ def test_model_runs_in_eval_mode_and_keeps_its_mode(model):
 def test_float32_model_is_moved_to_the_requested_dtype(model):
     torch.set_default_dtype(torch.float32)
     torch.manual_seed(0)
-    m32 = ESCN(lmax=2, mmax=2, channels=4, num_layers=1, cutoff=3.0)
+    m32 = ESCN(lmax=2, mmax=2, channels=4, num_layers=1, cutoff=3.0, atomic_numbers=[29])
     assert next(m32.parameters()).dtype == torch.float32
     calc = Calculator(m32)  # float64 by default
     assert calc.dtype == torch.float64 and next(m32.parameters()).dtype == torch.float64
-    m32b = ESCN(lmax=2, mmax=2, channels=4, num_layers=1, cutoff=3.0)
+    m32b = ESCN(lmax=2, mmax=2, channels=4, num_layers=1, cutoff=3.0, atomic_numbers=[29])
     assert Calculator(m32b, dtype=None).dtype == torch.float32
     atoms = _triclinic_cu()
     atoms.calc = Calculator(m32b, dtype=None)

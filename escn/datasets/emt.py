@@ -15,6 +15,9 @@ Supercells alternate between 2x2x2 (32 atoms) and 3x3x3 (108 atoms) conventional
 equilibrium lattice constant a = 3.59 Angstrom (minimum of E(a) on a 0.0025 Angstrom grid).  A
 "trajectory" of the rattle / strain kinds is a group of frames generated from one random stream.
 
+Atoms keep their atomic numbers (Cu, 29) in ``atom_types``; the training pipeline maps them to a model's type
+indices (:func:`escn.train.data.training_species`), so the model's species list is built from these data.
+
 Recorded per frame: total potential energy (eV), forces (eV/Angstrom) and the 3x3 stress
 (eV/Angstrom^3) from ``atoms.get_stress(voigt=False)`` -- ASE's Voigt order is
 (xx, yy, zz, yz, xz, xy).  **Sign convention (ASE's):** ``stress = (1/V) dE/d(strain)``, the
@@ -264,7 +267,8 @@ def emt_graphs(data: Dict[str, np.ndarray], split: Optional[str] = None, kinds: 
 
     Returns:
         One :class:`AtomsGraph` per frame (in generation order) with ``pos`` (n, 3),
-        ``atom_types`` (n,) = atomic numbers, ``cell`` (3, 3), ``pbc`` all True, ``energy`` (),
+        ``atom_types`` (n,) = atomic numbers (29: a force field trained on these frames stores
+        ``atomic_numbers = [29]``, see :mod:`escn.data.species`), ``cell`` (3, 3), ``pbc`` all True, ``energy`` (),
         ``forces`` (n, 3), ``stress`` (3, 3) (ASE's sign convention, eV/Angstrom^3) and
         ``graph_attrs`` ``"kind"``, ``"traj"``, ``"frame"`` (() long).  No edges: call
         ``g.with_radius_graph(cutoff)``.

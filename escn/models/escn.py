@@ -31,6 +31,7 @@ from torch import nn
 from escn._util import check_int as _check_int
 from escn.data.batch import Batch
 from escn.data.graph import edge_vectors
+from escn.data.species import check_atomic_numbers
 from escn.nn.checks import check_float_input, module_tensor
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import EdgeRotation
@@ -310,7 +311,8 @@ class ESCN(ConstantModule):
     """eSCN network for energies/forces/stress or per-node vectors.
 
     Args:
-        num_atom_types: atom types are integers in ``[0, num_atom_types)`` (atomic numbers with the default).
+        num_atom_types: atom types are integers in ``[0, num_atom_types)``.  Default: ``len(atomic_numbers)``
+            when ``atomic_numbers`` is given, else 100.
         lmax: largest order of the node features.
         mmax: orders ``|m| <= mmax`` kept in the edge frame (``None``: ``lmax``, no truncation).
         channels: multiplicity ``C`` of every order.
@@ -354,6 +356,11 @@ class ESCN(ConstantModule):
             pass on the given types, for training on the relabelled copies of the data instead (data
             augmentation: as many optimiser steps per pass through the network; then the eval-mode model
             that validation, checkpoint selection and prediction use is still exactly invariant).
+        atomic_numbers: the chemical species of a force field: type index ``t`` is the element with atomic
+            number ``atomic_numbers[t]`` (distinct, in ``[0, 118]``; ``num_atom_types`` must be its length).
+            Stored in ``config`` and so in checkpoints; the model's input is still type indices, converted from
+            atomic numbers where batches are made (:mod:`escn.data.species`: the training data pipeline and
+            :class:`escn.ase.Calculator`).  None (default): the types are plain labels with no element.
 
     ``forward(batch, compute_forces=True, compute_stress=False)`` returns a dict with ``"energy"`` (B,),
     ``"forces"`` (N, 3), ``"stress"`` (B, 3, 3), ``"node_vectors"`` (N, 3), ``"graph_outputs"`` (B, dim) as
@@ -363,7 +370,7 @@ class ESCN(ConstantModule):
 
     def __init__(
         self,
-        num_atom_types: int = 100,
+        num_atom_types: int | None = None,
         lmax: int = 6,
         mmax: int | None = 2,
         channels: int = 16,
@@ -388,9 +395,16 @@ class ESCN(ConstantModule):
         energy_shift: float = 0.0,
         type_permutations: Sequence[Sequence[int]] = (),
         type_average_in_training: bool = True,
+        atomic_numbers: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        species = None if atomic_numbers is None else check_atomic_numbers(atomic_numbers)
+        if num_atom_types is None:
+            num_atom_types = 100 if species is None else len(species)
         _check_int("num_atom_types", num_atom_types, 1)
+        if species is not None and num_atom_types != len(species):
+            raise ValueError(f"num_atom_types={num_atom_types} disagrees with atomic_numbers={species} ({len(species)} "
+                             "species): leave num_atom_types out, it defaults to len(atomic_numbers)")
         _check_int("lmax", lmax, 0)
         if mmax is None:
             mmax = lmax
@@ -441,7 +455,10 @@ class ESCN(ConstantModule):
             outputs=list(outputs), graph_output_irreps=graph_output_irreps,
             num_classes=num_classes, mirror_pairs=[list(pr) for pr in pairs], energy_scale=float(energy_scale), energy_shift=float(energy_shift),
             type_permutations=[list(g) for g in group[1:]], type_average_in_training=type_average_in_training,
+            atomic_numbers=species,
         )
+        #: the chemical species (type index -> atomic number), or None for plain type labels
+        self.atomic_numbers: tuple[int, ...] | None = None if species is None else tuple(species)
         self.type_average_in_training = type_average_in_training
         self.num_atom_types = num_atom_types
         self.cutoff = float(cutoff)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import nn
 
-from escn.models.registry import build_model
+from escn.data.species import MAX_ATOMIC_NUMBER
+from escn.models.registry import accepts_argument, build_model
 
 __all__ = ["load"]
 
@@ -20,7 +22,11 @@ def load(checkpoint_path: Union[str, os.PathLike], map_location: Any = "cpu", *,
     """The model stored in a training checkpoint, in eval mode.
 
     The architecture is rebuilt from the checkpoint's model name (registry name or import path) and
-    ``model_config``, in the dtype it was trained in.
+    ``model_config``, in the dtype it was trained in.  The chemical species (``atomic_numbers``) come back
+    with the config.  A checkpoint written before models stored species (its ``model_config`` has no
+    ``atomic_numbers`` key although the class takes one) loads with the explicit identity mapping
+    ``atomic_numbers = [0, 1, ..., num_atom_types - 1]`` -- type index = atomic number, which is how such
+    models were fed (atomic numbers used directly as types) -- and a ``UserWarning`` saying so.
 
     Args:
         checkpoint_path: ``checkpoint.pt`` / ``best.pt`` of a training run.
@@ -34,10 +40,33 @@ def load(checkpoint_path: Union[str, os.PathLike], map_location: Any = "cpu", *,
     from escn.train.checkpoint import load_checkpoint
 
     ckpt = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, map_location=map_location)
-    model = build_model(ckpt["model_name"], **ckpt["model_config"])
+    config = _with_species(ckpt["model_name"], ckpt["model_config"], checkpoint_path)
+    model = build_model(ckpt["model_name"], **config)
     model = model.to(dtype=_DTYPES[ckpt.get("dtype", "float32")])
     state = ckpt["ema_state"] if ema and ckpt.get("ema_state") is not None else ckpt["model_state"]
     model.load_state_dict(state)
     if isinstance(map_location, (str, torch.device)):
         model = model.to(torch.device(map_location))
     return model.eval()
+
+
+def _with_species(name: str, config: Dict[str, Any], path: Any) -> Dict[str, Any]:
+    """``config``, with the identity species of a checkpoint from before models stored them (see :func:`load`)."""
+    if "atomic_numbers" in config or not isinstance(config.get("num_atom_types"), int):
+        return config
+    if not accepts_argument(name, "atomic_numbers"):
+        return config
+    n = config["num_atom_types"]
+    if n > MAX_ATOMIC_NUMBER + 1:
+        warnings.warn(f"checkpoint {str(path)!r} stores no atomic_numbers and has {n} atom types, more than there are "
+                      "elements: loading it without species (escn.ase.Calculator then needs atomic_numbers=...)",
+                      UserWarning, stacklevel=3)
+        return config
+    warnings.warn(
+        f"checkpoint {str(path)!r} stores no atomic_numbers (it predates species in model configs): loading it with "
+        f"the identity mapping atomic_numbers = [0, ..., {n - 1}] (type index = atomic number, as its atom types were "
+        "fed); retrain, or rebuild the model with its real atomic_numbers, to name its elements",
+        UserWarning,
+        stacklevel=3,
+    )
+    return {**config, "atomic_numbers": list(range(n))}

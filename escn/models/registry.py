@@ -8,14 +8,15 @@ everywhere a model name is (the class is imported on first use).
 
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any, Dict, List, Type
+from typing import Any, Dict, List, Type, Union
 
 from torch import nn
 
 from escn._util import import_object
 
-__all__ = ["register_model", "get_model_class", "build_model", "registered_models", "model_config"]
+__all__ = ["register_model", "get_model_class", "build_model", "registered_models", "model_config", "accepts_argument"]
 
 _REGISTRY: Dict[str, Type[nn.Module]] = {}
 
@@ -79,6 +80,18 @@ def build_model(name: str, **config: Any) -> nn.Module:
         return cls(**config)
     except TypeError as exc:
         raise ValueError(f"model {name!r} rejected its config {sorted(config)}: {exc}") from exc
+
+
+def accepts_argument(model: Union[str, Type[nn.Module]], argument: str) -> bool:
+    """Whether the model class (or registered name / import path) takes the keyword argument ``argument``
+    by name (a bare ``**kwargs`` does not count)."""
+    cls = get_model_class(model) if isinstance(model, str) else model
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # pragma: no cover - classes without an inspectable signature
+        return False
+    p = params.get(argument)
+    return p is not None and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def model_config(model: nn.Module, fallback: Dict[str, Any] | None = None) -> Dict[str, Any]:

@@ -9,6 +9,12 @@ Sources (see :class:`escn.train.config.DataSource`):
 * ``"package.module:function"``: called with the source's ``kwargs``; must return a list (or a
   ``Dataset``) of :class:`~escn.data.AtomsGraph`.
 
+Chemical species: data keep atomic numbers in ``atom_types``.  A force-field run (a model class that takes
+``atomic_numbers`` and a loss on energy, forces or stress) trains on the sorted distinct atomic numbers of its
+training set, or on the model config's ``atomic_numbers`` when given (:func:`training_species`); the model is
+built with that list, so it lands in the checkpoint, and :class:`PreparedDataset` maps every item's atomic
+numbers to type indices (the position in the list) when the item is prepared -- on the host, not in the model.
+
 Batch order: epoch ``e`` visits a permutation drawn from a generator seeded with
 ``seed * 1_000_003 + e``, cut into consecutive global batches of ``batch_size`` graphs (the last one
 may be smaller).  The order is a pure function of ``(seed, epoch)``, so a resumed run re-derives it
@@ -17,19 +23,21 @@ and skips to the saved position.  Under DDP, rank ``r`` of ``W`` takes ``global_
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from escn._util import import_object
 from escn.data import AtomsGraph, Batch, collate
+from escn.data.species import SpeciesMap, check_atomic_numbers, element_name, species_of
 
 from .config import ConfigError, DataSource
 
-__all__ = ["load_source", "PreparedDataset", "epoch_permutation", "global_batches", "shard", "split_train_valid",
+__all__ = ["load_source", "PreparedDataset", "SpeciesMapped", "training_species", "FORCE_FIELD_TARGETS", "epoch_permutation", "global_batches", "shard", "split_train_valid",
            "ShardLoader", "collate_or_none"]
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".torch")
@@ -133,8 +141,101 @@ def split_train_valid(items: Sequence[AtomsGraph], fraction: float, seed: int) -
     return [items[i] for i in perm[n_valid:]], [items[i] for i in perm[:n_valid]]
 
 
+#: loss targets that make a run a force field (its atom types are chemical species)
+FORCE_FIELD_TARGETS = ("energy", "forces", "stress")
+
+
+def training_species(model_name: str, model_kwargs: Mapping[str, Any], loss: Mapping[str, Any],
+                     items: Sequence[AtomsGraph], valid: Optional[Sequence[AtomsGraph]] = None) -> Optional[List[int]]:
+    """The atomic numbers a run trains on, or None when its atom types are plain labels.
+
+    * ``model_kwargs["atomic_numbers"]`` when given;
+    * otherwise, when the model class takes ``atomic_numbers`` and some loss term targets energy, forces or
+      stress (:data:`FORCE_FIELD_TARGETS`): the sorted distinct ``atom_types`` of ``items``, read as atomic
+      numbers (None when no item has atom types);
+    * otherwise None (e.g. class labels, charges, a model without species).
+
+    With species, every item of ``items`` and ``valid`` is checked to hold only those elements (here, before
+    training, rather than when the item is first batched).
+
+    Args:
+        model_name: registry name or import path of the model class.
+        model_kwargs: the model config.
+        loss: output key -> loss term (an object with a ``target`` attribute, or None for the key itself).
+        items: the training items.
+        valid: the validation items, if any.
+
+    Raises:
+        ConfigError: a malformed ``atomic_numbers``, atom types outside ``[0, 118]``, or an element of the data
+            outside the given ``atomic_numbers`` (named, with the data set it is in).
+    """
+    from escn.models.registry import accepts_argument
+
+    given = model_kwargs.get("atomic_numbers")
+    if given is not None:
+        try:
+            species = check_atomic_numbers(given, "model.atomic_numbers")
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from exc
+    elif "atomic_numbers" in model_kwargs:  # an explicit None: plain labels
+        return None
+    else:
+        targets = {(getattr(term, "target", None) or key) for key, term in loss.items()}
+        if not targets & set(FORCE_FIELD_TARGETS) or not accepts_argument(model_name, "atomic_numbers"):
+            return None
+        try:
+            species = species_of(g.atom_types for g in items)
+        except ValueError as exc:
+            raise ConfigError(f"training data: {exc}; a force-field model reads atom_types as atomic numbers (or "
+                              "set model.atomic_numbers = null to use them as plain labels)") from exc
+        if species is None:
+            return None
+        n = model_kwargs.get("num_atom_types")
+        if n is not None and n != len(species):
+            raise ConfigError(
+                f"model.num_atom_types = {n}, but the training data hold {len(species)} element(s), "
+                f"{', '.join(element_name(z) for z in species)}, which become the model's atom types: leave "
+                "num_atom_types out (it defaults to the number of elements) or list model.atomic_numbers")
+    mapper = SpeciesMap(species)
+    for what, data in (("data.train", items), ("data.valid", valid)):
+        for i, g in enumerate(data or ()):
+            if g.atom_types is not None and g.atom_types.numel():
+                try:
+                    mapper(g.atom_types, f"{what} item {i}")
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from exc
+    return species
+
+
+def _mapped(g: AtomsGraph, species: Optional[SpeciesMap], index: int) -> AtomsGraph:
+    if species is None:
+        return g
+    if g.atom_types is None:
+        raise ValueError(f"data item {index} has no atom_types; the model needs the atomic number of every atom "
+                         f"(it knows {list(species.atomic_numbers)})")
+    return dataclasses.replace(g, atom_types=species(g.atom_types, f"data item {index}"))
+
+
+class SpeciesMapped(Dataset):
+    """A view of ``items`` with atomic numbers replaced by type indices (positions in ``atomic_numbers``).
+
+    ``atomic_numbers=None`` passes the items through unchanged.  Items are mapped on every access (no cache).
+    """
+
+    def __init__(self, items: Sequence[AtomsGraph], atomic_numbers: Optional[Sequence[int]]):
+        self.items = items
+        self.species = None if atomic_numbers is None else SpeciesMap(atomic_numbers)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> AtomsGraph:
+        return _mapped(self.items[index], self.species, index)
+
+
 class PreparedDataset(Dataset):
-    """Items converted to ``dtype`` (floating tensors) with radius-graph edges when missing.
+    """Items converted to ``dtype`` (floating tensors) with radius-graph edges when missing, and atomic numbers
+    mapped to the model's type indices when ``atomic_numbers`` is given.
 
     Prepared items are cached (in the process that reads them).
 
@@ -142,12 +243,16 @@ class PreparedDataset(Dataset):
         items: the raw :class:`AtomsGraph` sequence.
         dtype: floating dtype of positions, cells and targets.
         cutoff: radius-graph cutoff for items without edges (None: leave them as they are).
+        atomic_numbers: the model's species; ``atom_types`` (atomic numbers) become positions in this list,
+            and an element outside it raises ValueError naming the item and the element.  None: types unchanged.
     """
 
-    def __init__(self, items: Sequence[AtomsGraph], dtype: torch.dtype, cutoff: Optional[float]):
+    def __init__(self, items: Sequence[AtomsGraph], dtype: torch.dtype, cutoff: Optional[float],
+                 atomic_numbers: Optional[Sequence[int]] = None):
         self.items = items
         self.dtype = dtype
         self.cutoff = cutoff
+        self.species = None if atomic_numbers is None else SpeciesMap(atomic_numbers)
         self._cache: Dict[int, AtomsGraph] = {}
 
     def __len__(self) -> int:
@@ -159,7 +264,7 @@ class PreparedDataset(Dataset):
             g = self.items[index]
             if not isinstance(g, AtomsGraph):
                 raise TypeError(f"data item {index} is a {type(g).__name__}, expected AtomsGraph")
-            g = g.to(dtype=self.dtype)
+            g = _mapped(g, self.species, index).to(dtype=self.dtype)
             if g.edge_src is None and self.cutoff is not None:
                 g = g.with_radius_graph(self.cutoff)
             self._cache[index] = g

@@ -36,7 +36,8 @@ from . import ddp
 from .checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .atom_energies import fit_atom_energies
 from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, config_differences, load_config
-from .data import PreparedDataset, ShardLoader, epoch_permutation, global_batches, load_source, shard, split_train_valid
+from .data import (PreparedDataset, ShardLoader, SpeciesMapped, epoch_permutation, global_batches, load_source, shard,
+                   split_train_valid, training_species)
 from .ema import EMA
 from .losses import LossFunction
 from .progress import EpochProgress, format_summary
@@ -122,16 +123,21 @@ class Trainer:
 
         resume_path = self._resume_path(resume, overwrite)
         train_items, valid_items = self._load_data()
-        self.train_set = PreparedDataset(train_items, self.dtype, cfg.cutoff)
-        self.valid_set = PreparedDataset(valid_items, self.dtype, cfg.cutoff) if valid_items else None
+        # chemical species (atomic numbers -> type indices), from the model config or the training data
+        self.atomic_numbers = training_species(cfg.model.name, cfg.model.kwargs, cfg.loss, train_items, valid_items)
+        model_kwargs = dict(cfg.model.kwargs)
+        if self.atomic_numbers is not None:
+            model_kwargs["atomic_numbers"] = self.atomic_numbers
+        self.train_set = PreparedDataset(train_items, self.dtype, cfg.cutoff, self.atomic_numbers)
+        self.valid_set = PreparedDataset(valid_items, self.dtype, cfg.cutoff, self.atomic_numbers) if valid_items else None
 
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model.name, **cfg.model.kwargs).to(device=self.device, dtype=self.dtype)
-        self.model_config = model_config(self.model, cfg.model.kwargs)
+        self.model = build_model(cfg.model.name, **model_kwargs).to(device=self.device, dtype=self.dtype)
+        self.model_config = model_config(self.model, model_kwargs)
         if resume_path is None:
-            self._fit_atom_energies(train_items)
+            self._fit_atom_energies(SpeciesMapped(train_items, self.atomic_numbers))
         ddp.broadcast_parameters(self.model, self.info)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
@@ -251,6 +257,10 @@ class Trainer:
             more = f" and {len(diffs) - 8} more" if len(diffs) > 8 else ""
             raise ConfigError(f"cannot resume from {str(path)!r}: the config differs from the checkpoint's in "
                               f"{shown}{more}. Only {', '.join(RESUMABLE_CHANGES)} may change.")
+        saved = ckpt["model_config"].get("atomic_numbers")
+        if saved != self.model_config.get("atomic_numbers"):
+            raise ConfigError(f"cannot resume from {str(path)!r}: the checkpoint's model was trained on atomic_numbers "
+                              f"{saved}, this run's training data give {self.model_config.get('atomic_numbers')}")
         s = ckpt["sampler"]
         if s["num_items"] != len(self.train_set):
             raise ConfigError(f"cannot resume from {str(path)!r}: the training set has {len(self.train_set)} items, "

@@ -44,6 +44,9 @@ def evaluate_model(model: nn.Module, data: Sequence[AtomsGraph], terms: Mapping[
         batch_size: graphs per forward pass.
         dtype: floating dtype of the data (default: the model's parameter dtype).
         cutoff: radius-graph cutoff for items without edges.
+
+    A model with chemical species (an ``atomic_numbers`` attribute) gets the items' atomic numbers mapped to
+    its type indices (see :class:`escn.train.data.PreparedDataset`).
     """
     if not terms:
         raise ConfigError("nothing to evaluate: the data has no targets for energy, forces, stress or the loss keys")
@@ -51,7 +54,7 @@ def evaluate_model(model: nn.Module, data: Sequence[AtomsGraph], terms: Mapping[
     loss_fn.check_item(data[0], "evaluation data")
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
-    dataset = PreparedDataset(data, dtype, cutoff)
+    dataset = PreparedDataset(data, dtype, cutoff, getattr(model, "atomic_numbers", None))
     loader = ShardLoader(dataset, global_batches(list(range(len(dataset))), batch_size))
     stats = torch.zeros(len(loss_fn.stat_names), dtype=torch.float64)
     need_grad = loss_fn.compute_forces or loss_fn.compute_stress

@@ -1,17 +1,25 @@
 """A small synthetic data set for examples and smoke tests: Lennard-Jones clusters.
 
 ``data.train = { source = "escn.train.toy:lj_clusters", kwargs = { n = 64, seed = 0 } }``
+
+The atoms are argon by default (``atom_types`` = atomic number 18), so a force field trained on them stores
+``atomic_numbers = [18]`` and runs on ``ase.Atoms("Ar8", ...)``; lengths and energies are in reduced LJ units
+(``sigma``, ``epsilon``), whatever the element.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional, Sequence
 
 import torch
 
+from escn._util import check_int
 from escn.data import AtomsGraph
+from escn.data.species import check_atomic_numbers
 
-__all__ = ["lj_clusters", "lj_energy"]
+__all__ = ["lj_clusters", "lj_energy", "ARGON"]
+
+ARGON = 18  # atomic number of the default atoms
 
 
 def lj_energy(pos: torch.Tensor, sigma: float = 1.0, epsilon: float = 1.0, cutoff: float = 2.5) -> torch.Tensor:
@@ -32,14 +40,25 @@ def lj_energy(pos: torch.Tensor, sigma: float = 1.0, epsilon: float = 1.0, cutof
 
 
 def lj_clusters(n: int = 64, min_atoms: int = 3, max_atoms: int = 8, radius: float = 1.6, min_distance: float = 1.0,
-                num_types: int = 1, seed: int = 0, sigma: float = 1.0, epsilon: float = 1.0,
-                cutoff: float = 2.5) -> List[AtomsGraph]:
+                num_types: Optional[int] = None, seed: int = 0, sigma: float = 1.0, epsilon: float = 1.0,
+                cutoff: float = 2.5, atomic_numbers: Optional[Sequence[int]] = None) -> List[AtomsGraph]:
     """``n`` random open clusters with LJ energies and forces (float64, no edges: give ``cutoff`` in the config).
 
     Atoms are drawn uniformly in a ball of ``radius`` (scaled by the cube root of the atom count) and
-    rejected closer than ``min_distance``; ``atom_types`` are random in ``[0, num_types)`` (they do not
-    change the energy).
+    rejected closer than ``min_distance``.  Each atom's element is drawn uniformly from ``atomic_numbers``
+    (default ``[18]``, argon) and ``atom_types`` holds its atomic number; with ``num_types`` instead,
+    ``atom_types`` are plain labels drawn from ``[0, num_types)``.  Neither changes the energy.
+
+    Raises:
+        ValueError: both ``num_types`` and ``atomic_numbers`` given, or a bad count / atomic number.
     """
+    if num_types is not None and atomic_numbers is not None:
+        raise ValueError(f"give num_types (plain labels) or atomic_numbers (elements), not both: got num_types="
+                         f"{num_types!r}, atomic_numbers={atomic_numbers!r}")
+    if num_types is not None:
+        labels = torch.arange(check_int("num_types", num_types, 1))
+    else:
+        labels = torch.tensor(check_atomic_numbers([ARGON] if atomic_numbers is None else atomic_numbers))
     gen = torch.Generator().manual_seed(seed)
     graphs: List[AtomsGraph] = []
     for _ in range(n):
@@ -53,6 +72,6 @@ def lj_clusters(n: int = 64, min_atoms: int = 3, max_atoms: int = 8, radius: flo
         pos = torch.stack(pts).requires_grad_(True)
         energy = lj_energy(pos, sigma, epsilon, cutoff)
         (grad,) = torch.autograd.grad(energy, pos)
-        graphs.append(AtomsGraph(pos=pos.detach(), atom_types=torch.randint(0, num_types, (count,), generator=gen),
+        graphs.append(AtomsGraph(pos=pos.detach(), atom_types=labels[torch.randint(0, len(labels), (count,), generator=gen)],
                                  energy=energy.detach(), forces=-grad))
     return graphs
