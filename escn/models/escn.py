@@ -35,6 +35,7 @@ from escn.data.species import check_atomic_numbers
 from escn.nn.checks import check_float_input, module_tensor
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import EdgeRotation
+from escn.nn.functional import silu
 from escn.nn.linear import Linear
 from escn.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP, second_moment_scale, soft_one_hot_linspace
 from escn.nn.s2_activation import S2Grid
@@ -225,11 +226,13 @@ class EdgeFrameBlock(ConstantModule):
         if self.activation == "s2":
             E = parts[0].shape[0]
             h = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) for p in parts], dim=1)
-            h = h.view(E, self.grid.num_coefficients, self.channels)  # (E, K, C)
-            f = torch.matmul(self.grid.to_grid.T, h)  # (E, G, C)
-            f = torch.nn.functional.silu(f) * self._silu_scale
-            out = torch.matmul(self.grid.from_grid.T, f)  # (E, K, C)
-            return self.conv2.split_stages(out.view(E, out.shape[1] * out.shape[2]))
+            K, C = self.grid.num_coefficients, self.channels
+            # (E, K, C) -> (E * C, K): one transposing copy, then one GEMM to the grid and one back; the
+            # activation's normalisation is folded into the (G, K) analysis table
+            hc = h.view(E, K, C).transpose(1, 2).reshape(E * C, K)
+            f = silu(hc @ self.grid.to_grid)
+            out = f @ (self.grid.from_grid * self._silu_scale)  # (E * C, K)
+            return self.conv2.split_stages(out.view(E, C, K).transpose(1, 2).reshape(E, K * C))
         # one split per tensor, not slices: a slice's backward zero-fills a full-size gradient
         n_s, n_g, _, _ = self._gate_slices[0]
         scal, gates, rest = torch.split(parts[0], [n_s, n_g, parts[0].shape[2] - n_s - n_g], dim=2)
