@@ -162,7 +162,7 @@ class Calculator(_AseCalculator):
             )
         graph = AtomsGraph.from_ase(atoms, dtype=self.dtype)
         graph = dataclasses.replace(graph, atom_types=self.species(graph.atom_types, "atoms"))
-        batch = collate([graph]).to(device=self.device)
+        batch = collate([graph.with_radius_graph(self.model.cutoff)]).to(device=self.device)
         was_training = self.model.training
         self.model.eval()
         try:

@@ -41,7 +41,7 @@ def logits(model: ESCN, batch) -> torch.Tensor:
 def train(steps: int = 300, lr: float = 1e-2, seed: int = 0, dtype: torch.dtype = torch.float64) -> ESCN:
     """Full-batch training on the 8 unrotated shapes with cross-entropy."""
     model = build_model(seed).to(dtype)
-    batch = collate(tetris_graphs(dtype=dtype))
+    batch = collate(tetris_graphs(dtype=dtype)).with_radius_graph(model.cutoff)
     labels = batch.graph_attrs["label"]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(steps):
@@ -57,17 +57,17 @@ def train(steps: int = 300, lr: float = 1e-2, seed: int = 0, dtype: torch.dtype 
 @torch.no_grad()
 def evaluate(model: ESCN, n_test: int = 1000, seed: int = 1, dtype: torch.dtype = torch.float64) -> dict[str, float]:
     """Accuracy on ``n_test`` random rotations, and on their mirror images (labels of the chiral pair swapped)."""
-    test = collate(random_rotation_test_set(n_test, seed=seed, dtype=dtype))
+    test = collate(random_rotation_test_set(n_test, seed=seed, dtype=dtype)).with_radius_graph(model.cutoff)
     labels = test.graph_attrs["label"]
     pred = logits(model, test).argmax(dim=1)
-    mirrored = collate(random_rotation_test_set(n_test, seed=seed, dtype=dtype))
+    mirrored = collate(random_rotation_test_set(n_test, seed=seed, dtype=dtype)).with_radius_graph(model.cutoff)
     mirrored.pos = -mirrored.pos
     swap = torch.tensor([1, 0, 2, 3, 4, 5, 6, 7])
     pred_m = logits(model, mirrored).argmax(dim=1)
     return {
         "test_accuracy": (pred == labels).double().mean().item(),
         "mirror_accuracy": (pred_m == swap[labels]).double().mean().item(),
-        "train_accuracy": (logits(model, collate(tetris_graphs(dtype=dtype))).argmax(1) == torch.arange(8)).double().mean().item(),
+        "train_accuracy": (logits(model, collate(tetris_graphs(dtype=dtype)).with_radius_graph(model.cutoff)).argmax(1) == torch.arange(8)).double().mean().item(),
     }
 
 

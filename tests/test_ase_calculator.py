@@ -63,7 +63,7 @@ def _batch(atoms: Atoms):
     """The model's input for ``atoms``: type indices = positions of the atomic numbers in SPECIES."""
     graph = AtomsGraph.from_ase(atoms)
     graph.atom_types = torch.tensor([SPECIES.index(int(z)) for z in atoms.numbers])
-    return collate([graph])
+    return collate([graph]).with_radius_graph(3.0)
 
 
 def _energy(atoms: Atoms, make_calc) -> float:

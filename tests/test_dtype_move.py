@@ -121,7 +121,7 @@ def _escn(activation: str) -> Callable[[], ESCN]:
 
 
 def _energy_forces(m: ESCN, pos: torch.Tensor, types: torch.Tensor):
-    out = m(collate([AtomsGraph(pos=pos, atom_types=types)]))
+    out = m(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(m.cutoff))
     return out["energy"], out["forces"]
 
 

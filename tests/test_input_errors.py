@@ -107,7 +107,7 @@ def test_stateless_modules_refuse_unsupported_dtypes(dtype):
 def _molecule(dtype):
     g = torch.Generator().manual_seed(0)
     pos = (torch.randn(5, 3, generator=g, dtype=torch.float64) * 1.2).to(dtype)
-    return collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, 0, 1, 0]))])
+    return collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, 0, 1, 0]))]).with_radius_graph(3.0)
 
 
 @pytest.mark.parametrize("module_dtype,input_dtype", [(torch.float64, torch.float32), (torch.float32, torch.float64)])

@@ -21,6 +21,13 @@ def _molecule(n: int = 10, seed: int = 0, num_types: int = 3) -> tuple[torch.Ten
     return pos, types
 
 
+def _with_edges_of(batch, pos: torch.Tensor):
+    """``batch`` with its positions replaced (its edges kept)."""
+    import dataclasses
+
+    return dataclasses.replace(batch, pos=pos)
+
+
 def _model(**kw) -> ESCN:
     torch.manual_seed(0)
     args = dict(num_atom_types=3, lmax=6, mmax=2, channels=4, num_layers=2, cutoff=3.0, num_radial=6, radial_hidden=16)
@@ -30,7 +37,7 @@ def _model(**kw) -> ESCN:
 
 def _energy_forces(model: ESCN):
     def fn(pos: torch.Tensor, types: torch.Tensor):
-        out = model(collate([AtomsGraph(pos=pos, atom_types=types)]))
+        out = model(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff))
         return out["energy"], out["forces"]
 
     return fn
@@ -105,10 +112,10 @@ def test_forces_finite_with_edges_on_the_y_axis():
 def test_batch_equals_graphs_alone():
     model = _model()
     graphs = [AtomsGraph(pos=p, atom_types=t) for p, t in (_molecule(6, 1), _molecule(9, 2), _molecule(4, 5))]
-    out = model(collate(graphs))
+    out = model(collate(graphs).with_radius_graph(model.cutoff))
     start = 0
     for b, g in enumerate(graphs):
-        alone = model(collate([g]))
+        alone = model(collate([g]).with_radius_graph(model.cutoff))
         assert abs(out["energy"][b] - alone["energy"][0]) < 1e-12
         assert (out["forces"][start : start + g.num_nodes] - alone["forces"]).abs().max() < 1e-12
         start += g.num_nodes
@@ -126,7 +133,7 @@ def test_energy_continuous_across_the_cutoff():
         p = torch.cat([pos, far + direction * (d0 + delta)])
         g = AtomsGraph(pos=p, atom_types=torch.tensor([0, 1, 2, 0, 1, 2])).with_radius_graph(2.5)
         edges.append(g.num_edges)
-        energies.append(model(collate([g]), compute_forces=False)["energy"].item())
+        energies.append(model(collate([g]).with_radius_graph(model.cutoff), compute_forces=False)["energy"].item())
     assert edges[1] == edges[2] + 2  # the pair (both directions) really crosses the cutoff in the middle
     # an edge appears between the two middle positions; the energy moves by O(delta^3), nowhere near 1e-8
     assert max(abs(a - b) for a, b in zip(energies, energies[1:])) < 1e-8
@@ -147,9 +154,9 @@ def test_stress_equals_strain_derivative_and_is_equivariant():
     def energy_at(strain: torch.Tensor) -> float:
         m = torch.eye(3) + strain
         g = AtomsGraph(pos=pos @ m, atom_types=types, cell=cell @ m)
-        return model(collate([g]), compute_forces=False)["energy"].item()
+        return model(collate([g]).with_radius_graph(model.cutoff), compute_forces=False)["energy"].item()
 
-    out = model(collate([AtomsGraph(pos=pos, atom_types=types, cell=cell)]), compute_stress=True)
+    out = model(collate([AtomsGraph(pos=pos, atom_types=types, cell=cell)]).with_radius_graph(model.cutoff), compute_stress=True)
     vol = torch.linalg.det(cell).abs().item()
     h = 1e-6
     for i, j in [(0, 0), (1, 2), (2, 1), (2, 2)]:
@@ -160,7 +167,7 @@ def test_stress_equals_strain_derivative_and_is_equivariant():
     assert (out["stress"][0] - out["stress"][0].T).abs().max() < 1e-12
 
     def fn(p: torch.Tensor, c: torch.Tensor):
-        o = model(collate([AtomsGraph(pos=p, atom_types=types, cell=c)]), compute_stress=True)
+        o = model(collate([AtomsGraph(pos=p, atom_types=types, cell=c)]).with_radius_graph(model.cutoff), compute_stress=True)
         return o["energy"], o["forces"], o["stress"].reshape(1, 9)
 
     # cell rows are vectors ("1o"); stress is a symmetric Cartesian 2-tensor = 1o x 1o, checked by hand below
@@ -178,7 +185,7 @@ def test_node_vector_head_with_velocity_inputs_is_equivariant():
     feats = torch.randn(5, 4, generator=g)  # charge (0e) then velocity (1o)
 
     def fn(p: torch.Tensor, f: torch.Tensor):
-        return model(collate([AtomsGraph(pos=p, node_features=f)]))["node_vectors"]
+        return model(collate([AtomsGraph(pos=p, node_features=f)]).with_radius_graph(model.cutoff))["node_vectors"]
 
     errors = equivariance_error(fn, [pos, feats], [CARTESIAN_POINTS, "1x0e+1x1o"], "1o", trials=2, generator=g)
     assert max(errors.values()) <= 1e-10, errors
@@ -197,13 +204,13 @@ def test_inverse_distance_features():
     pos, vel, types = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g), torch.tensor([0, 1, 1, 0, 1])
 
     def fn(p: torch.Tensor, v: torch.Tensor, t: torch.Tensor):
-        return model(collate([AtomsGraph(pos=p, atom_types=t, node_features=v)]))["node_vectors"]
+        return model(collate([AtomsGraph(pos=p, atom_types=t, node_features=v)]).with_radius_graph(model.cutoff))["node_vectors"]
 
     errors = equivariance_error(fn, [pos, vel, types], [CARTESIAN_POINTS, "1x1o", None], "1o", trials=2, generator=g)
     assert max(errors.values()) <= 1e-10, errors
     # the features change the function (the extra MLP inputs are used)
     plain = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1)
-    assert (fn(pos, vel, types) - plain(collate([AtomsGraph(pos=pos, atom_types=types, node_features=vel)]))["node_vectors"]).abs().max() > 1e-6
+    assert (fn(pos, vel, types) - plain(collate([AtomsGraph(pos=pos, atom_types=types, node_features=vel)]).with_radius_graph(plain.cutoff))["node_vectors"]).abs().max() > 1e-6
     with pytest.raises(ValueError, match="inverse_distance_powers"):
         ESCN(inverse_distance_powers=-1)
     with pytest.raises(ValueError, match="inverse_distance_scale"):
@@ -240,20 +247,22 @@ def test_bad_input():
     model = _model()
     pos, types = _molecule(4)
     with pytest.raises(ValueError, match="unknown atom types"):
-        model(collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, 5, 0]))]))
+        model(collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, 5, 0]))]).with_radius_graph(model.cutoff))
     bad = pos.clone()
     bad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):  # caught where the graph is made
+        collate([AtomsGraph(pos=bad, atom_types=types)]).with_radius_graph(model.cutoff)
     with pytest.raises(ValueError, match="non-finite"):
-        model(collate([AtomsGraph(pos=bad, atom_types=types)]))
+        model(_with_edges_of(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff), bad))
     flat = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0]])
     with pytest.raises(ValueError, match="zero volume"):
-        model(collate([AtomsGraph(pos=pos, atom_types=types, cell=flat)]))
+        model(collate([AtomsGraph(pos=pos, atom_types=types, cell=flat)]).with_radius_graph(model.cutoff))
     with pytest.raises(ValueError, match="shape"):
         AtomsGraph(pos=torch.zeros(4, 2))
     with pytest.raises(TypeError, match="Batch"):
         model(pos)
     with pytest.raises(ValueError, match="node_features"):
-        _model(node_input_irreps="1x1o", num_atom_types=1)(collate([AtomsGraph(pos=pos)]))
+        _model(node_input_irreps="1x1o", num_atom_types=1)(collate([AtomsGraph(pos=pos)]).with_radius_graph(3.0))
     with pytest.raises(ValueError, match="activation"):
         ESCN(activation="relu")
     with pytest.raises(ValueError, match="lmax"):
@@ -263,7 +272,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="s2"):
         ESCN(activation="s2", pseudo=True)
     with pytest.raises(ValueError, match="periodic"):
-        model(collate([AtomsGraph(pos=pos, atom_types=types)]), compute_stress=True)
+        model(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff), compute_stress=True)
 
 
 def test_graph_outputs_with_a_pseudo_scalar_flip_under_reflection():
@@ -274,7 +283,7 @@ def test_graph_outputs_with_a_pseudo_scalar_flip_under_reflection():
     pos = pos * 0.6  # dense enough that every atom sees the others: a chiral cluster
 
     def fn(p: torch.Tensor, t: torch.Tensor):
-        return model(collate([AtomsGraph(pos=p, atom_types=t)]))["graph_outputs"]
+        return model(collate([AtomsGraph(pos=p, atom_types=t)]).with_radius_graph(model.cutoff))["graph_outputs"]
 
     errors = equivariance_error(fn, [pos, types], [CARTESIAN_POINTS, None], "3x0e+1x0o", trials=2)
     assert max(errors.values()) <= 1e-10, errors
@@ -291,7 +300,7 @@ def test_class_logits_mirror_pairs_swap_under_reflection():
     pos = pos * 0.6
 
     def fn(p: torch.Tensor):
-        return model(collate([AtomsGraph(pos=p, atom_types=types)]))["class_logits"][0]
+        return model(collate([AtomsGraph(pos=p, atom_types=types)]).with_radius_graph(model.cutoff))["class_logits"][0]
 
     y, y_mirror = fn(pos), fn(-pos)
     R = rand_matrix(dtype=torch.float64, generator=torch.Generator().manual_seed(5))
@@ -310,7 +319,7 @@ def test_set_atom_energies_adds_one_offset_per_atom():
     try:
         model = _model(energy_shift=0.25)
         pos, types = _molecule(7, seed=4, num_types=3)
-        batch = collate([AtomsGraph(pos=pos, atom_types=types)])
+        batch = collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff)
         before = model(batch, compute_forces=False)["energy"]
         offsets = torch.tensor([-1.5, 0.75, 2.0])
         model.set_atom_energies(offsets)
@@ -329,11 +338,11 @@ def test_graph_without_edges(activation):
     energy inside a batch with another graph."""
     model = _model(activation=activation, lmax=2)
     lone = AtomsGraph(pos=torch.zeros(1, 3), atom_types=torch.tensor([1]))
-    out = model(collate([lone]))
+    out = model(collate([lone]).with_radius_graph(model.cutoff))
     assert torch.isfinite(out["energy"]).all()
     assert out["forces"].abs().max() == 0.0
     pos, types = _molecule(5, seed=2)
-    both = model(collate([lone, AtomsGraph(pos=pos, atom_types=types)]))
+    both = model(collate([lone, AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff))
     assert (both["energy"][0] - out["energy"][0]).abs() <= 1e-5
 
 
@@ -347,7 +356,7 @@ def test_type_permutations_make_outputs_exactly_invariant():
     types = torch.tensor([0, 1, 1, 0, 1])
 
     def run(m: ESCN, t: torch.Tensor) -> torch.Tensor:
-        return m(collate([AtomsGraph(pos=pos, atom_types=t, node_features=vel)]))["node_vectors"]
+        return m(collate([AtomsGraph(pos=pos, atom_types=t, node_features=vel)]).with_radius_graph(m.cutoff))["node_vectors"]
 
     out, swapped = run(model, types), run(model, 1 - types)
     assert (out - swapped).abs().max() <= 1e-12 and out.abs().max() > 1e-3
@@ -356,7 +365,7 @@ def test_type_permutations_make_outputs_exactly_invariant():
     assert (out - 0.5 * (run(plain, types) + run(plain, 1 - types))).abs().max() <= 1e-12
 
     def fn(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return model(collate([AtomsGraph(pos=p, atom_types=types, node_features=v)]))["node_vectors"]
+        return model(collate([AtomsGraph(pos=p, atom_types=types, node_features=v)]).with_radius_graph(model.cutoff))["node_vectors"]
 
     errors = equivariance_error(fn, [pos, vel], [CARTESIAN_POINTS, "1x1o"], "1o", trials=2, generator=g)
     assert max(errors.values()) <= 1e-10, errors
@@ -369,8 +378,8 @@ def test_type_average_in_eval_mode_only():
     plain = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1)
     g = torch.Generator().manual_seed(6)
     batch = collate([AtomsGraph(pos=torch.randn(5, 3, generator=g), atom_types=torch.tensor([0, 1, 1, 0, 1]),
-                                node_features=torch.randn(5, 3, generator=g))])
-    flipped = collate([AtomsGraph(pos=batch.pos, atom_types=1 - batch.atom_types, node_features=batch.node_features)])
+                                node_features=torch.randn(5, 3, generator=g))]).with_radius_graph(3.0)
+    flipped = collate([AtomsGraph(pos=batch.pos, atom_types=1 - batch.atom_types, node_features=batch.node_features)]).with_radius_graph(3.0)
     model.train(), plain.train()
     assert (model(batch)["node_vectors"] - plain(batch)["node_vectors"]).abs().max() <= 1e-12  # one pass
     model.eval()
@@ -383,9 +392,9 @@ def test_type_permutations_average_energy_offsets():
     model = _model(type_permutations=[[1, 0, 2]])
     model.set_atom_energies(torch.tensor([1.0, 3.0, -2.0]))
     pos, types = _molecule(6, seed=7, num_types=3)
-    e = model(collate([AtomsGraph(pos=pos, atom_types=types)]), compute_forces=False)["energy"]
+    e = model(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff), compute_forces=False)["energy"]
     swapped = torch.tensor([1, 0, 2])[types]
-    e_swapped = model(collate([AtomsGraph(pos=pos, atom_types=swapped)]), compute_forces=False)["energy"]
+    e_swapped = model(collate([AtomsGraph(pos=pos, atom_types=swapped)]).with_radius_graph(model.cutoff), compute_forces=False)["energy"]
     assert (e - e_swapped).abs().max() <= 1e-12
 
 
@@ -414,7 +423,7 @@ def test_rotation_path_follows_the_setting_and_gives_the_same_numbers():
     model = _model(channels=20)  # channels past one vector tile of the kernel
     rotations = [m for m in model.modules() if isinstance(m, EdgeRotation)]
     pos, types = _molecule(12, seed=3)
-    batch = collate([AtomsGraph(pos=pos, atom_types=types)])
+    batch = collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff)
 
     def run(train: bool, setting):
         model.native_rotation = setting

@@ -45,7 +45,7 @@ def _model(**kw: Any) -> ESCN:
 
 def _energy(model: nn.Module, graph: AtomsGraph, types: list) -> float:
     g = AtomsGraph(pos=graph.pos.double(), atom_types=torch.tensor(types), cell=graph.cell, pbc=graph.pbc)
-    return float(model(collate([g]))["energy"].detach()[0])
+    return float(model(collate([g]).with_radius_graph(model.cutoff))["energy"].detach()[0])
 
 
 # --------------------------------------------------------------------------- helpers of escn.data.species

@@ -569,6 +569,6 @@ def predict_positions(
     out = []
     with torch.no_grad():
         for i in range(0, len(graphs), batch_size):
-            b = collate(graphs[i : i + batch_size])
+            b = collate(graphs[i : i + batch_size]).with_radius_graph(model.cutoff)
             out.append((b.pos + model(b)["node_vectors"]).double().reshape(-1, pos_a.shape[1], 3))
     return torch.cat(out).numpy()

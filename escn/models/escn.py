@@ -639,7 +639,8 @@ class ESCN(ConstantModule):
     def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, Tensor]:
         self._check_batch(batch)
         if batch.edge_src is None:
-            batch = batch.with_radius_graph(self.cutoff)
+            raise ValueError("ESCN: the batch has no edges; build the graph where the data is made, e.g. "
+                             "batch.with_radius_graph(model.cutoff)")
         want_energy = "energy" in self.outputs
         compute_forces = bool(compute_forces) and want_energy
         compute_stress = bool(compute_stress) and want_energy

@@ -128,14 +128,16 @@ class Trainer:
         model_kwargs = dict(cfg.model.kwargs)
         if self.atomic_numbers is not None:
             model_kwargs["atomic_numbers"] = self.atomic_numbers
-        self.train_set = PreparedDataset(train_items, self.dtype, cfg.cutoff, self.atomic_numbers)
-        self.valid_set = PreparedDataset(valid_items, self.dtype, cfg.cutoff, self.atomic_numbers) if valid_items else None
 
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model.name, **model_kwargs).to(device=self.device, dtype=self.dtype)
         self.model_config = model_config(self.model, model_kwargs)
+        # graphs are built here, where the data is made: at the config's cutoff, else the model's
+        cutoff = cfg.cutoff if cfg.cutoff is not None else getattr(self.model, "cutoff", None)
+        self.train_set = PreparedDataset(train_items, self.dtype, cutoff, self.atomic_numbers)
+        self.valid_set = PreparedDataset(valid_items, self.dtype, cutoff, self.atomic_numbers) if valid_items else None
         if resume_path is None:
             self._fit_atom_energies(SpeciesMapped(train_items, self.atomic_numbers))
         ddp.broadcast_parameters(self.model, self.info)

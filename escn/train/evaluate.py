@@ -54,6 +54,7 @@ def evaluate_model(model: nn.Module, data: Sequence[AtomsGraph], terms: Mapping[
     loss_fn.check_item(data[0], "evaluation data")
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+    cutoff = cutoff if cutoff is not None else getattr(model, "cutoff", None)  # graphs are built here, not in forward
     dataset = PreparedDataset(data, dtype, cutoff, getattr(model, "atomic_numbers", None))
     loader = ShardLoader(dataset, global_batches(list(range(len(dataset))), batch_size))
     stats = torch.zeros(len(loss_fn.stat_names), dtype=torch.float64)
