@@ -2,9 +2,11 @@
 
 - :mod:`escn.native.tfn_kernel`: the edge-frame map of TFN-layout per-edge weights (``SO2Conv.from_tfn``).
 - :mod:`escn.native.rotation_kernel`: the rotation into and out of the edge frame (every ``SO2Conv``).
-- :mod:`escn.native.bilinear`: exact derivatives of every order for a bilinear map from three kernels.
+- :mod:`escn.native.bilinear`: backward formulas of every order for a bilinear map's operators.
 
-Set ``ESCN_NATIVE=0`` to disable them; :func:`available` says whether they are in use and
+The kernels are PyTorch custom operators (``torch.ops.escn.*``, registered on import, the C library built at the
+first call), so ``torch.compile``, ``torch.export`` and FakeTensor tracing see each as one op; see
+``docs/native_ops.md``. Set ``ESCN_NATIVE=0`` to disable them; :func:`available` says whether they are in use and
 :func:`unavailable_reason` why not. Layers use them only on the CPU, in float32 or float64.
 """
 

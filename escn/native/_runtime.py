@@ -1,4 +1,5 @@
-"""What the compiled kernels share: availability, dtype checks, argument checks and the edge-range threads."""
+"""What the compiled kernels share: availability, dtype checks, argument checks, the edge-range threads and the
+helpers that register them as PyTorch operators (namespace ``escn``, see :data:`OPS_NAMESPACE`)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,15 @@ PTR = ctypes.c_void_p
 
 
 def available() -> bool:
-    """True when the compiled kernels can be used (built or buildable, and not disabled)."""
+    """True when the compiled kernels can be used (built or buildable, and not disabled). Builds them on the
+    first call. Under ``torch.compile`` it is evaluated once while tracing and its result is a constant of the
+    graph (the library's lock is not traced)."""
     return build.load() is not None
+
+
+# What torch.compiler.assume_constant_result does, set directly: that function imports torch._dynamo, which
+# would add seconds to importing escn.
+available._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def supports(*tensors: Tensor) -> bool:
@@ -94,6 +102,62 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
+# ------------------------------------------------------------------ operator helpers
+OPS_NAMESPACE = "escn"
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def check_float_operands(op: str, **tensors: Tensor) -> torch.dtype:
+    """The common dtype of ``tensors`` (float32 or float64); TypeError naming the operand otherwise. Metadata
+    only, so it runs on FakeTensors and meta tensors too."""
+    dtype = None
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{op}: {name} must be float32 or float64, got {t.dtype}")
+        if dtype is None:
+            dtype = t.dtype
+        elif t.dtype != dtype:
+            first = next(iter(tensors))
+            raise TypeError(f"{op}: {name} must have the dtype of {first} ({dtype}), got {t.dtype}")
+    assert dtype is not None
+    return dtype
+
+
+def check_table(op: str, name: str, t: Tensor, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    """A plan table: ``dtype`` and ``shape`` (-1: any size), else TypeError / ValueError naming it."""
+    if t.dtype != dtype:
+        raise TypeError(f"{op}: {name} must be {dtype}, got {t.dtype}")
+    if t.dim() != len(shape) or any(s != -1 and n != s for n, s in zip(t.shape, shape)):
+        want = ", ".join("n" if s == -1 else str(s) for s in shape)
+        raise ValueError(f"{op}: {name} must have shape ({want}{',' if len(shape) == 1 else ''}), got {tuple(t.shape)}")
+
+
+def check_rows(name: str, t: Tensor, width: int, num_rows: int | None = None) -> None:
+    """ValueError unless ``t`` is 2-D with ``width`` columns (and ``num_rows`` rows if given)."""
+    if t.dim() != 2 or t.shape[1] != width or (num_rows is not None and t.shape[0] != num_rows):
+        rows_text = "E" if num_rows is None else str(num_rows)
+        raise ValueError(f"{name} must have shape ({rows_text}, {width}), got {tuple(t.shape)}")
+
+
+def saved_args(ctx, args: tuple) -> None:
+    """Keep an operator's arguments for its backward: tensors by ``ctx.save_for_backward``, the rest as is."""
+    ctx.save_for_backward(*(a for a in args if isinstance(a, torch.Tensor)))
+    ctx.arg_kinds = tuple(None if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def restored_args(ctx) -> tuple:
+    """The arguments kept by :func:`saved_args`."""
+    it = iter(ctx.saved_tensors)
+    return tuple(next(it) if kind is None else kind for kind in ctx.arg_kinds)
+
+
+def add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """``a + b`` where None stands for zero."""
+    return b if a is None else a if b is None else a + b
+
+
 def suffix(dtype: torch.dtype) -> str:
     return "_f32" if dtype == torch.float32 else "_f64"
 
@@ -105,9 +169,7 @@ def ptr(t: Tensor | None) -> int | None:
 def rows(t: Tensor, name: str, width: int, num_rows: int | None = None) -> Tensor:
     """``t`` as a 2-D CPU tensor with unit column stride and ``width`` columns (and ``num_rows`` rows if given:
     the kernels index every operand by the same edge range)."""
-    if t.dim() != 2 or t.shape[1] != width or (num_rows is not None and t.shape[0] != num_rows):
-        rows_text = "E" if num_rows is None else str(num_rows)
-        raise ValueError(f"{name} must have shape ({rows_text}, {width}), got {tuple(t.shape)}")
+    check_rows(name, t, width, num_rows)
     return t if t.stride(1) == 1 and t.stride(0) >= width else t.contiguous()
 
 

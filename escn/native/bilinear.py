@@ -1,96 +1,69 @@
-"""Autograd, to any order, for a bilinear per-edge map given by three kernels.
+"""Autograd, to any order, for a bilinear per-edge map given by four PyTorch operators.
 
 For a map ``y = f(a, b)`` linear in each argument, with ``g(gy, b) = (df/da)^T gy`` and
 ``h(a, gy) = (df/db)^T gy``, every derivative is again one of ``f, g, h``:
-``<f(a, v), gy> = <a, g(gy, v)> = <v, h(a, gy)>`` and ``<f(u, b), gy> = <u, g(gy, b)>``. So three autograd
-Functions that call each other in their backward passes give exact gradients of every order (forces, then
-training on forces, for example) from three compiled kernels.
+``<f(a, v), gy> = <a, g(gy, v)> = <v, h(a, gy)>`` and ``<f(u, b), gy> = <u, g(gy, b)>``. So backward formulas
+for ``f, g, h`` (and ``gh(gy, a, b) = (g(gy, b), h(a, gy))``, both adjoints in one pass) that call the
+operators themselves give exact gradients of every order (forces, then training on forces, for example) from
+compiled kernels, and keep every step visible to ``torch.compile`` and ``torch.export`` as one operator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-Tensor = torch.Tensor
+from escn.native._runtime import add, restored_args, saved_args
 
 
-@dataclass(frozen=True)
-class BilinearKernels:
-    """The three kernels of one bilinear map (and, optionally, ``g`` and ``h`` in one pass).
-
-    ``f(plan, a, b) -> y``, ``g(plan, gy, b) -> ga``, ``h(plan, a, gy) -> gb``;
-    ``gh(plan, gy, a, b) -> (ga, gb)`` computes both adjoints at once (e.g. reading ``b`` once)."""
-
-    f: Callable[[Any, Tensor, Tensor], Tensor]
-    g: Callable[[Any, Tensor, Tensor], Tensor]
-    h: Callable[[Any, Tensor, Tensor], Tensor]
-    gh: Callable[[Any, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+def _setup(ctx, inputs, output) -> None:
+    saved_args(ctx, inputs)
+    ctx.set_materialize_grads(False)
 
 
-class _F(torch.autograd.Function):
-    """y = f(a, b)."""
+def register_bilinear_autograd(f: Any, g: Any, h: Any, gh: Any) -> None:
+    """Register the backward formulas of four custom operators (``torch.library.custom_op`` objects) that take
+    the same trailing plan arguments: ``f(a, b, *plan) -> y``, ``g(gy, b, *plan) -> ga``,
+    ``h(a, gy, *plan) -> gb`` and ``gh(gy, a, b, *plan) -> (ga, gb)``. The plan arguments get no gradient."""
 
-    @staticmethod
-    def forward(ctx, k: BilinearKernels, plan: Any, a: Tensor, b: Tensor) -> Tensor:
-        ctx.k, ctx.plan = k, plan
-        ctx.save_for_backward(a, b)
-        return k.f(plan, a, b)
-
-    @staticmethod
-    def backward(ctx, gy: Tensor):
-        a, b = ctx.saved_tensors
-        k, plan = ctx.k, ctx.plan
-        need_a, need_b = ctx.needs_input_grad[2], ctx.needs_input_grad[3]
-        if torch.is_grad_enabled():  # building a graph of the gradient: keep both adjoints differentiable
-            ga = _G.apply(k, plan, gy, b) if need_a else None
-            gb = _H.apply(k, plan, a, gy) if need_b else None
-        elif need_a and need_b and k.gh is not None:
-            ga, gb = k.gh(plan, gy, a, b)
+    def f_backward(ctx, gy):
+        a, b, *plan = restored_args(ctx)
+        n = ctx.needs_input_grad
+        if gy is None:
+            return (None,) * len(n)
+        if n[0] and n[1]:
+            ga, gb = gh(gy, a, b, *plan)
         else:
-            ga = k.g(plan, gy, b) if need_a else None
-            gb = k.h(plan, a, gy) if need_b else None
-        return None, None, ga, gb
+            ga = g(gy, b, *plan) if n[0] else None
+            gb = h(a, gy, *plan) if n[1] else None
+        return ga, gb, *(None,) * len(plan)
 
+    def g_backward(ctx, gga):  # ga = g(gy, b): <gga, ga> = <f(gga, b), gy> = <h(gga, gy), b>
+        gy, b, *plan = restored_args(ctx)
+        n = ctx.needs_input_grad
+        if gga is None:
+            return (None,) * len(n)
+        return (f(gga, b, *plan) if n[0] else None, h(gga, gy, *plan) if n[1] else None, *(None,) * len(plan))
 
-class _G(torch.autograd.Function):
-    """ga = g(gy, b); linear in gy (adjoint f(., b)) and in b (adjoint h(., gy))."""
+    def h_backward(ctx, ggb):  # gb = h(a, gy): <ggb, gb> = <g(gy, ggb), a> = <f(a, ggb), gy>
+        a, gy, *plan = restored_args(ctx)
+        n = ctx.needs_input_grad
+        if ggb is None:
+            return (None,) * len(n)
+        return (g(gy, ggb, *plan) if n[0] else None, f(a, ggb, *plan) if n[1] else None, *(None,) * len(plan))
 
-    @staticmethod
-    def forward(ctx, k: BilinearKernels, plan: Any, gy: Tensor, b: Tensor) -> Tensor:
-        ctx.k, ctx.plan = k, plan
-        ctx.save_for_backward(gy, b)
-        return k.g(plan, gy, b)
+    def gh_backward(ctx, gga, ggb):  # both of the above: (ga, gb) = (g(gy, b), h(a, gy))
+        gy, a, b, *plan = restored_args(ctx)
+        n = ctx.needs_input_grad
+        d_gy = d_a = d_b = None
+        if gga is not None:
+            d_gy = f(gga, b, *plan) if n[0] else None
+            d_b = h(gga, gy, *plan) if n[2] else None
+        if ggb is not None:
+            d_gy = add(d_gy, f(a, ggb, *plan)) if n[0] else d_gy
+            d_a = g(gy, ggb, *plan) if n[1] else None
+        return d_gy, d_a, d_b, *(None,) * len(plan)
 
-    @staticmethod
-    def backward(ctx, gga: Tensor):
-        gy, b = ctx.saved_tensors
-        ggy = _F.apply(ctx.k, ctx.plan, gga, b) if ctx.needs_input_grad[2] else None
-        gb = _H.apply(ctx.k, ctx.plan, gga, gy) if ctx.needs_input_grad[3] else None
-        return None, None, ggy, gb
-
-
-class _H(torch.autograd.Function):
-    """gb = h(a, gy); linear in a (adjoint g(gy, .)) and in gy (adjoint f(a, .))."""
-
-    @staticmethod
-    def forward(ctx, k: BilinearKernels, plan: Any, a: Tensor, gy: Tensor) -> Tensor:
-        ctx.k, ctx.plan = k, plan
-        ctx.save_for_backward(a, gy)
-        return k.h(plan, a, gy)
-
-    @staticmethod
-    def backward(ctx, ggb: Tensor):
-        a, gy = ctx.saved_tensors
-        ga = _G.apply(ctx.k, ctx.plan, gy, ggb) if ctx.needs_input_grad[2] else None
-        ggy = _F.apply(ctx.k, ctx.plan, a, ggb) if ctx.needs_input_grad[3] else None
-        return None, None, ga, ggy
-
-
-def apply_f(k: BilinearKernels, plan: Any, a: Tensor, b: Tensor) -> Tensor:
-    """``f(a, b)``, differentiable to any order."""
-    return _F.apply(k, plan, a, b)
-
+    f.register_autograd(f_backward, setup_context=_setup)
+    g.register_autograd(g_backward, setup_context=_setup)
+    h.register_autograd(h_backward, setup_context=_setup)
+    gh.register_autograd(gh_backward, setup_context=_setup)

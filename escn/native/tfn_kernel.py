@@ -7,8 +7,18 @@ In PyTorch ops this needs the weights regrouped (a copy of the largest tensor, f
 batched matmuls of tiny matrices. The kernel instead reads each block once where it lies, forward, and once
 in the backward, which also writes the weight gradient in place in TFN layout.
 
-The map is bilinear in (x, W), so :mod:`escn.native.bilinear` gives it exact derivatives of every order from
-the forward kernel and the backward kernel (which computes either adjoint, or both in one pass).
+The kernels are PyTorch operators (registered when this module is imported; the C library is built at the
+first call), with ``plan`` = ``path, term, coef, perm_in, perm_out, [weight_numel, block_max, terms_max,
+row_max]`` (:meth:`TFNFramePlan.op_args`):
+
+- ``escn::tfn_frame_map(x, weight, *plan) -> y``: (E, in_dim), (E, weight_numel) -> (E, out_dim)
+- ``escn::tfn_frame_map_input_grad(grad, weight, *plan) -> (E, in_dim)``
+- ``escn::tfn_frame_map_weight_grad(x, grad, *plan) -> (E, weight_numel)``
+- ``escn::tfn_frame_map_backward(grad, x, weight, *plan) -> (input grad, weight grad)``, in one pass.
+
+The map is bilinear in (x, W), so :mod:`escn.native.bilinear` gives these operators backward formulas made of
+themselves: exact derivatives of every order from the forward kernel and the backward kernel (which computes
+either adjoint, or both in one pass).
 """
 
 from __future__ import annotations
@@ -18,9 +28,10 @@ from dataclasses import dataclass
 import torch
 
 from escn.native._runtime import I64 as _I64
+from escn.native._runtime import OPS_NAMESPACE
 from escn.native._runtime import PTR as _PTR
-from escn.native._runtime import function, ptr, rows, run_over_edges, suffix
-from escn.native.bilinear import BilinearKernels, apply_f
+from escn.native._runtime import check_float_operands, check_rows, check_table, function, ptr, rows, run_over_edges, suffix
+from escn.native.bilinear import register_bilinear_autograd
 
 Tensor = torch.Tensor
 
@@ -55,6 +66,11 @@ class TFNFramePlan:
     def out_dim(self) -> int:
         return self.perm_out.numel()
 
+    def op_args(self) -> tuple:
+        """The plan's arguments of the ``escn`` TFN-map operators."""
+        return (self.path, self.term, self.coef, self.perm_in, self.perm_out,
+                [self.weight_numel, self.block_max, self.terms_max, self.row_max])
+
 
 def make_plan(paths: list[tuple[int, int, int]], terms: list[list[tuple[int, int, float]]],
               perm_in: list[int], perm_out: list[int]) -> TFNFramePlan:
@@ -85,61 +101,146 @@ def make_plan(paths: list[tuple[int, int, int]], terms: list[list[tuple[int, int
     )
 
 
-def _plan_args(plan: TFNFramePlan) -> tuple:
-    return (plan.path.shape[0], ptr(plan.path), ptr(plan.term), ptr(plan.coef),
-            plan.in_dim, ptr(plan.perm_in), plan.out_dim, ptr(plan.perm_out))
-
-
 _ARGTYPES_FWD = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64]
 _ARGTYPES_BWD = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR,
                  _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _I64]
 
 
-def _forward(plan: TFNFramePlan, x: Tensor, w: Tensor) -> Tensor:
+def _check(op: str, first: tuple[str, Tensor, str], others: list[tuple[str, Tensor, str]], plan: tuple) -> int:
+    """Dtypes and shapes of a TFN-map operator's arguments (metadata only); returns E. ``first`` and ``others``:
+    (name, tensor, which width: "in", "out" or "weight"); every operand has the first one's rows."""
+    path, term, coef, perm_in, perm_out, weight_numel = plan[:6]
+    check_float_operands(op, **{first[0]: first[1]}, **{name: t for name, t, _ in others})
+    check_table(op, "path", path, torch.int64, (-1, 5))
+    check_table(op, "term", term, torch.int64, (-1, 2))
+    check_table(op, "coef", coef, torch.float64, (term.shape[0],))
+    check_table(op, "perm_in", perm_in, torch.int64, (-1,))
+    check_table(op, "perm_out", perm_out, torch.int64, (-1,))
+    width = {"in": perm_in.shape[0], "out": perm_out.shape[0], "weight": weight_numel}
+    check_rows(first[0], first[1], width[first[2]])
+    E = first[1].shape[0]
+    for name, t, kind in others:
+        check_rows(name, t, width[kind], E)
+    return E
+
+
+def _plan_pointers(plan: tuple) -> tuple:
+    path, term, coef, perm_in, perm_out = (t.contiguous() for t in plan[:5])
+    keep = (path, term, coef, perm_in, perm_out)  # alive for the call
+    return keep, (path.shape[0], ptr(path), ptr(term), ptr(coef), perm_in.shape[0], ptr(perm_in), perm_out.shape[0],
+                  ptr(perm_out))
+
+
+def _forward(x: Tensor, w: Tensor, plan: tuple) -> Tensor:
     """f: (E, in_dim), (E, weight_numel) -> (E, out_dim)."""
-    x = rows(x, "x", plan.in_dim)
+    *_, weight_numel, block_max, terms_max, row_max = plan
+    x = rows(x, "x", x.shape[1])
     E = x.shape[0]
-    w = rows(w, "weight", plan.weight_numel, E)
-    y = x.new_empty(E, plan.out_dim)
+    w = rows(w, "weight", weight_numel, E)
+    keep, args = _plan_pointers(plan)
+    y = x.new_empty(E, keep[4].shape[0])
     fn = function("escn_tfn_forward" + suffix(x.dtype), _ARGTYPES_FWD)
-    args = _plan_args(plan)
-    run_over_edges(fn, E, *args, x.data_ptr(), x.stride(0), w.data_ptr(), w.stride(0), y.data_ptr(), y.stride(0), plan.row_max)
+    run_over_edges(fn, E, *args, x.data_ptr(), x.stride(0), w.data_ptr(), w.stride(0), y.data_ptr(), y.stride(0), row_max)
     return y
 
 
-def _backward(plan: TFNFramePlan, gy: Tensor, x: Tensor | None, w: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+def _backward(gy: Tensor, x: Tensor | None, w: Tensor | None, plan: tuple) -> tuple[Tensor | None, Tensor | None]:
     """(g(gy, w) if w is given, h(x, gy) if x is given), in one pass over the weights."""
-    gy = rows(gy, "grad", plan.out_dim)
+    *_, weight_numel, block_max, terms_max, row_max = plan
+    keep, args = _plan_pointers(plan)
+    in_dim = keep[3].shape[0]
+    gy = rows(gy, "grad", gy.shape[1])
     E = gy.shape[0]
-    x = None if x is None else rows(x, "x", plan.in_dim, E)
-    w = None if w is None else rows(w, "weight", plan.weight_numel, E)
-    gx = None if w is None else gy.new_empty(E, plan.in_dim)
-    gw = None if x is None else gy.new_empty(E, plan.weight_numel)
+    x = None if x is None else rows(x, "x", in_dim, E)
+    w = None if w is None else rows(w, "weight", weight_numel, E)
+    gx = None if w is None else gy.new_empty(E, in_dim)
+    gw = None if x is None else gy.new_empty(E, weight_numel)
     fn = function("escn_tfn_backward" + suffix(gy.dtype), _ARGTYPES_BWD)
-    args = _plan_args(plan)
     sx, sw = (0 if x is None else x.stride(0)), (0 if w is None else w.stride(0))
     sgx, sgw = (0 if gx is None else gx.stride(0)), (0 if gw is None else gw.stride(0))
     run_over_edges(fn, E, *args, gy.data_ptr(), gy.stride(0), ptr(x), sx, ptr(w), sw, ptr(gx), sgx, ptr(gw), sgw,
-                   plan.block_max, plan.terms_max, plan.row_max)
+                   block_max, terms_max, row_max)
     return gx, gw
 
 
-def _g(plan: TFNFramePlan, gy: Tensor, w: Tensor) -> Tensor:
-    return _backward(plan, gy, None, w)[0]
+# sizes: weight_numel, block_max, terms_max, row_max (one list: few arguments, see rotation_kernel.py)
+_PLAN_SCHEMA = "Tensor path, Tensor term, Tensor coef, Tensor perm_in, Tensor perm_out, int[] sizes"
 
 
-def _h(plan: TFNFramePlan, x: Tensor, gy: Tensor) -> Tensor:
-    return _backward(plan, gy, x, None)[1]
+def _plan(path: Tensor, term: Tensor, coef: Tensor, perm_in: Tensor, perm_out: Tensor, sizes: list[int]) -> tuple:
+    if len(sizes) != 4:
+        raise ValueError(f"sizes must be [weight_numel, block_max, terms_max, row_max], got {list(sizes)}")
+    return (path, term, coef, perm_in, perm_out, *sizes)
 
 
-def _gh(plan: TFNFramePlan, gy: Tensor, x: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-    return _backward(plan, gy, x, w)
+def _op(name: str, args: str, returns: str = "Tensor"):
+    return torch.library.custom_op(f"{OPS_NAMESPACE}::{name}", mutates_args=(), device_types="cpu",
+                                   schema=f"({args}, {_PLAN_SCHEMA}) -> {returns}")
 
 
-KERNELS = BilinearKernels(_forward, _g, _h, _gh)
+@_op("tfn_frame_map", "Tensor x, Tensor weight")
+def _map_op(x, weight, path, term, coef, perm_in, perm_out, sizes):
+    plan = _plan(path, term, coef, perm_in, perm_out, sizes)
+    _check("tfn_frame_map", ("x", x, "in"), [("weight", weight, "weight")], plan)
+    return _forward(x, weight, plan)
+
+
+@_map_op.register_fake
+def _(x, weight, path, term, coef, perm_in, perm_out, sizes):
+    plan = _plan(path, term, coef, perm_in, perm_out, sizes)
+    E = _check("tfn_frame_map", ("x", x, "in"), [("weight", weight, "weight")], plan)
+    return x.new_empty(E, perm_out.shape[0])
+
+
+@_op("tfn_frame_map_input_grad", "Tensor grad, Tensor weight")
+def _input_grad_op(grad, weight, path, term, coef, perm_in, perm_out, sizes):
+    plan = _plan(path, term, coef, perm_in, perm_out, sizes)
+    _check("tfn_frame_map_input_grad", ("grad", grad, "out"), [("weight", weight, "weight")], plan)
+    return _backward(grad, None, weight, plan)[0]
+
+
+@_input_grad_op.register_fake
+def _(grad, weight, path, term, coef, perm_in, perm_out, sizes):
+    plan = _plan(path, term, coef, perm_in, perm_out, sizes)
+    E = _check("tfn_frame_map_input_grad", ("grad", grad, "out"), [("weight", weight, "weight")], plan)
+    return grad.new_empty(E, perm_in.shape[0])
+
+
+@_op("tfn_frame_map_weight_grad", "Tensor x, Tensor grad")
+def _weight_grad_op(x, grad, path, term, coef, perm_in, perm_out, sizes):
+    plan = _plan(path, term, coef, perm_in, perm_out, sizes)
+    _check("tfn_frame_map_weight_grad", ("x", x, "in"), [("grad", grad, "out")], plan)
+    return _backward(grad, x, None, plan)[1]
+
+
+@_weight_grad_op.register_fake
+def _(x, grad, path, term, coef, perm_in, perm_out, sizes):
+    plan = _plan(path, term, coef, perm_in, perm_out, sizes)
+    E = _check("tfn_frame_map_weight_grad", ("x", x, "in"), [("grad", grad, "out")], plan)
+    return x.new_empty(E, sizes[0])
+
+
+@_op("tfn_frame_map_backward", "Tensor grad, Tensor x, Tensor weight", "(Tensor, Tensor)")
+def _backward_op(grad, x, weight, path, term, coef, perm_in, perm_out, sizes):
+    plan = _plan(path, term, coef, perm_in, perm_out, sizes)
+    _check("tfn_frame_map_backward", ("grad", grad, "out"), [("x", x, "in"), ("weight", weight, "weight")], plan)
+    return _backward(grad, x, weight, plan)
+
+
+@_backward_op.register_fake
+def _(grad, x, weight, path, term, coef, perm_in, perm_out, sizes):
+    plan = _plan(path, term, coef, perm_in, perm_out, sizes)
+    E = _check("tfn_frame_map_backward", ("grad", grad, "out"), [("x", x, "in"), ("weight", weight, "weight")], plan)
+    return grad.new_empty(E, perm_in.shape[0]), grad.new_empty(E, sizes[0])
+
+
+register_bilinear_autograd(_map_op, _input_grad_op, _weight_grad_op, _backward_op)
 
 
 def tfn_frame_map(plan: TFNFramePlan, x: Tensor, weight: Tensor) -> Tensor:
-    """The map ``(E, in_dim), (E, weight_numel) -> (E, out_dim)`` with the compiled kernels (differentiable
-    to any order). Callers check :func:`available` and :func:`supports` first."""
-    return apply_f(KERNELS, plan, x, weight)
+    """The map ``(E, in_dim), (E, weight_numel) -> (E, out_dim)`` with the compiled kernels (the operator
+    ``escn::tfn_frame_map``, differentiable to any order). Callers check :func:`available` and :func:`supports`
+    first."""
+    if not isinstance(plan, TFNFramePlan):
+        raise TypeError(f"plan must be a TFNFramePlan, got {type(plan).__name__}")
+    return _map_op(x, weight, *plan.op_args())
