@@ -19,7 +19,7 @@ from torch import nn
 import escn.models
 import escn.nn
 from escn.data import AtomsGraph, collate
-from escn.models import ESCN, EdgeFrameBlock, node_irreps
+from escn.models import ESCN, ESCNBackbone, EdgeFrameBlock, node_irreps
 from escn.nn import BesselBasis, Gate, Linear, PolynomialCutoff, RadialMLP, S2Activation, S2Grid, SO2Conv, TFNConv
 from escn.o3 import Irreps
 from escn.o3.edge_frame import edge_frame
@@ -125,6 +125,19 @@ def _energy_forces(m: ESCN, pos: torch.Tensor, types: torch.Tensor):
     return out["energy"], out["forces"]
 
 
+def _backbone() -> ESCNBackbone:
+    torch.manual_seed(0)
+    return ESCNBackbone(num_atom_types=3, lmax=4, mmax=2, channels=3, num_layers=2, cutoff=3.0, num_radial=5,
+                        radial_basis="bessel", radial_hidden=8, inverse_distance_powers=0, inverse_distance_scale=0.5,
+                        type_embedding_dim=4, activation="gate", s2_resolution=None, avg_num_neighbors=4.0,
+                        pseudo=False, node_input_irreps=None)
+
+
+def _backbone_call(m: ESCNBackbone, pos: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
+    batch = collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(m.cutoff)
+    return m(batch, batch.pos, None, batch.atom_types)
+
+
 def _block() -> EdgeFrameBlock:
     torch.manual_seed(0)
     return EdgeFrameBlock(node_irreps(3, 4), mmax=2, edge_features=5, radial_hidden=8, avg_num_neighbors=4.0)
@@ -178,6 +191,7 @@ CASES: dict[str, Case] = {
     "BesselBasis": Case(_seeded(lambda: BesselBasis(4.0, 8, trainable=True)), lambda: [torch.linspace(0.1, 3.9, 11, dtype=torch.float64)]),
     "PolynomialCutoff": Case(_seeded(lambda: PolynomialCutoff(4.0)), lambda: [torch.linspace(0.1, 3.9, 11, dtype=torch.float64)]),
     "RadialMLP": Case(_seeded(lambda: RadialMLP([6, 16, 5])), _features(6)),
+    "ESCNBackbone": Case(_backbone, _molecule, _backbone_call, [CARTESIAN_POINTS, None], node_irreps(3, 4)),
     "EdgeFrameBlock": Case(_block, _block_inputs, _block_call, [node_irreps(3, 4), CARTESIAN_POINTS], node_irreps(3, 4)),
     "ESCN (gate): energy, forces": Case(_escn("gate"), _molecule, _energy_forces, [CARTESIAN_POINTS, None], ["0e", "1o"]),
     "ESCN (s2): energy, forces": Case(_escn("s2"), _molecule, _energy_forces),
@@ -195,6 +209,7 @@ COVERS: dict[type, list[str]] = {
     PolynomialCutoff: ["PolynomialCutoff"],
     RadialMLP: ["RadialMLP"],
     EdgeFrameBlock: ["EdgeFrameBlock"],
+    ESCNBackbone: ["ESCNBackbone"],
     ESCN: ["ESCN (gate): energy, forces", "ESCN (s2): energy, forces"],
 }
 

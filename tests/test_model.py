@@ -195,11 +195,11 @@ def test_node_vector_head_with_velocity_inputs_is_equivariant():
 def test_inverse_distance_features():
     model = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1, inverse_distance_powers=2, inverse_distance_scale=0.5)
     r = torch.tensor([0.5, 2.0])
-    feats = model.radial_features(r)
+    feats = model.backbone.radial_features(r)
     assert feats.shape == (2, 6 + 2)
-    assert torch.equal(feats[:, :6], model.radial_basis(r))
+    assert torch.equal(feats[:, :6], model.backbone.radial_basis(r))
     assert torch.allclose(feats[:, 6:], torch.tensor([[0.5, 0.25], [0.2, 0.04]]), rtol=1e-15, atol=0)  # a/(r+a), squared
-    assert model.blocks[0].radial.dims[0] == 6 + 2 + 2 * 8  # radial basis, two powers, both type embeddings
+    assert model.backbone.blocks[0].radial.dims[0] == 6 + 2 + 2 * 8  # radial basis, two powers, both type embeddings
     g = torch.Generator().manual_seed(3)
     pos, vel, types = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g), torch.tensor([0, 1, 1, 0, 1])
 
@@ -450,3 +450,18 @@ def test_rotation_path_follows_the_setting_and_gives_the_same_numbers():
         for a, b in zip(ref[2], got[2]):
             assert (a - b).abs().max() <= 1e-10 * max(a.abs().max(), 1.0)
     model.native_rotation = None
+
+
+def test_state_dict_of_the_single_module_layout_loads_with_identical_outputs():
+    # checkpoints written before the backbone was its own module name its children at the top level
+    model = _model()
+    old_style = {k.replace("backbone.", "", 1): v for k, v in model.state_dict().items()}
+    assert any(k.startswith("blocks.0.") for k in old_style) and not any(k.startswith("backbone.") for k in old_style)
+    clone = _model()
+    for p in clone.parameters():
+        torch.nn.init.normal_(p)
+    clone.load_state_dict(old_style)
+    pos, types = _molecule()
+    e0, f0 = _energy_forces(model)(pos, types)
+    e1, f1 = _energy_forces(clone)(pos, types)
+    assert torch.equal(e0, e1) and torch.equal(f0, f1)

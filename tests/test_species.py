@@ -97,7 +97,7 @@ def test_escn_stores_its_species_in_the_config():
     assert model.atomic_numbers == (29, 8) and model.num_atom_types == 2
     assert model.config["atomic_numbers"] == [29, 8] and model.config["num_atom_types"] == 2
     again = ESCN(**model.config)
-    assert again.atomic_numbers == (29, 8) and again.type_embedding.num_embeddings == 2
+    assert again.atomic_numbers == (29, 8) and again.backbone.type_embedding.num_embeddings == 2
     plain = ESCN(**SMALL)
     assert plain.atomic_numbers is None and plain.config["atomic_numbers"] is None and plain.num_atom_types == 100
     assert ESCN(**SMALL, num_atom_types=3).num_atom_types == 3
