@@ -121,7 +121,7 @@ def test_so2_from_tfn_double_backward_equals_tfn(irreps_in, irreps_out, lmax_fil
 
 def test_so2_weight_space_equals_tfn_weight_space_with_unlimited_filter():
     """With lmax_filter >= l_in + l_out the TFN -> SO(2) weight map is square and invertible:
-    both parametrise the same functions (DESIGN.md, "Counting")."""
+    both parametrise the same functions (a square linear map per (l1, l3))."""
     irreps_in, irreps_out = "2x0e + 1x0o + 1x1o + 2x1e + 1x2e", "1x0e + 1x0o + 2x1o + 1x1e + 1x2o"
     tfn = TFNConv(irreps_in, irreps_out, lmax_filter=4)
     so2 = SO2Conv.from_tfn(tfn)

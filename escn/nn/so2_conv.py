@@ -1,7 +1,7 @@
 """SO2Conv: the eSCN convolution — rotate into the edge frame, SO(2) linear maps per m, rotate back.
 
 Once an edge is rotated onto +y, the TFN message ``x (x)_w Y(y)`` only couples order ``+m`` with ``+-m``
-(DESIGN.md, "The SO(2) reduction"). For input block ``(l1, p1)`` and output block ``(l3, p3)`` write
+(docs/design.md, "Conventions"). For input block ``(l1, p1)`` and output block ``(l3, p3)`` write
 ``eps = p (-1)^l`` ("natural" irreps have eps = +1, "pseudo" ones eps = -1). Pairs of equal eps couple
 through ``W1`` (``y+ = W1 x+, y- = W1 x-``), pairs of opposite eps through ``W2``
 (``y+ = -W2 x-, y- = W2 x+``, absent at m = 0). Treating a pseudo component as ``i`` times a natural one,
