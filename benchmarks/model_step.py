@@ -143,8 +143,11 @@ def _build_escn_52446bf(cfg: dict[str, Any], structure: dict[str, Any], activati
 
 
 def build_current(cfg: dict[str, Any], structure: dict[str, Any], activation: str) -> Workload:
-    """This checkout's model (adapt here when the model's API changes)."""
-    return _build_escn_52446bf(cfg, structure, activation)
+    """This checkout's model: its blocks run the SO(2) maps through ``SO2Conv.stage_map`` (and, in the last
+    block of an energy-only model, ``SO2Conv.first_stage_rows``) on the stage layout."""
+    work = _build_escn_52446bf(cfg, structure, activation)
+    maps = [(m, name) for m, _ in work.so2_maps for name in ("stage_map", "first_stage_rows")]
+    return Workload(work.model, work.forward, work.num_atoms, work.num_edges, maps)
 
 
 def build_baseline(cfg: dict[str, Any], structure: dict[str, Any], activation: str) -> Workload:

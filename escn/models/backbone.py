@@ -257,8 +257,7 @@ class EdgeFrameBlock(ConstantModule):
         scale = 1.0 / math.sqrt(self.avg_num_neighbors)
         if self.scalar_output:  # only the 0e channels are read after this block: m = 0 rows, no rotation back
             n = self.num_0e
-            w0 = self.conv2.shared_stage_weights()[0][:n]  # (n, n_in) of the m = 0, natural-class stage
-            y = (h[0].reshape(E, h[0].shape[2]) @ w0.T) * envelope[:, None]
+            y = self.conv2.first_stage_rows(h[0], n) * envelope[:, None]  # m = 0, natural class: 0e first
             agg = y.new_zeros(N, n).index_add_(0, edge_dst, y) * scale
             update = torch.stack([agg, torch.zeros_like(agg)], dim=2).view(N, 2 * n)  # l = 0 group: (m = 0, pad) slots
             return torch.nn.functional.pad(update, (0, x.shape[1] - 2 * n))

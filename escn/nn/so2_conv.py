@@ -576,6 +576,12 @@ class SO2Conv(ConstantModule):
             raise ValueError("shared_stage_weights needs shared_weights=True")
         return [w[0] for w in self._stage_weights(self.weight.unsqueeze(0))]
 
+    def first_stage_rows(self, part: Tensor, rows: int) -> Tensor:
+        """The first ``rows`` outputs of the first stage alone (``shared_weights=True``, no gates): ``part``
+        (E, 1, n_in) -> (E, rows). For a caller that reads only those columns (e.g. the ``0e`` channels)."""
+        w = self.shared_stage_weights()[0][:rows]
+        return part.reshape(part.shape[0], part.shape[2]) @ w.T
+
     def stage_columns(self, output: bool = False) -> list[list[tuple[int, int]]]:
         """Per stage of :attr:`stages`, the ``(irreps entry, channel)`` of each input (``output=False``) or
         output column, in order."""
