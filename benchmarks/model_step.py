@@ -151,7 +151,12 @@ def build_current(cfg: dict[str, Any], structure: dict[str, Any], activation: st
 
 
 def build_baseline(cfg: dict[str, Any], structure: dict[str, Any], activation: str) -> Workload:
-    """The baseline checkout's model (commit 52446bf's API)."""
+    """The baseline checkout's model (commit 52446bf's API; a checkout whose SO2Conv has the stage layout's
+    methods is built as the current one)."""
+    from escn.nn import SO2Conv
+
+    if hasattr(SO2Conv, "stage_map"):
+        return build_current(cfg, structure, activation)
     return _build_escn_52446bf(cfg, structure, activation)
 
 
