@@ -31,28 +31,29 @@ After the timed reps each worker profiles one more step of each kind with ``torc
   ("ambiguous") when it is not 0. Next to it: all matmul-family ops of the step. Both are shares of the
   profiled step's wall time (the profiler's overhead included in it).
 
-Run from the repository root (a few minutes; nothing else should be running on the machine)::
+Run from the repository root (with 10 reps, some minutes per block; nothing else should be running)::
 
     python -m benchmarks.model_step [--reps 10] [--threads 1,2] [--activations gate,s2]
                                     [--baseline 52446bf] [--baseline-dir DIR] [--quick] [--json FILE]
 
 ``--quick`` is a plumbing check, not a measurement: lmax 2, mmax 1, 4 channels, 1 layer, 32 atoms, 3 Angstrom
-cutoff, 1 rep. Output (one block per thread count and activation; times in ms, median [min - max] over the
-reps; ratios above 1 mean the current checkout is faster or smaller)::
+cutoff, 1 rep. Output: one block per thread count and activation; times in ms, median [min - max] over the
+reps; ``baseline/current`` is the ratio of the medians (above 1: the current checkout is faster or smaller),
+``per rep`` the range of the ratios of the two runs of each rep. The first block of a run with ``--reps 3`` of
+commit 52446bf against itself, on a 2-core machine loaded by other jobs (load average 4-8): the timings show
+what such load does (ratios from 0.72 to 1.14 between identical code), the memory peaks are exact::
 
-    ESCN step: lmax 6, mmax 2, 16 channels, 2 layers, 128 atoms, 5,466 edges, cutoff 5.0 A, float32, 90,123 parameters
-    baseline: 52446bf... at /root/.cache/escn/bench-baseline-52446bf...
-    current:  /work/escn
-    10 reps each, interleaved (order alternating)
+    ESCN step: lmax 6, mmax 2, 16 channels, 2 layers, 128 atoms, 5,466 edges, cutoff 5.0 A, float32, 255,460 parameters
+    baseline: 52446bf7ecb8 at <the --baseline-dir given>
+    current:  <this repository>
+    3 reps each, interleaved (order alternating)
 
     threads 1, activation gate
-      inference       baseline   140.1 [ 138.2 -  150.3]  current   120.3 [ 119.0 -  125.1]  baseline/current 1.16x
-      training step   baseline   520.4 [ 515.0 -  540.2]  current   480.2 [ 478.3 -  490.6]  baseline/current 1.08x
-      training peak   baseline   210.3 MB                 current   190.2 MB                 baseline/current 1.11x
-      inference peak  baseline    60.1 MB                 current    55.0 MB                 baseline/current 1.09x
-      SO(2) matmuls   baseline  12.3 % of training step, current  13.0 % (all matmul-family ops: 25.1 %, 26.4 %)
-
-(the numbers above show the format only.)
+      inference       baseline  1492.2 [1142.2 - 1517.4]  current  1500.9 [1497.4 - 1507.6]  baseline/current 0.99x (per rep 0.76 - 1.01)
+      training step   baseline  5040.0 [4701.5 - 6065.7]  current  5737.8 [5300.0 - 7004.0]  baseline/current 0.88x (per rep 0.72 - 1.14)
+      training peak   baseline  1033.7 MB                 current  1033.7 MB                 baseline/current 1.00x
+      inference peak  baseline   627.3 MB                 current   627.3 MB                 baseline/current 1.00x
+      SO(2) matmuls   baseline 7.2 % of training step, current 6.3 % (all matmul-family ops: 8.9 %, 7.8 %; profiled steps 6752, 8234 ms)
 """
 
 from __future__ import annotations
@@ -481,7 +482,9 @@ def _print_block(entry: dict[str, Any]) -> None:
     print(f"\nthreads {entry['threads']}, activation {entry['activation']}")
     for kind, label in (("infer", "inference"), ("train", "training step")):
         ratio = statistics.median(b[kind]) / statistics.median(c[kind])
-        print(f"  {label:<15} baseline {_fmt_times(b[kind])}  current {_fmt_times(c[kind])}  baseline/current {ratio:.2f}x")
+        paired = [tb / tc for tb, tc in zip(b[kind], c[kind])]  # the two runs of one rep, back to back
+        print(f"  {label:<15} baseline {_fmt_times(b[kind])}  current {_fmt_times(c[kind])}  baseline/current {ratio:.2f}x"
+              f" (per rep {min(paired):.2f} - {max(paired):.2f})")
     for kind, label in (("train", "training peak"), ("infer", "inference peak")):
         pb, pc = prof["baseline"][kind]["peak_bytes"], prof["current"][kind]["peak_bytes"]
         ratio = f"{pb / pc:.2f}x" if pc else "n/a"
