@@ -14,9 +14,10 @@ from typing import IO, Sequence
 
 import torch
 
-from escn.bench.scaling import METHODS, Row, SweepResult
+from escn.bench.scaling import METHODS, Row, SweepConfig, SweepResult
 
-__all__ = ["Progress", "fit_exponent", "fit_exponents", "format_table", "write_csv", "write_json", "write_png", "write_all"]
+__all__ = ["Progress", "anchor_summary", "fit_exponent", "fit_exponents", "format_table", "write_csv", "write_json", "write_png",
+           "write_all"]
 
 
 class Progress:
@@ -107,6 +108,37 @@ def _line(cells: Sequence[str], note: str = "") -> str:
     return "  ".join(out) + ("  " + note if note else "")
 
 
+def _threads_source(c: SweepConfig) -> str:
+    return "torch.get_num_threads()" if c.threads is None else "set for the sweep"
+
+
+def _anchor_note(c: SweepConfig) -> str:
+    if c.anchor_l is None or c.anchor_l not in c.ls:
+        return ""
+    return f" (at L = {c.anchor_l} the memory budget only: every method runs there, with at least 1 repeat)"
+
+
+def anchor_summary(result: SweepResult) -> str | None:
+    """One line with the fwd+bwd speed-ups over tfn / e3nn at the anchor L (``config.anchor_l``), where every
+    method runs whatever the time budget; a reference that did not run there is named with its status.
+    None if the anchor is not one of the swept L."""
+    c = result.config
+    if c.anchor_l is None or c.anchor_l not in c.ls:
+        return None
+    at = [r for r in result.rows if r.L == c.anchor_l]
+    refs = [r for r in at if r.method in ("tfn", "e3nn")]
+    parts = []
+    for r in at:
+        if r.method in ("tfn", "e3nn") or not r.ran:
+            continue
+        ratios = [f"{v:.1f}x {ref}" for ref, v in (("tfn", r.speedup_vs_tfn), ("e3nn", r.speedup_vs_e3nn)) if v is not None]
+        if ratios:
+            parts.append(f"{r.method} " + ", ".join(ratios))
+    missing = [f"{r.method} {r.status}" for r in refs if not r.ran]
+    text = f"fwd+bwd speed-up at L = {c.anchor_l}: " + ("; ".join(parts) if parts else "-")
+    return text + (f" ({'; '.join(missing)})" if missing else "")
+
+
 def header_lines(result: SweepResult) -> list[str]:
     """Title lines: graph, dtype, threads, repeats, GEMM throughput."""
     c = result.config
@@ -116,10 +148,11 @@ def header_lines(result: SweepResult) -> list[str]:
         gemm += f", {dt} GEMM {result.gemm_gflops_dtype:.1f} GFLOP/s (the %GEMM reference)"
     lines = [
         f"escn bench: {c.nodes} nodes, {result.num_edges} edges (radius {c.radius}), C = {c.channels} channels per l, "
-        f"{dt}, {result.num_threads} threads",
+        f"{dt}, {result.num_threads} threads ({_threads_source(c)})",
         f"times: median of {c.repeats} repeats after 1 warm-up (n = repeats actually used); fwd under no_grad, "
         f"fwd+bwd w.r.t. x, edge_vec, weights; {gemm}",
-        f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration; x tfn / x e3nn = fwd+bwd speed-up; "
+        f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration{_anchor_note(c)}; "
+        f"x tfn / x e3nn = fwd+bwd speed-up; "
         f"SO2 GF/s, GB/s = the SO(2) stage alone, forward, as the layer runs it (per-m matmuls; for so2_equal the "
         f"edge-frame map of its TFN weights) (%GEMM, %copy: of the yardsticks above; GB/s for per-edge weights, "
         f"which are memory-bound; above 100% the stage fits in cache)",
@@ -158,6 +191,9 @@ def format_table(result: SweepResult) -> str:
         lines.append(_line(_cells(r), _note(r)))
     fits = fit_exponents(result.rows)
     lines.append("")
+    summary = anchor_summary(result)
+    if summary is not None:
+        lines.append(summary)
     lines.append("fitted exponent of fwd+bwd time in L (L >= 2, rows that ran): " + ", ".join(
         f"{m} {'-' if k is None else f'{k:.2f}'}" for m, k in fits.items()))
     lines.append(f"wall time of the sweep: {result.wall_seconds:.1f} s")
@@ -169,8 +205,8 @@ def _meta(result: SweepResult) -> dict:
     c = result.config
     return {
         "nodes": c.nodes, "num_edges": result.num_edges, "radius": c.radius, "channels": c.channels, "ls": list(c.ls),
-        "dtype": str(c.dtype).replace("torch.", ""), "threads": result.num_threads, "repeats": c.repeats,
-        "budget_seconds": c.budget_seconds, "max_memory_gb": c.max_memory_gb, "methods": list(c.methods), "seed": c.seed,
+        "dtype": str(c.dtype).replace("torch.", ""), "threads": result.num_threads, "threads_source": _threads_source(c),
+        "repeats": c.repeats, "budget_seconds": c.budget_seconds, "anchor_l": c.anchor_l, "max_memory_gb": c.max_memory_gb, "methods": list(c.methods), "seed": c.seed,
         "gemm_gflops_float32": result.gemm_gflops_float32, "gemm_gflops_dtype": result.gemm_gflops_dtype,
         "copy_bandwidth_gbs": result.copy_gbs,
         "wall_seconds": result.wall_seconds, "torch": result.torch_version, "python": platform.python_version(),
