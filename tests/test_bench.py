@@ -1,16 +1,19 @@
-"""``escn bench``: the anchor L runs every method whatever the time budget, and the thread count is torch's.
-Tiny configurations; no timing is asserted."""
+"""``escn bench``: the anchor L runs every method whatever the time budget, skipped configurations are marked on
+the plot, and the thread count is torch's. Tiny configurations; no timing is asserted."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 
 import pytest
 import torch
 
 from escn.bench import report
-from escn.bench.scaling import SweepConfig, SweepResult, default_methods, run_sweep
+from escn.bench.scaling import Row, SweepConfig, SweepResult, default_methods, run_sweep
 
+HAS_MPL = importlib.util.find_spec("matplotlib") is not None
 REFERENCES = ("tfn", "e3nn")
 
 
@@ -112,3 +115,75 @@ def test_cli_passes_threads_and_anchor(monkeypatch):
         with pytest.raises(Stop):
             main(["bench", "--no-progress", *args])
     assert [(c.threads, c.anchor_l) for c in seen] == [(None, 4), (3, None), (None, 6)]
+
+
+def _synthetic() -> SweepResult:
+    """tfn measured at L = 1, 2, 4, skipped for time at 3 and memory at 5; so2_equal measured everywhere but 5
+    (error)."""
+    rows = []
+    for L in range(1, 6):
+        for method in ("so2_equal", "tfn"):
+            r = Row(method, L, 2, 10, 50)
+            if method == "tfn" and L == 3:
+                r.status, r.estimate_fwd_bwd_ms = "skipped (time)", 900.0
+            elif method == "tfn" and L == 5:
+                r.status = "skipped (memory)"
+            elif method == "so2_equal" and L == 5:
+                r.status = "error: RuntimeError: x"
+            else:
+                r.fwd_bwd_ms = float(10 * L ** (2 if method == "so2_equal" else 4))
+            rows.append(r)
+    return SweepResult(SweepConfig(ls=[1, 2, 3, 4, 5], methods=["so2_equal", "tfn"]), rows, 50, 1.0, 1.0)
+
+
+def test_plot_series_marks_skipped():
+    series = {s.method: s for s in report.plot_series(_synthetic())}
+    assert series["tfn"].measured == [(1, 10.0), (2, 160.0), (4, 2560.0)]
+    assert series["tfn"].skipped == [(3, "time"), (5, "memory")]
+    assert series["so2_equal"].skipped == [(5, "error")]
+    assert len(series["so2_equal"].measured) == 4
+
+
+def test_plot_series_of_a_starved_sweep(starved):
+    for s in report.plot_series(starved):
+        assert s.skipped == [(2, "time")] and [L for L, _ in s.measured] == [4], s
+
+
+@pytest.mark.skipif(not HAS_MPL, reason="needs matplotlib")
+def test_plot_draws_skipped_markers_and_labels():
+    import matplotlib.pyplot as plt
+
+    fig = report.plot_scaling(_synthetic())
+    try:
+        ax = fig.axes[0]
+        gids = sorted(ln.get_gid() for ln in ax.lines if ln.get_gid())
+        assert gids == ["skipped so2_equal L=5 error", "skipped tfn L=3 time", "skipped tfn L=5 memory"]
+        for ln in ax.lines:
+            if ln.get_gid():
+                assert ln.get_marker() == "x" and list(ln.get_xdata()) == [int(ln.get_gid().split("L=")[1].split()[0])]
+        tfn = next(ln for ln in ax.lines if ln.get_label().startswith("tfn"))
+        x, y = list(tfn.get_xdata()), list(tfn.get_ydata())
+        # the line is broken where L = 3 was not measured, and has no point at L = 5
+        assert x[:2] == [1, 2] and math.isnan(x[2]) and x[3:] == [4] and y[3] == 2560.0
+        skipped_marks = [ln for ln in ax.lines if (ln.get_gid() or "").startswith("skipped tfn")]
+        assert all(m.get_color() == tfn.get_color() for m in skipped_marks)
+        labels = {(t.get_position()[0], t.get_text()) for t in ax.texts}
+        assert labels == {(3, "skipped (time)"), (5, "skipped (memory, error)")}
+        # markers and labels sit in a shaded strip above every measured time (their height is not a time)
+        top_point = ax.transAxes.inverted().transform(ax.transData.transform((4, 2560.0)))[1]
+        (strip,) = ax.patches
+        assert 0.5 < strip.get_y() < 1.0 and top_point < strip.get_y()
+        assert all(ln.get_ydata()[0] > strip.get_y() for ln in skipped_marks)
+        renderer = fig.canvas.get_renderer()
+        for t in ax.texts:  # the whole rotated label, not only its anchor
+            box = t.get_window_extent(renderer).transformed(ax.transAxes.inverted())
+            assert strip.get_y() < box.y0 < box.y1 < 1.0, t.get_text()
+    finally:
+        plt.close(fig)
+
+
+def test_skip_reason():
+    assert report.skip_reason(Row("tfn", 2, 1, 1, 1, status="skipped (time)")) == "time"
+    assert report.skip_reason(Row("tfn", 2, 1, 1, 1, status="skipped (memory)")) == "memory"
+    assert report.skip_reason(Row("tfn", 2, 1, 1, 1, status="error: MemoryError: ")) == "error"
+    assert report.skip_reason(Row("tfn", 2, 1, 1, 1)) is None

@@ -10,14 +10,17 @@ import os
 import platform
 import sys
 import time
-from typing import IO, Sequence
+from typing import IO, TYPE_CHECKING, Sequence
 
 import torch
 
 from escn.bench.scaling import METHODS, Row, SweepConfig, SweepResult
 
-__all__ = ["Progress", "anchor_summary", "fit_exponent", "fit_exponents", "format_table", "write_csv", "write_json", "write_png",
-           "write_all"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Progress", "Series", "anchor_summary", "fit_exponent", "fit_exponents", "format_table", "plot_scaling", "plot_series", "skip_reason",
+           "write_csv", "write_json", "write_png", "write_all"]
 
 
 class Progress:
@@ -234,23 +237,100 @@ def write_csv(result: SweepResult, path: str) -> None:
             writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(r).items()})
 
 
-def write_png(result: SweepResult, path: str) -> bool:
-    """Log-log fwd+bwd time vs L, one line per method, fitted exponents in the legend. False if no matplotlib."""
-    try:
-        import matplotlib
+@dataclasses.dataclass
+class Series:
+    """What the plot draws for one method: measured ``(L, fwd+bwd ms)`` points, and the L it did not measure
+    with the reason (``"time"``, ``"memory"`` or ``"error"``)."""
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    method: str
+    exponent: float | None
+    measured: list[tuple[int, float]]
+    skipped: list[tuple[int, str]]
+
+
+def skip_reason(row: Row) -> str | None:
+    """``"time"`` / ``"memory"`` for a row skipped by that budget, ``"error"`` for a failed one, None if it ran."""
+    if row.ran:
+        return None
+    if row.status.startswith("skipped (") and row.status.endswith(")"):
+        return row.status[len("skipped ("):-1]
+    return "error"
+
+
+def plot_series(result: SweepResult) -> list[Series]:
+    """One :class:`Series` per method present in the rows, in table order."""
     fits = fit_exponents(result.rows)
-    fig, ax = plt.subplots(figsize=(7, 5))
+    out = []
     for method, k in fits.items():
-        pts = sorted((r.L, r.fwd_bwd_ms) for r in result.rows if r.method == method and r.ran)
-        if not pts:
-            continue
-        label = method + ("" if k is None else f"  (~L^{k:.2f})")
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        rows = sorted((r for r in result.rows if r.method == method), key=lambda r: r.L)
+        measured = [(r.L, r.fwd_bwd_ms) for r in rows if r.ran and r.fwd_bwd_ms is not None]
+        skipped = [(r.L, skip_reason(r) or "error") for r in rows if not r.ran or r.fwd_bwd_ms is None]
+        out.append(Series(method, k, measured, skipped))
+    return out
+
+
+def _broken_at_gaps(s: Series) -> tuple[list[float], list[float]]:
+    """The measured points with a NaN where an L was not measured, so the line is not drawn across it."""
+    skipped = [L for L, _ in s.skipped]
+    xs: list[float] = []
+    ys: list[float] = []
+    for L, t in s.measured:
+        if xs and any(xs[-1] < k < L for k in skipped):
+            xs.append(math.nan)
+            ys.append(math.nan)
+        xs.append(L)
+        ys.append(t)
+    return xs, ys
+
+
+def _time_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks for a log time axis over [lo, hi]: the powers of ten, or 1-2-5 steps if fewer than three powers fit."""
+    ks = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    decades = [10.0 ** k for k in ks if lo <= 10.0 ** k <= hi]
+    if len(decades) >= 3:
+        return decades
+    return [m * 10.0 ** k for k in ks for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+
+
+# plot layout, in fractions of the axes height: one row of skip markers per method with skips, then the labels
+_SKIP_TOP = 0.975
+_SKIP_ROW = 0.035
+
+
+def plot_scaling(result: SweepResult) -> "Figure":
+    """The scaling plot as a matplotlib Figure: log-log fwd+bwd time vs L, one line per method (fitted
+    exponents in the legend). Configurations that were not measured are drawn as an ``x`` in the method's
+    colour at their L in a strip along the top, under which a label gives the reason, e.g. "skipped (time)".
+    Those markers carry ``gid = "skipped <method> L=<L> <reason>"``. Raises ImportError without matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+    from matplotlib.transforms import blended_transform_factory
+
+    series = plot_series(result)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    strip = blended_transform_factory(ax.transData, ax.transAxes)
+    with_skips = [s for s in series if s.skipped]
+    label_top = _SKIP_TOP - _SKIP_ROW * len(with_skips)
+    reasons: dict[int, list[str]] = {}
+    row_of = {s.method: i for i, s in enumerate(with_skips)}
+    for s in series:
+        label = s.method + ("" if s.exponent is None else f"  (~L^{s.exponent:.2f})")
+        xs, ys = _broken_at_gaps(s)
+        (line,) = ax.plot(xs, ys, marker="o", label=label)
+        for L, reason in s.skipped:
+            ax.plot([L], [_SKIP_TOP - _SKIP_ROW * row_of[s.method]], transform=strip, linestyle="none", marker="x",
+                    markersize=7, markeredgewidth=1.5, color=line.get_color(), gid=f"skipped {s.method} L={L} {reason}")
+            if reason not in reasons.setdefault(L, []):
+                reasons[L].append(reason)
+    order = {"time": 0, "memory": 1, "error": 2}
+    for L, rs in sorted(reasons.items()):
+        rs = sorted(rs, key=lambda r: order.get(r, len(order)))
+        ax.text(L, label_top, f"skipped ({', '.join(rs)})", transform=strip, rotation=90, ha="center", va="top",
+                fontsize=7, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ls = sorted(set(result.config.ls))
@@ -262,8 +342,40 @@ def write_png(result: SweepResult, path: str) -> bool:
     c = result.config
     ax.set_title(f"{result.num_edges} edges, C = {c.channels}, {str(c.dtype).replace('torch.', '')}, {result.num_threads} threads")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if with_skips:
+        handles.append(Line2D([], [], linestyle="none", marker="x", color="0.3", markeredgewidth=1.5))
+        labels.append("not measured\n(reason below the marks)")
+    ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
+    times = [t for s in series for _, t in s.measured if t > 0]
+    if times:
+        lo, hi = min(times) / 1.5, max(times) * 1.5
+        # keep the measured points below the strip of skip markers and labels (as long as the labels come out)
+        free = 1.0
+        if with_skips:
+            renderer = fig.canvas.get_renderer()
+            bottoms = [t.get_window_extent(renderer).transformed(ax.transAxes.inverted()).y0 for t in ax.texts]
+            free = max(0.3, min([label_top, *bottoms]) - 0.03)
+        ax.set_ylim(lo, lo * (hi / lo) ** (1.0 / free))
+        if with_skips:  # the strip has no time axis: shade it and keep the time ticks below it
+            ax.add_patch(Rectangle((0.0, free), 1.0, 1.0 - free, transform=ax.transAxes, color="0.93", zorder=0, linewidth=0))
+        ticks = _time_ticks(lo, hi)
+        ax.set_yticks(ticks)
+        ax.set_yticklabels([f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        fig.tight_layout()
+    return fig
+
+
+def write_png(result: SweepResult, path: str) -> bool:
+    """Save :func:`plot_scaling` to ``path``. False if matplotlib is not installed."""
+    try:
+        fig = plot_scaling(result)
+    except ImportError:
+        return False
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
