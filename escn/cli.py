@@ -97,10 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--nodes", type=_int_at_least(2), default=100, help="number of random nodes, N(0,1)^3 (default 100)")
     b.add_argument("--radius", type=_positive_float, default=1.8, help="radius-graph cutoff (default 1.8)")
     b.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="floating dtype (default float32)")
-    b.add_argument("--threads", type=_int_at_least(1), default=2, help="torch.set_num_threads (default 2)")
+    b.add_argument("--threads", type=_int_at_least(1), default=None,
+                   help=f"torch.set_num_threads for the sweep (default: torch.get_num_threads(), {torch.get_num_threads()} here)")
     b.add_argument("--repeats", type=_int_at_least(1), default=3, help="timed repeats, median after 1 warm-up (default 3)")
     b.add_argument("--out", default="bench_out", help="output directory for results.json/.csv and scaling.png (default bench_out/)")
     b.add_argument("--budget-seconds", type=_positive_float, default=10.0, help="time budget per configuration (default 10)")
+    b.add_argument("--anchor-l", type=_int_at_least(0, _MAX_L), default=4,
+                   help="order L at which every method runs whatever the time budget (at least 1 repeat), so the speed-ups "
+                        "over tfn and e3nn are always measured when this L is swept (default 4; 0: none)")
     b.add_argument("--max-memory-gb", type=_positive_float, default=4.0, help="memory budget per configuration (default 4)")
     b.add_argument("--methods", type=_method_list, default=None, help="comma-separated subset of the methods (default: all available)")
     b.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed of graph, features and weights (default 0)")
@@ -220,6 +224,7 @@ def _cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     ls = args.ls if args.ls is not None else list(range(1, (args.lmax or 8) + 1))
     cfg = SweepConfig(ls=ls, channels=args.channels, nodes=args.nodes, radius=args.radius, dtype=_DTYPES[args.dtype],
                       threads=args.threads, repeats=args.repeats, budget_seconds=args.budget_seconds,
+                      anchor_l=args.anchor_l or None,
                       max_memory_gb=args.max_memory_gb, methods=methods, seed=args.seed,
                       allocator=args.allocator)
     progress = None if args.no_progress else report.Progress()

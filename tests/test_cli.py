@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -174,12 +173,15 @@ def test_cpu_seconds_count_this_process():
 
     before = _cpu_seconds()
     x = torch.randn(256, 256)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.2:
-        x = x @ x.T / 256
-    after = _cpu_seconds()
+    # work until this process has used 0.2 CPU seconds (however long that takes on a shared machine)
+    while True:
+        for _ in range(20):
+            x = x @ x.T / 256
+        after = _cpu_seconds()
+        if after[1] - before[1] >= 0.2:
+            break
     busy, own, wall = (b - a for a, b in zip(before, after))
-    assert wall >= 0.2 and own >= 0.1  # the loop's own CPU time is seen
+    assert wall > 0 and own >= 0.2
     assert busy >= 0.5 * own  # the machine-wide counter includes this process (tick granularity allowed)
 
 

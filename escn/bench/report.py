@@ -10,13 +10,17 @@ import os
 import platform
 import sys
 import time
-from typing import IO, Sequence
+from typing import IO, TYPE_CHECKING, Sequence
 
 import torch
 
-from escn.bench.scaling import METHODS, Row, SweepResult
+from escn.bench.scaling import METHODS, Row, SweepConfig, SweepResult
 
-__all__ = ["Progress", "fit_exponent", "fit_exponents", "format_table", "write_csv", "write_json", "write_png", "write_all"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Progress", "Series", "anchor_summary", "fit_exponent", "fit_exponents", "format_table", "plot_scaling", "plot_series", "skip_reason",
+           "write_csv", "write_json", "write_png", "write_all"]
 
 
 class Progress:
@@ -107,6 +111,37 @@ def _line(cells: Sequence[str], note: str = "") -> str:
     return "  ".join(out) + ("  " + note if note else "")
 
 
+def _threads_source(c: SweepConfig) -> str:
+    return "torch.get_num_threads()" if c.threads is None else "set for the sweep"
+
+
+def _anchor_note(c: SweepConfig) -> str:
+    if c.anchor_l is None or c.anchor_l not in c.ls:
+        return ""
+    return f" (at L = {c.anchor_l} the memory budget only: every method runs there, with at least 1 repeat)"
+
+
+def anchor_summary(result: SweepResult) -> str | None:
+    """One line with the fwd+bwd speed-ups over tfn / e3nn at the anchor L (``config.anchor_l``), where every
+    method runs whatever the time budget; a reference that did not run there is named with its status.
+    None if the anchor is not one of the swept L."""
+    c = result.config
+    if c.anchor_l is None or c.anchor_l not in c.ls:
+        return None
+    at = [r for r in result.rows if r.L == c.anchor_l]
+    refs = [r for r in at if r.method in ("tfn", "e3nn")]
+    parts = []
+    for r in at:
+        if r.method in ("tfn", "e3nn") or not r.ran:
+            continue
+        ratios = [f"{v:.1f}x {ref}" for ref, v in (("tfn", r.speedup_vs_tfn), ("e3nn", r.speedup_vs_e3nn)) if v is not None]
+        if ratios:
+            parts.append(f"{r.method} " + ", ".join(ratios))
+    missing = [f"{r.method} {r.status}" for r in refs if not r.ran]
+    text = f"fwd+bwd speed-up at L = {c.anchor_l}: " + ("; ".join(parts) if parts else "-")
+    return text + (f" ({'; '.join(missing)})" if missing else "")
+
+
 def header_lines(result: SweepResult) -> list[str]:
     """Title lines: graph, dtype, threads, repeats, GEMM throughput."""
     c = result.config
@@ -116,10 +151,11 @@ def header_lines(result: SweepResult) -> list[str]:
         gemm += f", {dt} GEMM {result.gemm_gflops_dtype:.1f} GFLOP/s (the %GEMM reference)"
     lines = [
         f"escn bench: {c.nodes} nodes, {result.num_edges} edges (radius {c.radius}), C = {c.channels} channels per l, "
-        f"{dt}, {result.num_threads} threads",
+        f"{dt}, {result.num_threads} threads ({_threads_source(c)})",
         f"times: median of {c.repeats} repeats after 1 warm-up (n = repeats actually used); fwd under no_grad, "
         f"fwd+bwd w.r.t. x, edge_vec, weights; {gemm}",
-        f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration; x tfn / x e3nn = fwd+bwd speed-up; "
+        f"budget {c.budget_seconds:g} s and {c.max_memory_gb:g} GB per configuration{_anchor_note(c)}; "
+        f"x tfn / x e3nn = fwd+bwd speed-up; "
         f"SO2 GF/s, GB/s = the SO(2) stage alone, forward, as the layer runs it (per-m matmuls; for so2_equal the "
         f"edge-frame map of its TFN weights) (%GEMM, %copy: of the yardsticks above; GB/s for per-edge weights, "
         f"which are memory-bound; above 100% the stage fits in cache)",
@@ -158,6 +194,9 @@ def format_table(result: SweepResult) -> str:
         lines.append(_line(_cells(r), _note(r)))
     fits = fit_exponents(result.rows)
     lines.append("")
+    summary = anchor_summary(result)
+    if summary is not None:
+        lines.append(summary)
     lines.append("fitted exponent of fwd+bwd time in L (L >= 2, rows that ran): " + ", ".join(
         f"{m} {'-' if k is None else f'{k:.2f}'}" for m, k in fits.items()))
     lines.append(f"wall time of the sweep: {result.wall_seconds:.1f} s")
@@ -169,8 +208,8 @@ def _meta(result: SweepResult) -> dict:
     c = result.config
     return {
         "nodes": c.nodes, "num_edges": result.num_edges, "radius": c.radius, "channels": c.channels, "ls": list(c.ls),
-        "dtype": str(c.dtype).replace("torch.", ""), "threads": result.num_threads, "repeats": c.repeats,
-        "budget_seconds": c.budget_seconds, "max_memory_gb": c.max_memory_gb, "methods": list(c.methods), "seed": c.seed,
+        "dtype": str(c.dtype).replace("torch.", ""), "threads": result.num_threads, "threads_source": _threads_source(c),
+        "repeats": c.repeats, "budget_seconds": c.budget_seconds, "anchor_l": c.anchor_l, "max_memory_gb": c.max_memory_gb, "methods": list(c.methods), "seed": c.seed,
         "gemm_gflops_float32": result.gemm_gflops_float32, "gemm_gflops_dtype": result.gemm_gflops_dtype,
         "copy_bandwidth_gbs": result.copy_gbs,
         "wall_seconds": result.wall_seconds, "torch": result.torch_version, "python": platform.python_version(),
@@ -198,23 +237,100 @@ def write_csv(result: SweepResult, path: str) -> None:
             writer.writerow({k: ("" if v is None else v) for k, v in dataclasses.asdict(r).items()})
 
 
-def write_png(result: SweepResult, path: str) -> bool:
-    """Log-log fwd+bwd time vs L, one line per method, fitted exponents in the legend. False if no matplotlib."""
-    try:
-        import matplotlib
+@dataclasses.dataclass
+class Series:
+    """What the plot draws for one method: measured ``(L, fwd+bwd ms)`` points, and the L it did not measure
+    with the reason (``"time"``, ``"memory"`` or ``"error"``)."""
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    method: str
+    exponent: float | None
+    measured: list[tuple[int, float]]
+    skipped: list[tuple[int, str]]
+
+
+def skip_reason(row: Row) -> str | None:
+    """``"time"`` / ``"memory"`` for a row skipped by that budget, ``"error"`` for a failed one, None if it ran."""
+    if row.ran:
+        return None
+    if row.status.startswith("skipped (") and row.status.endswith(")"):
+        return row.status[len("skipped ("):-1]
+    return "error"
+
+
+def plot_series(result: SweepResult) -> list[Series]:
+    """One :class:`Series` per method present in the rows, in table order."""
     fits = fit_exponents(result.rows)
-    fig, ax = plt.subplots(figsize=(7, 5))
+    out = []
     for method, k in fits.items():
-        pts = sorted((r.L, r.fwd_bwd_ms) for r in result.rows if r.method == method and r.ran)
-        if not pts:
-            continue
-        label = method + ("" if k is None else f"  (~L^{k:.2f})")
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        rows = sorted((r for r in result.rows if r.method == method), key=lambda r: r.L)
+        measured = [(r.L, r.fwd_bwd_ms) for r in rows if r.ran and r.fwd_bwd_ms is not None]
+        skipped = [(r.L, skip_reason(r) or "error") for r in rows if not r.ran or r.fwd_bwd_ms is None]
+        out.append(Series(method, k, measured, skipped))
+    return out
+
+
+def _broken_at_gaps(s: Series) -> tuple[list[float], list[float]]:
+    """The measured points with a NaN where an L was not measured, so the line is not drawn across it."""
+    skipped = [L for L, _ in s.skipped]
+    xs: list[float] = []
+    ys: list[float] = []
+    for L, t in s.measured:
+        if xs and any(xs[-1] < k < L for k in skipped):
+            xs.append(math.nan)
+            ys.append(math.nan)
+        xs.append(L)
+        ys.append(t)
+    return xs, ys
+
+
+def _time_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks for a log time axis over [lo, hi]: the powers of ten, or 1-2-5 steps if fewer than three powers fit."""
+    ks = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    decades = [10.0 ** k for k in ks if lo <= 10.0 ** k <= hi]
+    if len(decades) >= 3:
+        return decades
+    return [m * 10.0 ** k for k in ks for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+
+
+# plot layout, in fractions of the axes height: one row of skip markers per method with skips, then the labels
+_SKIP_TOP = 0.975
+_SKIP_ROW = 0.035
+
+
+def plot_scaling(result: SweepResult) -> "Figure":
+    """The scaling plot as a matplotlib Figure: log-log fwd+bwd time vs L, one line per method (fitted
+    exponents in the legend). Configurations that were not measured are drawn as an ``x`` in the method's
+    colour at their L in a strip along the top, under which a label gives the reason, e.g. "skipped (time)".
+    Those markers carry ``gid = "skipped <method> L=<L> <reason>"``. Raises ImportError without matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+    from matplotlib.transforms import blended_transform_factory
+
+    series = plot_series(result)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    strip = blended_transform_factory(ax.transData, ax.transAxes)
+    with_skips = [s for s in series if s.skipped]
+    label_top = _SKIP_TOP - _SKIP_ROW * len(with_skips)
+    reasons: dict[int, list[str]] = {}
+    row_of = {s.method: i for i, s in enumerate(with_skips)}
+    for s in series:
+        label = s.method + ("" if s.exponent is None else f"  (~L^{s.exponent:.2f})")
+        xs, ys = _broken_at_gaps(s)
+        (line,) = ax.plot(xs, ys, marker="o", label=label)
+        for L, reason in s.skipped:
+            ax.plot([L], [_SKIP_TOP - _SKIP_ROW * row_of[s.method]], transform=strip, linestyle="none", marker="x",
+                    markersize=7, markeredgewidth=1.5, color=line.get_color(), gid=f"skipped {s.method} L={L} {reason}")
+            if reason not in reasons.setdefault(L, []):
+                reasons[L].append(reason)
+    order = {"time": 0, "memory": 1, "error": 2}
+    for L, rs in sorted(reasons.items()):
+        rs = sorted(rs, key=lambda r: order.get(r, len(order)))
+        ax.text(L, label_top, f"skipped ({', '.join(rs)})", transform=strip, rotation=90, ha="center", va="top",
+                fontsize=7, color="0.3")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ls = sorted(set(result.config.ls))
@@ -226,8 +342,40 @@ def write_png(result: SweepResult, path: str) -> bool:
     c = result.config
     ax.set_title(f"{result.num_edges} edges, C = {c.channels}, {str(c.dtype).replace('torch.', '')}, {result.num_threads} threads")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if with_skips:
+        handles.append(Line2D([], [], linestyle="none", marker="x", color="0.3", markeredgewidth=1.5))
+        labels.append("not measured\n(reason below the marks)")
+    ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
+    times = [t for s in series for _, t in s.measured if t > 0]
+    if times:
+        lo, hi = min(times) / 1.5, max(times) * 1.5
+        # keep the measured points below the strip of skip markers and labels (as long as the labels come out)
+        free = 1.0
+        if with_skips:
+            renderer = fig.canvas.get_renderer()
+            bottoms = [t.get_window_extent(renderer).transformed(ax.transAxes.inverted()).y0 for t in ax.texts]
+            free = max(0.3, min([label_top, *bottoms]) - 0.03)
+        ax.set_ylim(lo, lo * (hi / lo) ** (1.0 / free))
+        if with_skips:  # the strip has no time axis: shade it and keep the time ticks below it
+            ax.add_patch(Rectangle((0.0, free), 1.0, 1.0 - free, transform=ax.transAxes, color="0.93", zorder=0, linewidth=0))
+        ticks = _time_ticks(lo, hi)
+        ax.set_yticks(ticks)
+        ax.set_yticklabels([f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        fig.tight_layout()
+    return fig
+
+
+def write_png(result: SweepResult, path: str) -> bool:
+    """Save :func:`plot_scaling` to ``path``. False if matplotlib is not installed."""
+    try:
+        fig = plot_scaling(result)
+    except ImportError:
+        return False
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True

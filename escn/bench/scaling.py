@@ -17,9 +17,15 @@ Per configuration (method, L):
 * Budget: before building a layer, its fwd+bwd time is extrapolated from the method's previous L
   (power law through the last two points, or exponent 3 from a single point) and its memory from a lower bound
   ``(4 * weights + 8 * features) * E * itemsize`` and from the previous peaks (power law through the last two); a configuration predicted to
-  exceed ``budget_seconds / 2.5`` per fwd+bwd, or ``max_memory_gb``, is skipped up front. Otherwise the
-  warm-up is timed and ``repeats`` is lowered to what fits in the budget (fwd + fwd+bwd per repeat);
-  if not even one repeat fits, the row is "skipped (budget)" and keeps the warm-up time as an estimate.
+  exceed ``budget_seconds / 2.5`` per fwd+bwd is "skipped (time)", one predicted to exceed ``max_memory_gb``
+  "skipped (memory)", up front. Otherwise the warm-up is timed and ``repeats`` is lowered to what fits in the
+  budget (fwd + fwd+bwd per repeat); if not even one repeat fits, the row is "skipped (time)" and keeps the
+  warm-up time as an estimate.
+* Anchor: at ``SweepConfig.anchor_l`` (default 4, when it is one of the swept L) every method is exempt from
+  the time budget: it always runs, with at least one repeat, so the speed-ups over TFN and e3nn are measured
+  even on a loaded machine. The memory budget still applies there.
+* Threads: ``SweepConfig.threads = None`` (the default) runs on ``torch.get_num_threads()`` as it is; a number
+  sets it for the sweep and restores the previous count afterwards. ``SweepResult.num_threads`` is the count used.
 * For SO(2) rows, the SO(2) stage is also timed alone, forward, as the layer runs it: the per-m matmuls
   (:func:`escn.bench.blocks.make_so2_stage`), or for ``so2_equal`` the edge-frame map of its TFN-layout
   weights (:func:`escn.bench.blocks.make_tfn_frame_map`); its GFLOP/s is compared with a dense GEMM and, for
@@ -108,9 +114,10 @@ class SweepConfig:
     nodes: int = 100
     radius: float = 1.8
     dtype: torch.dtype = torch.float32
-    threads: int = 2
+    threads: int | None = None  # None: torch.get_num_threads() as it is; a number: set for the sweep, then restored
     repeats: int = 5
     budget_seconds: float = 10.0
+    anchor_l: int | None = 4  # every method runs at this L whatever the time budget (None: no anchor)
     max_memory_gb: float = 4.0
     methods: list[str] = field(default_factory=default_methods)
     seed: int = 0
@@ -165,7 +172,7 @@ class SweepResult:
     copy_gbs: float = 0.0
     wall_seconds: float = 0.0
     torch_version: str = torch.__version__
-    num_threads: int = 1
+    num_threads: int = 1  # torch.get_num_threads() during the sweep
     load_avg: tuple[float, float] | None = None  # 1-minute load average at the start and the end
     other_cores: float | None = None  # mean cores kept busy by other processes during the sweep (Linux)
     allocator: str = "system"  # what the sweep ran with: "reuse" (freed memory kept for reuse) or "system"
@@ -449,7 +456,8 @@ def _repeats_that_fit(warmup_s: float, budget_s: float, wanted: int) -> int:
 
 def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float,
             bandwidth_gbs: float = 0.0) -> Row:
-    """Run one configuration under the budget; append its point to ``history``; return its row.
+    """Run one configuration under the budget (at ``cfg.anchor_l`` under the memory budget only, with at least
+    one repeat); append its point to ``history``; return its row.
 
     ``gemm_dtype`` (GFLOP/s) and ``bandwidth_gbs`` (GB/s, 0 = unknown) are this machine's yardsticks measured
     in the same run."""
@@ -465,8 +473,9 @@ def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], ge
         row.peak_mem_mb = None
         row.estimate_source = f"model: >= {max(mem_floor, mem_pred or 0.0) / 1e6:.0f} MB"
         return row
-    if t_pred is not None and t_pred * _WARMUP_AND_ONE_REPEAT > cfg.budget_seconds:
-        row.status = "skipped (budget)"
+    anchor = cfg.anchor_l is not None and p.L == cfg.anchor_l
+    if not anchor and t_pred is not None and t_pred * _WARMUP_AND_ONE_REPEAT > cfg.budget_seconds:
+        row.status = "skipped (time)"
         row.estimate_fwd_bwd_ms = 1e3 * t_pred
         row.estimate_source = "extrapolated"
         return row
@@ -483,8 +492,10 @@ def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], ge
     _compare_with_tfn(method, p, out, row)
 
     n = _repeats_that_fit(warmup, cfg.budget_seconds, cfg.repeats)
+    if anchor:
+        n = max(n, 1)
     if n < 1:
-        row.status = "skipped (budget)"
+        row.status = "skipped (time)"
         row.estimate_fwd_bwd_ms = 1e3 * warmup
         row.estimate_source = "warm-up"
         return row
@@ -564,14 +575,30 @@ def native_status() -> str:
 
 
 def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None = None) -> SweepResult:
-    """Run every (L, method) configuration of ``cfg``; ``progress(done, total, label)`` after each one."""
+    """Run every (L, method) configuration of ``cfg``; ``progress(done, total, label)`` after each one.
+
+    With ``cfg.threads`` set, torch's thread count is that number during the sweep and restored afterwards."""
     if cfg.allocator not in ALLOCATORS:
         raise ValueError(f"allocator must be one of {ALLOCATORS}, got {cfg.allocator!r}")
+    if cfg.threads is not None and (isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1):
+        raise ValueError(f"threads must be None (torch.get_num_threads() as it is) or an int >= 1, got {cfg.threads!r}")
+    if cfg.anchor_l is not None and (isinstance(cfg.anchor_l, bool) or not isinstance(cfg.anchor_l, int) or cfg.anchor_l < 1):
+        raise ValueError(f"anchor_l must be None (no anchor) or an int >= 1, got {cfg.anchor_l!r}")
+    previous_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_sweep(cfg, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None) -> SweepResult:
     allocator = "reuse" if cfg.allocator == "reuse" and reuse_freed_memory() else "system"
     start = time.perf_counter()
     load_start = _load_average()
     cpu_start = _cpu_seconds()
-    torch.set_num_threads(cfg.threads)
+    num_threads = torch.get_num_threads()
     graph = make_graph(cfg.nodes, cfg.radius, cfg.dtype, cfg.seed)
     if graph.num_edges == 0:
         raise ValueError(f"the radius graph of {cfg.nodes} nodes with radius {cfg.radius} has no edges; raise --radius or --nodes")
@@ -605,7 +632,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
         other = max(0.0, (busy - own) / wall)
     load = (load_start, load_end) if load_start is not None and load_end is not None else None
     return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, bandwidth, time.perf_counter() - start,
-                       num_threads=torch.get_num_threads(), load_avg=load, other_cores=other, allocator=allocator,
+                       num_threads=num_threads, load_avg=load, other_cores=other, allocator=allocator,
                        native=native_status())
 
 
