@@ -217,6 +217,10 @@ class EdgeFrameBlock(ConstantModule):
             # activation's normalisation is folded into the (G, K) analysis table
             hc = h.view(E, K, C).transpose(1, 2).reshape(E * C, K)
             f = silu(hc @ self.grid.to_grid)
+            if self.scalar_output:  # only conv2's first stage (the m = 0 coefficients, first in stage order) is read
+                K0 = self.conv2.stages[0].n_in // C
+                out = f @ (self.grid.from_grid[:, :K0] * self._silu_scale)  # (E * C, K0)
+                return [out.view(E, C, K0).transpose(1, 2).reshape(E, 1, K0 * C)]
             out = f @ (self.grid.from_grid * self._silu_scale)  # (E * C, K)
             return self.conv2.split_stages(out.view(E, C, K).transpose(1, 2).reshape(E, K * C))
         # one split per tensor, not slices: a slice's backward zero-fills a full-size gradient
@@ -236,6 +240,8 @@ class EdgeFrameBlock(ConstantModule):
             if s == 0 and n_s:
                 gated = torch.cat([torch.nn.functional.silu(scal) * self._silu_scale, gated], dim=2)
             out.append(gated)
+            if self.scalar_output:  # only conv2's first stage is read
+                break
         return out
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, frame: EdgeFrame, edge_feat: Tensor, envelope: Tensor) -> Tensor:
