@@ -10,6 +10,11 @@ state with the lowest validation loss.  Every ``checkpoint_every`` steps and at 
 writes ``checkpoint.pt`` atomically with everything needed to continue exactly: weights, EMA,
 optimizer, schedule, step / epoch / position in the epoch, RNG states and the length of the metrics
 log (a resumed run truncates ``metrics.jsonl`` back to it, so the log reads as one run).
+
+The loop draws nothing from the global random generators itself (the data loaders get their own seeded
+generator), so the RNG states saved in a checkpoint are exactly those of the uninterrupted run at that
+step: a run stopped and resumed any number of times ends bitwise equal to the uninterrupted one on the
+same machine (see docs/training.md for the exact conditions).
 """
 
 from __future__ import annotations
@@ -344,7 +349,7 @@ class Trainer:
         bs = self.config.eval_batch_size or self.config.batch_size
         chunks = global_batches(list(range(len(dataset))), bs)
         loader = ShardLoader(dataset, [shard(c, self.info.rank, self.info.world_size) for c in chunks],
-                             self.config.data.num_workers)
+                             self.config.data.num_workers, seed=self.config.seed)
         stats = self._zero_stats()
         was_training = self.model.training
         self.model.eval()
@@ -416,7 +421,9 @@ class Trainer:
                 order = epoch_permutation(len(self.train_set), cfg.seed, st.epoch)
                 batches = global_batches(order, cfg.batch_size)
                 shards = [shard(b, self.info.rank, self.info.world_size) for b in batches[st.position:]]
-                loader = ShardLoader(self.train_set, shards, cfg.data.num_workers)
+                # the loader's own generator: creating it must not advance the global RNG, or every resume
+                # (which creates one more loader mid-epoch) would shift the global RNG stream by one draw
+                loader = ShardLoader(self.train_set, shards, cfg.data.num_workers, seed=cfg.seed * 1_000_003 + st.epoch)
                 bar = EpochProgress(st.epoch, len(batches), st.position, enabled=cfg.progress and self.info.is_main)
                 try:
                     for batch in loader:
