@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 import torch
 
@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key (dotted, value as a TOML literal), e.g. --set optimizer.lr=1e-3")
     t.add_argument("--output-dir", default=None, help="override output_dir")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--debug", action="store_true",
+                   help="on an error (bad config, unusable checkpoint, ...) show the full traceback instead of one line")
     t.set_defaults(func=_cmd_train, subparser=t)
 
     e = sub.add_parser("evaluate", help="metrics of a training checkpoint on a data set",
@@ -156,13 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cutoff", type=_positive_float, default=None, help="radius-graph cutoff (default: the training one)")
     e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    e.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
     e.set_defaults(func=_cmd_evaluate, subparser=e)
     return parser
 
 
 # --------------------------------------------------------------------------- train / evaluate
+# errors of the input (config, data, checkpoint files) and of the run (a diverged loss): one line, no traceback
+_USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def _fail(parser: argparse.ArgumentParser, exc: BaseException) -> NoReturn:
+    """Exit with status 2 and ``<prog>: error: <message>`` as the only line on stderr."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+
 def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from escn.train import ConfigError, load_config, train
+    from escn.train import load_config, train
 
     overrides = list(args.overrides)
     if args.output_dir is not None:
@@ -172,8 +185,10 @@ def _cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     try:
         config = load_config(args.config, overrides)
         train(config, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, FileNotFoundError) as exc:
-        parser.error(str(exc))
+    except _USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _fail(parser, exc)
     return 0
 
 
@@ -186,7 +201,7 @@ def _toml_string(text: str) -> str:
 def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import json
 
-    from escn.train import ConfigError, evaluate_checkpoint
+    from escn.train import evaluate_checkpoint
     from escn.train.progress import format_metrics_table
 
     kwargs = None
@@ -200,8 +215,10 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     try:
         metrics, n = evaluate_checkpoint(args.checkpoint, args.data, ema=not args.raw, batch_size=args.batch_size,
                                          kwargs=kwargs, cutoff=args.cutoff)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        parser.error(str(exc))
+    except _USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _fail(parser, exc)
     if args.json:
         print(json.dumps({"num_items": n, **metrics}, indent=2))
     else:

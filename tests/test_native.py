@@ -211,6 +211,56 @@ def test_build_is_cached_by_source_compiler_and_cpu(monkeypatch, tmp_path):
     assert len(list(tmp_path.glob("*.so"))) == 1
 
 
+def test_damaged_or_foreign_cached_library_is_rebuilt_not_loaded(monkeypatch, tmp_path):
+    """The cache keeps a SHA-256 stamp beside the library: a truncated library, a foreign shared library or
+    garbage under the library's name, or a library without its stamp, is rebuilt before anything loads it.
+    The compiler here is a script that counts its runs and copies the kernels built for this test session."""
+    import _ctypes
+    import ctypes
+    import os
+    from pathlib import Path
+
+    real = build.library_path(build.compiler())
+    assert build.is_valid_library(real)  # the session's own build has its stamp
+    count = tmp_path / "builds"
+    fake_cc = tmp_path / "fake-cc"
+    fake_cc.write_text('#!/bin/sh\nout=""\nwhile [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done\n'
+                       f'echo built >> "{count}"\ncp "{real}" "$out"\n')
+    fake_cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake_cc))
+    monkeypatch.setenv("ESCN_CACHE_DIR", str(tmp_path / "cache"))
+
+    def load_afresh():
+        monkeypatch.setattr(build, "_loaded", {})
+        monkeypatch.setattr(build, "_errors", {})
+        lib = build.load()
+        assert lib is not None, build.error()
+        assert isinstance(lib.escn_openmp, ctypes._CFuncPtr)  # the kernels' own symbol
+        return lib
+
+    def builds() -> int:
+        return len(count.read_text().splitlines()) if count.exists() else 0
+
+    load_afresh()
+    path = build.library_path(str(fake_cc))
+    assert path.parent == tmp_path / "cache" and builds() == 1
+    assert build.stamp_path(path).read_text().split()[0] == "escn-native-sha256"
+    load_afresh()
+    assert builds() == 1  # a valid cached library is reused
+    good = path.read_bytes()
+    foreign_library = Path(_ctypes.__file__).read_bytes()  # a real shared object, not the kernels
+    damages = [good[: len(good) // 2], b"\x7fELF" + bytes(len(good) - 4), foreign_library]
+    for n, damaged in enumerate(damages, start=2):
+        # a new file under the name (writing into the loaded one would crash this process: it is mapped)
+        (tmp_path / "damaged").write_bytes(damaged)
+        os.replace(tmp_path / "damaged", path)
+        load_afresh()
+        assert builds() == n and path.read_bytes() == good and build.is_valid_library(path)
+    build.stamp_path(path).unlink()  # e.g. written by a version without stamps: rebuilt once
+    load_afresh()
+    assert builds() == len(damages) + 2 and build.is_valid_library(path)
+
+
 def test_build_without_openmp_falls_back_to_one_kernel_call_per_thread(monkeypatch, tmp_path):
     """A compiler without OpenMP (here: an OpenMP flag it rejects) still builds the kernels; they then run their
     range on the calling thread and the Python side splits the edges."""

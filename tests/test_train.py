@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -37,26 +38,32 @@ class PairPotential(nn.Module):
     """E = sum over edges of MLP(RBF(r)) * (1 - r / cutoff)^2 / 2 + per-type atomic energies.
 
     Optional heads: ``node_vectors`` (N, 3) = sum over incoming edges of w(r) * edge_vec, and
-    ``logits`` (B, num_classes) from pooled radial features.
+    ``logits`` (B, num_classes) from pooled radial features. ``dropout`` > 0 draws from the global torch
+    generator in every training step (as any stochastic model does).
+
+    With ``ESCN_TEST_KILL_AT_STEP=k`` in the environment the process SIGKILLs itself in its k-th training
+    forward pass (1-based), i.e. during global step k: a crash at an exact, load-independent point.
     """
 
     def __init__(self, cutoff: float = 2.5, num_basis: int = 6, hidden: int = 8, num_types: int = 2,
-                 vector_head: bool = False, num_classes: int = 0):
+                 vector_head: bool = False, num_classes: int = 0, dropout: float = 0.0):
         super().__init__()
         self.config = dict(cutoff=cutoff, num_basis=num_basis, hidden=hidden, num_types=num_types,
-                           vector_head=vector_head, num_classes=num_classes)
+                           vector_head=vector_head, num_classes=num_classes, dropout=dropout)
         self.cutoff = cutoff
         self.register_buffer("centers", torch.linspace(0.8, cutoff, num_basis))
         self.width = (cutoff - 0.8) / num_basis
-        self.mlp = nn.Sequential(nn.Linear(num_basis, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.mlp = nn.Sequential(nn.Linear(num_basis, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.training_calls = 0
         self.atom_energy = nn.Embedding(num_types, 1)
         self.vec = nn.Linear(num_basis, 1) if vector_head else None
         self.cls = nn.Linear(num_basis, num_classes) if num_classes else None
 
     def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> Dict[str, torch.Tensor]:
-        delay = float(os.environ.get("ESCN_TEST_STEP_DELAY", "0"))
-        if delay and self.training:
-            time.sleep(delay)
+        if self.training:
+            self.training_calls += 1
+            if self.training_calls == int(os.environ.get("ESCN_TEST_KILL_AT_STEP", "0")):
+                os.kill(os.getpid(), signal.SIGKILL)
         pos = batch.pos.detach().requires_grad_(compute_forces)
         vec = edge_vectors(pos, batch.edge_src, batch.edge_dst, batch.shift, batch.cell, batch.batch)
         r = vec.norm(dim=-1)
@@ -351,6 +358,250 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     assert train(more, resume=True).step == 6
 
 
+def assert_bitwise_equal(a: Any, b: Any, where: str = "checkpoint") -> None:
+    """Nested dicts / lists / tensors / arrays equal bit for bit (NaN-free)."""
+    import numpy as np
+
+    assert type(a) is type(b), (where, type(a), type(b))
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), (where, a.keys() ^ b.keys())
+        for k in a:
+            assert_bitwise_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_bitwise_equal(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and np.array_equal(a, b), where
+    else:
+        assert a == b, (where, a, b)
+
+
+def _comparable(ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint without what legitimately differs between two runs: wall-clock seconds, the metrics log's
+    byte length (its lines carry wall-clock times) and the output directory."""
+    ckpt = dict(ckpt, progress=dict(ckpt["progress"]), config=dict(ckpt["config"]))
+    for key in ("elapsed", "log_bytes"):
+        ckpt["progress"].pop(key)
+    ckpt["config"].pop("output_dir")
+    return ckpt
+
+
+def test_chained_resume_is_bitwise_equal(tmp_path, capsys):
+    """Stopped at step 5 (mid-epoch 1) and 11 (mid-epoch 2) and resumed each time == 16 steps straight, bit for
+    bit: weights, EMA, optimizer, schedule, RNG states, progress and the metrics log. The model draws from the
+    global generator (dropout), so any extra draw after a resume would change the weights."""
+    over = dict(model={"name": "pair", "hidden": 8, "dropout": 0.2}, max_steps=16, epochs=None,
+                schedule={"name": "plateau", "patience": 0, "warmup_steps": 0})
+    full = train(base_config(tmp_path / "a", **over))
+    cfg = base_config(tmp_path / "b", **over)
+    assert train(cfg, until_step=5).step == 5
+    capsys.readouterr()
+    assert train(cfg, resume=True, until_step=11).step == 11
+    out = Path(cfg["output_dir"])
+    assert f"resuming from {out / 'checkpoint.pt'}: step 5, epoch 1 (5 of its 6 batches done)" in capsys.readouterr().out
+    resumed = train(cfg, resume=True)
+    assert f"resuming from {out / 'checkpoint.pt'}: step 11, epoch 2 (5 of its 6 batches done)" in capsys.readouterr().out
+    assert resumed.step == 16 and resumed.history == full.history and resumed.best == full.best
+    a_dir = Path(full.checkpoint).parent
+    for name in ("checkpoint.pt", "best.pt"):
+        assert_bitwise_equal(_comparable(load_checkpoint(a_dir / name)), _comparable(load_checkpoint(out / name)))
+    assert read_log(a_dir / "metrics.jsonl") == read_log(out / "metrics.jsonl")
+    # the dropout really draws from the generator the checkpoint restores: another torch state changes the run
+    assert load_checkpoint(out / "checkpoint.pt")["rng"][0]["torch"].shape[0] > 0
+    other = base_config(tmp_path / "c", **over)
+    train(other, until_step=11)
+    ckpt = load_checkpoint(Path(other["output_dir"]) / "checkpoint.pt")
+    ckpt["rng"][0]["torch"] = torch.manual_seed(12345).get_state()
+    torch.save(ckpt, Path(other["output_dir"]) / "checkpoint.pt")
+    changed = train(other, resume=True)
+    assert not torch.equal(params_of(changed.model)["mlp.0.weight"], params_of(full.model)["mlp.0.weight"])
+
+
+def _one_line_error(args: List[str], capsys) -> str:
+    """Run ``escn`` in this process; it must exit with status 2 and one stderr line; return that line."""
+    from escn.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("escn train: error: "), err
+    return lines[0]
+
+
+@pytest.fixture
+def stopped_run(tmp_path):
+    """A pair-potential run stopped at step 2 and its TOML config; returns (config path, checkpoint path)."""
+    cfg = base_config(tmp_path, max_steps=4, epochs=None)
+    train(cfg, until_step=2)
+    path = tmp_path / "cfg.toml"
+    path.write_text(_to_toml(cfg))
+    return path, Path(cfg["output_dir"]) / "checkpoint.pt"
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("truncate", r"escn train: error: checkpoint '.*checkpoint.pt' \(\d+ bytes\) is truncated or corrupt: "
+                 r"torch.load failed \(.+\); expected a complete file written by escn train"),
+    ("garbage", r"is truncated or corrupt: torch.load failed \(.+\); expected a complete file"),
+    ("foreign", r"is not an escn training checkpoint: expected a dict with format 'escn-train-checkpoint', "
+                r"got a dict with format None"),
+    ("incomplete", r"lacks the entries optimizer_state, rng \(expected every entry"),
+    ("weights", r"the checkpoint's weights do not fit the model built from the config: shapes differ: "
+                r"atom_energy.weight \(3, 1\) in the checkpoint, \(2, 1\) in the model"),
+    ("model_config", r"the config differs from the checkpoint's in model.num_types \(checkpoint: 3, now: 2\)\. "
+                     r"Only epochs, .* may change\."),
+])
+def test_resume_from_an_unusable_checkpoint_is_one_line(stopped_run, capsys, damage, expected):
+    path, ckpt_path = stopped_run
+    data = ckpt_path.read_bytes()
+    if damage == "truncate":
+        ckpt_path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        ckpt_path.write_bytes(bytes(range(256)) * 8)
+    else:
+        ckpt = load_checkpoint(ckpt_path)
+        if damage == "foreign":
+            ckpt = {"state_dict": ckpt["model_state"]}
+        elif damage == "incomplete":
+            del ckpt["optimizer_state"], ckpt["rng"]
+        elif damage == "weights":  # the weights of a model with three atom types (species) in a 2-type run
+            ckpt["model_state"]["atom_energy.weight"] = torch.zeros(3, 1, dtype=torch.float64)
+        else:
+            ckpt["model_config"]["num_types"] = 3
+        torch.save(ckpt, ckpt_path)
+    line = _one_line_error(["train", str(path), "--resume"], capsys)
+    assert re.search(expected, line), line
+    if damage in ("truncate", "garbage"):  # a damaged file is never loaded: the error says so, nothing ran
+        assert ckpt_path.read_bytes() != data
+
+
+@pytest.mark.parametrize("change, expected", [
+    (["--set", "model.hidden=9"], r"differs from the checkpoint's in model.hidden \(checkpoint: 8, now: 9\)\. "
+                                  r"Only epochs, max_steps, .* may change\."),
+    (["--set", "model.num_types=3"], r"differs from the checkpoint's in model.num_types \(checkpoint: 2, now: 3\)"),
+    (["--set", "model.hiden=9"], r"unknown config key 'model.hiden' \(did you mean 'hidden'\?\); model 'pair' "
+                                 r"\(PairPotential\) takes: cutoff, num_basis, hidden, num_types"),
+])
+def test_resume_with_another_model_is_one_line(stopped_run, capsys, change, expected):
+    path, _ = stopped_run
+    line = _one_line_error(["train", str(path), "--resume", *change], capsys)
+    assert re.search(expected, line), line
+
+
+def test_escn_resume_with_other_lmax_channels_or_species_is_one_line(tmp_path, capsys):
+    model = _model_section("escn")
+    cfg = base_config(tmp_path, model=model, max_steps=2, epochs=None)
+    train(cfg, until_step=1)
+    path = tmp_path / "cfg.toml"
+    path.write_text(_to_toml(cfg))
+    lmax, channels = model["lmax"], model["channels"]
+    line = _one_line_error(["train", str(path), "--resume", "--set", f"model.lmax={lmax + 1}",
+                            "--set", f"model.channels={channels * 2}"], capsys)
+    assert (f"model.channels (checkpoint: {channels}, now: {channels * 2}); model.lmax (checkpoint: {lmax}, now: "
+            f"{lmax + 1})") in line, line
+    line = _one_line_error(["train", str(path), "--overwrite", "--set", "model.lmx=3"], capsys)
+    assert "unknown config key 'model.lmx' (did you mean 'lmax'?)" in line
+    # (other species: tests/test_species.py) the same weights under a config of another width: the differing
+    # tensors are named with their shapes
+    ckpt_path = Path(cfg["output_dir"]) / "checkpoint.pt"
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt["config"]["model"]["channels"] = ckpt["model_config"]["channels"] = channels * 2
+    torch.save(ckpt, ckpt_path)
+    line = _one_line_error(["train", str(path), "--resume", "--set", f"model.channels={channels * 2}"], capsys)
+    assert re.search(r"weights do not fit the model built from the config: shapes differ: \S+ \(.*\) in the checkpoint, "
+                     r"\(.*\) in the model", line), line
+
+
+def test_load_and_evaluate_name_the_weights_that_do_not_fit(stopped_run, capsys):
+    from escn.cli import main
+    from escn.models.io import load
+    from escn.train.checkpoint import CheckpointError
+
+    _, ckpt_path = stopped_run
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt["ema_state"]["atom_energy.weight"] = torch.zeros(3, 1, dtype=torch.float64)
+    del ckpt["ema_state"]["mlp.0.bias"]
+    torch.save(ckpt, ckpt_path)
+    expected = (f"checkpoint {str(ckpt_path)!r}: its EMA weights do not fit the 'pair' model its model_config builds: "
+                "shapes differ: atom_energy.weight (3, 1) in the checkpoint, (2, 1) in the model; missing from the "
+                "checkpoint: mlp.0.bias")
+    with pytest.raises(CheckpointError) as e:
+        load(ckpt_path)
+    assert str(e.value) == expected
+    assert_same_state(params_of(load(ckpt_path, ema=False)), ckpt["model_state"], tol=0.0)  # the raw weights fit
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", str(ckpt_path), "test_train:make_data", "--kwargs", '{"n": 3}'])
+    assert e.value.code == 2 and capsys.readouterr().err == f"escn evaluate: error: {expected}\n"
+
+
+def test_debug_flag_shows_the_traceback_and_the_default_does_not(stopped_run):
+    path, ckpt_path = stopped_run
+    ckpt_path.write_bytes(ckpt_path.read_bytes()[:1000])
+    path.write_text(path.read_text().replace('name = "pair"', f'name = "{PAIR}"'))  # importable in a subprocess
+    proc = subprocess.run([sys.executable, "-m", "escn", "train", str(path), "--resume"], capture_output=True,
+                          text=True, env=_env())
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("escn train: error: checkpoint ") and "is truncated or corrupt" in proc.stderr
+    from escn.cli import main
+    from escn.train.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="is truncated or corrupt"):
+        main(["train", str(path), "--resume", "--debug"])
+
+
+_DIE_WHILE_SAVING = """
+import os, signal, sys
+import torch
+
+def save_half_then_die(obj, f):
+    f.write(b"PK\\x03\\x04 the first bytes of a checkpoint")
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = save_half_then_die
+from escn.cli import main
+main(["train", sys.argv[1]])
+"""
+
+
+def test_killed_while_writing_the_first_checkpoint(tmp_path, capsys):
+    """SIGKILL inside the first checkpoint write leaves only a temporary file; the next run removes it, says so,
+    never reads it (--resume finds no checkpoint) and a fresh run trains normally."""
+    cfg = base_config(tmp_path, model={"name": PAIR, "hidden": 8}, max_steps=6, epochs=None)
+    path = tmp_path / "cfg.toml"
+    path.write_text(_to_toml(cfg))
+    out = Path(cfg["output_dir"])
+    proc = subprocess.run([sys.executable, "-c", _DIE_WHILE_SAVING, str(path)], capture_output=True, text=True,
+                          env=_env(), cwd=tmp_path)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    partial = list(out.glob(".checkpoint.pt.*.tmp"))
+    assert len(partial) == 1 and not (out / "checkpoint.pt").exists()
+
+    line = _one_line_error(["train", str(path), "--resume"], capsys)
+    assert line == (f"escn train: error: cannot resume: checkpoint {str(out / 'checkpoint.pt')!r} not found: the run "
+                    "was killed while writing its first checkpoint (the partial file was removed); start it afresh "
+                    "without --resume")
+    assert not partial[0].exists()
+
+    (out / partial[0].name).write_bytes(b"PK\x03\x04 partial")  # as if killed again
+    (out / ".best.pt.abc123.tmp").write_bytes(b"PK\x03\x04 partial")
+    from escn.cli import main
+
+    assert main(["train", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"removed {out / partial[0].name}: a partial checkpoint" in printed
+    assert f"removed {out / '.best.pt.abc123.tmp'}: a partial checkpoint" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "checkpoint.pt", "config.json", "metrics.jsonl"]
+    assert load_checkpoint(out / "checkpoint.pt")["progress"]["step"] == 6
+
+
 def test_task_keys_from_node_and_graph_attrs(tmp_path):
     cfg = base_config(tmp_path, model={"name": "pair", "vector_head": True, "num_classes": 2},
                       data={"train": {"source": "test_train:make_data", "kwargs": {"n": 12, "tasks": True}},
@@ -519,50 +770,37 @@ def _env(**extra: str) -> Dict[str, str]:
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, capsys):
-    steps, every = 40, 5
+    """SIGKILL during step 23 (checkpoints every 5 steps, 15 batches per epoch): the checkpoint of step 20,
+    mid-epoch 2, is intact, and resuming it from the command line ends where the uninterrupted run does."""
+    steps, every, kill_at = 40, 5, 23
     cfg = base_config(tmp_path / "killed", model={"name": PAIR, "hidden": 8}, max_steps=steps, epochs=None,
                       checkpoint_every=every, data={"train": {"source": "test_train:make_data", "kwargs": {"n": 60}}})
     path = tmp_path / "cfg.toml"
     path.write_text(_to_toml(cfg))
     out = Path(cfg["output_dir"])
-    proc = subprocess.Popen([sys.executable, "-m", "escn", "train", str(path)], cwd=tmp_path,
-                            env=_env(ESCN_TEST_STEP_DELAY="0.03"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    target = 3 * every + 1  # kill once a checkpoint beyond step 15 must exist, mid-epoch 2 (15 batches / epoch)
+    proc = subprocess.run([sys.executable, "-m", "escn", "train", str(path)], cwd=tmp_path,
+                          env=_env(ESCN_TEST_KILL_AT_STEP=str(kill_at)), capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     log = out / "metrics.jsonl"
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"training exited early: {proc.communicate()[1].decode()[-2000:]}")
-            rows = log.read_text().splitlines() if log.exists() else []
-            if any(json.loads(r).get("step", 0) >= target for r in rows if r.endswith("}")):
-                break
-            time.sleep(0.01)
-        else:
-            pytest.fail("no progress within 60 s")
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
     logged = [json.loads(r) for r in log.read_text().splitlines() if r.endswith("}")]
-    last_step = max(r["step"] for r in logged)
+    assert max(r["step"] for r in logged) == kill_at - 1
     ckpt = load_checkpoint(out / "checkpoint.pt")
-    saved = ckpt["progress"]["step"]
-    assert saved >= 3 * every and 0 <= last_step - saved <= every
-    assert last_step < steps and ckpt["sampler"]["position"] != 0  # really interrupted, mid-epoch
+    assert ckpt["progress"]["step"] == 20 and ckpt["progress"]["epoch"] == 1 and ckpt["sampler"]["position"] == 5
 
     from escn.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["train", str(path), "--resume"]) == 0  # in this process: saves a second interpreter start-up
-    assert "training finished: 40 steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"resuming from {out / 'checkpoint.pt'}: step 20, epoch 2 (5 of its 15 batches done)" in printed
+    assert "training finished: 40 steps" in printed
 
     straight = train(base_config(tmp_path / "straight", model={"name": PAIR, "hidden": 8}, max_steps=steps,
                                  epochs=None, checkpoint_every=every,
                                  data={"train": {"source": "test_train:make_data", "kwargs": {"n": 60}}}))
     final = load_checkpoint(out / "checkpoint.pt")
     assert final["progress"]["step"] == steps
-    assert_same_state(final["model_state"], params_of(straight.model), tol=1e-12)
+    assert_same_state(final["model_state"], params_of(straight.model), tol=0.0)
     assert read_log(log) == read_log(Path(straight.checkpoint).parent / "metrics.jsonl")
 
 
@@ -625,3 +863,27 @@ def test_trainer_starts_from_fitted_atom_energies(tmp_path, fit):
             assert sum(per_atom_err) / len(items) < 0.5 * mean_abs
     finally:
         trainer.close()
+
+
+def test_checkpoint_with_the_earlier_key_names_loads_with_identical_outputs(tmp_path):
+    # checkpoints written before the backbone was its own module name its children at the top level
+    from escn.data import AtomsGraph, collate
+    from escn.models.io import load
+
+    cfg = base_config(tmp_path, model=_model_section("escn"), max_steps=1, epochs=None)
+    train(cfg)
+    ckpt_path = Path(cfg["output_dir"]) / "checkpoint.pt"
+    ckpt = load_checkpoint(ckpt_path)
+    for key in ("model_state", "ema_state"):
+        if ckpt.get(key) is not None:
+            assert any(k.startswith("backbone.") for k in ckpt[key])
+            ckpt[key] = {k.replace("backbone.", "", 1): v for k, v in ckpt[key].items()}
+    old_path = tmp_path / "old.pt"
+    torch.save(ckpt, old_path)
+    new, old = load(ckpt_path), load(old_path)
+    g = torch.Generator().manual_seed(0)
+    batch = collate([AtomsGraph(pos=torch.randn(6, 3, generator=g, dtype=torch.float64) * 1.3,
+                                atom_types=torch.tensor([0, 1, 0, 1, 1, 0]))]).with_radius_graph(new.cutoff)
+    batch = batch.to(dtype=next(new.parameters()).dtype)
+    a, b = new(batch), old(batch)
+    assert torch.equal(a["energy"], b["energy"]) and torch.equal(a["forces"], b["forces"])

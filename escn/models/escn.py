@@ -50,7 +50,7 @@ OUTPUTS = ("energy", "node_vectors", "graph_outputs", "class_logits")
 
 def _backbone_keys(state_dict: dict, prefix: str, *args: Any) -> None:
     """Load a checkpoint written before the backbone was its own module: ``blocks.0.…`` -> ``backbone.blocks.0.…``
-    (same tensors, same outputs)."""
+    (same tensors, same outputs). Renames in place."""
     for key in list(state_dict):
         rest = key[len(prefix):] if key.startswith(prefix) else None
         if rest is not None and rest.split(".", 1)[0] in _BACKBONE_CHILDREN:
@@ -333,6 +333,15 @@ class ESCN(ConstantModule):
         if group.shape[0] == 1:
             return self.backbone(batch, pos, cell, types)
         return sum(self.backbone(batch, pos, cell, g[types]) for g in group) / group.shape[0]
+
+    @staticmethod
+    def upgrade_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A copy of ``state`` with the key names of this version: state dicts written before the backbone was
+        its own module name its children at the top level (``blocks.0.…`` for ``backbone.blocks.0.…``).
+        ``load_state_dict`` does this itself; this is for comparing keys before loading."""
+        out = dict(state)
+        _backbone_keys(out, "")
+        return out
 
     def set_atom_energies(self, per_type: Tensor) -> None:
         """Set the per-type energy offsets so that an atom of type ``t`` adds ``per_type[t]`` on top of

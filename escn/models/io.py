@@ -35,15 +35,30 @@ def load(checkpoint_path: Union[str, os.PathLike], map_location: Any = "cpu", *,
         checkpoint: an already loaded checkpoint dict (skips reading the file again).
 
     Raises:
-        FileNotFoundError: missing file.  ValueError: not a training checkpoint, or an unknown model name.
+        FileNotFoundError: missing file.
+        ValueError (``escn.train.checkpoint.CheckpointError`` for the file's own problems): a truncated or
+            corrupt file, not a training checkpoint, an unknown model name, or weights that do not fit the
+            model its ``model_config`` builds (the message names the differing keys and shapes).
     """
-    from escn.train.checkpoint import load_checkpoint
+    from escn.train.checkpoint import MODEL_ENTRIES, CheckpointError, load_checkpoint, require_entries, state_mismatch
 
     ckpt = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, map_location=map_location)
+    require_entries(ckpt, MODEL_ENTRIES, checkpoint_path)
+    dtype = ckpt.get("dtype", "float32")
+    if dtype not in _DTYPES:
+        raise CheckpointError(f"checkpoint {str(checkpoint_path)!r}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
     config = _with_species(ckpt["model_name"], ckpt["model_config"], checkpoint_path)
     model = build_model(ckpt["model_name"], **config)
-    model = model.to(dtype=_DTYPES[ckpt.get("dtype", "float32")])
-    state = ckpt["ema_state"] if ema and ckpt.get("ema_state") is not None else ckpt["model_state"]
+    model = model.to(dtype=_DTYPES[dtype])
+    use_ema = ema and ckpt.get("ema_state") is not None
+    state = ckpt["ema_state"] if use_ema else ckpt["model_state"]
+    upgrade = getattr(model, "upgrade_state_dict", None)
+    if upgrade is not None:  # key names of earlier versions of the model
+        state = upgrade(state)
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointError(f"checkpoint {str(checkpoint_path)!r}: its {'EMA ' if use_ema else ''}weights do not fit "
+                              f"the {ckpt['model_name']!r} model its model_config builds: {problem}")
     model.load_state_dict(state)
     if isinstance(map_location, (str, torch.device)):
         model = model.to(torch.device(map_location))

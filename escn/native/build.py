@@ -5,6 +5,12 @@ The library works without them: :func:`load` returns ``None`` (and callers fall 
 ``$ESCN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/escn`` or ``~/.cache/escn``) under a name that hashes the
 sources, the compiler command and the CPU's model and flags, so a changed source or another machine builds
 anew. Builds are atomic (compiled to a temporary name, then renamed), so concurrent first uses are safe.
+
+Beside each library a stamp file (``<library>.sha256``) records the SHA-256 of the bytes the build wrote. A
+cached library is loaded only when its bytes match its stamp: a truncated or otherwise damaged file, a
+foreign file under the library's name, or a library without a stamp is rebuilt instead of being handed to
+the dynamic loader (which would run a foreign library's initialisers or crash on a damaged one).
+Builds and checks of one library are serialised across processes by an advisory lock (``<library>.lock``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,14 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: builds are still atomic, just not serialised
+    fcntl = None  # type: ignore[assignment]
 
 _HERE = Path(__file__).resolve().parent
 SOURCES = ("kernels.c", "tfn_frame_map.h", "edge_rotation.h")
@@ -73,7 +86,53 @@ def library_path(cc: str) -> Path:
     return cache_dir() / f"escn_native-{h.hexdigest()[:20]}.so"
 
 
+STAMP_MARKER = "escn-native-sha256"
+
+
+def stamp_path(library: Path) -> Path:
+    """The stamp file beside ``library``: ``"escn-native-sha256 <hex digest of the library's bytes>"``."""
+    return library.with_name(library.name + ".sha256")
+
+
+def _digest(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_valid_library(library: Path) -> bool:
+    """True when ``library`` exists and its bytes have the SHA-256 its stamp records (i.e. it is the complete
+    output of :func:`_build`); False for a missing, truncated, damaged or foreign file or a missing stamp."""
+    try:
+        stamp = stamp_path(library).read_text().split()
+        return len(stamp) == 2 and stamp[0] == STAMP_MARKER and stamp[1] == _digest(library)
+    except OSError:
+        return False
+
+
+@contextmanager
+def _build_lock(library: Path) -> Iterator[None]:
+    """Exclusive advisory lock on ``<library>.lock`` (released when the process dies)."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    library.parent.mkdir(parents=True, exist_ok=True)
+    with open(library.with_name(library.name + ".lock"), "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def _build(cc: str, target: Path) -> None:
+    """Compile the kernels into ``target`` (through a temporary file and ``os.replace``), then write its stamp.
+
+    A crash between the two leaves a library whose stamp is missing or stale, which the next load rebuilds."""
+    from escn._util import atomic_write
+
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
@@ -86,10 +145,24 @@ def _build(cc: str, target: Path) -> None:
                 break
         else:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()}")
+        digest = _digest(tmp)
         os.replace(tmp, target)
+        atomic_write(stamp_path(target), lambda f: f.write(f"{STAMP_MARKER} {digest}\n".encode()))
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def ensure_library(cc: str) -> Path:
+    """The path of a verified library for compiler ``cc`` (see :func:`is_valid_library`), built (or rebuilt,
+    replacing a damaged or foreign file) when needed. Raises RuntimeError / OSError when the build fails."""
+    path = library_path(cc)
+    if is_valid_library(path):
+        return path
+    with _build_lock(path):
+        if not is_valid_library(path):  # another process may have built it while this one waited
+            _build(cc, path)
+    return path
 
 
 def load() -> ctypes.CDLL | None:
@@ -104,10 +177,7 @@ def load() -> ctypes.CDLL | None:
         try:
             if cc is None:
                 raise RuntimeError("no C compiler found (set CC or install gcc)")
-            path = library_path(cc)
-            if not path.exists():
-                _build(cc, path)
-            lib = ctypes.CDLL(str(path))
+            lib = ctypes.CDLL(str(ensure_library(cc)))
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             _errors["lib"] = str(exc)
             warnings.warn(f"escn: native kernels unavailable, using PyTorch ops instead ({exc})", RuntimeWarning, stacklevel=2)

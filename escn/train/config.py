@@ -42,6 +42,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import inspect
 import json
 import math
 import os
@@ -53,6 +54,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 __all__ = [
     "ConfigError", "TrainConfig", "ModelConfig", "DataConfig", "DataSource", "OptimizerConfig",
     "ScheduleConfig", "LossTerm", "load_config", "parse_config", "apply_overrides", "config_differences",
+    "check_model_kwargs",
     "DTYPES", "SCHEDULES", "LOSS_TYPES", "RESUMABLE_CHANGES",
 ]
 
@@ -83,6 +85,32 @@ def _check_keys(section: Mapping[str, Any], allowed: Sequence[str], where: str) 
         name = f"{where}.{k}" if where else k
         raise ConfigError(f"unknown config key {name!r}{_suggest(str(k), allowed)}; allowed keys"
                           f"{' in [' + where + ']' if where else ''}: {', '.join(allowed)}")
+
+
+def check_model_kwargs(cls: type, kwargs: Mapping[str, Any], name: str) -> None:
+    """Check the ``[model]`` keys against the keyword arguments of the model class ``cls`` (registered as ``name``).
+
+    Raises:
+        ConfigError: a key the class does not take (with the closest accepted key, and the accepted ones), or
+            a required argument that is missing. Classes taking ``**kwargs`` accept every key.
+    """
+    try:
+        params = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: the class call reports problems itself
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    named = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    accepted = [p.name for p in named]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        k = str(unknown[0])
+        raise ConfigError(f"unknown config key 'model.{k}'{_suggest(k, accepted)}; model {name!r} "
+                          f"({cls.__name__}) takes: {', '.join(accepted) or 'no keyword arguments'}")
+    missing = [p.name for p in named if p.default is inspect.Parameter.empty and p.name not in kwargs]
+    if missing:
+        raise ConfigError(f"config key 'model.{missing[0]}' is required by model {name!r} ({cls.__name__}); "
+                          f"it takes: {', '.join(accepted)}")
 
 
 def _path(where: str, key: str) -> str:

@@ -307,7 +307,13 @@ class _ListSampler:
         return len(self.batches)
 
 
-def ShardLoader(dataset: Dataset, batches: Sequence[Sequence[int]], num_workers: int = 0) -> DataLoader:
-    """A DataLoader yielding ``Batch`` (or None for empty index lists) for the given index lists, in order."""
+def ShardLoader(dataset: Dataset, batches: Sequence[Sequence[int]], num_workers: int = 0, *,
+                seed: int = 0) -> DataLoader:
+    """A DataLoader yielding ``Batch`` (or None for empty index lists) for the given index lists, in order.
+
+    The loader has its own generator seeded with ``seed``: a ``DataLoader`` draws a base seed for its workers
+    each time it is iterated, from the global torch generator unless it has one, and that draw would make
+    the global random stream depend on how many loaders a run created (a resumed run creates an extra one).
+    """
     return DataLoader(dataset, batch_sampler=_ListSampler(batches), collate_fn=collate_or_none,
-                      num_workers=num_workers)
+                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed))

@@ -10,6 +10,11 @@ state with the lowest validation loss.  Every ``checkpoint_every`` steps and at 
 writes ``checkpoint.pt`` atomically with everything needed to continue exactly: weights, EMA,
 optimizer, schedule, step / epoch / position in the epoch, RNG states and the length of the metrics
 log (a resumed run truncates ``metrics.jsonl`` back to it, so the log reads as one run).
+
+The loop draws nothing from the global random generators itself (the data loaders get their own seeded
+generator), so the RNG states saved in a checkpoint are exactly those of the uninterrupted run at that
+step: a run stopped and resumed any number of times ends bitwise equal to the uninterrupted one on the
+same machine (see docs/training.md for the exact conditions).
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ import torch
 from torch import Tensor, nn
 
 from escn.data import AtomsGraph, Batch
-from escn.models.registry import build_model, model_config
+from escn.models.registry import build_model, get_model_class, model_config
 
 from . import ddp
-from .checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint, rng_state, set_rng_state
+from .checkpoint import (FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint, remove_partial_files,
+                         require_entries, rng_state, set_rng_state, state_mismatch)
 from .atom_energies import fit_atom_energies
-from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, config_differences, load_config
+from .config import (RESUMABLE_CHANGES, ConfigError, TrainConfig, check_model_kwargs, config_differences,
+                     load_config)
 from .data import (PreparedDataset, ShardLoader, SpeciesMapped, epoch_permutation, global_batches, load_source, shard,
                    split_train_valid, training_species)
 from .ema import EMA
@@ -49,6 +56,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 BEST_NAME = "best.pt"
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.json"
+# the entries resuming reads
+RESUME_ENTRIES = ("config", "model_config", "model_state", "ema_state", "ema_updates", "optimizer_state",
+                  "schedule_state", "progress", "epoch_stats", "sampler", "rng")
 
 ConfigLike = Union[str, os.PathLike, Mapping[str, Any], TrainConfig]
 
@@ -102,8 +112,18 @@ class Trainer:
         config: the training configuration.
         resume: False/None: fresh run (refuses an output_dir that already holds a checkpoint unless
             ``overwrite``); True: continue from ``output_dir/checkpoint.pt``; a path: continue from it.
+            A resumed trainer prints the step and epoch it continues from to ``stream``.
         overwrite: start fresh even if ``output_dir`` has a checkpoint (it is replaced).
-        stream: where the summary table goes (default stdout).
+        stream: where the summary table and the resume line go (default stdout).
+
+    On start-up, temporary files a killed run left while writing ``checkpoint.pt`` / ``best.pt`` are deleted
+    (one run per ``output_dir`` at a time).
+
+    Raises:
+        ConfigError: invalid config, a ``[model]`` key the model class does not take, or a checkpoint that
+            does not match the config (the message names the differing keys with both values).
+        CheckpointError: the checkpoint to resume is truncated, corrupt or incomplete.
+        FileNotFoundError: no checkpoint to resume.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is joined here; call :meth:`close`
     (or use :func:`train`) to leave it.
@@ -120,6 +140,12 @@ class Trainer:
         self.dtype = cfg.torch_dtype
         self.out = Path(cfg.output_dir)
         self.loss_fn = LossFunction(cfg.loss)
+        self.removed_partial: List[Path] = []
+        if self.info.is_main:
+            self.removed_partial = remove_partial_files(self.out, (CHECKPOINT_NAME, BEST_NAME))
+            for tmp in self.removed_partial:
+                print(f"removed {tmp}: a partial checkpoint left by a run killed while writing it", file=self.stream)
+        check_model_kwargs(get_model_class(cfg.model.name), cfg.model.kwargs, cfg.model.name)
 
         resume_path = self._resume_path(resume, overwrite)
         train_items, valid_items = self._load_data()
@@ -186,7 +212,10 @@ class Trainer:
             return None
         path = default if resume is True else Path(resume)
         if not path.is_file():
-            raise FileNotFoundError(f"cannot resume: checkpoint {str(path)!r} not found")
+            partial = any(p.name.startswith(f".{path.name}.") for p in self.removed_partial)
+            hint = (": the run was killed while writing its first checkpoint (the partial file was removed); "
+                    "start it afresh without --resume") if partial else ""
+            raise FileNotFoundError(f"cannot resume: checkpoint {str(path)!r} not found{hint}")
         return path
 
     def _load_data(self) -> tuple[Sequence[AtomsGraph], Optional[Sequence[AtomsGraph]]]:
@@ -253,11 +282,18 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path, map_location="cpu")
-        diffs = config_differences(ckpt["config"], self.config.to_dict())
+        where = f"cannot resume from {str(path)!r}"
+        require_entries(ckpt, RESUME_ENTRIES, path)
+        # the model as built (its model_config, defaults included) rather than the keys the [model] sections spell
+        # out: "lmax = 2" written out or left at its default of 2 is the same model
+        diffs = [d for d in config_differences(ckpt["config"], self.config.to_dict())
+                 if not d[0].startswith("model.") or d[0] == "model.name"]
+        diffs += [(f"model.{k}", a, b) for k, a, b in config_differences(ckpt["model_config"], self.model_config, ())]
+        diffs.sort(key=lambda d: d[0])
         if diffs:
             shown = "; ".join(f"{k} (checkpoint: {json.dumps(a)}, now: {json.dumps(b)})" for k, a, b in diffs[:8])
             more = f" and {len(diffs) - 8} more" if len(diffs) > 8 else ""
-            raise ConfigError(f"cannot resume from {str(path)!r}: the config differs from the checkpoint's in "
+            raise ConfigError(f"{where}: the config differs from the checkpoint's in "
                               f"{shown}{more}. Only {', '.join(RESUMABLE_CHANGES)} may change.")
         saved = ckpt["model_config"].get("atomic_numbers")
         if saved != self.model_config.get("atomic_numbers"):
@@ -265,18 +301,36 @@ class Trainer:
                               f"{saved}, this run's training data give {self.model_config.get('atomic_numbers')}")
         s = ckpt["sampler"]
         if s["num_items"] != len(self.train_set):
-            raise ConfigError(f"cannot resume from {str(path)!r}: the training set has {len(self.train_set)} items, "
+            raise ConfigError(f"{where}: the training set has {len(self.train_set)} items, "
                               f"the checkpoint was trained on {s['num_items']}")
+        model_state = self.model.state_dict()
+        for what, state in (("weights", ckpt["model_state"]), ("EMA weights", ckpt["ema_state"])):
+            if state is None and what == "EMA weights" and self.ema is None:
+                continue
+            problem = "no EMA weights (expected them, ema_decay is set)" if state is None else \
+                state_mismatch(model_state, state)
+            if problem:
+                raise CheckpointError(f"{where}: the checkpoint's {what} do not fit the model built from the config: "
+                                      f"{problem}")
         self.model.load_state_dict(ckpt["model_state"])
         if self.ema is not None:
             self.ema.load_state_dict({k: v.to(self.device) for k, v in ckpt["ema_state"].items()}, ckpt["ema_updates"])
-        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{where}: the optimizer state does not fit the model's parameters "
+                                  f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+                                  ) from exc
         self.schedule.load_state_dict(ckpt["schedule_state"])
         self.state = _Progress(**ckpt["progress"])
         self.epoch_stats = ckpt["epoch_stats"].to(self.device)
         rngs = ckpt["rng"]
         set_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
         self.resumed_from = path
+        st = self.state
+        if self.info.is_main:
+            print(f"resuming from {path}: step {st.step}, epoch {st.epoch + 1} "
+                  f"({st.position} of its {self.batches_per_epoch} batches done)", file=self.stream, flush=True)
 
     # ------------------------------------------------------------------ logging
     _log: Optional[Any] = None
@@ -356,7 +410,7 @@ class Trainer:
         bs = self.config.eval_batch_size or self.config.batch_size
         chunks = global_batches(list(range(len(dataset))), bs)
         loader = ShardLoader(dataset, [shard(c, self.info.rank, self.info.world_size) for c in chunks],
-                             self.config.data.num_workers)
+                             self.config.data.num_workers, seed=self.config.seed)
         stats = self._zero_stats()
         was_training = self.model.training
         self.model.eval()
@@ -428,7 +482,9 @@ class Trainer:
                 order = epoch_permutation(len(self.train_set), cfg.seed, st.epoch)
                 batches = global_batches(order, cfg.batch_size)
                 shards = [shard(b, self.info.rank, self.info.world_size) for b in batches[st.position:]]
-                loader = ShardLoader(self.train_set, shards, cfg.data.num_workers)
+                # the loader's own generator: creating it must not advance the global RNG, or every resume
+                # (which creates one more loader mid-epoch) would shift the global RNG stream by one draw
+                loader = ShardLoader(self.train_set, shards, cfg.data.num_workers, seed=cfg.seed * 1_000_003 + st.epoch)
                 bar = EpochProgress(st.epoch, len(batches), st.position, enabled=cfg.progress and self.info.is_main)
                 try:
                     for batch in loader:
