@@ -226,7 +226,7 @@ def test_bad_arguments(model):
 
 def test_checkpoint_path_loads_the_model(model, tmp_path):
     try:
-        from escn.train.checkpoint import FORMAT, VERSION, atomic_save
+        from escn.checkpoint import FORMAT, VERSION, atomic_save
         from escn.models.io import load  # noqa: F401
     except ImportError:
         pytest.skip("checkpoint loading (escn.models.io) is not available")

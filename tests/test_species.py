@@ -18,7 +18,7 @@ from escn.data.species import SpeciesMap, check_atomic_numbers, element_name, sp
 from escn.models import ESCN, load
 from escn.models.registry import accepts_argument, register_model
 from escn.train import ConfigError, LossTerm, Trainer, evaluate_model, train
-from escn.train.checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
+from escn.checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
 from escn.train.data import PreparedDataset, SpeciesMapped, training_species
 from escn.train.toy import lj_clusters
 

@@ -26,7 +26,7 @@ from torch import nn
 from escn.data import AtomsGraph, Batch, edge_vectors
 from escn.models.registry import build_model, get_model_class, register_model, registered_models
 from escn.train import ConfigError, Trainer, load_config, train
-from escn.train.checkpoint import load_checkpoint
+from escn.checkpoint import load_checkpoint
 from escn.train.toy import lj_clusters
 
 TESTS = Path(__file__).resolve().parent
@@ -520,7 +520,7 @@ def test_escn_resume_with_other_lmax_channels_or_species_is_one_line(tmp_path, c
 def test_load_and_evaluate_name_the_weights_that_do_not_fit(stopped_run, capsys):
     from escn.cli import main
     from escn.models.io import load
-    from escn.train.checkpoint import CheckpointError
+    from escn.checkpoint import CheckpointError
 
     _, ckpt_path = stopped_run
     ckpt = load_checkpoint(ckpt_path)
@@ -550,7 +550,7 @@ def test_debug_flag_shows_the_traceback_and_the_default_does_not(stopped_run):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("escn train: error: checkpoint ") and "is truncated or corrupt" in proc.stderr
     from escn.cli import main
-    from escn.train.checkpoint import CheckpointError
+    from escn.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="is truncated or corrupt"):
         main(["train", str(path), "--resume", "--debug"])

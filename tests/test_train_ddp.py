@@ -17,7 +17,7 @@ import torch
 
 from escn.data import collate
 from escn.train import LossTerm
-from escn.train.checkpoint import load_checkpoint
+from escn.checkpoint import load_checkpoint
 from escn.train.data import epoch_permutation, global_batches, shard
 from escn.train.losses import LossFunction
 

@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
+from escn.checkpoint import MODEL_ENTRIES, CheckpointError, load_checkpoint, require_entries, state_mismatch
 from escn.data.species import MAX_ATOMIC_NUMBER
 from escn.models.registry import accepts_argument, build_model
 
@@ -36,11 +37,10 @@ def load(checkpoint_path: Union[str, os.PathLike], map_location: Any = "cpu", *,
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError (``escn.train.checkpoint.CheckpointError`` for the file's own problems): a truncated or
+        ValueError (``escn.checkpoint.CheckpointError`` for the file's own problems): a truncated or
             corrupt file, not a training checkpoint, an unknown model name, or weights that do not fit the
             model its ``model_config`` builds (the message names the differing keys and shapes).
     """
-    from escn.train.checkpoint import MODEL_ENTRIES, CheckpointError, load_checkpoint, require_entries, state_mismatch
 
     ckpt = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, map_location=map_location)
     require_entries(ckpt, MODEL_ENTRIES, checkpoint_path)

@@ -6,7 +6,7 @@
 See :mod:`escn.train.config` for the configuration format and :mod:`escn.train.engine` for the loop.
 """
 
-from escn.train.checkpoint import atomic_save, load_checkpoint
+from escn.checkpoint import atomic_save, load_checkpoint
 from escn.train.config import (ConfigError, DataConfig, DataSource, LossTerm, ModelConfig, OptimizerConfig,
                                ScheduleConfig, TrainConfig, load_config)
 from escn.train.engine import BEST_NAME, CHECKPOINT_NAME, METRICS_NAME, Trainer, TrainResult, train

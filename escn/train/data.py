@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from escn._util import import_object
 from escn.data import AtomsGraph, Batch, collate
 from escn.data.species import SpeciesMap, check_atomic_numbers, element_name, species_of
+from escn.models.registry import accepts_argument
 
 from .config import ConfigError, DataSource
 
@@ -169,7 +170,6 @@ def training_species(model_name: str, model_kwargs: Mapping[str, Any], loss: Map
         ConfigError: a malformed ``atomic_numbers``, atom types outside ``[0, 118]``, or an element of the data
             outside the given ``atomic_numbers`` (named, with the data set it is in).
     """
-    from escn.models.registry import accepts_argument
 
     given = model_kwargs.get("atomic_numbers")
     if given is not None:

@@ -38,7 +38,7 @@ from escn.data import AtomsGraph, Batch
 from escn.models.registry import build_model, get_model_class, model_config
 
 from . import ddp
-from .checkpoint import (FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint, remove_partial_files,
+from escn.checkpoint import (FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint, remove_partial_files,
                          require_entries, rng_state, set_rng_state, state_mismatch)
 from .atom_energies import fit_atom_energies
 from .config import (RESUMABLE_CHANGES, ConfigError, TrainConfig, check_model_kwargs, config_differences,

@@ -8,9 +8,11 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
+from escn.checkpoint import load_checkpoint
 from escn.data import AtomsGraph
+from escn.models.io import load
 
-from .config import ConfigError, DataSource, LossTerm
+from .config import ConfigError, DataSource, LossTerm, TrainConfig
 from .data import PreparedDataset, ShardLoader, global_batches, load_source
 from .losses import LossFunction, item_target_level
 
@@ -86,10 +88,7 @@ def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, Da
     Returns:
         ``(metrics, number of items)``.
     """
-    from escn.models.io import load
 
-    from .checkpoint import load_checkpoint
-    from .config import TrainConfig
 
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     config = TrainConfig.from_dict(ckpt["config"])

@@ -1,4 +1,4 @@
-"""Atomic checkpoint files and random-number-generator states.
+"""Atomic checkpoint files (the format written by ``escn train``, read by ``escn.models.load``) and RNG states.
 
 A checkpoint is a dict saved with ``torch.save``::
 
