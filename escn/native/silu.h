@@ -5,15 +5,16 @@
  *   silu'(x)  = s (1 + x c)
  *   silu''(x) = s c (2 + x (c - s))
  * s and c are both computed from e = exp(-|x|) in (0, 1], t = 1 / (1 + e): for x >= 0, s = t and c = e t, for
- * x < 0 the other way round. So neither is a difference of nearly equal numbers (1 - s loses every digit for
- * large x where PyTorch's formula computes it), and exp never overflows.
+ * x < 0 the other way round. So neither is a difference of nearly equal numbers (PyTorch's formulas form 1 - s,
+ * which has no correct digit left once s rounds to 1), and exp never overflows.
  *
  * exp(a), a <= 0, is computed inline so that the loops vectorise (a call to libm's exp does not, and its vector
  * variants need -ffast-math): a = n ln2 + r with n = round(a / ln2) and |r| <= ln2 / 2 (ln2 split into a part
  * whose product with n is exact and a small rest), exp(r) by its Taylor polynomial (degree 7 in float32:
  * truncation error below 6e-9 relative; degree 13 in float64: below 5e-18), times 2^n built in the exponent
- * bits in two halves so that results below the smallest normal number round once, as a correctly rounded
- * exp would. Inputs below EXP_MIN give 0; NaN inputs give NaN outputs (every formula multiplies by x).
+ * bits in two halves so that results below the smallest normal number are rounded once (2^n alone would not
+ * be representable there). exp of arguments below EXP_MIN is 0; NaN inputs give NaN outputs (every formula
+ * multiplies by x).
  *
  * Instantiated by kernels.c for one real type (REAL), name suffix (SUFFIX) and vector width (VW). Every kernel
  * processes the elements [e0, e1), split over `nthreads` threads. */
