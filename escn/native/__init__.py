@@ -2,6 +2,8 @@
 
 - :mod:`escn.native.tfn_kernel`: the edge-frame map of TFN-layout per-edge weights (``SO2Conv.from_tfn``).
 - :mod:`escn.native.rotation_kernel`: the rotation into and out of the edge frame (every ``SO2Conv``).
+- :mod:`escn.native.silu_kernel`: SiLU and its first and second derivatives, elementwise
+  (``escn.nn.functional.silu``).
 - :mod:`escn.native.bilinear`: backward formulas of every order for a bilinear map's operators.
 
 The kernels are PyTorch custom operators (``torch.ops.escn.*``, registered on import, the C library built at the

@@ -44,11 +44,12 @@ def _workers() -> int:
     return max(1, torch.get_num_threads())
 
 
-def parallel(fn, n: int) -> None:
-    """Run ``fn(e0, e1)`` over [0, n) split into one chunk per torch thread. The kernels release the GIL
-    (ctypes foreign calls do), so chunks run in parallel; the calling thread takes the first chunk."""
+def parallel(fn, n: int, grain: int = 64) -> None:
+    """Run ``fn(e0, e1)`` over [0, n) split into one chunk per torch thread (at most one per ``grain`` items).
+    The kernels release the GIL (ctypes foreign calls do), so chunks run in parallel; the calling thread takes
+    the first chunk."""
     global _pool, _pool_size
-    k = min(_workers(), max(1, n // 64))
+    k = min(_workers(), max(1, n // grain))
     bounds = [n * i // k for i in range(k + 1)]
     if k == 1:
         _check(fn(0, n))
@@ -75,17 +76,17 @@ def uses_openmp() -> bool:
     return lib._escn_openmp
 
 
-def run_over_edges(fn, n: int, *args) -> None:
+def run_over_edges(fn, n: int, *args, grain: int = 64) -> None:
     """Call the kernel ``fn(e0, e1, *args, nthreads)`` over the edges [0, n) with one thread per torch thread
-    (at most one per 64 edges). Built with OpenMP, the kernel splits the range on PyTorch's own OpenMP threads;
-    otherwise :func:`parallel` splits it over Python threads, one kernel call each. Measured (L = 6, C = 16,
-    3,740 edges): a 1.5 ms rotation took 2.8 ms on Python threads right after a PyTorch op, whose OpenMP
-    threads were still spinning on the same cores; on the shared threads it takes 1.5 ms either way."""
-    k = min(_workers(), max(1, n // 64))
+    (at most one per ``grain`` edges). Built with OpenMP, the kernel splits the range on PyTorch's own OpenMP
+    threads; otherwise :func:`parallel` splits it over Python threads, one kernel call each. Measured (L = 6,
+    C = 16, 3,740 edges): a 1.5 ms rotation took 2.8 ms on Python threads right after a PyTorch op, whose
+    OpenMP threads were still spinning on the same cores; on the shared threads it takes 1.5 ms either way."""
+    k = min(_workers(), max(1, n // grain))
     if k == 1 or uses_openmp():
         _check(fn(0, n, *args, k))
     else:
-        parallel(lambda e0, e1: fn(e0, e1, *args, 1), n)
+        parallel(lambda e0, e1: fn(e0, e1, *args, 1), n, grain)
 
 
 def _check(rc: int | None) -> None:

@@ -2,7 +2,8 @@
  * for float (suffix _f32, 16 lanes per 64-byte vector) and double (suffix _f64, 8 lanes).
  *   tfn_frame_map.h  the edge-frame map of TFN-layout per-edge weights (escn/native/tfn_kernel.py)
  *   edge_rotation.h  the rotation into and out of the edge frame (escn/native/rotation_kernel.py)
- * Every exported kernel takes an edge range [e0, e1) and, last, a thread count (see escn_openmp). */
+ *   silu.h           SiLU and its first and second derivatives, elementwise (escn/native/silu_kernel.py)
+ * Every exported kernel takes an edge range [e0, e1) (silu.h: a range of elements) and, last, a thread count (see escn_openmp). */
 #include <stdint.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -87,6 +88,7 @@ static inline void transpose16x16_ps(__m512 r[16]) {
 #define VW 16
 #include "tfn_frame_map.h"
 #include "edge_rotation.h"
+#include "silu.h"
 #undef REAL
 #undef SUFFIX
 #undef VW
@@ -96,6 +98,7 @@ static inline void transpose16x16_ps(__m512 r[16]) {
 #define VW 8
 #include "tfn_frame_map.h"
 #include "edge_rotation.h"
+#include "silu.h"
 #undef REAL
 #undef SUFFIX
 #undef VW

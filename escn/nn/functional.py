@@ -1,18 +1,24 @@
 """Elementwise functions whose higher derivatives are cheaper than PyTorch's own composition.
 
-:func:`silu` equals ``torch.nn.functional.silu``. Its gradient is one fused ``silu_backward`` pass, and the
-gradient of that gradient (the second derivative, needed when training on forces) is computed in 7 passes over
-the tensor with fused kernels (``sigmoid_backward``, ``silu_backward``) where PyTorch's generic formula takes
-more; every derivative is itself differentiable, so derivatives of any order are exact.
+:func:`silu` has the values of ``torch.nn.functional.silu`` and exact derivatives of every order. On CPU
+float32 / float64 tensors, when the compiled kernels are available (:func:`escn.native.available`), it is the
+operator ``escn::silu`` (:mod:`escn.native.silu_kernel`): the function, its gradient, and the backward of that
+gradient (the second derivative, needed when training on forces; both of its outputs) are one pass over the
+tensor each. Otherwise it is the PyTorch path below: the gradient is one fused ``silu_backward`` pass and the second
+derivative 7 passes with fused kernels (``sigmoid_backward``, ``silu_backward``) where PyTorch's generic formula
+takes more.
 """
 
 from __future__ import annotations
 
 import torch
 
+from escn.native import _runtime as native_kernels
+from escn.native import silu_kernel
+
 Tensor = torch.Tensor
 
-__all__ = ["silu"]
+__all__ = ["silu", "silu_torch"]
 
 
 class _SiLUGrad(torch.autograd.Function):
@@ -46,5 +52,16 @@ class _SiLU(torch.autograd.Function):
 
 
 def silu(x: Tensor) -> Tensor:
-    """``x * sigmoid(x)``, elementwise, any shape; the same values as ``torch.nn.functional.silu``."""
+    """``x * sigmoid(x)``, elementwise, any shape; the values of ``torch.nn.functional.silu`` (to a few units in
+    the last place on the compiled path, exactly on the PyTorch path). The compiled kernels are used for CPU
+    float32 / float64 tensors when available (their result is contiguous), else PyTorch ops."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"silu: x must be a tensor, got {type(x).__name__}")
+    if native_kernels.supports(x) and native_kernels.available():
+        return silu_kernel.silu(x)
+    return silu_torch(x)
+
+
+def silu_torch(x: Tensor) -> Tensor:
+    """:func:`silu` with PyTorch ops only (any device and floating dtype): the reference of the compiled path."""
     return _SiLU.apply(x)
