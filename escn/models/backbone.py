@@ -153,6 +153,11 @@ class EdgeFrameBlock(ConstantModule):
             c if c < C0 else (C0 + c - rot_dim if rot_dim <= c < rot_dim + C0 else 2 * C0) for c in edge_index.tolist()
         ]
         self.register_buffer("_scalar_edge_index", torch.tensor(scalar_edge_index, dtype=torch.long), persistent=False)
+        # natural parity: the l = 0 channels of both endpoints are the first 2 C0 columns of conv1's first stage
+        # (src channels, then dst channels), and every other stage has only l >= 1 columns
+        self._scalar_stage_input = (self.conv1.stages[0].m == 0 and all(st.m > 0 for st in self.conv1.stages[1:])
+                                    and self.conv1.stage_columns()[0][: 2 * C0] == [(0, u) for u in range(2 * C0)]
+                                    and all(ir.l == 0 for _, ir in irreps[:1]) and groups.get(0) == irreps[0].mul)
         # scalar output: the 0e channels are the first entry of irreps, the first columns of conv2's first stage
         # and the first channels of the l = 0 group
         self.num_0e = irreps[0].mul if irreps[0].ir.l == 0 and irreps[0].ir.p == 1 else 0
@@ -211,12 +216,17 @@ class EdgeFrameBlock(ConstantModule):
         """Nonlinearity on conv1's output stages [(E, ncol, n_out), ...] -> conv2's input stages."""
         if self.activation == "s2":
             E = parts[0].shape[0]
-            h = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) for p in parts], dim=1)
+            h = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) for p in parts if p is not None], dim=1)
             K, C = self.grid.num_coefficients, self.channels
             # (E, K, C) -> (E * C, K): one transposing copy, then one GEMM to the grid and one back; the
             # activation's normalisation is folded into the (G, K) analysis table
+            to_grid = self.grid.to_grid
+            if all(p is None for p in parts[1:]):  # only the first stage (m = 0) is nonzero: its K0 coefficients
+                K = parts[0].shape[2] // C
+                to_grid = to_grid[:K]
             hc = h.view(E, K, C).transpose(1, 2).reshape(E * C, K)
-            f = silu(hc @ self.grid.to_grid)
+            f = silu(hc @ to_grid)
+            K = self.grid.num_coefficients
             if self.scalar_output:  # only conv2's first stage (the m = 0 coefficients, first in stage order) is read
                 K0 = self.conv2.stages[0].n_in // C
                 out = f @ (self.grid.from_grid[:, :K0] * self._silu_scale)  # (E * C, K0)
@@ -232,6 +242,9 @@ class EdgeFrameBlock(ConstantModule):
         stage_gates = torch.split(gates, [b - a for a, b in bounds], dim=2) if consecutive and bounds[0][0] == 0 and bounds[-1][1] == n_g else None
         out = []
         for s, (p, (_, _, a, b)) in enumerate(zip(parts, self._gate_slices)):
+            if p is None:  # a stage known to be zero stays zero
+                out.append(None)
+                continue
             if stage_gates is not None:
                 g = stage_gates[s]
             else:
@@ -249,6 +262,11 @@ class EdgeFrameBlock(ConstantModule):
         C0 = self.num_l0
         if self.scalar_input:  # x holds only l = 0 channels (the first block of a network without node inputs)
             x0 = x[:, 0 : 2 * C0 : 2]  # the m = 0 slots of the l = 0 group
+            if self._scalar_stage_input:  # they are the leading columns of conv1's first stage; other stages are zero
+                v0 = torch.cat([x0.index_select(0, edge_src), x0.index_select(0, edge_dst)], dim=1)
+                parts: list[Tensor | None] = [v0.unsqueeze(1)] + [None] * (len(self.conv1.stages) - 1)
+                h = self._act(self.conv1.stage_map(parts, self.radial(edge_feat)))
+                return self._output(h, x, edge_dst, frame, envelope)
             z = torch.cat([x0.index_select(0, edge_src), x0.index_select(0, edge_dst), x0.new_zeros(E, 1)], dim=1)
             v = _take_columns(z, self._scalar_edge_index)
         else:
@@ -260,6 +278,11 @@ class EdgeFrameBlock(ConstantModule):
         if self.conv1.input_sign is not None:
             v = v * self.conv1.input_sign
         h = self._act(self.conv1.stage_map(self.conv1.split_stages(v), self.radial(edge_feat)))
+        return self._output(h, x, edge_dst, frame, envelope)
+
+    def _output(self, h: list[Tensor | None], x: Tensor, edge_dst: Tensor, frame: EdgeFrame, envelope: Tensor) -> Tensor:
+        """conv2 on the activated stages, the rotation back and the aggregation -> the update (N, full_dim)."""
+        N, E = x.shape[0], edge_dst.shape[0]
         scale = 1.0 / math.sqrt(self.avg_num_neighbors)
         if self.scalar_output:  # only the 0e channels are read after this block: m = 0 rows, no rotation back
             n = self.num_0e

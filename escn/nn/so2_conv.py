@@ -602,16 +602,17 @@ class SO2Conv(ConstantModule):
         parts = torch.split(V, [st.ncol * st.n_in for st in self.stages], dim=1)  # one split: no per-slice zero-filled grads
         return [v.view(E, st.ncol, st.n_in) for v, st in zip(parts, self.stages)]
 
-    def stage_map(self, parts: list[Tensor], weight: Tensor | None) -> list[Tensor]:
+    def stage_map(self, parts: list[Tensor | None], weight: Tensor | None) -> list[Tensor | None]:
         """The SO(2) maps on the stage layout: ``[(E, ncol, n_in), ...] -> [(E, ncol, n_out), ...]``.
 
         Args:
-            parts: the stage layout of the input, one tensor per stage of :attr:`stages`.
+            parts: the stage layout of the input, one entry per stage of :attr:`stages`: a tensor, or None for a
+                stage known to be zero (its output is None too). A tensor with fewer than ``n_in`` columns holds
+                the stage's leading columns, the others being zero (only those columns of the map are applied).
             weight: per-edge SO(2) weights (E, weight_numel) (``shared_weights=False``, "so2" or shared "tfn"
                 layout), or, with ``shared_weights``, per-edge gates (E, num_gates) that scale every input
                 column of a stage (the same gate for its +m and -m rows), or None for no gates.
         """
-        E = parts[0].shape[0] if parts else 0
         if self.shared_weights:
             W_parts = self.shared_stage_weights()
         else:
@@ -620,27 +621,34 @@ class SO2Conv(ConstantModule):
             W_parts = self._stage_weights(weight)
         if self.shared_weights and weight is not None:  # one split, not slices: no zero-filled full-size gradients
             gate_parts = torch.split(weight, [st.n_in for st in self.stages], dim=1)
-        out = []
+        out: list[Tensor | None] = []
         for k, (st, v, w) in enumerate(zip(self.stages, parts, W_parts)):
-            if st.n_out == 0:
-                out.append(v.new_zeros(E, st.ncol, 0))
+            if v is None:
+                out.append(None)
                 continue
-            if st.n_in == 0:
+            E, n = v.shape[0], v.shape[2]
+            if st.n_out == 0 or n == 0:
                 out.append(v.new_zeros(E, st.ncol, st.n_out))
                 continue
+            if n < st.n_in:  # leading columns only
+                w = w[..., :n]
             if self.shared_weights:
                 if weight is not None:
-                    v = v * gate_parts[k].unsqueeze(1)
-                p = (v.reshape(E * st.ncol, st.n_in) @ w.T).view(E, st.ncol, st.n_out)
+                    g = gate_parts[k] if n == st.n_in else gate_parts[k][:, :n]
+                    v = v * g.unsqueeze(1)
+                p = (v.reshape(E * st.ncol, n) @ w.T).view(E, st.ncol, st.n_out)
             else:
                 p = torch.bmm(v, w.transpose(1, 2))
             out.append(p)
         return out
 
-    def stage_output(self, parts: list[Tensor]) -> Tensor:
-        """Stage layout of the output ``[(E, ncol, n_out), ...]`` -> rotated output (E, rot_out.rot_dim)."""
-        E = parts[0].shape[0]
-        P = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) for p in parts], dim=1)  # explicit sizes: E may be 0
+    def stage_output(self, parts: list[Tensor | None]) -> Tensor:
+        """Stage layout of the output ``[(E, ncol, n_out) or None (zero), ...]`` -> rotated output
+        (E, rot_out.rot_dim)."""
+        ref = next(p for p in parts if p is not None)
+        E = ref.shape[0]
+        P = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) if p is not None else ref.new_zeros(E, st.ncol * st.n_out)
+                       for p, st in zip(parts, self.stages)], dim=1)  # explicit sizes: E may be 0
         y = take_columns(P, self.output_index)
         return y if self.output_sign is None else y * self.output_sign
 
