@@ -11,9 +11,10 @@ edges and channels.
 Per edge and channel this costs ``sum_l (2l+1)(2l+1 + r_l)`` multiply-adds, all in large GEMMs, and builds
 nothing of size E x (2l+1)^2.
 
-Orders ``l <= dense_lmax`` (default 3) instead use the per-edge rows of ``D`` themselves, built once per
-frame (memoised in :attr:`EdgeFrame.cache`, so the layers of a model share them) and applied by one batched
-matmul: for small blocks the four-step factorisation is dominated by the cost of launching its kernels.
+Orders ``l <= dense_lmax`` (default 3) instead use the per-edge rows of ``D`` themselves, applied by one
+batched matmul: for small blocks the four-step factorisation is dominated by the cost of launching its kernels.
+A frame built with ``edge_frame(..., rows_lmax=dense_lmax)`` carries those rows, so the layers of a model that
+share the frame share them (nothing is stored on the frame during a forward pass).
 ``l = 0`` needs no arithmetic at all (``D^0 = 1``). Measured with ``python -m benchmarks.edge_rotation``
 (shared-weight SO2Conv fwd+bwd, C = 16, the guide graph's 3,740 edges, 2 threads), factorised -> dense up to
 l = 3: L = 1 24.4 -> 16.5 ms, L = 2 49.5 -> 41.1 ms (dense up to 2), L = 3 69.9 -> 63.7 ms, L = 4 104.9 ->
@@ -132,17 +133,14 @@ class EdgeRotation(ConstantModule):
 
     def _dense(self, l: int, frame: EdgeFrame) -> Tensor | None:
         """Per-edge rows of ``D_std^l`` in the full layout, (E, r_l, 2l+2), or None where the factorised path
-        is used (``l > dense_lmax``, or a frame built for other orders)."""
+        is used (``l > dense_lmax``, or a frame built for other orders). The rows are the frame's
+        :attr:`~escn.o3.edge_frame.EdgeFrame.standard_rows` when it was built with them (``rows_lmax``), so
+        that the layers sharing a frame share them, else formed here; only the slot order is made here."""
         if l > self.dense_lmax or frame.mmax != self.mmax or l > frame.lmax:
             return None
-        key = ("EdgeRotation.dense", l, self.mmax)
-        D = frame.cache.get(key)
-        if D is None:
-            rows = frame.wigner_rows_standard(l)  # (E, r, 2l+1)
-            rows = torch.cat([rows, rows.new_zeros(rows.shape[0], rows.shape[1], 1)], dim=2)
-            D = rows.index_select(2, getattr(self, f"_slot{l}"))
-            frame.cache[key] = D
-        return D
+        rows = frame.wigner_rows_standard(l)  # (E, r, 2l+1)
+        rows = torch.cat([rows, rows.new_zeros(rows.shape[0], rows.shape[1], 1)], dim=2)
+        return rows.index_select(2, getattr(self, f"_slot{l}"))
 
     def _use_native(self, x: Tensor, frame: EdgeFrame) -> bool:
         return (self.native and frame.cos_alpha.shape[-1] > self._native_plan.lmax

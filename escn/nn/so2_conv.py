@@ -36,7 +36,7 @@ from escn.nn.checks import check_conv_inputs, module_tensor
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import PAD, EdgeRotation, component_order
 from escn.nn.tfn_conv import TFNConv, tfn_paths
-from escn.o3.edge_frame import edge_frame
+from escn.o3.edge_frame import check_edge_vectors, edge_frame
 from escn.o3.irreps import Irreps
 from escn.o3.wigner import wigner_3j
 
@@ -515,7 +515,8 @@ class SO2Conv(ConstantModule):
         Returns ``(y, frame)`` with ``y`` (E, out_grouped_dim) equal to ``D_std^T (SO(2) map) D_std (J^T x)``
         for chart edges and ``D_std^T (SO(2) map) D_std x`` otherwise."""
         N = x.shape[0]
-        frame = edge_frame(edge_vec, self.lmax, self.mmax)
+        # the dense rows of both rotations formed once, with the frame
+        frame = edge_frame(edge_vec, self.lmax, self.mmax, rows_lmax=max(self.rot_in.dense_lmax, self.rot_out.dense_lmax))
         xg = take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm_in)  # (N, grouped, padded)
         x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
         x_e = x_both.index_select(0, edge_src + N * frame.chart)
@@ -647,6 +648,7 @@ class SO2Conv(ConstantModule):
     def message(self, x_src: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         """Per-edge messages ``(E, irreps_in.dim), (E, 3), (E, weight_numel) -> (E, irreps_out.dim)``
         (for custom aggregation; :meth:`forward` fuses the chart turn into the aggregation instead)."""
+        check_edge_vectors(edge_vec)
         E = x_src.shape[0]
         idx = torch.arange(E, device=x_src.device)
         y, frame = self._edge_messages(x_src, idx, edge_vec, weight)
@@ -656,6 +658,7 @@ class SO2Conv(ConstantModule):
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
+        check_edge_vectors(edge_vec)
         N = x.shape[0]
         y, frame = self._edge_messages(x, edge_src, edge_vec, weight)
         acc = y.new_zeros(2 * N, y.shape[1]).index_add_(0, edge_dst + N * frame.chart, y)
