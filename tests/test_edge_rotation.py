@@ -1,5 +1,5 @@
 """EdgeRotation: the per-edge dense path (small l), the factorised path and the compiled kernel give the same
-rotation (the first two are PyTorch ops: ``native=False`` here; the kernel is compared in test_native.py)."""
+rotation (the first two are PyTorch ops: ``executor="torch"`` here; the kernel is compared in test_native.py)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def _full_input(rot: EdgeRotation, E: int) -> torch.Tensor:
 @pytest.mark.parametrize("mmax", [0, 1, 2, 3])
 def test_dense_and_factorised_rotations_agree_with_gradients(float64_default, mmax):
     vec = _edges().requires_grad_(True)
-    dense = EdgeRotation(GROUPS, mmax, dense_lmax=3, native=False)
-    factorised = EdgeRotation(GROUPS, mmax, dense_lmax=-1, native=False)
+    dense = EdgeRotation(GROUPS, mmax, dense_lmax=3, executor="torch")
+    factorised = EdgeRotation(GROUPS, mmax, dense_lmax=-1, executor="torch")
     E = vec.shape[0]
     x = _full_input(dense, E).requires_grad_(True)
     y = torch.randn(E, dense.rot_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
@@ -51,7 +51,7 @@ def test_dense_and_factorised_rotations_agree_with_gradients(float64_default, mm
 def test_dense_rows_are_the_frame_wigner_rows(float64_default):
     vec = _edges()
     frame = edge_frame(vec, 2, 1)
-    rot = EdgeRotation([(1, 1), (2, 1)], 1, dense_lmax=2, native=False)
+    rot = EdgeRotation([(1, 1), (2, 1)], 1, dense_lmax=2, executor="torch")
     x = _full_input(rot, vec.shape[0])
     out = rot.to_frame(x, frame)
     # l = 2 block: rotated rows = D_std rows (|m| <= 1) times the standard-order components
@@ -76,7 +76,7 @@ def test_rotations_store_nothing_on_the_frame_and_share_the_rows_it_was_built_wi
     give bit-for-bit the values of a frame without them, which forms them per call (the edge-vector gradient
     sums the two calls' contributions in another order: equal to rounding)."""
     vec = _edges().requires_grad_(True)
-    rot = EdgeRotation(GROUPS, 2, dense_lmax=3, native=False)
+    rot = EdgeRotation(GROUPS, 2, dense_lmax=3, executor="torch")
     x = _full_input(rot, vec.shape[0]).requires_grad_(True)
     results = []
     for rows_lmax in (-1, 3):
@@ -99,7 +99,7 @@ def test_rotations_store_nothing_on_the_frame_and_share_the_rows_it_was_built_wi
 
 def test_frame_for_other_orders_falls_back_to_the_factorisation(float64_default):
     vec = _edges()
-    rot = EdgeRotation([(1, 2)], 1, dense_lmax=1, native=False)
+    rot = EdgeRotation([(1, 2)], 1, dense_lmax=1, executor="torch")
     x = _full_input(rot, vec.shape[0])
     frame_other = edge_frame(vec, 2, 2, rows_lmax=2)  # mmax differs from the rotation's: its rows would not fit
     ref = EdgeRotation([(1, 2)], 1, dense_lmax=-1).to_frame(x, frame_other)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from escn import native as native_kernels
+from escn.native._runtime import ReplacedAttribute, check_executor, use_kernels
 from escn.native.rotation_kernel import make_rotation_plan, rotate_from_frame, rotate_to_frame
 from escn.nn.constants import ConstantModule
 from escn.o3.edge_frame import EdgeFrame
@@ -75,20 +75,23 @@ class EdgeRotation(ConstantModule):
         mmax: rows kept in the frame.
         dense_lmax: orders ``l <= dense_lmax`` are rotated with per-edge ``D`` rows (one batched matmul);
             higher orders with the factorisation (module docstring). Both give the same numbers.
-        native: True (default): on the CPU (float32/float64), rotate all orders with the factorisation in one
-            compiled pass (:mod:`escn.native.rotation_kernel`) when the kernels are available; False: PyTorch
-            ops. Same numbers either way; the attribute can be changed after construction. Measured faster
-            with the kernel: SO2Conv layers (shared weights, L = 1-12, fwd+bwd: 1.3-1.8x) and the ESCN model
-            (a force-training step, which differentiates twice, 25 % faster;
-            :attr:`escn.models.escn.ESCN.native_rotation`).
+        executor: ``"native"`` (default): on the CPU in float32/float64, rotate all orders with the
+            factorisation in one compiled pass (:mod:`escn.native.rotation_kernel`), PyTorch ops elsewhere (and
+            everywhere, after one warning naming the reason, if the kernels cannot be built); ``"torch"``: PyTorch
+            ops always. Same function either way, up to rounding; :meth:`set_executor` changes it. Measured faster
+            with the kernel: SO2Conv layers (shared weights, L = 1-12, fwd+bwd: 1.3-1.8x) and the ESCN model (a
+            force-training step, which differentiates twice, 25 % faster).
     """
 
-    def __init__(self, groups: list[tuple[int, int]], mmax: int, dense_lmax: int = 3, native: bool = True) -> None:
+    #: replaced by the ``executor`` argument
+    native = ReplacedAttribute("pass executor='native' or 'torch' to the constructor, or call set_executor()")
+
+    def __init__(self, groups: list[tuple[int, int]], mmax: int, dense_lmax: int = 3, executor: str = "native") -> None:
         super().__init__()
+        self._executor = check_executor(executor)
         self.groups = [(int(l), int(M)) for l, M in groups]
         self.mmax = mmax
         self.dense_lmax = int(dense_lmax)
-        self.native = native
         plan_groups = []
         self.full_offsets: list[int] = []
         self.rot_offsets: list[int] = []
@@ -113,6 +116,16 @@ class EdgeRotation(ConstantModule):
         self.full_dim = off
         self.rot_dim = roff
         self._native_plan = make_rotation_plan(plan_groups)
+
+    @property
+    def executor(self) -> str:
+        """``"native"`` or ``"torch"`` (constructor argument); changed by :meth:`set_executor`."""
+        return self._executor
+
+    def set_executor(self, executor: str) -> "EdgeRotation":
+        """Run with ``executor`` (``"native"`` or ``"torch"``, as in the constructor) from now on; returns self."""
+        self._executor = check_executor(executor)
+        return self
 
     @staticmethod
     def _rot_y(x: Tensor, l: int, phase: Tensor) -> Tensor:
@@ -143,8 +156,7 @@ class EdgeRotation(ConstantModule):
         return rows.index_select(2, getattr(self, f"_slot{l}"))
 
     def _use_native(self, x: Tensor, frame: EdgeFrame) -> bool:
-        return (self.native and frame.cos_alpha.shape[-1] > self._native_plan.lmax
-                and native_kernels.supports(x, frame.cos_alpha) and native_kernels.available())
+        return frame.cos_alpha.shape[-1] > self._native_plan.lmax and use_kernels(self._executor, x, frame.cos_alpha)
 
     @staticmethod
     def _tables(frame: EdgeFrame) -> tuple[Tensor, Tensor, Tensor, Tensor]:
