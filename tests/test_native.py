@@ -491,3 +491,29 @@ def test_native_executor_runs_torch_ops_where_the_kernels_do_not_apply():
     y = rot.to_frame(x, frame)
     assert y.device.type == "meta" and y.shape == (7, rot.rot_dim)
     assert rot.from_frame(y, frame).shape == (7, rot.full_dim)
+
+
+def test_frames_carry_dense_rows_only_for_the_pytorch_path(monkeypatch):
+    """The kernel reads only the angle tables: SO2Conv builds its frame without the dense rows on it, and with
+    them (once, for both rotations) on PyTorch ops."""
+    import escn.nn.so2_conv as so2_module
+
+    built = []
+    original = so2_module.edge_frame
+
+    def recording(*args, **kwargs):
+        built.append(kwargs.get("rows_lmax", -1))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(so2_module, "edge_frame", recording)
+    layer = SO2Conv("3x0e + 2x1o + 2x2e + 1x4e", "2x0e + 2x1o + 1x2e", shared_weights=True)
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(6, layer.irreps_in.dim, generator=g)
+    src, dst = torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([1, 2, 3, 4, 5, 0])
+    vec = torch.randn(6, 3, generator=g)
+    gates = torch.randn(6, layer.weight_numel, generator=g)
+    got = layer(x, src, dst, vec, gates)
+    ref = layer.set_executor("torch")(x, src, dst, vec, gates)
+    assert built == [-1, 3] and layer.rot_in.rows_lmax(x) == 3
+    assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert layer.set_executor("native").rot_in.rows_lmax(x) == -1 and layer.rot_in.rows_lmax(x.to("meta")) == 3

@@ -13,8 +13,9 @@ nothing of size E x (2l+1)^2.
 
 Orders ``l <= dense_lmax`` (default 3) instead use the per-edge rows of ``D`` themselves, applied by one
 batched matmul: for small blocks the four-step factorisation is dominated by the cost of launching its kernels.
-A frame built with ``edge_frame(..., rows_lmax=dense_lmax)`` carries those rows, so the layers of a model that
-share the frame share them (nothing is stored on the frame during a forward pass).
+A frame built with ``edge_frame(..., rows_lmax=rot.rows_lmax(x))`` carries those rows where the PyTorch path
+will read them, so the layers of a model that share the frame share them (nothing is stored on the frame during
+a forward pass).
 ``l = 0`` needs no arithmetic at all (``D^0 = 1``). Measured with ``python -m benchmarks.edge_rotation``
 (shared-weight SO2Conv fwd+bwd, C = 16, the guide graph's 3,740 edges, 2 threads), factorised -> dense up to
 l = 3: L = 1 24.4 -> 16.5 ms, L = 2 49.5 -> 41.1 ms (dense up to 2), L = 3 69.9 -> 63.7 ms, L = 4 104.9 ->
@@ -126,6 +127,12 @@ class EdgeRotation(ConstantModule):
         """Run with ``executor`` (``"native"`` or ``"torch"``, as in the constructor) from now on; returns self."""
         self._executor = check_executor(executor)
         return self
+
+    def rows_lmax(self, x: Tensor) -> int:
+        """The ``rows_lmax`` to build the frame with (:func:`escn.o3.edge_frame.edge_frame`) for features like
+        ``x`` (edge vectors of its dtype and device): ``dense_lmax`` where the rotation runs PyTorch ops and reads
+        the dense rows, -1 (none) where the compiled kernel runs, which reads only the angle tables."""
+        return -1 if use_kernels(self._executor, x) else self.dense_lmax
 
     @staticmethod
     def _rot_y(x: Tensor, l: int, phase: Tensor) -> Tensor:

@@ -529,8 +529,8 @@ class SO2Conv(ConstantModule):
         Returns ``(y, frame)`` with ``y`` (E, out_grouped_dim) equal to ``D_std^T (SO(2) map) D_std (J^T x)``
         for chart edges and ``D_std^T (SO(2) map) D_std x`` otherwise."""
         N = x.shape[0]
-        # the dense rows of both rotations formed once, with the frame
-        frame = edge_frame(edge_vec, self.lmax, self.mmax, rows_lmax=max(self.rot_in.dense_lmax, self.rot_out.dense_lmax))
+        # the dense rows that the rotations read (PyTorch ops only) formed once, with the frame
+        frame = edge_frame(edge_vec, self.lmax, self.mmax, rows_lmax=max(self.rot_in.rows_lmax(x), self.rot_out.rows_lmax(x)))
         xg = take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm_in)  # (N, grouped, padded)
         x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
         x_e = x_both.index_select(0, edge_src + N * frame.chart)
