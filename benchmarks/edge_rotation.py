@@ -34,7 +34,7 @@ def time_layer(L: int, mmax: int, channels: int, repeats: int) -> dict[int | str
     w = torch.randn(g.num_edges, layer.weight_numel, generator=gen).requires_grad_()
 
     def run(k: int | str) -> float:
-        layer.rot_in.native = layer.rot_out.native = k == "kernel"
+        layer.set_executor("native" if k == "kernel" else "torch")
         if k != "kernel":
             layer.rot_in.dense_lmax = layer.rot_out.dense_lmax = k
         t = time.perf_counter()

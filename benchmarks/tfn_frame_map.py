@@ -1,8 +1,8 @@
 """The from_tfn layer on the compiled kernels against PyTorch ops, in one run.
 
 For each L, ``SO2Conv.from_tfn(TFNConv(C x 0e + ... + C x Lp, lmax_filter=2L))`` is built once and timed with
-the kernels of :mod:`escn.native` (``layer.native``, ``layer.rot_in.native``, ``layer.rot_out.native`` True)
-and with PyTorch ops only (all False: weights regrouped per output with split + cat, one batched matmul per
+the kernels of :mod:`escn.native` (``layer.set_executor("native")``, its rotations included)
+and with PyTorch ops only (``"torch"``: weights regrouped per output with split + cat, one batched matmul per
 output; rotations factorised into PyTorch ops): the frame map alone (``layer.frame_map``, fwd and fwd+bwd)
 and the whole layer (fwd+bwd w.r.t. features, edge vectors and weights). The floor is the time to read the
 weights twice and write their gradient once at this machine's copy bandwidth, measured in the same run.
@@ -83,7 +83,7 @@ def main() -> None:
         for name, fn in cases.items():
             ms = {}
             for use in (True, False):
-                layer.native = layer.rot_in.native = layer.rot_out.native = use
+                layer.set_executor("native" if use else "torch")
                 ms[use] = 1e3 * median_time(fn, args.repeats, warmup=3)
             print(f"{L:>3} {name:<14} {ms[True]:>10.1f} {ms[False]:>10.1f} {ms[False] / ms[True]:>12.2f}x "
                   f"{floor if name != 'map fwd' else floor / 3:>9.1f}")

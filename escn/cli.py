@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "free and page-faulted in afresh every iteration; reuse: keep freed memory for reuse, as a "
                         "caching allocator does (escn.bench.allocator.reuse_freed_memory, glibc only): every method "
                         "runs faster, peak memory reads higher")
+    b.add_argument("--executor", choices=["native", "torch"], default="native",
+                   help="what runs the SO2Conv layers: native (default): the compiled kernels of escn.native where "
+                        "they apply; torch: PyTorch ops only")
     b.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
     b.set_defaults(func=_cmd_bench, subparser=b)
 
@@ -243,7 +246,7 @@ def _cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
                       threads=args.threads, repeats=args.repeats, budget_seconds=args.budget_seconds,
                       anchor_l=args.anchor_l or None,
                       max_memory_gb=args.max_memory_gb, methods=methods, seed=args.seed,
-                      allocator=args.allocator)
+                      allocator=args.allocator, executor=args.executor)
     progress = None if args.no_progress else report.Progress()
     try:
         result = run_sweep(cfg, progress)

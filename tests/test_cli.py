@@ -245,14 +245,12 @@ def test_reuse_freed_memory_keeps_freed_blocks(mode):
 
 
 def test_bench_says_when_the_weights_take_pytorch_ops(tmp_path):
-    # in a subprocess: ESCN_NATIVE is read when the kernels are first loaded
-    env = {**os.environ, "ESCN_NATIVE": "0"}
-    proc = subprocess.run([sys.executable, "-m", "escn", *TINY, "--methods", "so2_equal,tfn", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run([sys.executable, "-m", "escn", *TINY, "--methods", "so2_equal,tfn", "--executor", "torch",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "so2_equal applies its TFN-layout weights) with: PyTorch ops (disabled by ESCN_NATIVE)" in proc.stdout
+    assert "so2_equal applies its TFN-layout weights) with: PyTorch ops (executor 'torch') (--executor torch" in proc.stdout
     data = json.loads((tmp_path / "results.json").read_text())
-    assert data["meta"]["so2_equal_weights"] == "PyTorch ops (disabled by ESCN_NATIVE)"
+    assert data["meta"]["so2_equal_weights"] == "PyTorch ops (executor 'torch')"
     assert all(r["max_rel_diff_vs_tfn"] < 1e-4 for r in data["rows"] if r["max_rel_diff_vs_tfn"] is not None)
 
 
@@ -281,7 +279,7 @@ def test_bench_header_says_when_reuse_was_unavailable():
         run_sweep(SweepConfig(allocator="jemalloc"))
 
 
-def test_memory_lower_bound_counts_in_place_weights(monkeypatch):
+def test_memory_lower_bound_counts_in_place_weights():
     """With the compiled kernel so2_equal holds the weights and their gradient; without it (and for TFN and
     e3nn) two more transients of the weights' size."""
     from escn import native
@@ -293,6 +291,15 @@ def test_memory_lower_bound_counts_in_place_weights(monkeypatch):
     assert memory_lower_bound("tfn", p, w) == features + 4 * E * 4 * w
     if native.available():
         assert memory_lower_bound("so2_equal", p, w) == features + 4 * E * 2 * w
-    monkeypatch.setenv("ESCN_NATIVE", "0")
-    assert memory_lower_bound("so2_equal", p, w) == features + 4 * E * 4 * w
+    assert memory_lower_bound("so2_equal", p, w, executor="torch") == features + 4 * E * 4 * w
     assert memory_lower_bound("so2_shared_mmaxL", p, w) == features + 4 * E * 2 * w
+
+
+def test_bench_layers_take_the_executor_of_the_sweep():
+    from escn.bench.scaling import Problem, build_case, make_graph
+
+    p = Problem(make_graph(20, 1.8, torch.float32, 0), 2, 4, torch.float32, 0)
+    for method in ("so2_equal", "so2_shared_mmax2"):
+        for executor in ("native", "torch"):
+            layer = build_case(method, p, executor).so2_layer
+            assert layer.executor == layer.rot_in.executor == layer.rot_out.executor == executor

@@ -69,16 +69,16 @@ MIXED = [
 
 
 # both evaluations of TFN-layout weights: the compiled kernel (escn.native) and PyTorch ops
-NATIVE = [pytest.param(True, id="native"), pytest.param(False, id="torch")]
+EXECUTORS = [pytest.param("native", id="native"), pytest.param("torch", id="torch")]
 
 
-@pytest.mark.parametrize("native", NATIVE)
+@pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize("irreps_in, irreps_out, lmax_filter", MIXED)
-def test_so2_from_tfn_equals_tfn_values_and_gradients(irreps_in, irreps_out, lmax_filter, native):
+def test_so2_from_tfn_equals_tfn_values_and_gradients(irreps_in, irreps_out, lmax_filter, executor):
     torch.manual_seed(1)
     pos, src, dst = random_graph(10, 50, seed=1)
     tfn = TFNConv(irreps_in, irreps_out, lmax_filter)
-    so2 = SO2Conv.from_tfn(tfn, native=native)
+    so2 = SO2Conv.from_tfn(tfn, executor=executor)
     assert so2.weight_numel == tfn.weight_numel
     x = Irreps(irreps_in).randn(10, -1).requires_grad_()
     v = (pos[dst] - pos[src]).requires_grad_()
@@ -94,17 +94,17 @@ def test_so2_from_tfn_equals_tfn_values_and_gradients(irreps_in, irreps_out, lma
         assert (p - q).abs().max() <= 1e-8, name
 
 
-@pytest.mark.parametrize("native", NATIVE)
+@pytest.mark.parametrize("executor", EXECUTORS)
 @pytest.mark.parametrize(
     "irreps_in, irreps_out, lmax_filter",
     [("4x0e + 4x1o + 4x2e", "4x0e + 4x1o + 4x2e", 4), MIXED[0]],  # one weight-block size, and several
 )
-def test_so2_from_tfn_double_backward_equals_tfn(irreps_in, irreps_out, lmax_filter, native):
+def test_so2_from_tfn_double_backward_equals_tfn(irreps_in, irreps_out, lmax_filter, executor):
     """Force training differentiates gradients: the second derivatives of SO2Conv.from_tfn equal TFN's."""
     torch.manual_seed(2)
     pos, src, dst = random_graph(8, 30, seed=2)
     tfn = TFNConv(irreps_in, irreps_out, lmax_filter)
-    so2 = SO2Conv.from_tfn(tfn, native=native)
+    so2 = SO2Conv.from_tfn(tfn, executor=executor)
     x = Irreps(irreps_in).randn(8, -1).requires_grad_()
     v = (pos[dst] - pos[src]).requires_grad_()
     w = torch.randn(len(src), tfn.weight_numel, requires_grad=True)
@@ -357,13 +357,13 @@ def test_convolutions_with_no_edges_return_zeros():
         assert x.grad.abs().max() == 0.0
 
 
-@pytest.mark.parametrize("native", NATIVE)
-def test_tfn_weight_map_in_the_edge_frame_is_differentiable_twice(native):
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_tfn_weight_map_in_the_edge_frame_is_differentiable_twice(executor):
     """Both evaluations of TFN-layout weights in the edge frame (the compiled kernel; PyTorch ops with weight
     columns regrouped per output, one batched matmul each) pass gradcheck and gradgradcheck w.r.t. both the
     edge-frame input and the weights, with unequal multiplicities and an output entry that no path reaches."""
     tfn = TFNConv("2x0e + 1x1o + 1x2e", "1x0e + 2x1o + 1x3o + 1x0o", lmax_filter=1)
-    layer = SO2Conv.from_tfn(tfn, native=native).double()
+    layer = SO2Conv.from_tfn(tfn, executor=executor).double()
     assert [len(ks) for ks in layer._paths_into][-1] == 0  # 0o: no path with filters up to l = 1 reaches it
     g = torch.Generator().manual_seed(3)
     rot = torch.randn(3, layer.rot_in.rot_dim, dtype=torch.float64, generator=g, requires_grad=True)

@@ -84,7 +84,7 @@ def _conv_case(make: Callable[[], nn.Module], irreps_in: str, irreps_out: str, w
 
 def _so2_per_edge() -> SO2Conv:
     torch.manual_seed(0)
-    return SO2Conv(MIXED_L6_IN, MIXED_L6_OUT, mmax=4, native=False)
+    return SO2Conv(MIXED_L6_IN, MIXED_L6_OUT, mmax=4, executor="torch")
 
 
 def _so2_shared() -> SO2Conv:

@@ -1,6 +1,6 @@
 """Edge frames: the rotation carries each edge onto +y, its Wigner-D rows are the rows of the full
 D of that rotation, gradients are finite and correct everywhere (poles included), float32 accuracy,
-and clear errors on bad edges."""
+clear errors on bad edges (check_edge_vectors), and a frame built without reading a value (one traced graph)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from escn import o3
-from escn.o3.edge_frame import edge_frame
+from escn.o3.edge_frame import check_edge_vectors, edge_frame
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -202,8 +202,12 @@ def test_float32_accuracy():
 def test_zero_length_edges():
     v = _random_edges(5, seed=6)
     v[2] = 0.0
-    with pytest.raises(ValueError, match=r"edge_vec has 1 zero-length edge\(s\).*mask_zero_edges=True"):
-        edge_frame(v, 4)
+    with pytest.raises(ValueError, match=r"edge_vec has 1 zero-length edge\(s\) \(first at edge 2\).*mask_zero_edges=True"):
+        check_edge_vectors(v)
+    # edge_frame reads no values: without masking the zero-length edge's frame is non-finite, the others exact
+    plain = edge_frame(v, 4, mmax=2)
+    assert plain.valid.tolist() == [True, True, False, True, True]
+    assert not bool(torch.isfinite(plain.rotation[2]).all()) and bool(torch.isfinite(plain.rotation[[0, 1, 3, 4]]).all())
 
     x = v.clone().requires_grad_(True)
     f = edge_frame(x, 4, mmax=2, mask_zero_edges=True)
@@ -214,7 +218,7 @@ def test_zero_length_edges():
     assert (f.rotation[2] @ f.rotation[2].T - torch.eye(3, dtype=v.dtype)).abs().max() <= 1e-12
     keep = [0, 1, 3, 4]
     ref = edge_frame(v[keep], 4, mmax=2)
-    assert torch.equal(f.rotation[keep], ref.rotation)
+    assert torch.equal(f.rotation[keep], ref.rotation) and torch.equal(plain.rotation[keep], ref.rotation)
     # gradients are finite, and zero for the masked edge
     (grad,) = torch.autograd.grad(sum(o.sum() for o in outs), x)
     assert bool(torch.isfinite(grad).all())
@@ -225,13 +229,21 @@ def test_bad_input_errors():
     v = _random_edges(4, seed=7)
     bad = v.clone()
     bad[1, 0] = float("nan")
-    with pytest.raises(ValueError, match="edge_vec contains NaN or infinite"):
-        edge_frame(bad, 2)
-    with pytest.raises(ValueError, match="edge_vec contains NaN or infinite"):
-        edge_frame(bad, 2, mask_zero_edges=True)
+    with pytest.raises(ValueError, match=r"edge_vec contains NaN or infinite entries \(first at edge 1\)"):
+        check_edge_vectors(bad)
     bad[1, 0] = float("inf")
-    with pytest.raises(ValueError, match="edge_vec contains NaN or infinite"):
-        edge_frame(bad, 2)
+    with pytest.raises(ValueError, match="vec contains NaN or infinite"):
+        check_edge_vectors(bad, name="vec")
+    with pytest.raises(ValueError, match=r"edge_vec must have shape \(E, 3\), got \(4, 2\)"):
+        check_edge_vectors(v[:, :2])
+    with pytest.raises(TypeError, match="edge_vec must be a floating-point tensor"):
+        check_edge_vectors(v.long())
+    check_edge_vectors(v)
+    check_edge_vectors(v[:0])
+    with pytest.raises(ValueError, match="rows_lmax must be an int >= -1, got -2"):
+        edge_frame(v, 2, rows_lmax=-2)
+    with pytest.raises(ValueError, match="rows_lmax must be an int >= -1, got True"):
+        edge_frame(v, 2, rows_lmax=True)
     with pytest.raises(ValueError, match=r"edge_vec must have shape \(E, 3\), got \(4, 2\)"):
         edge_frame(v[:, :2], 2)
     with pytest.raises(ValueError, match=r"edge_vec must have shape \(E, 3\), got \(3,\)"):
@@ -252,3 +264,28 @@ def test_bad_input_errors():
     # an empty batch is fine
     empty = edge_frame(v[:0], 3)
     assert empty.num_edges == 0 and empty.wigner_rows(3).shape == (0, 7, 7)
+
+
+# ------------------------------------------------------------------------------------ tracing
+
+
+@pytest.mark.parametrize("mask_zero_edges", [False, True])
+def test_edge_frame_traces_into_one_graph(mask_zero_edges):
+    """No host synchronisation and no branch on a value: torch.compile(fullgraph=True) traces edge_frame
+    whole (a graph break would be an error) and gives eager mode's numbers bit for bit."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    v = _all_edges()
+    v[3] = 0.0
+
+    def frame_tensors(vec):
+        f = edge_frame(vec, 4, 2, mask_zero_edges=mask_zero_edges, rows_lmax=3)
+        return (f.rotation, f.cos_alpha, f.sin_alpha, f.cos_beta, f.sin_beta, f.chart, f.valid, *f.standard_rows)
+
+    compiled = torch.compile(frame_tensors, fullgraph=True, backend="eager", dynamic=False)
+    got, ref = compiled(v), frame_tensors(v)
+    assert len(got) == len(ref) == 11
+    for a, b in zip(got, ref):
+        assert a.dtype == b.dtype and torch.equal(a.nan_to_num(), b.nan_to_num())  # unmasked: NaN at edge 3
+    torch._dynamo.reset()

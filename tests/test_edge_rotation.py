@@ -1,7 +1,9 @@
 """EdgeRotation: the per-edge dense path (small l), the factorised path and the compiled kernel give the same
-rotation (the first two are PyTorch ops: ``native=False`` here; the kernel is compared in test_native.py)."""
+rotation (the first two are PyTorch ops: ``executor="torch"`` here; the kernel is compared in test_native.py)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -28,8 +30,8 @@ def _full_input(rot: EdgeRotation, E: int) -> torch.Tensor:
 @pytest.mark.parametrize("mmax", [0, 1, 2, 3])
 def test_dense_and_factorised_rotations_agree_with_gradients(float64_default, mmax):
     vec = _edges().requires_grad_(True)
-    dense = EdgeRotation(GROUPS, mmax, dense_lmax=3, native=False)
-    factorised = EdgeRotation(GROUPS, mmax, dense_lmax=-1, native=False)
+    dense = EdgeRotation(GROUPS, mmax, dense_lmax=3, executor="torch")
+    factorised = EdgeRotation(GROUPS, mmax, dense_lmax=-1, executor="torch")
     E = vec.shape[0]
     x = _full_input(dense, E).requires_grad_(True)
     y = torch.randn(E, dense.rot_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
@@ -46,16 +48,12 @@ def test_dense_and_factorised_rotations_agree_with_gradients(float64_default, mm
     assert outs[0][1][:, pad].abs().max() == 0 and outs[1][1][:, pad].abs().max() == 0
 
 
-def test_dense_rows_are_the_frame_wigner_rows_and_are_shared(float64_default):
+def test_dense_rows_are_the_frame_wigner_rows(float64_default):
     vec = _edges()
     frame = edge_frame(vec, 2, 1)
-    rot = EdgeRotation([(1, 1), (2, 1)], 1, dense_lmax=2, native=False)
+    rot = EdgeRotation([(1, 1), (2, 1)], 1, dense_lmax=2, executor="torch")
     x = _full_input(rot, vec.shape[0])
     out = rot.to_frame(x, frame)
-    assert len(frame.cache) == 2  # l = 1 and l = 2 rows, built once
-    cached = dict(frame.cache)
-    rot.from_frame(out, frame)
-    assert all(frame.cache[k] is cached[k] for k in cached)  # reused, not rebuilt
     # l = 2 block: rotated rows = D_std rows (|m| <= 1) times the standard-order components
     order = component_order(2)
     std = torch.zeros(vec.shape[0], 5, dtype=torch.float64)
@@ -73,10 +71,36 @@ def test_dense_rows_are_the_frame_wigner_rows_and_are_shared(float64_default):
     assert (via[standard, 1] - n[standard]).abs().max() < 1e-12 and via[standard][:, [0, 2]].abs().max() < 1e-12
 
 
+def test_rotations_store_nothing_on_the_frame_and_share_the_rows_it_was_built_with(float64_default):
+    """The frame is an immutable value: layers read the rows formed with it (edge_frame(..., rows_lmax)) and
+    give bit-for-bit the values of a frame without them, which forms them per call (the edge-vector gradient
+    sums the two calls' contributions in another order: equal to rounding)."""
+    vec = _edges().requires_grad_(True)
+    rot = EdgeRotation(GROUPS, 2, dense_lmax=3, executor="torch")
+    x = _full_input(rot, vec.shape[0]).requires_grad_(True)
+    results = []
+    for rows_lmax in (-1, 3):
+        frame = edge_frame(vec, 3, 2, rows_lmax=rows_lmax)
+        assert len(frame.standard_rows) == rows_lmax + 1
+        before = dict(vars(frame))
+        y = rot.from_frame(rot.to_frame(x, frame), frame)
+        assert vars(frame).keys() == before.keys() and all(vars(frame)[k] is v for k, v in before.items())
+        results.append((y, *torch.autograd.grad(y.square().sum(), [x, vec])))
+    (y0, gx0, gv0), (y1, gx1, gv1) = results
+    assert torch.equal(y0, y1) and torch.equal(gx0, gx1)
+    assert (gv0 - gv1).abs().max() <= 1e-13 * gv0.abs().max()
+    frame = edge_frame(vec, 3, 2, rows_lmax=3)
+    assert all(frame.wigner_rows_standard(l) is frame.standard_rows[l] for l in range(4))
+    assert torch.equal(frame.standard_rows[2], edge_frame(vec, 3, 2).wigner_rows_standard(2))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        frame.lmax = 2  # type: ignore[misc]
+    assert "cache" not in {f.name for f in dataclasses.fields(frame)}
+
+
 def test_frame_for_other_orders_falls_back_to_the_factorisation(float64_default):
     vec = _edges()
-    rot = EdgeRotation([(1, 2)], 1, dense_lmax=1, native=False)
+    rot = EdgeRotation([(1, 2)], 1, dense_lmax=1, executor="torch")
     x = _full_input(rot, vec.shape[0])
-    frame_other = edge_frame(vec, 2, 2)  # mmax differs from the rotation's: its rows would not fit
+    frame_other = edge_frame(vec, 2, 2, rows_lmax=2)  # mmax differs from the rotation's: its rows would not fit
     ref = EdgeRotation([(1, 2)], 1, dense_lmax=-1).to_frame(x, frame_other)
-    assert (rot.to_frame(x, frame_other) - ref).abs().max() < 1e-12 and not frame_other.cache
+    assert (rot.to_frame(x, frame_other) - ref).abs().max() < 1e-12

@@ -335,3 +335,19 @@ def test_bad_inputs() -> None:
         radius_graph(pos, 1.0, cell=torch.eye(3, dtype=torch.float32))
     with pytest.raises(ValueError, match="max_num_neighbors"):
         radius_graph(pos, 1.0, max_num_neighbors=0)
+
+
+def test_atoms_at_one_position_are_refused() -> None:
+    """Their edge would have zero length and no direction (no edge frame): refused where the graph is made, in
+    every mode; the zero-length i -> i edges of self_interaction=True are what was asked for and stay."""
+    pos = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.5, 0.0, 0.0]], dtype=DTYPE)
+    for kwargs in ({}, {"self_interaction": True}, {"batch": torch.tensor([0, 0, 0])}):
+        with pytest.raises(ValueError, match=r"atoms 1 and 2 are at the same position"):
+            radius_graph(pos, 1.0, **kwargs)
+    cell = torch.eye(3, dtype=DTYPE)
+    with pytest.raises(ValueError, match=r"atoms 1 and 2 \(its periodic image \[1, 0, 0\]\) are at the same position"):
+        radius_graph(torch.tensor([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5], [1.5, 0.5, 0.5]], dtype=DTYPE), 0.6, cell=cell)
+    g = radius_graph(pos[:2], 1.0, self_interaction=True)
+    assert int(((g.edge_vec * g.edge_vec).sum(1) == 0).sum()) == 2  # the two i -> i edges
+    # atoms in different graphs of a batch never share an edge
+    assert radius_graph(pos, 1.0, batch=torch.tensor([0, 0, 1])).edge_src.numel() == 2

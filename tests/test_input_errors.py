@@ -25,7 +25,7 @@ def _conv_inputs(layer, dtype=torch.float64):
 
 CONVS = {
     "SO2Conv": lambda: SO2Conv(IRREPS_IN, IRREPS_OUT),
-    "SO2Conv(native=False)": lambda: SO2Conv(IRREPS_IN, IRREPS_OUT, native=False),
+    "SO2Conv(executor='torch')": lambda: SO2Conv(IRREPS_IN, IRREPS_OUT, executor="torch"),
     "SO2Conv.from_tfn": lambda: SO2Conv.from_tfn(TFNConv(IRREPS_IN, IRREPS_OUT, 2)),
     "TFNConv": lambda: TFNConv(IRREPS_IN, IRREPS_OUT, 2),
 }

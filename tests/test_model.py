@@ -424,44 +424,61 @@ def test_type_permutations_bad_input(perms, error, message):
         _model(type_permutations=perms)
 
 
-def test_rotation_path_follows_the_setting_and_gives_the_same_numbers():
-    """The compiled rotation is used by default, in eval and in training on forces; PyTorch ops when
-    ``native_rotation`` is False. Both give the same energies, forces and force-loss gradients."""
+def test_executor_follows_the_argument_and_gives_the_same_numbers():
+    """The compiled kernels run by default, in eval and in training on forces; PyTorch ops with
+    ``executor="torch"`` (the reference), set at construction or by ``set_executor``, never changed by forward.
+    Both give the same energies, forces and force-loss gradients."""
     from escn import native
+    from escn.nn import SO2Conv
     from escn.nn.edge_rotation import EdgeRotation
 
     if not native.available():
         pytest.skip(f"compiled kernels unavailable: {native.unavailable_reason()}")
-    model = _model(channels=20)  # channels past one vector tile of the kernel
-    rotations = [m for m in model.modules() if isinstance(m, EdgeRotation)]
+    torch.manual_seed(0)
+    reference = _model(channels=20, executor="torch")  # channels past one vector tile of the kernel
+    torch.manual_seed(0)
+    model = _model(channels=20)
+    model.load_state_dict(reference.state_dict())
+    layers = [m for m in model.modules() if isinstance(m, (EdgeRotation, SO2Conv))]
+    assert layers and {m.executor for m in layers} == {"native"} == {model.executor}
+    assert {m.executor for m in reference.modules() if isinstance(m, (EdgeRotation, SO2Conv))} == {"torch"}
+    assert "executor" not in model.config and model.config == reference.config
     pos, types = _molecule(12, seed=3)
     batch = collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff)
+    rotation = next(m for m in model.modules() if isinstance(m, EdgeRotation))
+    calls = []
+    original = rotation._use_native
+    rotation._use_native = lambda x, frame: calls.append(original(x, frame)) or calls[-1]
 
-    def run(train: bool, setting):
-        model.native_rotation = setting
-        model.train(train)
-        model.zero_grad()
-        out = model(batch)
-        used = {m.native for m in rotations}
+    def run(m, train: bool):
+        m.train(train)
+        m.zero_grad()
+        before = dict(vars(m))
+        out = m(batch)
+        assert vars(m).keys() == before.keys()  # forward stores nothing on the model
         grads = []
         if train:  # training on forces differentiates the forces again
             (out["energy"].sum() + (out["forces"] ** 2).sum()).backward()
-            grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+            grads = [p.grad.clone() for p in m.parameters() if p.grad is not None]
             assert grads
-        return used, out["energy"].detach(), out["forces"].detach(), grads
+        return out["energy"].detach(), out["forces"].detach(), grads
 
-    assert run(False, None)[0] == {True}
-    assert run(True, None)[0] == {True}
-    assert run(True, False)[0] == {False}
     for train in (False, True):
-        _, *ref = run(train, False)
-        used, *got = run(train, True)
-        assert used == {True}
-        for a, b in zip(ref[:2], got[:2]):
+        ref, got = run(reference, train), run(model, train)
+        for a, b in [*zip(ref[:2], got[:2]), *zip(ref[2], got[2])]:
             assert (a - b).abs().max() <= 1e-10 * max(a.abs().max(), 1.0)
-        for a, b in zip(ref[2], got[2]):
-            assert (a - b).abs().max() <= 1e-10 * max(a.abs().max(), 1.0)
-    model.native_rotation = None
+    assert calls and all(calls)
+    calls.clear()
+    assert model.set_executor("torch") is model and {m.executor for m in layers} == {"torch"} == {model.executor}
+    for train in (False, True):
+        run(model, train)
+    assert calls and not any(calls)  # the setting survives forward (no per-forward reset)
+    with pytest.raises(AttributeError, match=r"ESCN\.native_rotation was removed; pass executor="):
+        model.native_rotation = False
+    with pytest.raises(ValueError, match="executor must be one of"):
+        model.set_executor("kernels")
+    with pytest.raises(ValueError, match="executor must be one of"):
+        _model(executor="gpu")
 
 
 def test_state_dict_of_the_single_module_layout_loads_with_identical_outputs():

@@ -3,6 +3,11 @@ exact, float32 within its stated tolerance, and a clean fallback when the kernel
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import warnings
+
 import pytest
 import torch
 
@@ -28,8 +33,6 @@ CASES = [
 @pytest.fixture(autouse=True)
 def _native_kernels():
     """Every test here needs the kernels: skip without a C compiler, fail if one exists but the build fails."""
-    if not build.enabled():
-        pytest.skip("ESCN_NATIVE disables the compiled kernels")
     if build.compiler() is None:
         pytest.skip("no C compiler")
     assert native.available(), native.unavailable_reason()
@@ -58,10 +61,8 @@ def test_native_map_equals_torch_map_values_and_gradients(irreps_in, irreps_out,
     layer = _layer(irreps_in, irreps_out, lmax_filter)
     rot, w = _inputs(layer, 300)  # more than one thread's chunk
     assert layer._use_native(rot, w)
-    layer.native = False
-    ref = layer.frame_map(rot, w)
-    layer.native = True
-    got = layer.frame_map(rot, w)
+    ref = layer.set_executor("torch").frame_map(rot, w)
+    got = layer.set_executor("native").frame_map(rot, w)
     assert ref.abs().max() > 0.1
     assert (got - ref).abs().max() <= TOL * ref.abs().max()
     cot = torch.randn_like(ref)
@@ -79,8 +80,8 @@ def test_native_map_second_and_third_derivatives_equal_torch_map():
     probe2 = torch.randn_like(rot)
     probe3 = torch.randn_like(w)
     results = []
-    for use in (False, True):
-        layer.native = use
+    for executor in ("torch", "native"):
+        layer.set_executor(executor)
         y = layer.frame_map(rot, w)
         (gr, gw) = torch.autograd.grad((y * probe1).sum(), (rot, w), create_graph=True)
         (g2r, g2w) = torch.autograd.grad((gr * probe2).sum() + (gw * w).sum(), (rot, w), create_graph=True)
@@ -178,24 +179,28 @@ def test_native_map_takes_strided_weight_rows_and_empty_edge_sets():
     assert empty.shape == (0, layer.rot_out.rot_dim)
 
 
-def test_disabled_or_unbuildable_kernels_fall_back_to_torch_ops(monkeypatch, tmp_path):
+def test_torch_executor_or_unbuildable_kernels_run_torch_ops(monkeypatch, tmp_path):
     layer = _layer(*CASES[0])
     rot, w = _inputs(layer, 30, seed=9)
     expected = layer.frame_map(rot, w)
-    monkeypatch.setenv("ESCN_NATIVE", "0")
-    assert not native.available() and not layer._use_native(rot, w)
-    assert native.unavailable_reason() == "disabled by ESCN_NATIVE"
+    layer.set_executor("torch")
+    assert native.available() and not layer._use_native(rot, w)
     assert (layer.frame_map(rot, w) - expected).abs().max() <= TOL * expected.abs().max()
-    monkeypatch.delenv("ESCN_NATIVE")
-    # a compiler that fails: a warning, then PyTorch ops
+    # a compiler that fails: "native" falls back to PyTorch ops with one warning naming the reason
+    layer.set_executor("native")
     monkeypatch.setattr(build, "_loaded", {})
     monkeypatch.setattr(build, "_errors", {})
     monkeypatch.setenv("ESCN_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", "false")
-    with pytest.warns(RuntimeWarning, match="native kernels unavailable"):
-        assert not native.available()
-    assert "failed" in native.unavailable_reason()
-    assert (layer.frame_map(rot, w) - expected).abs().max() <= TOL * expected.abs().max()
+    with pytest.warns(RuntimeWarning, match="native kernels unavailable, using PyTorch ops instead") as caught:
+        got = layer.frame_map(rot, w)
+    reason = native.unavailable_reason()
+    assert "failed" in reason and reason in str(caught[0].message)
+    assert (got - expected).abs().max() <= TOL * expected.abs().max()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the next calls warn no more
+        assert (layer.frame_map(rot, w) - expected).abs().max() <= TOL * expected.abs().max()
+        assert not native.available() and not layer._use_native(rot, w)
 
 
 def test_build_is_cached_by_source_compiler_and_cpu(monkeypatch, tmp_path):
@@ -279,8 +284,12 @@ def test_build_without_openmp_falls_back_to_one_kernel_call_per_thread(monkeypat
 
 
 def test_bad_arguments_are_rejected():
-    with pytest.raises(TypeError, match="native must be None or a bool"):
-        SO2Conv.from_tfn(TFNConv("2x0e", "2x0e", 0), native=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"executor must be a str, one of \('native', 'torch'\), got int 1"):
+        SO2Conv.from_tfn(TFNConv("2x0e", "2x0e", 0), executor=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"executor must be one of \('native', 'torch'\), got 'cuda'"):
+        SO2Conv("2x0e", "2x0e", executor="cuda")
+    with pytest.raises(ValueError, match="executor must be one of"):
+        SO2Conv("2x0e", "2x0e").set_executor("Native")
     with pytest.raises(ValueError, match="leaves the buffers"):
         native.make_plan([(0, 2, 2)], [[(1, 0, 1.0)]], perm_in=[0, 1], perm_out=[0, 1])
     with pytest.raises(ValueError, match="same length"):
@@ -306,7 +315,7 @@ def _rotation_inputs(groups, mmax, E=150, seed=0):
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
-        rot = EdgeRotation(groups, mmax, native=True)
+        rot = EdgeRotation(groups, mmax, executor="native")
     finally:
         torch.set_default_dtype(old)
     g = torch.Generator().manual_seed(seed)
@@ -325,7 +334,7 @@ def test_native_rotation_equals_torch_rotation_values_and_gradients(groups, mmax
     lmax = max(l for l, _ in groups)
     results = []
     for use in (True, False):
-        rot.native = use
+        rot.set_executor("native" if use else "torch")
         frame = edge_frame(vec, lmax, mmax)
         assert rot._use_native(x, frame) == use
         a, b = rot.to_frame(x, frame), rot.from_frame(y, frame)
@@ -345,8 +354,8 @@ def test_native_rotation_higher_derivatives_equal_torch_rotation():
     cot = torch.randn(12, rot.full_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     probe = torch.randn(12, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     results = []
-    for use in (True, False):
-        rot.native = use
+    for executor in ("native", "torch"):
+        rot.set_executor(executor)
         frame = edge_frame(vec, 5, 2)
         feats = x * vec.norm(dim=1, keepdim=True)  # features that also depend on the edges
         (gv,) = torch.autograd.grad((rot.from_frame(rot.to_frame(feats, frame), frame) * cot).sum(), vec, create_graph=True)
@@ -362,7 +371,7 @@ def test_native_rotation_gradcheck_and_gradgradcheck():
     from escn.o3.edge_frame import edge_frame
 
     rot, x, y, vec = _rotation_inputs([(0, 1), (1, 2), (2, 1)], 1, E=4, seed=6)
-    assert rot.native
+    assert rot.executor == "native"
 
     def f(x, y, vec):
         frame = edge_frame(vec, 2, 1)
@@ -399,18 +408,29 @@ def test_native_rotation_float32_matches_float64(groups, mmax):
         assert (b.double() - a).abs().max() <= (5e-6 if k == 4 else 2e-6) * a.abs().max(), k
 
 
-def test_kernels_are_the_default_and_can_be_turned_off():
-    """Kernels by default (measured faster for every layout); PyTorch ops with native=False."""
+def test_kernels_are_the_default_and_the_executor_argument_turns_them_off():
+    """Kernels by default (measured faster for every layout); PyTorch ops with executor="torch"."""
     from escn.nn.edge_rotation import EdgeRotation
 
     tfn = TFNConv("4x0e + 4x1o", "4x0e + 4x1o", 2)
     per_edge = SO2Conv.from_tfn(tfn)
-    assert per_edge.native and per_edge.rot_in.native and per_edge.rot_out.native
+    assert per_edge.executor == per_edge.rot_in.executor == per_edge.rot_out.executor == "native"
     shared = SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True)
-    assert shared.rot_in.native and shared.rot_out.native
-    assert EdgeRotation([(0, 2), (1, 2)], 1).native
-    for off in (SO2Conv.from_tfn(tfn, native=False), SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True, native=False)):
-        assert not (off.native or off.rot_in.native or off.rot_out.native)
+    assert shared.rot_in.executor == shared.rot_out.executor == "native"
+    assert EdgeRotation([(0, 2), (1, 2)], 1).executor == "native"
+    for off in (SO2Conv.from_tfn(tfn, executor="torch"), SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True, executor="torch"),
+                SO2Conv.from_tfn(tfn).set_executor("torch")):
+        assert off.executor == off.rot_in.executor == off.rot_out.executor == "torch"
+    g = torch.Generator().manual_seed(11)
+    rot, w = torch.randn(5, per_edge.rot_in.rot_dim, generator=g), torch.randn(5, per_edge.weight_numel, generator=g)
+    assert per_edge._use_native(rot, w) and not off._use_native(rot, w)
+    # the removed switches are errors, not silently ignored assignments
+    for layer in (per_edge, per_edge.rot_in):
+        with pytest.raises(AttributeError, match=r"\.native was removed; pass executor='native' or 'torch'"):
+            layer.native = False
+        assert not hasattr(layer, "native")
+    with pytest.raises(TypeError, match="native"):
+        SO2Conv("4x0e", "4x0e", native=False)  # type: ignore[call-arg]
 
 
 def test_kernel_operands_must_share_the_edge_count():
@@ -437,3 +457,63 @@ def test_kernel_operands_must_share_the_edge_count():
     a = rotation_kernel.rotate_to_frame(rot_layer._native_plan, x, strided)
     b = rotation_kernel.rotate_to_frame(rot_layer._native_plan, x, (frame.cos_alpha, frame.sin_alpha, frame.cos_beta, frame.sin_beta))
     assert (a - b).abs().max() == 0
+
+
+def test_no_environment_variable_changes_the_executor():
+    """ESCN_NATIVE once switched every layer to PyTorch ops from the environment; the executor argument is now
+    the only switch, so a process with it set still runs the kernels."""
+    code = (
+        "import torch\n"
+        "from escn import native\n"
+        "from escn.nn import SO2Conv\n"
+        "layer = SO2Conv('2x0e + 2x1o', '2x0e + 2x1o', shared_weights=True)\n"
+        "x = torch.randn(3, layer.rot_in.rot_dim)\n"
+        "w = torch.randn(3, layer.rot_in.rot_dim)\n"
+        "print(native.available(), layer.executor, layer._use_native(x, w), SO2Conv('1x0e', '1x0e', executor='torch')._use_native(x, w))\n"
+    )
+    for value in ("0", "off", "1"):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "ESCN_NATIVE": value})
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["True", "native", "True", "False"], (value, proc.stdout)
+
+
+def test_native_executor_runs_torch_ops_where_the_kernels_do_not_apply():
+    """"native" means the kernels where they apply: meta tensors (and other devices) take PyTorch ops."""
+    from escn.nn.edge_rotation import EdgeRotation
+    from escn.o3.edge_frame import edge_frame
+
+    rot = EdgeRotation([(0, 2), (1, 3), (2, 1)], 1)
+    vec = torch.randn(7, 3, device="meta")
+    frame = edge_frame(vec, 2, 1)
+    x = torch.randn(7, rot.full_dim, device="meta")
+    assert rot.executor == "native" and not rot._use_native(x, frame)
+    y = rot.to_frame(x, frame)
+    assert y.device.type == "meta" and y.shape == (7, rot.rot_dim)
+    assert rot.from_frame(y, frame).shape == (7, rot.full_dim)
+
+
+def test_frames_carry_dense_rows_only_for_the_pytorch_path(monkeypatch):
+    """The kernel reads only the angle tables: SO2Conv builds its frame without the dense rows on it, and with
+    them (once, for both rotations) on PyTorch ops."""
+    import escn.nn.so2_conv as so2_module
+
+    built = []
+    original = so2_module.edge_frame
+
+    def recording(*args, **kwargs):
+        built.append(kwargs.get("rows_lmax", -1))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(so2_module, "edge_frame", recording)
+    layer = SO2Conv("3x0e + 2x1o + 2x2e + 1x4e", "2x0e + 2x1o + 1x2e", shared_weights=True)
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(6, layer.irreps_in.dim, generator=g)
+    src, dst = torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([1, 2, 3, 4, 5, 0])
+    vec = torch.randn(6, 3, generator=g)
+    gates = torch.randn(6, layer.weight_numel, generator=g)
+    got = layer(x, src, dst, vec, gates)
+    ref = layer.set_executor("torch")(x, src, dst, vec, gates)
+    assert built == [-1, 3] and layer.rot_in.rows_lmax(x) == 3
+    assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert layer.set_executor("native").rot_in.rows_lmax(x) == -1 and layer.rot_in.rows_lmax(x.to("meta")) == 3

@@ -28,8 +28,6 @@ ADJOINT_FLAGS = [(True, True, False), (False, True, True), (False, True, False),
 
 @pytest.fixture(autouse=True)
 def _native_kernels():
-    if not build.enabled():
-        pytest.skip("ESCN_NATIVE disables the compiled kernels")
     if build.compiler() is None:
         pytest.skip("no C compiler")
     assert native.available(), native.unavailable_reason()
@@ -49,7 +47,7 @@ def _rotation(groups=((1, 3), (2, 2), (3, 17)), mmax=2):
     exactly as the kernel does (l >= 1: the m = 0 phase enters both; the PyTorch path skips it at l = 0)."""
     from escn.nn.edge_rotation import EdgeRotation
 
-    return _float64(lambda: EdgeRotation(list(groups), mmax, dense_lmax=-1, native=True))
+    return _float64(lambda: EdgeRotation(list(groups), mmax, dense_lmax=-1, executor="native"))
 
 
 def _rotation_operands(plan, E, dtype, seed=0, extra_columns=1):
@@ -224,10 +222,9 @@ def test_tfn_ops_equal_torch_ops_and_pass_gradcheck():
     x, w, gy = _tfn_operands(layer, 6, torch.float64, seed=7)
     args = layer._native_plan.op_args()
     ops = torch.ops.escn
-    layer.native = False
-    ref = layer.frame_map(x, w)
+    ref = layer.set_executor("torch").frame_map(x, w)
     ref_gx, ref_gw = torch.autograd.grad(ref, (x, w), gy)
-    layer.native = True
+    layer.set_executor("native")
     with torch.no_grad():
         got = [ops.tfn_frame_map(x, w, *args), ops.tfn_frame_map_input_grad(gy, w, *args),
                ops.tfn_frame_map_weight_grad(x, gy, *args), *ops.tfn_frame_map_backward(gy, x, w, *args)]

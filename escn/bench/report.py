@@ -166,7 +166,7 @@ def header_lines(result: SweepResult) -> list[str]:
         + (" -- reuse was asked for but is unavailable here (needs glibc)" if c.allocator == "reuse" and result.allocator != "reuse" else ""),
     ]
     if result.native:
-        lines.append(f"SO2Conv rows rotate (and so2_equal applies its TFN-layout weights) with: {result.native} (ESCN_NATIVE=0: PyTorch ops)")
+        lines.append(f"SO2Conv rows rotate (and so2_equal applies its TFN-layout weights) with: {result.native} (--executor torch: PyTorch ops)")
     warning = "  -- WARNING: other processes were using the CPU; timings are unreliable"
     if result.other_cores is not None:
         lines.append(f"other processes kept {result.other_cores:.2f} cores busy on average during the sweep"

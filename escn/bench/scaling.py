@@ -122,6 +122,7 @@ class SweepConfig:
     methods: list[str] = field(default_factory=default_methods)
     seed: int = 0
     allocator: str = "system"  # "reuse": escn.bench.allocator.reuse_freed_memory() before the sweep; "system": as is
+    executor: str = "native"  # of the SO2Conv layers: "native" (compiled kernels where they apply) or "torch"
 
 
 @dataclass
@@ -327,8 +328,8 @@ def _so2_conv_forward(layer: SO2Conv, p: Problem, weight: Tensor) -> Callable[[]
     return lambda: layer(p.x, g.edge_src, g.edge_dst, p.edge_vec, weight)
 
 
-def build_case(method: str, p: Problem) -> Case:
-    """Build ``method``'s layer for problem ``p`` and bind its inputs."""
+def build_case(method: str, p: Problem, executor: str = "native") -> Case:
+    """Build ``method``'s layer for problem ``p`` (SO2Conv layers with ``executor``) and bind its inputs."""
     g = p.graph
     if method == "tfn":
         layer = p.tfn()
@@ -336,14 +337,14 @@ def build_case(method: str, p: Problem) -> Case:
         return Case(lambda: layer(p.x, g.edge_src, g.edge_dst, p.edge_vec, w), [p.x, p.edge_vec, w])
     if method in ("so2_equal", "so2_equal_scatter"):
         with default_dtype(p.dtype):
-            layer = SO2Conv.from_tfn(p.tfn()).to(p.dtype)
+            layer = SO2Conv.from_tfn(p.tfn(), executor=executor).to(p.dtype)
         w = p.tfn_weight()
         fwd = _so2_conv_forward(layer, p, w) if method == "so2_equal" else _scatter_forward(layer, p, w)
         return Case(fwd, [p.x, p.edge_vec, w], so2_layer=layer)
     if method in ("so2_shared_mmaxL", "so2_shared_mmax2"):
         mmax = p.L if method == "so2_shared_mmaxL" else min(2, p.L)
         with default_dtype(p.dtype):
-            layer = SO2Conv(p.irreps, p.irreps, mmax=mmax, shared_weights=True).to(p.dtype)
+            layer = SO2Conv(p.irreps, p.irreps, mmax=mmax, shared_weights=True, executor=executor).to(p.dtype)
         w = p.random_weight(layer.weight_numel)
         return Case(_so2_conv_forward(layer, p, w), [p.x, p.edge_vec, w, *layer.parameters()], so2_layer=layer)
     if method == "e3nn":
@@ -417,14 +418,14 @@ def predict(method: str, L: int, history: Sequence[_Point]) -> tuple[float | Non
     return t, mem
 
 
-def memory_lower_bound(method: str, p: Problem, weights_per_edge: int) -> float:
+def memory_lower_bound(method: str, p: Problem, weights_per_edge: int, executor: str = "native") -> float:
     """Bytes that the fwd+bwd must hold at least: weights, their gradient and transients, features per edge.
 
     TFN-layout weights need two transients of their size (TFN's and e3nn's per-path products, or the
     regrouped copies of SO2Conv's PyTorch path), except where the compiled edge-frame kernel reads them in
     place: then the weights and their gradient."""
     item = torch.empty((), dtype=p.dtype).element_size()
-    in_place = method.startswith("so2_equal") and native.supports(p.x) and native.available()
+    in_place = method.startswith("so2_equal") and native.use_kernels(executor, p.x)
     per_edge = 8 * p.dim + (4 * weights_per_edge if method in _TFN_LAYOUT and not in_place else 2 * weights_per_edge)
     return float(item * p.graph.num_edges * per_edge)
 
@@ -466,7 +467,7 @@ def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], ge
     if method in _PER_EDGE_TFN_WEIGHTS and bandwidth_gbs > 0:
         row.weight_floor_ms = weight_traffic_floor_ms(row.params_per_edge, p.graph.num_edges, p.x.element_size(), bandwidth_gbs)
     t_pred, mem_pred = predict(method, p.L, history)
-    mem_floor = memory_lower_bound(method, p, row.params_per_edge)
+    mem_floor = memory_lower_bound(method, p, row.params_per_edge, cfg.executor)
     mem_limit = cfg.max_memory_gb * 1e9
     if max(mem_floor, mem_pred or 0.0) > mem_limit:
         row.status = "skipped (memory)"
@@ -481,7 +482,7 @@ def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], ge
         return row
 
     t0 = time.perf_counter()
-    case = build_case(method, p)
+    case = build_case(method, p, cfg.executor)
     row.build_s = time.perf_counter() - t0
     with PeakRss() as rss:
         t0 = time.perf_counter()
@@ -565,10 +566,12 @@ def _free_memory() -> None:
     PeakRss._trim()
 
 
-def native_status() -> str:
-    """What the SO2Conv rows run on in this process (the rotations into and out of the edge frame, and
+def native_status(executor: str = "native") -> str:
+    """What the SO2Conv rows run on with ``executor`` (the rotations into and out of the edge frame, and
     so2_equal's map of TFN-layout weights): the compiled kernels of :mod:`escn.native`, or PyTorch ops and
     why."""
+    if native.check_executor(executor) == "torch":
+        return "PyTorch ops (executor 'torch')"
     if native.available():
         return "compiled kernels (escn.native)"
     return f"PyTorch ops ({native.unavailable_reason()})"
@@ -584,6 +587,7 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
         raise ValueError(f"threads must be None (torch.get_num_threads() as it is) or an int >= 1, got {cfg.threads!r}")
     if cfg.anchor_l is not None and (isinstance(cfg.anchor_l, bool) or not isinstance(cfg.anchor_l, int) or cfg.anchor_l < 1):
         raise ValueError(f"anchor_l must be None (no anchor) or an int >= 1, got {cfg.anchor_l!r}")
+    native.check_executor(cfg.executor)
     previous_threads = torch.get_num_threads()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -633,7 +637,7 @@ def _run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | Non
     load = (load_start, load_end) if load_start is not None and load_end is not None else None
     return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, bandwidth, time.perf_counter() - start,
                        num_threads=num_threads, load_avg=load, other_cores=other, allocator=allocator,
-                       native=native_status())
+                       native=native_status(cfg.executor))
 
 
 def _cpu_seconds() -> tuple[float, float, float] | None:

@@ -468,7 +468,8 @@ def radius_graph(
 
     Raises:
         TypeError / ValueError on malformed arguments (shapes, dtypes, NaN/inf positions,
-        non-positive cutoff, degenerate cell, wrong pbc length, wrong batch shape).
+        non-positive cutoff, degenerate cell, wrong pbc length, wrong batch shape), and ValueError when two
+        atoms are at the same position (their edge would have zero length).
     """
     pos = _check_pos(pos)
     cutoff = _check_cutoff(cutoff)
@@ -496,6 +497,13 @@ def radius_graph(
         dst, src, shift, dist2 = dst[keep], src[keep], shift[keep], dist2[keep]
         perm = _lexsort_edges(dst, src, shift, num_atoms)
         dst, src, shift, dist2 = dst[perm], src[perm], shift[perm], dist2[perm]
+        # two atoms at one position: their edge has no direction, and no edge frame (escn.o3.edge_frame)
+        coincide = (dist2 == 0) & ((src != dst) | (shift != 0).any(dim=1))
+        if bool(coincide.any()):
+            k = int(coincide.nonzero()[0, 0])
+            image = f" (its periodic image {shift[k].tolist()})" if bool((shift[k] != 0).any()) else ""
+            raise ValueError(f"pos: atoms {int(dst[k])} and {int(src[k])}{image} are at the same position, so the "
+                             "edge between them has zero length; remove or move one of them")
         if max_num_neighbors is not None:
             keep = _nearest_per_dst(dst, dist2, max_num_neighbors, num_atoms)
             dst, src, shift = dst[keep], src[keep], shift[keep]

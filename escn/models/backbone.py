@@ -352,7 +352,7 @@ class ESCNBackbone(ConstantModule):
         src, dst = batch.edge_src, batch.edge_dst
         vec = edge_vectors(pos, src, dst, batch.shift, cell, batch.batch)
         r = torch.linalg.vector_norm(vec, dim=1)
-        frame = edge_frame(vec, self.irreps.lmax, self.blocks[0].mmax)
+        frame = edge_frame(vec, self.irreps.lmax, self.blocks[0].mmax, rows_lmax=max(b.rot.rows_lmax(pos) for b in self.blocks))
         temb = self.edge_type_embedding(types).to(pos.dtype)
         edge_feat = torch.cat([self.radial_features(r), temb.index_select(0, src), temb.index_select(0, dst)], dim=1)
         env = self.envelope(r)

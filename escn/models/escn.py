@@ -32,11 +32,13 @@ from escn._util import check_int as _check_int
 from escn.data.batch import Batch
 from escn.data.species import check_atomic_numbers
 from escn.models.backbone import ACTIVATIONS, RADIAL_BASES, ESCNBackbone, EdgeFrameBlock, node_irreps
+from escn.native._runtime import ReplacedAttribute, check_executor
 from escn.nn.checks import check_float_input, module_tensor
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import EdgeRotation
 from escn.nn.linear import Linear
 from escn.nn.radial import RadialMLP
+from escn.nn.so2_conv import SO2Conv
 from escn.o3.irreps import Irreps
 
 Tensor = torch.Tensor
@@ -138,6 +140,12 @@ class ESCN(ConstantModule):
             Stored in ``config`` and so in checkpoints; the model's input is still type indices, converted from
             atomic numbers where batches are made (:mod:`escn.data.species`: the training data pipeline and
             :class:`escn.ase.Calculator`).  None (default): the types are plain labels with no element.
+        executor: what runs the edge-frame rotations and SO(2) layers: ``"native"`` (default), the compiled
+            kernels of :mod:`escn.native` on the CPU in float32/float64 (PyTorch ops elsewhere, and everywhere,
+            after one warning naming the reason, if they cannot be built), or ``"torch"``, PyTorch ops only. Same
+            function either way, up to rounding, so it is not part of ``config``; :meth:`set_executor` changes it.
+            Measured (lmax 6, mmax 2, 128 atoms, 2 threads): a force-training step 314-316 ms with the kernels
+            against 423-425 ms without, eval with forces 100-106 against 152-158 ms.
 
     ``forward(batch, compute_forces=True, compute_stress=False)`` returns a dict with ``"energy"`` (B,),
     ``"forces"`` (N, 3), ``"stress"`` (B, 3, 3), ``"node_vectors"`` (N, 3), ``"graph_outputs"`` (B, dim) as
@@ -173,6 +181,7 @@ class ESCN(ConstantModule):
         type_permutations: Sequence[Sequence[int]] = (),
         type_average_in_training: bool = True,
         atomic_numbers: Sequence[int] | None = None,
+        executor: str = "native",
     ) -> None:
         super().__init__()
         self._register_load_state_dict_pre_hook(_backbone_keys)
@@ -223,6 +232,7 @@ class ESCN(ConstantModule):
             raise TypeError(f"type_average_in_training must be a bool, got {type(type_average_in_training).__name__}")
         if not isinstance(energy_scale, (int, float)) or not isinstance(energy_shift, (int, float)):
             raise TypeError("energy_scale and energy_shift must be numbers")
+        check_executor(executor)
         self.config: dict[str, Any] = dict(
             num_atom_types=num_atom_types, lmax=lmax, mmax=mmax, channels=channels, num_layers=num_layers,
             cutoff=float(cutoff), num_radial=num_radial, radial_basis=radial_basis, radial_hidden=radial_hidden,
@@ -253,6 +263,7 @@ class ESCN(ConstantModule):
             avg_num_neighbors, pseudo, node_input_irreps, scalar_output=tuple(outputs) == ("energy",),
         )
         self.node_input_irreps = self.backbone.node_input_irreps
+        self.set_executor(executor)
         self.energy_head = RadialMLP([channels, radial_hidden, 1]) if "energy" in outputs else None
         self.atom_energy = nn.Embedding(num_atom_types, 1) if "energy" in outputs else None
         if self.atom_energy is not None:
@@ -354,21 +365,22 @@ class ESCN(ConstantModule):
         with torch.no_grad():
             self.atom_energy.weight[:, 0] = (per_type - self.energy_shift).to(self.atom_energy.weight)
 
-    #: The compiled edge-frame rotation (:mod:`escn.native`): None (default) uses it whenever the kernels are
-    #: available, True forces it, False uses PyTorch ops. Measured (lmax 6, mmax 2, 128 atoms, 2 threads): a
-    #: force-training step 314-316 ms with it against 423-425 ms without, eval with forces 100-106 against
-    #: 152-158 ms. (Before the kernels shared PyTorch's OpenMP threads, the force-training step was slower with
-    #: them, 447-491 against 411-422 ms, and None chose PyTorch ops there.) Not part of the config: it changes
-    #: no number.
-    native_rotation: bool | None = None
+    #: replaced by the ``executor`` argument
+    native_rotation = ReplacedAttribute("pass executor='native' or 'torch' to ESCN, or call model.set_executor()")
 
-    def _set_rotation_path(self) -> None:
-        use = True if self.native_rotation is None else bool(self.native_rotation)
-        rotations = self.__dict__.get("_rotations")
-        if rotations is None:  # found once, not on every forward (the module tree is fixed after __init__)
-            rotations = self.__dict__["_rotations"] = [m for m in self.modules() if isinstance(m, EdgeRotation)]
-        for m in rotations:
-            m.native = use
+    @property
+    def executor(self) -> str:
+        """``"native"`` or ``"torch"``: the executor :meth:`set_executor` (or the constructor) gave every layer."""
+        return self._executor
+
+    def set_executor(self, executor: str) -> "ESCN":
+        """Run every edge-frame rotation and SO(2) layer of the model with ``executor`` (``"native"`` or
+        ``"torch"``, as in the constructor) from now on; returns self. Nothing is changed during forward."""
+        self._executor = check_executor(executor)
+        for m in self.modules():
+            if isinstance(m, (EdgeRotation, SO2Conv)):
+                m.set_executor(executor)
+        return self
 
     def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, Tensor]:
         self._check_batch(batch)
@@ -378,7 +390,6 @@ class ESCN(ConstantModule):
         want_energy = "energy" in self.outputs
         compute_forces = bool(compute_forces) and want_energy
         compute_stress = bool(compute_stress) and want_energy
-        self._set_rotation_path()
         if compute_stress and (batch.cell is None or not bool(batch.pbc.all())):
             raise ValueError("compute_stress needs periodic cells (batch.cell with pbc on all axes)")
         out: dict[str, Tensor] = {}

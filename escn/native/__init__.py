@@ -8,13 +8,23 @@
 
 The kernels are PyTorch custom operators (``torch.ops.escn.*``, registered on import, the C library built at the
 first call), so ``torch.compile``, ``torch.export`` and FakeTensor tracing see each as one op; see
-``docs/native_ops.md``. Set ``ESCN_NATIVE=0`` to disable them; :func:`available` says whether they are in use and
-:func:`unavailable_reason` why not. Layers use them only on the CPU, in float32 or float64.
+``docs/native_ops.md``. Which layers use them is each layer's ``executor`` argument (:data:`EXECUTORS`:
+``"native"``, the default, uses them on the CPU in float32 or float64; ``"torch"`` never); no environment variable
+changes it. :func:`available` says whether they can be built, :func:`unavailable_reason` why not.
 """
 
-from escn.native.build import enabled
 from escn.native.build import error as unavailable_reason
-from escn.native._runtime import available, supports
+from escn.native._runtime import EXECUTORS, available, check_executor, supports, use_kernels
 from escn.native.tfn_kernel import TFNFramePlan, make_plan, tfn_frame_map
 
-__all__ = ["TFNFramePlan", "available", "enabled", "make_plan", "supports", "tfn_frame_map", "unavailable_reason"]
+__all__ = [
+    "EXECUTORS",
+    "TFNFramePlan",
+    "available",
+    "check_executor",
+    "make_plan",
+    "supports",
+    "tfn_frame_map",
+    "unavailable_reason",
+    "use_kernels",
+]

@@ -1,5 +1,6 @@
-"""What the compiled kernels share: availability, dtype checks, argument checks, the edge-range threads and the
-helpers that register them as PyTorch operators (namespace ``escn``, see :data:`OPS_NAMESPACE`)."""
+"""What the compiled kernels share: the executor argument of the layers, availability, dtype checks, argument
+checks, the edge-range threads and the helpers that register them as PyTorch operators (namespace ``escn``, see
+:data:`OPS_NAMESPACE`)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,51 @@ I64 = ctypes.c_int64
 PTR = ctypes.c_void_p
 
 
+#: What runs the layers that have compiled kernels (``executor`` of :class:`escn.nn.SO2Conv`,
+#: :class:`escn.nn.edge_rotation.EdgeRotation`, :class:`escn.models.ESCN`): "native", the kernels wherever they
+#: apply (CPU, float32/float64; PyTorch ops elsewhere, and everywhere if they cannot be built: a warning then says
+#: why, once), or "torch", PyTorch ops always. Both compute the same function; results differ by rounding.
+EXECUTORS = ("native", "torch")
+
+
+def check_executor(executor: object) -> str:
+    """``executor`` if it is one of :data:`EXECUTORS`, else TypeError / ValueError naming the argument."""
+    if not isinstance(executor, str):
+        raise TypeError(f"executor must be a str, one of {EXECUTORS}, got {type(executor).__name__} {executor!r}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    return executor
+
+
+def use_kernels(executor: str, *tensors: Tensor) -> bool:
+    """True when a layer with this executor runs its compiled kernel on these operands: ``"native"``, operands
+    the kernels take (:func:`supports`) and the kernels built (:func:`available`, which builds them on the first
+    call; if that fails, its warning names the reason once and PyTorch ops run)."""
+    return executor == "native" and supports(*tensors) and available()
+
+
+class ReplacedAttribute:
+    """A removed attribute of a layer: setting it raises AttributeError saying what replaced it (reading it
+    raises AttributeError too), so an old ``layer.native = False`` is an error, not an ignored assignment."""
+
+    def __init__(self, replacement: str) -> None:
+        self.replacement = replacement
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = f"{owner.__name__}.{name}"
+
+    def __get__(self, obj: object, owner: type | None = None) -> "ReplacedAttribute":
+        if obj is None:
+            return self
+        raise AttributeError(f"{self.name} was removed; {self.replacement}")
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise AttributeError(f"{self.name} was removed; {self.replacement}")
+
+
 def available() -> bool:
-    """True when the compiled kernels can be used (built or buildable, and not disabled). Builds them on the
+    """True when the compiled kernels can be used (built, or buildable with the C compiler). Builds them on the
     first call. Under ``torch.compile`` it is evaluated once while tracing and its result is a constant of the
     graph (the library's lock is not traced)."""
     return build.load() is not None

@@ -1,7 +1,7 @@
 """Build and load the optional C kernels with the system C compiler, cached per source, compiler and CPU.
 
 The library works without them: :func:`load` returns ``None`` (and callers fall back to PyTorch ops) when
-``ESCN_NATIVE=0`` is set, no C compiler is found, or the build fails. The compiled library lives in
+no C compiler is found or the build fails. The compiled library lives in
 ``$ESCN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/escn`` or ``~/.cache/escn``) under a name that hashes the
 sources, the compiler command and the CPU's model and flags, so a changed source or another machine builds
 anew. Builds are atomic (compiled to a temporary name, then renamed), so concurrent first uses are safe.
@@ -43,11 +43,6 @@ OPENMP_FLAGS = ("-fopenmp",)
 _lock = threading.Lock()
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _errors: dict[str, str] = {}
-
-
-def enabled() -> bool:
-    """False when the environment variable ``ESCN_NATIVE`` is ``0``, ``off``, ``false`` or ``no``."""
-    return os.environ.get("ESCN_NATIVE", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
 def compiler() -> str | None:
@@ -167,8 +162,6 @@ def ensure_library(cc: str) -> Path:
 
 def load() -> ctypes.CDLL | None:
     """The compiled kernels (built on first use), or None when unavailable; :func:`error` says why."""
-    if not enabled():
-        return None
     with _lock:
         if "lib" in _loaded:
             return _loaded["lib"]
@@ -187,6 +180,4 @@ def load() -> ctypes.CDLL | None:
 
 def error() -> str | None:
     """Why :func:`load` returned None (None if it did not, or was not called)."""
-    if not enabled():
-        return "disabled by ESCN_NATIVE"
     return _errors.get("lib")

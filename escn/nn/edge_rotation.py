@@ -11,9 +11,11 @@ edges and channels.
 Per edge and channel this costs ``sum_l (2l+1)(2l+1 + r_l)`` multiply-adds, all in large GEMMs, and builds
 nothing of size E x (2l+1)^2.
 
-Orders ``l <= dense_lmax`` (default 3) instead use the per-edge rows of ``D`` themselves, built once per
-frame (memoised in :attr:`EdgeFrame.cache`, so the layers of a model share them) and applied by one batched
-matmul: for small blocks the four-step factorisation is dominated by the cost of launching its kernels.
+Orders ``l <= dense_lmax`` (default 3) instead use the per-edge rows of ``D`` themselves, applied by one
+batched matmul: for small blocks the four-step factorisation is dominated by the cost of launching its kernels.
+A frame built with ``edge_frame(..., rows_lmax=rot.rows_lmax(x))`` carries those rows where the PyTorch path
+will read them, so the layers of a model that share the frame share them (nothing is stored on the frame during
+a forward pass).
 ``l = 0`` needs no arithmetic at all (``D^0 = 1``). Measured with ``python -m benchmarks.edge_rotation``
 (shared-weight SO2Conv fwd+bwd, C = 16, the guide graph's 3,740 edges, 2 threads), factorised -> dense up to
 l = 3: L = 1 24.4 -> 16.5 ms, L = 2 49.5 -> 41.1 ms (dense up to 2), L = 3 69.9 -> 63.7 ms, L = 4 104.9 ->
@@ -25,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from escn import native as native_kernels
+from escn.native._runtime import ReplacedAttribute, check_executor, use_kernels
 from escn.native.rotation_kernel import make_rotation_plan, rotate_from_frame, rotate_to_frame
 from escn.nn.constants import ConstantModule
 from escn.o3.edge_frame import EdgeFrame
@@ -74,20 +76,23 @@ class EdgeRotation(ConstantModule):
         mmax: rows kept in the frame.
         dense_lmax: orders ``l <= dense_lmax`` are rotated with per-edge ``D`` rows (one batched matmul);
             higher orders with the factorisation (module docstring). Both give the same numbers.
-        native: True (default): on the CPU (float32/float64), rotate all orders with the factorisation in one
-            compiled pass (:mod:`escn.native.rotation_kernel`) when the kernels are available; False: PyTorch
-            ops. Same numbers either way; the attribute can be changed after construction. Measured faster
-            with the kernel: SO2Conv layers (shared weights, L = 1-12, fwd+bwd: 1.3-1.8x) and the ESCN model
-            (a force-training step, which differentiates twice, 25 % faster;
-            :attr:`escn.models.escn.ESCN.native_rotation`).
+        executor: ``"native"`` (default): on the CPU in float32/float64, rotate all orders with the
+            factorisation in one compiled pass (:mod:`escn.native.rotation_kernel`), PyTorch ops elsewhere (and
+            everywhere, after one warning naming the reason, if the kernels cannot be built); ``"torch"``: PyTorch
+            ops always. Same function either way, up to rounding; :meth:`set_executor` changes it. Measured faster
+            with the kernel: SO2Conv layers (shared weights, L = 1-12, fwd+bwd: 1.3-1.8x) and the ESCN model (a
+            force-training step, which differentiates twice, 25 % faster).
     """
 
-    def __init__(self, groups: list[tuple[int, int]], mmax: int, dense_lmax: int = 3, native: bool = True) -> None:
+    #: replaced by the ``executor`` argument
+    native = ReplacedAttribute("pass executor='native' or 'torch' to the constructor, or call set_executor()")
+
+    def __init__(self, groups: list[tuple[int, int]], mmax: int, dense_lmax: int = 3, executor: str = "native") -> None:
         super().__init__()
+        self._executor = check_executor(executor)
         self.groups = [(int(l), int(M)) for l, M in groups]
         self.mmax = mmax
         self.dense_lmax = int(dense_lmax)
-        self.native = native
         plan_groups = []
         self.full_offsets: list[int] = []
         self.rot_offsets: list[int] = []
@@ -113,6 +118,22 @@ class EdgeRotation(ConstantModule):
         self.rot_dim = roff
         self._native_plan = make_rotation_plan(plan_groups)
 
+    @property
+    def executor(self) -> str:
+        """``"native"`` or ``"torch"`` (constructor argument); changed by :meth:`set_executor`."""
+        return self._executor
+
+    def set_executor(self, executor: str) -> "EdgeRotation":
+        """Run with ``executor`` (``"native"`` or ``"torch"``, as in the constructor) from now on; returns self."""
+        self._executor = check_executor(executor)
+        return self
+
+    def rows_lmax(self, x: Tensor) -> int:
+        """The ``rows_lmax`` to build the frame with (:func:`escn.o3.edge_frame.edge_frame`) for features like
+        ``x`` (edge vectors of its dtype and device): ``dense_lmax`` where the rotation runs PyTorch ops and reads
+        the dense rows, -1 (none) where the compiled kernel runs, which reads only the angle tables."""
+        return -1 if use_kernels(self._executor, x) else self.dense_lmax
+
     @staticmethod
     def _rot_y(x: Tensor, l: int, phase: Tensor) -> Tensor:
         """Rotation about y of one block x: (E, M, 2l+2) by the complex phases ``exp(i m t)``,
@@ -132,21 +153,17 @@ class EdgeRotation(ConstantModule):
 
     def _dense(self, l: int, frame: EdgeFrame) -> Tensor | None:
         """Per-edge rows of ``D_std^l`` in the full layout, (E, r_l, 2l+2), or None where the factorised path
-        is used (``l > dense_lmax``, or a frame built for other orders)."""
+        is used (``l > dense_lmax``, or a frame built for other orders). The rows are the frame's
+        :attr:`~escn.o3.edge_frame.EdgeFrame.standard_rows` when it was built with them (``rows_lmax``), so
+        that the layers sharing a frame share them, else formed here; only the slot order is made here."""
         if l > self.dense_lmax or frame.mmax != self.mmax or l > frame.lmax:
             return None
-        key = ("EdgeRotation.dense", l, self.mmax)
-        D = frame.cache.get(key)
-        if D is None:
-            rows = frame.wigner_rows_standard(l)  # (E, r, 2l+1)
-            rows = torch.cat([rows, rows.new_zeros(rows.shape[0], rows.shape[1], 1)], dim=2)
-            D = rows.index_select(2, getattr(self, f"_slot{l}"))
-            frame.cache[key] = D
-        return D
+        rows = frame.wigner_rows_standard(l)  # (E, r, 2l+1)
+        rows = torch.cat([rows, rows.new_zeros(rows.shape[0], rows.shape[1], 1)], dim=2)
+        return rows.index_select(2, getattr(self, f"_slot{l}"))
 
     def _use_native(self, x: Tensor, frame: EdgeFrame) -> bool:
-        return (self.native and frame.cos_alpha.shape[-1] > self._native_plan.lmax
-                and native_kernels.supports(x, frame.cos_alpha) and native_kernels.available())
+        return frame.cos_alpha.shape[-1] > self._native_plan.lmax and use_kernels(self._executor, x, frame.cos_alpha)
 
     @staticmethod
     def _tables(frame: EdgeFrame) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -32,11 +32,12 @@ import torch
 from torch import nn
 
 from escn import native as native_kernels
+from escn.native._runtime import ReplacedAttribute, check_executor, use_kernels
 from escn.nn.checks import check_conv_inputs, module_tensor
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import PAD, EdgeRotation, component_order
 from escn.nn.tfn_conv import TFNConv, tfn_paths
-from escn.o3.edge_frame import edge_frame
+from escn.o3.edge_frame import check_edge_vectors, edge_frame
 from escn.o3.irreps import Irreps
 from escn.o3.wigner import wigner_3j
 
@@ -225,19 +226,22 @@ class SO2Conv(ConstantModule):
         shared_weights: if True the layer owns the weights and ``forward``'s ``weight`` argument is the
             per-edge radial modulation of shape (E, num_gates) (eSCN style).
         avg_num_neighbors: if given, divide the neighbour sum by ``sqrt(avg_num_neighbors)``.
-        native: use the compiled kernels of :mod:`escn.native` on the CPU (float32/float64) when available:
-            the rotations into and out of the edge frame, and the edge-frame map of TFN-layout per-edge
-            weights (``lmax_filter`` given, ``shared_weights=False``; other layouts keep their per-m matmuls).
-            Default (None) and True: the kernels, measured faster in every configuration of the scaling
-            benchmark (C = 16, 3,740 edges; shared weights, fwd+bwd: 1.3-1.8x at L = 1-12). False: PyTorch
-            ops only. Same function either way; ``native`` (the map) and ``rot_in.native``,
-            ``rot_out.native`` can be changed after construction.
+        executor: ``"native"`` (default): the compiled kernels of :mod:`escn.native` on the CPU in
+            float32/float64 (PyTorch ops elsewhere, and everywhere, after one warning naming the reason, if they
+            cannot be built): the rotations into and out of the edge frame, and the edge-frame map of TFN-layout
+            per-edge weights (``lmax_filter`` given, ``shared_weights=False``; other layouts keep their per-m
+            matmuls). Measured faster in every configuration of the scaling benchmark (C = 16, 3,740 edges;
+            shared weights, fwd+bwd: 1.3-1.8x at L = 1-12). ``"torch"``: PyTorch ops only. Same function either
+            way, up to rounding; :meth:`set_executor` changes it (for the rotations too).
 
     ``forward(x, edge_src, edge_dst, edge_vec, weight)``: ``x`` (N, irreps_in.dim), ``edge_src``/``edge_dst``
     (E,) int64, ``edge_vec`` (E, 3) = ``pos[dst] - pos[src]`` (nonzero), ``weight`` (E, weight_numel) —
     returns (N, irreps_out.dim). Inputs must have the module's dtype (float32 or float64; float16, bfloat16 and
     integer inputs are refused) and device. Constant tables are exact in the dtype the module is moved to.
     """
+
+    #: replaced by the ``executor`` argument
+    native = ReplacedAttribute("pass executor='native' or 'torch' to the constructor, or call set_executor()")
 
     def __init__(
         self,
@@ -247,9 +251,10 @@ class SO2Conv(ConstantModule):
         lmax_filter: int | None = None,
         shared_weights: bool = False,
         avg_num_neighbors: float | None = None,
-        native: bool | None = None,
+        executor: str = "native",
     ) -> None:
         super().__init__()
+        self._executor = check_executor(executor)
         self.irreps_in = Irreps(irreps_in)
         self.irreps_out = Irreps(irreps_out)
         if self.irreps_in.dim == 0 or self.irreps_out.dim == 0:
@@ -269,13 +274,11 @@ class SO2Conv(ConstantModule):
         self.lmax_filter = lmax_filter
         self.shared_weights = shared_weights
         self.avg_num_neighbors = avg_num_neighbors
-        if native is not None and not isinstance(native, bool):
-            raise TypeError(f"native must be None or a bool, got {type(native).__name__}")
         self.layout = _Layout(self.irreps_in, self.irreps_out, mmax)
         L = self.layout
         dt = torch.get_default_dtype()
-        self.rot_in = EdgeRotation([(l, len(g["channels"])) for l, g in L.in_groups.items()], mmax)
-        self.rot_out = EdgeRotation([(l, len(g["channels"])) for l, g in L.out_groups.items()], mmax)
+        self.rot_in = EdgeRotation([(l, len(g["channels"])) for l, g in L.in_groups.items()], mmax, executor=executor)
+        self.rot_out = EdgeRotation([(l, len(g["channels"])) for l, g in L.out_groups.items()], mmax, executor=executor)
         self.register_buffer("_perm_in", torch.tensor(grouped_permutation(self.irreps_in), dtype=torch.long), persistent=False)
         slot_of = {col: k for k, col in enumerate(grouped_permutation(self.irreps_out)) if col < self.irreps_out.dim}
         self.register_buffer("_perm_out_inv", torch.tensor([slot_of[j] for j in range(self.irreps_out.dim)], dtype=torch.long), persistent=False)
@@ -304,8 +307,19 @@ class SO2Conv(ConstantModule):
             self.weight_numel = L.num_gates
         else:
             self.weight_numel = self.param_numel
-        self.native = True if native is None else native
-        self.rot_in.native = self.rot_out.native = self.native
+
+    @property
+    def executor(self) -> str:
+        """``"native"`` or ``"torch"`` (constructor argument); changed by :meth:`set_executor`."""
+        return self._executor
+
+    def set_executor(self, executor: str) -> "SO2Conv":
+        """Run with ``executor`` (``"native"`` or ``"torch"``, as in the constructor) from now on, the rotations
+        included; returns self."""
+        self._executor = check_executor(executor)
+        self.rot_in.set_executor(executor)
+        self.rot_out.set_executor(executor)
+        return self
 
     # ------------------------------------------------------------------ TFN -> SO(2) weight map
     def _build_tfn_map(self, lmax_filter: int) -> None:
@@ -488,12 +502,12 @@ class SO2Conv(ConstantModule):
         return torch.cat([b.reshape(w.shape[0], -1) for b in self._tfn_to_stage_weights(w)], dim=1)
 
     @classmethod
-    def from_tfn(cls, tfn: TFNConv, native: bool | None = None) -> "SO2Conv":
-        """An SO2Conv computing exactly ``tfn``'s function from TFN-layout per-edge weights (``native``: as in
+    def from_tfn(cls, tfn: TFNConv, executor: str = "native") -> "SO2Conv":
+        """An SO2Conv computing exactly ``tfn``'s function from TFN-layout per-edge weights (``executor``: as in
         the constructor), in ``tfn``'s dtype and on its device."""
         if not isinstance(tfn, TFNConv):
             raise TypeError(f"from_tfn expects a TFNConv, got {type(tfn).__name__}")
-        conv = cls(tfn.irreps_in, tfn.irreps_out, mmax=None, lmax_filter=tfn.lmax_filter, avg_num_neighbors=tfn.avg_num_neighbors, native=native)
+        conv = cls(tfn.irreps_in, tfn.irreps_out, mmax=None, lmax_filter=tfn.lmax_filter, avg_num_neighbors=tfn.avg_num_neighbors, executor=executor)
         table = next((b for b in tfn.buffers() if b.is_floating_point()), None)
         return conv if table is None else conv.to(device=table.device, dtype=table.dtype)
 
@@ -515,7 +529,8 @@ class SO2Conv(ConstantModule):
         Returns ``(y, frame)`` with ``y`` (E, out_grouped_dim) equal to ``D_std^T (SO(2) map) D_std (J^T x)``
         for chart edges and ``D_std^T (SO(2) map) D_std x`` otherwise."""
         N = x.shape[0]
-        frame = edge_frame(edge_vec, self.lmax, self.mmax)
+        # the dense rows that the rotations read (PyTorch ops only) formed once, with the frame
+        frame = edge_frame(edge_vec, self.lmax, self.mmax, rows_lmax=max(self.rot_in.rows_lmax(x), self.rot_out.rows_lmax(x)))
         xg = take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm_in)  # (N, grouped, padded)
         x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
         x_e = x_both.index_select(0, edge_src + N * frame.chart)
@@ -538,7 +553,7 @@ class SO2Conv(ConstantModule):
         return self.stage_output(self.stage_map(self.stage_input(rotated), weight))
 
     def _use_native(self, rotated: Tensor, weight: Tensor) -> bool:
-        return self.native and native_kernels.supports(rotated, weight) and native_kernels.available()
+        return use_kernels(self._executor, rotated, weight)
 
     def _so2_by_output(self, rotated: Tensor, weight: Tensor) -> Tensor:
         """TFN-layout per-edge weights applied in the edge frame, one batched matmul per output entry.
@@ -655,6 +670,7 @@ class SO2Conv(ConstantModule):
     def message(self, x_src: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         """Per-edge messages ``(E, irreps_in.dim), (E, 3), (E, weight_numel) -> (E, irreps_out.dim)``
         (for custom aggregation; :meth:`forward` fuses the chart turn into the aggregation instead)."""
+        check_edge_vectors(edge_vec)
         E = x_src.shape[0]
         idx = torch.arange(E, device=x_src.device)
         y, frame = self._edge_messages(x_src, idx, edge_vec, weight)
@@ -664,6 +680,7 @@ class SO2Conv(ConstantModule):
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
+        check_edge_vectors(edge_vec)
         N = x.shape[0]
         y, frame = self._edge_messages(x, edge_src, edge_vec, weight)
         acc = y.new_zeros(2 * N, y.shape[1]).index_add_(0, edge_dst + N * frame.chart, y)

@@ -21,8 +21,7 @@ Wigner-D of the frame: ``D^l(R) = J Y(-beta) J^T Y(-alpha) [J^T in chart 1]``, w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
@@ -33,18 +32,21 @@ Tensor = torch.Tensor
 _CHART_THRESHOLD = 1 / math.sqrt(2)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EdgeFrame:
-    """Frames of a batch of ``E`` edges.
+    """Frames of a batch of ``E`` edges. Immutable: nothing is added to a frame after it is built.
 
     Attributes:
         rotation: (E, 3, 3), ``rotation @ edge_vec = |edge_vec| * e_y``.
         cos_alpha, sin_alpha: (E, lmax+1), ``cos(k * -alpha)``, ``sin(k * -alpha)`` for k = 0..lmax.
         cos_beta, sin_beta: (E, lmax+1), likewise for ``-beta``.
         chart: (E,) bool, True where the quarter turn ``G`` is applied first (edges near +-y).
-        valid: (E,) bool, False for zero-length edges that were masked (their frame is arbitrary).
+        valid: (E,) bool, False for zero-length edges (their frame is a fixed arbitrary one when masked,
+            non-finite otherwise).
         lmax, mmax: the orders the tables cover and the rows kept (``|m| <= mmax``).
-        cache: memo of tensors derived from the frame (filled by the layers that use it).
+        standard_rows: ``wigner_rows_standard(l)`` for ``l = 0 .. len(standard_rows) - 1``, formed when the
+            frame was built (``edge_frame(..., rows_lmax=...)``) so that all layers sharing the frame use the
+            same tensors; empty by default.
     """
 
     rotation: Tensor
@@ -56,9 +58,7 @@ class EdgeFrame:
     valid: Tensor
     lmax: int
     mmax: int
-    cache: dict[Any, Tensor] = field(default_factory=dict, repr=False, compare=False)
-    """Memo for tensors derived from this frame (e.g. per-edge Wigner rows), so that the layers of one
-    forward pass that share the frame build them once."""
+    standard_rows: tuple[Tensor, ...] = ()
 
     @property
     def num_edges(self) -> int:
@@ -71,18 +71,13 @@ class EdgeFrame:
     def wigner_rows_standard(self, l: int) -> Tensor:
         """Rows ``|m| <= mmax`` of ``J Y(-beta) J^T Y(-alpha)`` (the frame without the chart turn).
 
-        Returns (E, 2*min(l, mmax)+1, 2l+1)."""
+        Returns (E, 2*min(l, mmax)+1, 2l+1): the tensor of :attr:`standard_rows` where the frame holds it,
+        otherwise formed now by the same operations."""
         if not 0 <= l <= self.lmax:
             raise ValueError(f"l must be in 0..{self.lmax}, got {l}")
-        dtype, device = self.rotation.dtype, self.rotation.device
-        J = J_matrix(l, dtype, device)
-        k = min(l, self.mmax)
-        J_rows = J[l - k : l + k + 1]  # (r, 2l+1)
-        diag_b, anti_b = rot_y_diagonals(self.cos_beta, self.sin_beta, l)  # (E, 2l+1)
-        M = J_rows * diag_b[:, None, :] + J_rows.flip(-1) * anti_b[:, None, :]  # J_rows Y(-beta)
-        M = M @ J.T
-        diag_a, anti_a = rot_y_diagonals(self.cos_alpha, self.sin_alpha, l)
-        return M * diag_a[:, None, :] + M.flip(-1) * anti_a[:, None, :]
+        if l < len(self.standard_rows):
+            return self.standard_rows[l]
+        return _standard_rows(self.cos_alpha, self.sin_alpha, self.cos_beta, self.sin_beta, l, self.mmax)
 
     def wigner_rows(self, l: int) -> Tensor:
         """Rows ``|m| <= mmax`` of ``D^l(rotation)``, shape (E, 2*min(l, mmax)+1, 2l+1)."""
@@ -95,15 +90,58 @@ class EdgeFrame:
         return [self.wigner_rows(l) for l in range(self.lmax + 1)]
 
 
-def edge_frame(edge_vec: Tensor, lmax: int, mmax: int | None = None, mask_zero_edges: bool = False) -> EdgeFrame:
+def _standard_rows(cos_alpha: Tensor, sin_alpha: Tensor, cos_beta: Tensor, sin_beta: Tensor, l: int, mmax: int) -> Tensor:
+    """Rows ``|m| <= mmax`` of ``J Y(-beta) J^T Y(-alpha)`` from the (E, >= l+1) angle tables: (E, r, 2l+1)."""
+    J = J_matrix(l, cos_alpha.dtype, cos_alpha.device)
+    k = min(l, mmax)
+    J_rows = J[l - k : l + k + 1]  # (r, 2l+1)
+    diag_b, anti_b = rot_y_diagonals(cos_beta, sin_beta, l)  # (E, 2l+1)
+    M = J_rows * diag_b[:, None, :] + J_rows.flip(-1) * anti_b[:, None, :]  # J_rows Y(-beta)
+    M = M @ J.T
+    diag_a, anti_a = rot_y_diagonals(cos_alpha, sin_alpha, l)
+    return M * diag_a[:, None, :] + M.flip(-1) * anti_a[:, None, :]
+
+
+def check_edge_vectors(edge_vec: Tensor, name: str = "edge_vec") -> None:
+    """Raise ``ValueError`` when ``edge_vec`` (E, 3) has NaN or infinite entries or zero-length rows (whose frame
+    is undefined). Reads the values (a host synchronisation), so it belongs where edges are made or enter a
+    layer; :func:`edge_frame` itself does not look at them."""
+    if not isinstance(edge_vec, Tensor) or not edge_vec.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor of shape (E, 3), got {type(edge_vec).__name__}")
+    if edge_vec.ndim != 2 or edge_vec.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (E, 3), got {tuple(edge_vec.shape)}")
+    finite = torch.isfinite(edge_vec).all(dim=-1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0, 0])
+        raise ValueError(f"{name} contains NaN or infinite entries (first at edge {first})")
+    zero = (edge_vec * edge_vec).sum(-1) == 0
+    if bool(zero.any()):
+        first = int(zero.nonzero()[0, 0])
+        raise ValueError(
+            f"{name} has {int(zero.sum())} zero-length edge(s) (first at edge {first}), whose frame is undefined; "
+            "remove them or build the frame with edge_frame(..., mask_zero_edges=True)"
+        )
+
+
+def edge_frame(
+    edge_vec: Tensor, lmax: int, mmax: int | None = None, mask_zero_edges: bool = False, rows_lmax: int = -1
+) -> EdgeFrame:
     """Build the frames of a batch of edges.
 
+    Only metadata (shapes, dtypes, the integer arguments) is checked: no value of ``edge_vec`` is read on the
+    host and no branch depends on one, so the function traces into one graph (``torch.compile(fullgraph=True)``).
+    Validate the values where edges are made (:func:`check_edge_vectors`; :func:`escn.data.radius_graph` and
+    :class:`escn.nn.SO2Conv` do).
+
     Args:
-        edge_vec: (E, 3) floating tensor of edge vectors (need not be normalised).
+        edge_vec: (E, 3) floating tensor of edge vectors (need not be normalised), finite.
         lmax: highest order whose Wigner-D the frame will provide.
         mmax: keep only rows ``|m| <= mmax`` of each D (default: ``lmax``).
-        mask_zero_edges: zero-length edges raise ``ValueError`` unless this is True; then they get an
-            arbitrary fixed frame, no gradient, and ``valid = False`` so callers can drop them.
+        mask_zero_edges: give zero-length edges an arbitrary fixed frame with no gradient (``valid = False``
+            marks them, so callers can drop them). Without it their frame is non-finite.
+        rows_lmax: also form :meth:`EdgeFrame.wigner_rows_standard` of the orders ``0..min(rows_lmax, lmax)``
+            now and keep them in :attr:`EdgeFrame.standard_rows`, for the layers that read them (e.g.
+            :class:`escn.nn.edge_rotation.EdgeRotation`, orders ``<= dense_lmax``) to share; default -1: none.
 
     Returns:
         :class:`EdgeFrame`.
@@ -117,19 +155,13 @@ def edge_frame(edge_vec: Tensor, lmax: int, mmax: int | None = None, mask_zero_e
     mmax = lmax if mmax is None else mmax
     if isinstance(mmax, bool) or not isinstance(mmax, int) or not 0 <= mmax <= lmax:
         raise ValueError(f"mmax must be an int in 0..lmax={lmax}, got {mmax!r}")
-    if not torch.isfinite(edge_vec).all():
-        raise ValueError("edge_vec contains NaN or infinite entries")
+    if isinstance(rows_lmax, bool) or not isinstance(rows_lmax, int) or rows_lmax < -1:
+        raise ValueError(f"rows_lmax must be an int >= -1, got {rows_lmax!r}")
 
     norm2 = (edge_vec * edge_vec).sum(-1)
     valid = norm2 > 0
-    if not bool(valid.all()):
-        if not mask_zero_edges:
-            bad = int((~valid).sum())
-            raise ValueError(
-                f"edge_vec has {bad} zero-length edge(s), whose frame is undefined; "
-                "remove them or pass mask_zero_edges=True"
-            )
-        edge_vec = torch.where(valid[:, None], edge_vec, torch.tensor([1.0, 0.0, 0.0], dtype=edge_vec.dtype, device=edge_vec.device))
+    if mask_zero_edges:
+        edge_vec = torch.where(valid[:, None], edge_vec, edge_vec.new_tensor([1.0, 0.0, 0.0]))
         norm2 = torch.where(valid, norm2, torch.ones_like(norm2))
     n = edge_vec * torch.rsqrt(norm2)[:, None]
     nx, ny, nz = n.unbind(-1)
@@ -151,4 +183,5 @@ def edge_frame(edge_vec: Tensor, lmax: int, mmax: int | None = None, mask_zero_e
     R = Rx @ Ry
     G = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=R.dtype, device=R.device)
     R = torch.where(chart[:, None, None], R @ G, R)
-    return EdgeFrame(R, cos_alpha, sin_alpha, cos_beta, sin_beta, chart, valid, lmax, mmax)
+    rows = tuple(_standard_rows(cos_alpha, sin_alpha, cos_beta, sin_beta, l, mmax) for l in range(min(rows_lmax, lmax) + 1))
+    return EdgeFrame(R, cos_alpha, sin_alpha, cos_beta, sin_beta, chart, valid, lmax, mmax, rows)

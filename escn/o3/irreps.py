@@ -8,8 +8,9 @@ they hash, compare and pickle like tuples and interoperate with e3nn's classes (
 each class's constructor accepts the other's objects).
 
 The classes carry no data. The only tensor-producing methods are :meth:`Irreps.randn`
-and the ``D_from_*`` representation matrices, which import the Wigner-D machinery
-lazily so that this module depends on nothing but ``torch`` at import time.
+and the ``D_from_*`` representation matrices (from :mod:`escn.o3.wigner`). Strings are
+parsed by :mod:`escn.o3._irreps_parse`, which the lower modules of :mod:`escn.o3` use
+too, so that none of them imports this one.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tup
 
 import torch
 
+from escn.o3._irreps_parse import parse_irrep as _parse_irrep_string
+from escn.o3._irreps_parse import parse_irreps
+from escn.o3.rotation import matrix_to_angles
+from escn.o3.wigner import wigner_D
+
 __all__ = ["Irrep", "Irreps"]
 
-_PARITY_FROM_CHAR = {"e": 1, "o": -1}
 _CHAR_FROM_PARITY = {1: "e", -1: "o"}
 
 
@@ -34,36 +39,6 @@ def _as_int(value: object, name: str) -> int:
         return operator.index(value)  # accepts int, numpy integers, 0-d integer tensors
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
-
-
-def _parse_irrep_string(text: str) -> Tuple[int, int]:
-    """Parse ``"<l><p>"`` (``p`` in ``e``, ``o``, ``y``) into ``(l, p)``; ``ValueError`` quoting ``text`` otherwise."""
-    name = text.strip()
-    prefix = f"Invalid irrep {text!r}"
-    if name == "":
-        raise ValueError(f"{prefix}: empty string; expected '<l><parity>' such as '0e' or '1o'")
-    digits, parity = name[:-1].strip(), name[-1]
-    if parity.isdigit():
-        raise ValueError(
-            f"{prefix}: missing the parity at the end; parity must be 'e' or 'o' (or 'y' for (-1)^l), "
-            "expected '<l><parity>' such as '0e' or '1o'"
-        )
-    if parity not in ("e", "o", "y"):
-        raise ValueError(
-            f"{prefix}: parity must be 'e' or 'o' (even/odd; or 'y' for (-1)^l), got {parity!r}; "
-            "expected '<l><parity>' such as '0e' or '1o'"
-        )
-    if digits == "":
-        raise ValueError(f"{prefix}: missing the degree l before the parity; expected e.g. '1o'")
-    if digits.startswith("-") and digits[1:].isascii() and digits[1:].isdigit():
-        raise ValueError(f"{prefix}: l must be a non-negative integer, got {digits}")
-    if not (digits.isascii() and digits.isdigit()):
-        raise ValueError(
-            f"{prefix}: l must be a non-negative integer, got {digits!r}; expected '<l><parity>' such as '1o'"
-        )
-    l = int(digits)
-    p = (-1) ** l if parity == "y" else _PARITY_FROM_CHAR[parity]
-    return l, p
 
 
 def _as_angle_tensors(*xs: object) -> List[torch.Tensor]:
@@ -245,8 +220,6 @@ class Irrep(tuple):
         -------
         Tensor of shape ``(..., 2l+1, 2l+1)``
         """
-        from escn.o3.wigner import wigner_D
-
         if k is None:
             alpha, beta, gamma = _as_angle_tensors(alpha, beta, gamma)
             alpha, beta, gamma = torch.broadcast_tensors(alpha, beta, gamma)
@@ -273,8 +246,6 @@ class Irrep(tuple):
         -------
         Tensor of shape ``(..., 2l+1, 2l+1)``
         """
-        from escn.o3.rotation import matrix_to_angles
-
         R, k = _split_improper(R)
         return self.D_from_angles(*matrix_to_angles(R), k)
 
@@ -311,37 +282,7 @@ class IrrepsSortResult(NamedTuple):
 
 def _parse_irreps_string(text: str) -> List[_MulIr]:
     """Parse ``"16x0e + 8x1o + 2e"`` into terms; ``ValueError`` quoting ``text`` and the bad term otherwise."""
-    if text.strip() == "":
-        return []
-    out: List[_MulIr] = []
-    for raw in text.split("+"):
-        term = raw.strip()
-        prefix = f"Invalid irreps string {text!r}"
-        if term == "":
-            raise ValueError(f"{prefix}: empty term (stray '+'); expected terms like '16x0e + 8x1o'")
-        if "x" in term:
-            mul_s, ir_s = (s.strip() for s in term.split("x", 1))
-            if "x" in ir_s:
-                raise ValueError(f"{prefix}: term {term!r} has more than one 'x'")
-            if mul_s == "":
-                raise ValueError(f"{prefix}: term {term!r} is missing the multiplicity before 'x'")
-            if mul_s.startswith("-") and mul_s[1:].isascii() and mul_s[1:].isdigit():
-                raise ValueError(f"{prefix}: term {term!r}: multiplicity must be non-negative, got {mul_s}")
-            if not (mul_s.isascii() and mul_s.isdigit()):
-                raise ValueError(
-                    f"{prefix}: term {term!r}: multiplicity must be a non-negative integer, got {mul_s!r}"
-                )
-            if ir_s == "":
-                raise ValueError(f"{prefix}: term {term!r} is missing the irrep after 'x' (e.g. '{mul_s}x1o')")
-            mul = int(mul_s)
-        else:
-            mul, ir_s = 1, term
-        try:
-            ir = Irrep(ir_s)
-        except ValueError as err:
-            raise ValueError(f"{prefix}: term {term!r}: {err}") from None
-        out.append(_MulIr(mul, ir))
-    return out
+    return [_MulIr(mul, Irrep(l, p)) for mul, l, p in parse_irreps(text)]
 
 
 IrrepsLike = Union["Irreps", Irrep, str, Iterable[object], None]
@@ -711,7 +652,5 @@ class Irreps(tuple):
         -------
         Tensor of shape ``(..., dim, dim)``
         """
-        from escn.o3.rotation import matrix_to_angles
-
         R, k = _split_improper(R)
         return self.D_from_angles(*matrix_to_angles(R), k)

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Sequence, Union
 
 import torch
 
+from escn.o3._irreps_parse import parse_irreps
+
 if TYPE_CHECKING:
     from escn.o3.irreps import Irreps
 
@@ -41,16 +43,16 @@ def _parse_ls(l: LSpec) -> list[int]:
     if isinstance(l, int):
         ls = [l]
     elif isinstance(l, str) or type(l).__name__ == "Irreps":
-        from escn.o3.irreps import Irreps
-
-        irreps = Irreps(l)
+        # an irreps string, or an Irreps (escn's or e3nn's: a sequence of (mul, ir) with ir.l, ir.p)
+        terms = parse_irreps(l) if isinstance(l, str) else [(mul, ir.l, ir.p) for mul, ir in l]
         ls = []
-        for mul, ir in irreps:
-            if ir.p != (-1) ** ir.l:
+        for mul, li, p in terms:
+            if p != (-1) ** li:
+                text = "+".join(f"{m}x{lj}{'e' if pj == 1 else 'o'}" for m, lj, pj in terms)
                 raise ValueError(
-                    f"l: spherical harmonics have parity (-1)^l, but irreps {str(irreps)!r} contain {ir}"
+                    f"l: spherical harmonics have parity (-1)^l, but irreps {text!r} contain {li}{'e' if p == 1 else 'o'}"
                 )
-            ls.extend([ir.l] * mul)
+            ls.extend([li] * mul)
     elif isinstance(l, (list, tuple)):
         ls = []
         for item in l:

@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from escn.o3.rotation import _as_tensor
+from escn.o3.rotation import _as_tensor, matrix_to_angles
 from escn.o3.spherical_harmonics import spherical_harmonics_blocks
 
 Tensor = torch.Tensor
@@ -130,8 +130,6 @@ def wigner_D(l: int, alpha: Tensor | float, beta: Tensor | float, gamma: Tensor 
 
 def wigner_D_from_matrix(l: int, R: Tensor) -> Tensor:
     """``D^l(R)`` for rotations ``R`` of shape ``(..., 3, 3)``; result ``(..., 2l+1, 2l+1)``."""
-    from escn.o3.rotation import matrix_to_angles
-
     return wigner_D(l, *matrix_to_angles(R))
 
 
