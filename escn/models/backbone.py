@@ -94,6 +94,7 @@ class EdgeFrameBlock(ConstantModule):
         super().__init__()
         self.irreps = irreps
         self.scalar_input = bool(scalar_input)
+        self.executor = "native"  # of the S2 activation's SiLU; set with the model's set_executor
         self.scalar_output = bool(scalar_output)
         self.lmax = irreps.lmax
         self.mmax = min(mmax, self.lmax)
@@ -225,7 +226,7 @@ class EdgeFrameBlock(ConstantModule):
                 K = parts[0].shape[2] // C
                 to_grid = to_grid[:K]
             hc = h.view(E, K, C).transpose(1, 2).reshape(E * C, K)
-            f = silu(hc @ to_grid)
+            f = silu(hc @ to_grid, self.executor)
             K = self.grid.num_coefficients
             if self.scalar_output:  # only conv2's first stage (the m = 0 coefficients, first in stage order) is read
                 K0 = self.conv2.stages[0].n_in // C

@@ -380,6 +380,8 @@ class ESCN(ConstantModule):
         for m in self.modules():
             if isinstance(m, (EdgeRotation, SO2Conv)):
                 m.set_executor(executor)
+            elif isinstance(m, EdgeFrameBlock):
+                m.executor = executor
         return self
 
     def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, Tensor]:

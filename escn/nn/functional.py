@@ -51,13 +51,14 @@ class _SiLU(torch.autograd.Function):
         return _SiLUGrad.apply(g, x)
 
 
-def silu(x: Tensor) -> Tensor:
+def silu(x: Tensor, executor: str = "native") -> Tensor:
     """``x * sigmoid(x)``, elementwise, any shape; the values of ``torch.nn.functional.silu`` (to a few units in
-    the last place on the compiled path, exactly on the PyTorch path). The compiled kernels are used for CPU
-    float32 / float64 tensors when available (their result is contiguous), else PyTorch ops."""
+    the last place on the compiled path, exactly on the PyTorch path). With ``executor="native"`` the compiled
+    kernels are used for CPU float32 / float64 tensors when available (their result is contiguous), else
+    PyTorch ops; ``executor="torch"``: PyTorch ops always."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"silu: x must be a tensor, got {type(x).__name__}")
-    if native_kernels.supports(x) and native_kernels.available():
+    if executor == "native" and native_kernels.supports(x) and native_kernels.available():
         return silu_kernel.silu(x)
     return silu_torch(x)
 
