@@ -1,12 +1,19 @@
 """Charged 5-body system (EGNN protocol): predict positions 1,000 steps ahead; test MSE vs published models.
 
-    python examples/nbody.py                      # small default: about 45 s of training (test MSE 0.0108)
-    python examples/nbody.py --config examples/configs/nbody.toml   # the budgeted run (about 11 min, test MSE 0.0054)
+    python examples/nbody.py                      # small default (test MSE 0.0106)
+    python examples/nbody.py --config examples/configs/nbody.toml   # the budgeted run (docs/nbody.md)
 
-Trains with the engine (``escn.train``) on :func:`escn.datasets.nbody.nbody_task_graphs`, then evaluates the
-best-validation weights on the test split and prints the MSE next to the published numbers. After training,
-:func:`escn.datasets.nbody.predict_positions` loads the checkpoint and predicts from (B, 5, 3) positions and
-velocities and (B, 5) charges.
+Trains with the engine (``escn.train``) on :func:`escn.datasets.nbody.nbody_task_graphs` (input: the state
+after 3,100 steps; target: the positions after 4,100, the published frames, see docs/nbody.md), then
+evaluates the best-validation weights on all 2,000 test trajectories and prints the MSE next to the
+published numbers. After training, :func:`escn.datasets.nbody.predict_positions` loads the checkpoint and
+predicts from (B, 5, 3) positions and velocities and (B, 5) charges.
+
+The small default (1,000 training trajectories and their charge-flipped copies, 30 epochs of batch 20,
+16 channels, 3 blocks, validated on the full 2,000-trajectory validation split) gave test MSE 0.0106 at
+the best-validation epoch 27 (validation 0.0108), seed 0, one thread. Its training took 443 s here under a
+load average of 7-10 on the 2 cores (other work running); it was about 45 s unloaded when it validated on
+333 trajectories and used the frames one sample earlier (test MSE 0.0108 then).
 """
 
 from __future__ import annotations
