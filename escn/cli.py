@@ -3,7 +3,7 @@
 ``escn bench``  — high-l scaling benchmark: SO(2) convolutions vs full-CG TFN (and e3nn), table + JSON/CSV/PNG.
 ``escn demo``   — (alias ``escn check``) equivariance errors of SO2Conv at high l, with real numbers.
 ``escn train``  — train a model from a TOML/YAML config (exact resume, DDP under torchrun).
-``escn evaluate`` — metrics (MAE/RMSE per key) of a training checkpoint on a data set.
+``escn evaluate`` — metrics (MAE/RMSE/MSE per key) of a training checkpoint on a data set.
 
 Bad arguments are reported by argparse (exit status 2) with the option, the value and what is expected.
 """
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train, subparser=t)
 
     e = sub.add_parser("evaluate", help="metrics of a training checkpoint on a data set",
-                       description="Print MAE / RMSE per output key (and energy per atom) of a checkpoint's model "
+                       description="Print MAE / RMSE / MSE per output key (and energy per atom) of a checkpoint's model "
                                    "(EMA weights unless --raw) on DATA: a torch.save'd list of AtomsGraph, an "
                                    "ASE-readable file or 'package.module:function'. Without DATA: the training "
                                    "config's validation source, its kwargs updated by --kwargs (e.g. --kwargs "
@@ -205,7 +205,7 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     import json
 
     from escn.train import evaluate_checkpoint
-    from escn.train.progress import format_metrics_table
+    from escn.train.evaluate import format_evaluation
 
     kwargs = None
     if args.kwargs is not None:
@@ -227,7 +227,7 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     else:
         weights = "raw" if args.raw else "EMA (when kept)"
         where = args.data if args.data is not None else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else "")
-        print(format_metrics_table(metrics, f"{args.checkpoint} on {where}: {n} structures, {weights} weights"))
+        print(format_evaluation(metrics, f"{args.checkpoint} on {where}: {n} structures, {weights} weights"))
     return 0
 
 

@@ -1,12 +1,19 @@
 """Charged 5-body system (EGNN protocol): predict positions 1,000 steps ahead; test MSE vs published models.
 
-    python examples/nbody.py                      # small default: about 45 s of training (test MSE 0.0108)
-    python examples/nbody.py --config examples/configs/nbody.toml   # the budgeted run (about 11 min, test MSE 0.0054)
+    python examples/nbody.py                      # small default (test MSE 0.0106)
+    python examples/nbody.py --config examples/configs/nbody.toml   # the budgeted run (docs/nbody.md)
 
-Trains with the engine (``escn.train``) on :func:`escn.datasets.nbody.nbody_task_graphs`, then evaluates the
-best-validation weights on the test split and prints the MSE next to the published numbers. After training,
-:func:`escn.datasets.nbody.predict_positions` loads the checkpoint and predicts from (B, 5, 3) positions and
-velocities and (B, 5) charges.
+Trains with the engine (``escn.train``) on :func:`escn.datasets.nbody.nbody_task_graphs` (input: the state
+after 3,100 steps; target: the positions after 4,100, the published frames, see docs/nbody.md), then
+evaluates the best-validation weights on all 2,000 test trajectories and prints the MSE next to the
+published numbers. After training, :func:`escn.datasets.nbody.predict_positions` loads the checkpoint and
+predicts from (B, 5, 3) positions and velocities and (B, 5) charges.
+
+The small default (1,000 training trajectories and their charge-flipped copies, 30 epochs of batch 20,
+16 channels, 3 blocks, validated on the full 2,000-trajectory validation split) gave test MSE 0.0106 at
+the best-validation epoch 27 (validation 0.0108), seed 0, one thread. Its training took 443 s here under a
+load average of 7-10 on the 2 cores (other work running); it was about 45 s unloaded when it validated on
+333 trajectories and used the frames one sample earlier (test MSE 0.0108 then).
 """
 
 from __future__ import annotations
@@ -34,7 +41,11 @@ PUBLISHED = [
 
 
 def small_config(output_dir: str, num_train: int, epochs: int) -> dict:
-    """The budgeted config shrunk to a few minutes: fewer trajectories, epochs and channels."""
+    """The budgeted config shrunk to a few minutes: fewer training trajectories, epochs and channels.
+
+    Validation keeps the config's full 2,000-trajectory split, so ``escn evaluate <run>/best.pt --kwargs
+    '{"split": "test"}'`` (the validation source's settings on the test split) sees the full test split too.
+    """
     cfg = load_config(CONFIG).to_dict()
     cfg["output_dir"] = output_dir
     cfg["epochs"] = epochs
@@ -44,7 +55,6 @@ def small_config(output_dir: str, num_train: int, epochs: int) -> dict:
     cfg["model"].update(channels=16, num_layers=3)
     cfg["schedule"]["warmup_steps"] = 20
     cfg["data"]["train"]["kwargs"]["num_traj"] = num_train
-    cfg["data"]["valid"]["kwargs"]["num_traj"] = max(num_train // 3, 50)
     return cfg
 
 
@@ -54,7 +64,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser.add_argument("--output-dir", default="runs/nbody_small")
     parser.add_argument("--train", type=int, default=1000, help="training trajectories of the small default")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of the small default (each sees every trajectory twice: as drawn and charge-flipped)")
-    parser.add_argument("--test", type=int, default=2000, help="test trajectories")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -71,20 +80,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     result = train(cfg, overwrite=True)
     train_seconds = time.perf_counter() - t0
 
-    test = load_nbody("test", args.test)
+    test = load_nbody("test")  # the full test split, as in the published protocol
+    num_test = len(test["pos"])  # SPLIT_SIZES["test"]
     pred = predict_positions(Path(result.checkpoint).parent / "best.pt", test["pos"], test["vel"], test["charges"])
     mse = float(np.mean((pred - test["target"]) ** 2))
-    base = baseline_mse("test", num_traj=args.test)
+    base = baseline_mse("test")
 
     rows = [("escn (this run)", mse)] + PUBLISHED + [
         ("constant velocity (fitted t)", base["constant_velocity"]),
         ("no motion", base["no_motion"]),
     ]
-    print(f"\ncharged 5-body, test MSE over {args.test} trajectories (training took {train_seconds:.0f} s)")
+    print(f"\ncharged 5-body, test MSE over all {num_test} test trajectories (training took {train_seconds:.0f} s)")
     print(f"{'model':<32}{'test MSE':>10}")
     for name, value in sorted(rows, key=lambda r: r[1]):
         print(f"{name:<32}{value:>10.4f}")
-    return {"test_mse": mse, "train_seconds": train_seconds, **{f"baseline_{k}": v for k, v in base.items()}}
+    return {"test_mse": mse, "num_test": num_test, "train_seconds": train_seconds,
+            **{f"baseline_{k}": v for k, v in base.items()}}
 
 
 if __name__ == "__main__":

@@ -172,11 +172,22 @@ def test_nbody_frames_and_initial_conditions():
     assert np.array_equal(one["pos"][0], sim["pos"][1])
     # prefix stability: the first trajectories do not depend on how many are drawn
     assert np.array_equal(nbody.initial_conditions(5, (5, 0))["pos"][:3], init["pos"])
-    # load_nbody: input = frame 30, target = frame 40 of the split's trajectories
+    # load_nbody: input = the state after 3,100 steps, target = the positions after 4,100 steps (frames 31 and 41)
+    assert (nbody.INPUT_STEP, nbody.TARGET_STEP) == (3100, 4100)
     data = nbody.load_nbody("test", num_traj=2, seed=5, use_cache=False)
-    full = nbody.simulate(2, seed=(5, 2), steps=4000)
-    assert np.array_equal(data["pos"], full["pos"][:, 30]) and np.array_equal(data["vel"], full["vel"][:, 30])
-    assert np.array_equal(data["target"], full["pos"][:, 40])
+    full = nbody.simulate(2, seed=(5, 2), steps=5000)
+    assert np.array_equal(data["pos"], full["pos"][:, 31]) and np.array_equal(data["vel"], full["vel"][:, 31])
+    assert np.array_equal(data["target"], full["pos"][:, 41])
+    # the published generator stores 49 frames of its 5,000-step runs, the first after 100 steps (its index k =
+    # our frame k + 1), and its loaders take indices 30 and 40: the states after 3,100 and 4,100 steps
+    published = full["pos"][:, 1:50]
+    assert np.array_equal(data["pos"], published[:, 30]) and np.array_equal(data["target"], published[:, 40])
+    # the same states by step count, sampled once
+    init = nbody.initial_conditions(2, (5, 2))
+    x_in = nbody.integrate(init["pos"], init["vel"], init["charges"], steps=3100, sample_every=3100)
+    x_out = nbody.integrate(init["pos"], init["vel"], init["charges"], steps=4100, sample_every=4100)
+    assert np.array_equal(x_in["pos"][:, 1], data["pos"]) and np.array_equal(x_in["vel"][:, 1], data["vel"])
+    assert np.array_equal(x_out["pos"][:, 1], data["target"])
 
 
 def test_coulomb_forces_against_pair_loop():

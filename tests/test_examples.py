@@ -36,18 +36,39 @@ def test_tetris_reaches_full_accuracy_on_rotations_and_mirrors(restore_threads, 
     assert "rotated test accuracy" in out and "100.0%" in out
 
 
-def test_nbody_small_path_trains_evaluates_and_predicts(tmp_path, restore_threads, capsys):
+def test_nbody_small_path_trains_and_evaluates_the_full_test_split(tmp_path, restore_threads, capsys):
+    import json
+
+    from escn.cli import main as cli
+    from escn.datasets.nbody import SPLIT_SIZES
+
+    run = tmp_path / "run"
     metrics = _load("nbody").main(
-        ["--train", "200", "--epochs", "5", "--test", "100", "--output-dir", str(tmp_path / "run"), "--no-progress",
-         "--threads", "1"]
+        ["--train", "200", "--epochs", "5", "--output-dir", str(run), "--no-progress", "--threads", "1"]
     )
     # 100 short steps (200 trajectories and their charge-flipped copies, batch 20) already beat standing still
     # (0.27); the example's docstring gives the small default's measured MSE
     assert metrics["test_mse"] < metrics["baseline_no_motion"]
-    assert (tmp_path / "run" / "best.pt").exists()
+    assert metrics["num_test"] == SPLIT_SIZES["test"] == 2000  # every test trajectory, not a subset
+    assert (run / "best.pt").exists()
     out = capsys.readouterr().out
-    assert "EGNN" in out and "escn (this run)" in out
+    assert "EGNN" in out and "escn (this run)" in out and "all 2000 test trajectories" in out
     assert torch.get_num_threads() == 1  # --threads reached the engine (restore_threads puts it back)
+
+    # escn evaluate on the test split (the validation source's settings) sees the same 2,000 trajectories and
+    # prints the protocol's MSE (mean over coordinates), the example's number up to float32 rounding
+    assert cli(["evaluate", str(run / "best.pt"), "--kwargs", '{"split": "test"}', "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_items"] == 2000
+    assert result["mse_node_vectors"] == pytest.approx(result["rmse_node_vectors"] ** 2, rel=1e-12)
+    assert result["mse_node_vectors"] == pytest.approx(result["loss_node_vectors"], rel=1e-5)  # loss summed in float32
+    assert result["mse_node_vectors"] == pytest.approx(metrics["test_mse"], rel=1e-4)
+    assert cli(["evaluate", str(run / "best.pt"), "--kwargs", '{"split": "test"}']) == 0
+    text = capsys.readouterr().out
+    assert "2000 structures" in text.splitlines()[0]
+    assert text.splitlines()[1].split() == ["key", "MAE", "RMSE", "MSE"]
+    row = next(line.split() for line in text.splitlines() if line.startswith("node_vectors"))
+    assert float(row[3]) == pytest.approx(result["mse_node_vectors"], rel=1e-5)
 
 
 def test_emt_small_path_trains_tests_and_runs_md(tmp_path, restore_threads, capsys):

@@ -3,7 +3,8 @@
 * :mod:`escn.datasets.tetris` -- the 8 tetrominoes of Tensor Field Networks' toy problem
   (chiral pair included), fully connected graphs, randomly rotated test set.
 * :mod:`escn.datasets.nbody` -- EGNN's charged 5-body system with its own vectorised simulator:
-  input frame 30, target positions at frame 40; 3,000 / 2,000 / 2,000 trajectories.
+  input the state after 3,100 steps, target the positions after 4,100 (EGNN's frame indices 30 and 40);
+  3,000 / 2,000 / 2,000 trajectories.
 * :mod:`escn.datasets.emt` -- Cu energies, forces and stresses from ASE's EMT potential (MD at
   300 K and 1,000 K, rattled and strained cells), split by trajectory; needs ``pip install escn[ase]``.
 

@@ -10,12 +10,24 @@ Physics and protocol
   ``v <- v + F(x) dt``, then drifts ``x <- x + v dt`` with the new velocity.  No box, no walls.
 * Initial positions ``x ~ N(0, 1)`` per coordinate; initial velocities of speed exactly 0.5 in
   uniformly random directions.
-* Trajectories of 5,000 steps, sampled every 100 steps.  **Frame k is the state after
-  k * 100 steps; frame 0 is the initial state**, so a 5,000-step run has frames 0..50 (51 frames).
-  The stored velocity of a frame is the one used in that frame's last drift.
-* Task: input = frame 30 (positions, velocities, charges), target = positions at frame 40.
-  Nothing after frame 40 is used, and the simulation is causal, so :func:`load_nbody` stops at
-  step 4,000 (the frames it returns are bit-identical to those of a 5,000-step run).
+* Trajectories of 5,000 steps, sampled every 100 steps.  In :func:`simulate` / :func:`integrate`,
+  **frame k is the state after k * 100 steps and frame 0 is the initial state**, so a 5,000-step
+  run has frames 0..50 (51 frames).  The stored velocity of a frame is the one used in that
+  frame's last drift.
+* Task (the frames of EGNN's ``nbody_small`` set, which SEGNN reuses): input = the state after
+  **3,100 steps** (positions, velocities, charges), target = the positions after **4,100 steps**
+  (:data:`INPUT_STEP`, :data:`TARGET_STEP`), i.e. frames 31 and 41 of :func:`simulate`.  Why
+  3,100 and not 3,000: the published generator (``n_body_system/dataset/synthetic_sim.py`` of
+  the ``vgsatorras/egnn`` repository; ``RobDHess/Steerable-E3-GNN`` has the same one in ``nbody/dataset``)
+  stores ``T / sample_freq - 1 = 49`` frames of a 5,000-step run: its first stored frame (index 0)
+  is written after 100 steps (the initial state it writes there first is overwritten), so its
+  index k holds the state after ``100 (k + 1)`` steps.  Both repositories' data loaders
+  (``dataset_nbody.py``, ``nbody_small``) take input index 30 and target index 40, i.e. steps
+  3,100 and 4,100.  The integrator is the same: the generator kicks once with the initial force,
+  then repeats drift, store, kick, which stores after k steps exactly the state after k of this
+  module's kick-then-drift steps, with the velocity of the last drift.  Nothing after step 4,100
+  is used, and the simulation is causal, so :func:`load_nbody` stops there (the frames it
+  returns are bit-identical to those of a 5,000-step run).
 * Splits: 3,000 train / 2,000 valid / 2,000 test trajectories.  Trajectory ``i`` of split ``s``
   draws its initial conditions from ``numpy.random.default_rng([seed, code(s), i])`` with
   ``code = {"train": 0, "valid": 1, "test": 2}``: the splits use distinct seeds, and the first
@@ -29,22 +41,24 @@ Measured on this project's 2-core CPU machine (numpy float64, seed 0):
 
 * simulating all 7,000 trajectories for the full 5,000 steps (:func:`simulate`): 6.4-7.6 s over
   two runs (0.4 s of it drawing initial conditions); :func:`load_nbody` for all three splits
-  (4,000 steps, then cached): 5.6-6.7 s; a cached split loads in milliseconds.
-* baselines, mean squared error over all coordinates of the frame-40 positions:
+  (then cached): 5.6-6.7 s when it stopped at step 4,000 (now 4,100, 2.5% more steps); a cached
+  split loads in milliseconds.
+* baselines, mean squared error over all coordinates of the target positions (step 4,100):
 
   =============================================  ======  ======  ======
   baseline                                        train   valid   test
   =============================================  ======  ======  ======
-  no motion (predict the frame-30 positions)     0.2687  0.2706  0.2682
-  constant velocity x + v t, t = 0.7274 fitted   0.0857  0.0894  0.0868
-  constant velocity x + v t, t = 1 (elapsed)     0.1114  0.1169  0.1129
+  no motion (predict the input positions)        0.2693  0.2713  0.2688
+  constant velocity x + v t, t = 0.7339 fitted   0.0842  0.0878  0.0855
+  constant velocity x + v t, t = 1 (elapsed)     0.1086  0.1146  0.1114
   =============================================  ======  ======  ======
 
   ``t`` is fitted by least squares on the 3,000 training trajectories.  It is well below the
   elapsed time 1.0 (1,000 steps of 0.001) because velocities do not persist: fitted per speed
-  bin, ``t`` falls from 0.85 for the slower half of the particles to 0.27 for the fastest 1%
-  (speed > 2.4, bound pairs of opposite charge whose velocity turns around).  Reference values
-  for this protocol are about 0.26 (no motion) and 0.083 (constant velocity).
+  bin, ``t`` falls from 0.84 for the slower half of the particles to 0.31 for the fastest 1%
+  (speed > 2.3, bound pairs of opposite charge whose velocity turns around).  With the frames
+  one sample earlier (input after 3,000 steps, target after 4,000) these were 0.2682 (no motion)
+  and 0.0868 (fitted constant velocity) on the test split.
 * the protocol's dynamics are not energy-conserving in general: in 1.2% of the sampled frames
   some force component exceeds the clip, and over 5,000 steps the total energy (kinetic +
   Coulomb) moves by a median 0.056 but by more than 3.8 in 10% of trajectories (close encounters
@@ -68,6 +82,8 @@ from ._cache import PathLike, cached_arrays
 
 __all__ = [
     "SPLIT_SIZES",
+    "INPUT_STEP",
+    "TARGET_STEP",
     "coulomb_forces",
     "potential_energy",
     "total_energy",
@@ -88,9 +104,13 @@ DT = 0.001
 MAX_FORCE = 100.0
 SPEED = 0.5
 NUM_PARTICLES = 5
-FRAME_INPUT = 30
-FRAME_TARGET = 40
 SAMPLE_EVERY = 100
+#: steps simulated before the input state and before the target positions (EGNN's indices 30 and 40)
+INPUT_STEP = 3100
+TARGET_STEP = 4100
+#: the same states as frame indices of :func:`simulate` (frame k = after k * SAMPLE_EVERY steps)
+FRAME_INPUT = INPUT_STEP // SAMPLE_EVERY  # 31
+FRAME_TARGET = TARGET_STEP // SAMPLE_EVERY  # 41
 _CHUNK = 1024  # trajectories integrated together (keeps the working set in cache)
 
 SeedLike = Union[int, Sequence[int]]
@@ -346,13 +366,13 @@ def load_nbody(
         use_cache: read/write the ``.npz`` cache.
 
     Returns:
-        float64 arrays ``pos`` (B, 5, 3) and ``vel`` (B, 5, 3) at frame 30, ``charges`` (B, 5),
-        ``target`` (B, 5, 3) positions at frame 40.
+        float64 arrays ``pos`` (B, 5, 3) and ``vel`` (B, 5, 3) after 3,100 steps (:data:`INPUT_STEP`),
+        ``charges`` (B, 5), ``target`` (B, 5, 3) positions after 4,100 steps (:data:`TARGET_STEP`).
     """
     split = _check_split(split)
     num_traj = SPLIT_SIZES[split] if num_traj is None else _check_int("num_traj", num_traj, 1)
     seed = _check_int("seed", seed, 0)
-    steps = FRAME_TARGET * SAMPLE_EVERY
+    steps = TARGET_STEP
     params = {
         "split": split,
         "n": num_traj,
@@ -392,9 +412,9 @@ def nbody_graphs(data: Mapping[str, np.ndarray], dtype: Optional[torch.dtype] = 
         dtype: floating dtype of the tensors (default ``torch.get_default_dtype()``).
 
     Returns:
-        B graphs with ``pos`` (5, 3) at frame 30, ``atom_types`` (5,) = 0 for charge -1 and
+        B graphs with ``pos`` (5, 3) of the input state, ``atom_types`` (5,) = 0 for charge -1 and
         1 for +1, edges ``i -> j`` for all ``i != j`` (20), and ``node_attrs`` ``"vel"`` (5, 3),
-        ``"charge"`` (5, 1) and ``"target"`` (5, 3) (positions at frame 40).
+        ``"charge"`` (5, 1) and ``"target"`` (5, 3) (the target positions).
     """
     if not isinstance(data, Mapping):
         raise TypeError(f"data must be a mapping of arrays (see load_nbody), got {type(data).__name__}")
@@ -434,9 +454,9 @@ def baseline_mse(
     cache_dir: Optional[PathLike] = None,
     use_cache: bool = True,
 ) -> Dict[str, float]:
-    """Mean squared error (over all coordinates) of two trivial predictors of the frame-40 positions.
+    """Mean squared error (over all coordinates) of two trivial predictors of the target positions.
 
-    * ``"no_motion"``: the frame-30 positions.
+    * ``"no_motion"``: the input positions (1,000 steps earlier).
     * ``"constant_velocity"``: ``x + v t`` with the single time ``t`` minimising the squared
       error on the training split (first ``num_train`` trajectories), reported as ``"t"``.
 
@@ -482,7 +502,7 @@ def nbody_task_graphs(
 
     Returns:
         B graphs (2B with ``charge_flip``) as :func:`nbody_graphs`, plus ``node_features`` as ``inputs`` says
-        (at frame 30) and ``node_attrs["node_vectors"]`` (5, 3) = frame-40 minus frame-30
+        (of the input state) and ``node_attrs["node_vectors"]`` (5, 3) = target minus input
         positions, the target of a model's ``"node_vectors"`` output (its MSE is the task's position MSE).
     """
     if not isinstance(charge_flip, bool):

@@ -1,4 +1,4 @@
-"""Evaluate a model (or a training checkpoint) on a data set: MAE / RMSE per output key."""
+"""Evaluate a model (or a training checkpoint) on a data set: MAE / RMSE / MSE per output key."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .config import ConfigError, DataSource, LossTerm, TrainConfig
 from .data import PreparedDataset, ShardLoader, global_batches, load_source
 from .losses import LossFunction, item_target_level
 
-__all__ = ["evaluate_model", "evaluate_checkpoint", "default_keys"]
+__all__ = ["evaluate_model", "evaluate_checkpoint", "default_keys", "format_evaluation"]
 
 _STANDARD = ("energy", "forces", "stress")
 
@@ -37,7 +37,9 @@ def default_keys(item: AtomsGraph, loss: Optional[Mapping[str, LossTerm]] = None
 def evaluate_model(model: nn.Module, data: Sequence[AtomsGraph], terms: Mapping[str, LossTerm], *,
                    batch_size: int = 16, dtype: Optional[torch.dtype] = None, cutoff: Optional[float] = None,
                    device: Union[str, torch.device] = "cpu") -> Dict[str, float]:
-    """Metrics of ``model`` on ``data`` (``loss``, ``mae_<k>``, ``rmse_<k>``, ``mae_energy_per_atom``, ...).
+    """Metrics of ``model`` on ``data``: ``loss``, and per output key ``mae_<k>``, ``rmse_<k>`` and ``mse_<k>``
+    (mean over all target elements, e.g. every coordinate of every node vector; ``acc_<k>`` for classes), also
+    ``*_energy_per_atom`` with an energy key. Every item of ``data`` is evaluated.
 
     Args:
         model: called as ``model(batch, compute_forces=..., compute_stress=...)``.
@@ -72,7 +74,33 @@ def evaluate_model(model: nn.Module, data: Sequence[AtomsGraph], terms: Mapping[
             stats += s.cpu()
     finally:
         model.train(was_training)
-    return loss_fn.summarize(stats)
+    metrics = loss_fn.summarize(stats)
+    names = loss_fn.stat_names
+    for key in [k[len("rmse_"):] for k in metrics if k.startswith("rmse_")]:
+        metrics[f"mse_{key}"] = float(stats[names.index(f"{key}/sq")] / stats[names.index(f"{key}/n")])
+    return metrics
+
+
+def format_evaluation(metrics: Mapping[str, float], title: str = "") -> str:
+    """A table of MAE, RMSE and MSE (or accuracy) per key of :func:`evaluate_model` output, then the loss.
+
+    The MSE is printed with six significant digits: for a position target it is the task's usual metric.
+    """
+    from .progress import fmt
+
+    keys = [k.split("_", 1)[1] for k in metrics if k.startswith(("mae_", "acc_"))]
+    lines = [title] if title else []
+    lines.append(f"{'key':24s}{'MAE':>14s}{'RMSE':>14s}{'MSE':>16s}")
+    for k in keys:
+        if f"acc_{k}" in metrics:
+            lines.append(f"{k:24s}{'acc ' + fmt(metrics[f'acc_{k}']):>14s}{'-':>14s}{'-':>16s}")
+        else:
+            mse = metrics.get(f"mse_{k}")
+            lines.append(f"{k:24s}{fmt(metrics.get(f'mae_{k}')):>14s}{fmt(metrics.get(f'rmse_{k}')):>14s}"
+                         f"{'-' if mse is None else format(mse, '.6g'):>16s}")
+    if "loss" in metrics:
+        lines.append(f"{'loss':24s}{fmt(metrics['loss']):>14s}")
+    return "\n".join(lines)
 
 
 def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, DataSource, Sequence[AtomsGraph], None] = None, *,
