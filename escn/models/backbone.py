@@ -271,10 +271,9 @@ class EdgeFrameBlock(ConstantModule):
             z = torch.cat([x0.index_select(0, edge_src), x0.index_select(0, edge_dst), x0.new_zeros(E, 1)], dim=1)
             v = _take_columns(z, self._scalar_edge_index)
         else:
-            xb = torch.cat([x, self.rot.apply_J(x, transpose=True)], dim=0)  # chart turn once per node
-            off = N * frame.chart
-            rs = self.rot.to_frame(xb.index_select(0, edge_src + off), frame)
-            rd = self.rot.to_frame(xb.index_select(0, edge_dst + off), frame)
+            table = self.rot.chart_table(x)
+            rs = self.rot.gather_to_frame(table, edge_src, frame)
+            rd = self.rot.gather_to_frame(table, edge_dst, frame)
             v = _take_columns(torch.cat([rs, rd], dim=1), self._edge_index)
         if self.conv1.input_sign is not None:
             v = v * self.conv1.input_sign
@@ -292,10 +291,7 @@ class EdgeFrameBlock(ConstantModule):
             update = torch.stack([agg, torch.zeros_like(agg)], dim=2).view(N, 2 * n)  # l = 0 group: (m = 0, pad) slots
             return torch.nn.functional.pad(update, (0, x.shape[1] - 2 * n))
         out = self.conv2.stage_output(self.conv2.stage_map(h, None)) * envelope[:, None]
-        y = self.rot.from_frame(out, frame)
-        off = N * frame.chart
-        acc = y.new_zeros(2 * N, y.shape[1]).index_add_(0, edge_dst + off, y)
-        return (acc[:N] + self.rot.apply_J(acc[N:], transpose=False)) * scale
+        return self.rot.aggregate_from_frame(out, edge_dst, frame, N) * scale
 
 
 class ESCNBackbone(ConstantModule):

@@ -229,6 +229,25 @@ class EdgeRotation(ConstantModule):
             outs.append(b.reshape(E, b.shape[1] * b.shape[2]))
         return torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
 
+    # ---------------------------------------------------------------- the convolution's two ends, written once
+    def chart_table(self, x: Tensor) -> Tensor:
+        """Node features (N, full_dim) -> the table edges read, (2N, full_dim): ``[x ; J^T x]``. Edges of the
+        second chart read row ``N + node`` (their frames assume the chart turn, done here once per node)."""
+        return torch.cat([x, self.apply_J(x, transpose=True)], dim=0)
+
+    def gather_to_frame(self, table: Tensor, index: Tensor, frame: EdgeFrame) -> Tensor:
+        """Rows ``index`` (E,) of a :meth:`chart_table` (in each edge's chart), rotated into the edge frames:
+        (E, rot_dim)."""
+        N = table.shape[0] // 2
+        return self.to_frame(table.index_select(0, index + N * frame.chart), frame)
+
+    def aggregate_from_frame(self, y: Tensor, index: Tensor, frame: EdgeFrame, num_nodes: int) -> Tensor:
+        """Edge-frame messages (E, rot_dim) rotated back and summed into rows ``index`` (E,) of a (num_nodes,
+        full_dim) result, the second chart's turned back once per node: ``sum_e D_e^T y_e``."""
+        out = self.from_frame(y, frame)
+        acc = out.new_zeros(2 * num_nodes, out.shape[1]).index_add_(0, index + num_nodes * frame.chart, out)
+        return acc[:num_nodes] + self.apply_J(acc[num_nodes:], transpose=False)
+
     def apply_J(self, x: Tensor, transpose: bool) -> Tensor:
         """Node-level chart turn: ``J^T x`` (``transpose=True``) or ``J x`` per block, x: (N, full_dim)."""
         N = x.shape[0]

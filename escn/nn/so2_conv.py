@@ -682,9 +682,10 @@ class SO2Conv(ConstantModule):
         check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
         check_edge_vectors(edge_vec)
         N = x.shape[0]
-        y, frame = self._edge_messages(x, edge_src, edge_vec, weight)
-        acc = y.new_zeros(2 * N, y.shape[1]).index_add_(0, edge_dst + N * frame.chart, y)
-        out = acc[:N] + self.rot_out.apply_J(acc[N:], transpose=False)  # undo the chart turn once per node
+        frame = edge_frame(edge_vec, self.lmax, self.mmax, rows_lmax=max(self.rot_in.rows_lmax(x), self.rot_out.rows_lmax(x)))
+        table = self.rot_in.chart_table(take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm_in))
+        rotated = self.rot_in.gather_to_frame(table, edge_src, frame)
+        out = self.rot_out.aggregate_from_frame(self.frame_map(rotated, weight), edge_dst, frame, N)
         out = take_columns(out, self._perm_out_inv)
         if self.avg_num_neighbors is not None:
             out = out / math.sqrt(self.avg_num_neighbors)
