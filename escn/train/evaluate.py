@@ -15,6 +15,7 @@ from escn.models.io import load
 from .config import ConfigError, DataSource, LossTerm, TrainConfig
 from .data import PreparedDataset, ShardLoader, global_batches, load_source
 from .losses import LossFunction, item_target_level
+from .progress import fmt
 
 __all__ = ["evaluate_model", "evaluate_checkpoint", "default_keys", "format_evaluation"]
 
@@ -86,7 +87,6 @@ def format_evaluation(metrics: Mapping[str, float], title: str = "") -> str:
 
     The MSE is printed with six significant digits: for a position target it is the task's usual metric.
     """
-    from .progress import fmt
 
     keys = [k.split("_", 1)[1] for k in metrics if k.startswith(("mae_", "acc_"))]
     lines = [title] if title else []
