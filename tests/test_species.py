@@ -320,3 +320,13 @@ def test_a_two_element_run_and_a_resume_on_other_elements(tmp_path):
     with pytest.raises(ConfigError, match=r"data.valid item 0 contains Ne \(Z=10\).*knows Ar \(Z=18\), Xe \(Z=54\), "
                                           r"Kr \(Z=36\)"):
         Trainer(cfg2, stream=io.StringIO())
+
+
+def test_raw_atomic_numbers_into_a_species_model_name_the_mapping():
+    from escn.data import AtomsGraph, collate
+    from escn.models import ESCN
+
+    model = ESCN(lmax=1, channels=2, num_layers=1, cutoff=3.0, atomic_numbers=[29])
+    batch = collate([AtomsGraph(pos=torch.tensor([[0.0, 0, 0], [1.5, 0, 0]]), atom_types=torch.tensor([29, 29]))])
+    with pytest.raises(ValueError, match=r"unknown atom types \[29\].*atomic_numbers=\[29\].*SpeciesMap"):
+        model(batch.with_radius_graph(3.0))

@@ -311,7 +311,10 @@ class ESCN(ConstantModule):
             t = batch.atom_types
             if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_atom_types):
                 bad = sorted({int(v) for v in t[(t < 0) | (t >= self.num_atom_types)].tolist()})
-                raise ValueError(f"unknown atom types {bad[:10]}: this model knows types 0..{self.num_atom_types - 1}")
+                hint = ("" if self.atomic_numbers is None else
+                        f" (type indices into atomic_numbers={list(self.atomic_numbers)}; map atomic numbers with "
+                        "escn.data.species.SpeciesMap where the batch is made)")
+                raise ValueError(f"unknown atom types {bad[:10]}: this model knows types 0..{self.num_atom_types - 1}{hint}")
         if self.node_input_irreps is not None:
             f = batch.node_features
             if f is None or f.shape != (batch.num_nodes, self.node_input_irreps.dim):
