@@ -29,10 +29,19 @@ def _with_edges_of(batch, pos: torch.Tensor):
 
 
 def _model(**kw) -> ESCN:
+    """ESCN, or the task model that takes the task's arguments (type relabellings: n-body; classes: Tetris)."""
+    from escn.datasets.nbody_model import NBodyESCN
+    from escn.datasets.tetris_model import TetrisESCN
+
     torch.manual_seed(0)
     args = dict(num_atom_types=3, lmax=6, mmax=2, channels=4, num_layers=2, cutoff=3.0, num_radial=6, radial_hidden=16)
     args.update(kw)
-    return ESCN(**args).eval()
+    cls = ESCN
+    if "type_permutations" in kw or "type_average_in_training" in kw:
+        cls = NBodyESCN
+    elif "num_classes" in kw or "mirror_pairs" in kw:
+        cls = TetrisESCN
+    return cls(**args).eval()
 
 
 def _energy_forces(model: ESCN):
@@ -381,7 +390,7 @@ def test_type_permutations_make_outputs_exactly_invariant():
 
     errors = equivariance_error(fn, [pos, vel], [CARTESIAN_POINTS, "1x1o"], "1o", trials=2, generator=g)
     assert max(errors.values()) <= 1e-10, errors
-    assert ESCN(**model.config).config["type_permutations"] == [[1, 0]]
+    assert type(model)(**model.config).config["type_permutations"] == [[1, 0]]
 
 
 def test_type_average_in_eval_mode_only():
@@ -494,3 +503,20 @@ def test_state_dict_of_the_single_module_layout_loads_with_identical_outputs():
     e0, f0 = _energy_forces(model)(pos, types)
     e1, f1 = _energy_forces(clone)(pos, types)
     assert torch.equal(e0, e1) and torch.equal(f0, f1)
+
+
+def test_task_arguments_moved_out_of_the_core_model():
+    from escn.models import build_model
+
+    # configs of earlier versions hold the moved arguments at their unused values: they still build
+    model = build_model("escn", num_atom_types=2, lmax=1, channels=2, num_layers=1, type_permutations=[],
+                        type_average_in_training=True, num_classes=None, mirror_pairs=[])
+    assert "type_permutations" not in model.config and "num_classes" not in model.config
+    with pytest.raises(ValueError, match=r"type_permutations=\[\[1, 0\]\] moved to the task model "
+                                         r"'escn.datasets.nbody_model:NBodyESCN'"):
+        build_model("escn", num_atom_types=2, lmax=1, channels=2, num_layers=1, type_permutations=[[1, 0]])
+    with pytest.raises(ValueError, match="num_classes=8 moved to the task model 'escn.datasets.tetris_model:TetrisESCN'"):
+        build_model("escn", num_atom_types=1, lmax=1, channels=2, num_layers=1, num_classes=8)
+    task = build_model("escn.datasets.nbody_model:NBodyESCN", num_atom_types=2, lmax=1, channels=2, num_layers=1,
+                       type_permutations=[[1, 0]])
+    assert task.config["type_permutations"] == [[1, 0]]

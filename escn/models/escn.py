@@ -22,6 +22,7 @@ through the rotations (no detaching), stress ``(1/V) dE/d(strain)`` as in ASE.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from typing import Any, Sequence
 
@@ -47,7 +48,14 @@ __all__ = ["ESCN", "ESCNBackbone", "EdgeFrameBlock", "node_irreps"]
 
 #: children of the model that moved into ``backbone`` (checkpoints of earlier versions name them at the top)
 _BACKBONE_CHILDREN = ("type_embedding", "edge_type_embedding", "radial_basis", "envelope", "node_input", "blocks")
-OUTPUTS = ("energy", "node_vectors", "graph_outputs", "class_logits")
+OUTPUTS = ("energy", "node_vectors", "graph_outputs")
+#: constructor arguments that moved to task models, with the value that means "unused" and where they went
+MOVED_ARGUMENTS = {
+    "type_permutations": ([], "escn.datasets.nbody_model:NBodyESCN"),
+    "type_average_in_training": (True, "escn.datasets.nbody_model:NBodyESCN"),
+    "num_classes": (None, "escn.datasets.tetris_model:TetrisESCN"),
+    "mirror_pairs": ([], "escn.datasets.tetris_model:TetrisESCN"),
+}
 
 
 def _backbone_keys(state_dict: dict, prefix: str, *args: Any) -> None:
@@ -63,27 +71,6 @@ def _check_positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
-
-
-def _type_group(perms: Sequence[Sequence[int]], num_types: int) -> list[list[int]]:
-    """Validate ``type_permutations``: the identity followed by the given relabellings, closed under composition."""
-    if isinstance(perms, (str, bytes)):
-        raise TypeError(f"type_permutations must be a list of permutations, got {perms!r}")
-    identity = list(range(num_types))
-    group = [identity]
-    for g in perms:
-        if isinstance(g, (str, bytes)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in g):
-            raise TypeError(f"type_permutations entries must be lists of ints, got {g!r}")
-        g = list(g)
-        if sorted(g) != identity:
-            raise ValueError(f"type_permutations entry {g} is not a permutation of the types 0..{num_types - 1}")
-        if g not in group:
-            group.append(g)
-    for a in group:
-        for b in group:
-            if [a[t] for t in b] not in group:
-                raise ValueError(f"type_permutations with the identity must form a group: {a} after {b} is missing")
-    return group
 
 
 class ESCN(ConstantModule):
@@ -117,24 +104,9 @@ class ESCN(ConstantModule):
         outputs: any of ``"energy"`` (per graph, with ``"forces"``/``"stress"`` on request),
             ``"node_vectors"`` ((N, 3), an l = 1 output per node) and ``"graph_outputs"`` ((B, dim), an
             equivariant linear map of the per-graph mean of the node features to ``graph_output_irreps``).
-            ``"class_logits"`` ((B, num_classes), invariant logits from the same pooled features).
         graph_output_irreps: irreps of ``"graph_outputs"``, e.g. ``"7x0e + 1x0o"`` (a ``0o`` output needs
             ``pseudo=True``).
-        num_classes: number of classes of ``"class_logits"``.
-        mirror_pairs: pairs ``[a, b]`` of classes that are mirror images of each other (e.g. the chiral
-            tetrominoes). Each pair shares a scalar ``s`` and owns a pseudo-scalar ``p``:
-            ``logit_a = s + p``, ``logit_b = s - p``, so a reflection swaps the two predictions exactly.
-            Needs ``pseudo=True``.
         energy_scale, energy_shift: per-atom energy = scale * network output + shift + learned per-type offset.
-        type_permutations: an exact symmetry of the task under relabelling atom types, e.g. ``[[1, 0]]`` when
-            swapping types 0 and 1 changes nothing (the charged n-body system with all charges negated). Each
-            entry maps type ``t`` to ``perm[t]``; with the identity they must form a group. The node features
-            (and the per-type energy offsets) are averaged over the group, so every output is exactly invariant
-            under these relabellings; the cost is one pass through the network per group element.
-        type_average_in_training: with False, the average is taken in eval mode only and training runs one
-            pass on the given types, for training on the relabelled copies of the data instead (data
-            augmentation: as many optimiser steps per pass through the network; then the eval-mode model
-            that validation, checkpoint selection and prediction use is still exactly invariant).
         atomic_numbers: the chemical species of a force field: type index ``t`` is the element with atomic
             number ``atomic_numbers[t]`` (distinct, in ``[0, 118]``; ``num_atom_types`` must be its length).
             Stored in ``config`` and so in checkpoints; the model's input is still type indices, converted from
@@ -152,6 +124,22 @@ class ESCN(ConstantModule):
     configured. ``model.config``
     holds the constructor arguments: ``ESCN(**model.config)`` rebuilds the architecture.
     """
+
+    #: the outputs this class computes (task models add theirs)
+    OUTPUTS: tuple[str, ...] = OUTPUTS
+
+    @classmethod
+    def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A config of an earlier version of the model, for this one: arguments that moved to a task model are
+        dropped when they hold their unused value; otherwise a ValueError names the task model to use."""
+        out = dict(config)
+        for name, (unused, where) in MOVED_ARGUMENTS.items():
+            if name in out and name not in inspect.signature(cls).parameters:
+                if out[name] not in (unused, () if unused == [] else unused):
+                    raise ValueError(f"model argument {name}={out[name]!r} moved to the task model {where!r}: build that "
+                                     f"model (model name {where!r}) instead of {cls.__name__}")
+                del out[name]
+        return out
 
     def __init__(
         self,
@@ -174,12 +162,8 @@ class ESCN(ConstantModule):
         node_input_irreps: str | None = None,
         outputs: Sequence[str] = ("energy",),
         graph_output_irreps: str | None = None,
-        num_classes: int | None = None,
-        mirror_pairs: Sequence[Sequence[int]] = (),
         energy_scale: float = 1.0,
         energy_shift: float = 0.0,
-        type_permutations: Sequence[Sequence[int]] = (),
-        type_average_in_training: bool = True,
         atomic_numbers: Sequence[int] | None = None,
         executor: str = "native",
     ) -> None:
@@ -211,25 +195,11 @@ class ESCN(ConstantModule):
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if activation == "s2" and pseudo:
             raise ValueError("activation='s2' works on natural-parity features only; use activation='gate' with pseudo=True")
-        if isinstance(outputs, str) or not all(o in OUTPUTS for o in outputs) or len(outputs) == 0:
-            raise ValueError(f"outputs must be a non-empty list drawn from {OUTPUTS}, got {outputs!r}")
+        allowed = type(self).OUTPUTS
+        if isinstance(outputs, str) or not all(o in allowed for o in outputs) or len(outputs) == 0:
+            raise ValueError(f"outputs must be a non-empty list drawn from {allowed}, got {outputs!r}")
         if ("graph_outputs" in outputs) != (graph_output_irreps is not None):
             raise ValueError("graph_output_irreps must be given exactly when outputs contains 'graph_outputs'")
-        if ("class_logits" in outputs) != (num_classes is not None):
-            raise ValueError("num_classes must be given exactly when outputs contains 'class_logits'")
-        pairs = [tuple(int(c) for c in pr) for pr in mirror_pairs]
-        if num_classes is not None:
-            _check_int("num_classes", num_classes, 1)
-            flat = [c for pr in pairs for c in pr]
-            if any(len(pr) != 2 for pr in pairs) or len(set(flat)) != len(flat) or any(not 0 <= c < num_classes for c in flat):
-                raise ValueError(f"mirror_pairs must be disjoint pairs of classes in [0, {num_classes}), got {mirror_pairs!r}")
-            if pairs and not pseudo:
-                raise ValueError("mirror_pairs need pseudo-scalars: set pseudo=True")
-        elif pairs:
-            raise ValueError("mirror_pairs given without num_classes")
-        group = _type_group(type_permutations, num_atom_types)
-        if not isinstance(type_average_in_training, bool):
-            raise TypeError(f"type_average_in_training must be a bool, got {type(type_average_in_training).__name__}")
         if not isinstance(energy_scale, (int, float)) or not isinstance(energy_shift, (int, float)):
             raise TypeError("energy_scale and energy_shift must be numbers")
         check_executor(executor)
@@ -241,13 +211,11 @@ class ESCN(ConstantModule):
             s2_resolution=None if s2_resolution is None else (s2_resolution if isinstance(s2_resolution, int) else list(s2_resolution)),
             avg_num_neighbors=float(avg_num_neighbors), pseudo=bool(pseudo), node_input_irreps=node_input_irreps,
             outputs=list(outputs), graph_output_irreps=graph_output_irreps,
-            num_classes=num_classes, mirror_pairs=[list(pr) for pr in pairs], energy_scale=float(energy_scale), energy_shift=float(energy_shift),
-            type_permutations=[list(g) for g in group[1:]], type_average_in_training=type_average_in_training,
+            energy_scale=float(energy_scale), energy_shift=float(energy_shift),
             atomic_numbers=species,
         )
         #: the chemical species (type index -> atomic number), or None for plain type labels
         self.atomic_numbers: tuple[int, ...] | None = None if species is None else tuple(species)
-        self.type_average_in_training = type_average_in_training
         self.num_atom_types = num_atom_types
         self.cutoff = float(cutoff)
         self.outputs = tuple(outputs)
@@ -255,8 +223,6 @@ class ESCN(ConstantModule):
         self.energy_shift = float(energy_shift)
         self.irreps = node_irreps(channels, lmax, pseudo)
         self.channels = channels
-        # (|G|, num_atom_types) relabellings, identity first
-        self.register_buffer("_type_group", torch.tensor(group, dtype=torch.long), persistent=False)
         self.backbone = ESCNBackbone(
             num_atom_types, lmax, mmax, channels, num_layers, cutoff, num_radial, radial_basis, radial_hidden,
             inverse_distance_powers, inverse_distance_scale, type_embedding_dim, activation, s2_resolution,
@@ -279,24 +245,6 @@ class ESCN(ConstantModule):
                     + (" (set pseudo=True)" if not pseudo else "")
                 )
             self.graph_head = Linear(self.irreps, gout)
-        self.class_head = None
-        if num_classes is not None:
-            # scalars: one per pair, then one per unpaired class; pseudo-scalars: one per pair
-            paired = {c: (j, +1.0 if k == 0 else -1.0) for j, pr in enumerate(pairs) for k, c in enumerate(pr)}
-            unpaired = [c for c in range(num_classes) if c not in paired]
-            n_s, n_p = len(pairs) + len(unpaired), len(pairs)
-            s_idx, p_idx, sign = [], [], []
-            for c in range(num_classes):
-                if c in paired:
-                    j, sg = paired[c]
-                    s_idx.append(j), p_idx.append(j), sign.append(sg)
-                else:
-                    s_idx.append(len(pairs) + unpaired.index(c)), p_idx.append(0), sign.append(0.0)
-            self.class_head = Linear(self.irreps, f"{n_s}x0e" + (f"+{n_p}x0o" if n_p else ""))
-            self._n_class_scalars = n_s
-            self.register_buffer("_class_s", torch.tensor(s_idx, dtype=torch.long), persistent=False)
-            self.register_buffer("_class_p", torch.tensor(p_idx, dtype=torch.long), persistent=False)
-            self.register_constant("_class_sign", torch.tensor(sign, dtype=torch.float64))
 
     # ------------------------------------------------------------------ input checks
     def _check_batch(self, batch: Batch) -> None:
@@ -333,20 +281,22 @@ class ESCN(ConstantModule):
     def _types(self, batch: Batch, n: int, device: torch.device) -> Tensor:
         return batch.atom_types if batch.atom_types is not None else torch.zeros(n, dtype=torch.long, device=device)
 
-    def _active_type_group(self) -> Tensor:
-        """The relabellings averaged over in the current mode, (|G|, num_atom_types), identity first."""
-        if self.training and not self.type_average_in_training:
-            return self._type_group[:1]
-        return self._type_group
-
     def node_features(self, batch: Batch, pos: Tensor, cell: Tensor | None) -> Tensor:
-        """Final node features (N, irreps.dim) for the given (possibly strained) positions and cells
-        (averaged over ``type_permutations`` when given)."""
-        types = self._types(batch, pos.shape[0], pos.device)
-        group = self._active_type_group()
-        if group.shape[0] == 1:
-            return self.backbone(batch, pos, cell, types)
-        return sum(self.backbone(batch, pos, cell, g[types]) for g in group) / group.shape[0]
+        """Final node features (N, irreps.dim) for the given (possibly strained) positions and cells."""
+        return self.backbone(batch, pos, cell, self._types(batch, pos.shape[0], pos.device))
+
+    def atom_energy_offsets(self) -> Tensor:
+        """The learned per-type energy offsets, (num_atom_types,)."""
+        return self.atom_energy.weight[:, 0]
+
+    def pooled(self, batch: Batch, x: Tensor) -> Tensor:
+        """Per-graph mean of node features: (N, d) -> (B, d)."""
+        counts = torch.bincount(batch.batch, minlength=batch.num_graphs).clamp_min(1).to(x.dtype)
+        return x.new_zeros(batch.num_graphs, x.shape[1]).index_add_(0, batch.batch, x) / counts[:, None]
+
+    def extra_outputs(self, batch: Batch, x: Tensor, out: dict[str, Tensor]) -> None:
+        """Add a task's own outputs to ``out`` from the final node features ``x`` (N, irreps.dim); nothing here.
+        Task models (e.g. :class:`escn.datasets.tetris.TetrisESCN`) override it."""
 
     @staticmethod
     def upgrade_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -412,7 +362,7 @@ class ESCN(ConstantModule):
             if want_energy:
                 types = self._types(batch, x.shape[0], x.device)
                 e_atom = self.energy_head(x[:, : self.channels])[:, 0] * self.energy_scale + self.energy_shift
-                offsets = self.atom_energy.weight[:, 0].to(x.dtype)[self._active_type_group()].mean(dim=0)  # group-averaged
+                offsets = self.atom_energy_offsets().to(x.dtype)
                 e_atom = e_atom + offsets[types]
                 energy = x.new_zeros(batch.num_graphs).index_add_(0, batch.batch, e_atom)
                 out["energy"] = energy
@@ -426,18 +376,9 @@ class ESCN(ConstantModule):
                         out["stress"] = grads[-1] / vol[:, None, None]
             if self.vector_head is not None:
                 out["node_vectors"] = self.vector_head(x)
-            if self.graph_head is not None or self.class_head is not None:
-                counts = torch.bincount(batch.batch, minlength=batch.num_graphs).clamp_min(1).to(x.dtype)
-                mean = x.new_zeros(batch.num_graphs, x.shape[1]).index_add_(0, batch.batch, x) / counts[:, None]
-                if self.graph_head is not None:
-                    out["graph_outputs"] = self.graph_head(mean)
-                if self.class_head is not None:
-                    y = self.class_head(mean)
-                    sc, ps = y[:, : self._n_class_scalars], y[:, self._n_class_scalars :]
-                    logits = sc.index_select(1, self._class_s)
-                    if ps.shape[1]:
-                        logits = logits + ps.index_select(1, self._class_p) * self._class_sign.to(y.dtype)
-                    out["class_logits"] = logits
+            if self.graph_head is not None:
+                out["graph_outputs"] = self.graph_head(self.pooled(batch, x))
+            self.extra_outputs(batch, x, out)
         return out
 
     def extra_repr(self) -> str:

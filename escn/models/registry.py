@@ -76,6 +76,9 @@ def build_model(name: str, **config: Any) -> nn.Module:
         ValueError: unknown name, or the class rejects the keyword arguments.
     """
     cls = get_model_class(name)
+    upgrade = getattr(cls, "upgrade_config", None)
+    if upgrade is not None:  # configs of earlier versions of the class
+        config = upgrade(config)
     try:
         return cls(**config)
     except TypeError as exc:
