@@ -493,7 +493,12 @@ def test_executor_follows_the_argument_and_gives_the_same_numbers():
 def test_state_dict_of_the_single_module_layout_loads_with_identical_outputs():
     # checkpoints written before the backbone was its own module name its children at the top level
     model = _model()
-    old_style = {k.replace("backbone.", "", 1): v for k, v in model.state_dict().items()}
+    def earlier(k: str) -> str:  # the key names before the backbone and the heads were modules of their own
+        return (k.replace("backbone.", "", 1).replace("energy_head.mlp.", "energy_head.", 1)
+                .replace("energy_head.atom_energy.", "atom_energy.", 1))
+
+    old_style = {earlier(k): v for k, v in model.state_dict().items()}
+    assert "atom_energy.weight" in old_style and "energy_head.weights.0" in old_style
     assert any(k.startswith("blocks.0.") for k in old_style) and not any(k.startswith("backbone.") for k in old_style)
     clone = _model()
     for p in clone.parameters():

@@ -877,7 +877,9 @@ def test_checkpoint_with_the_earlier_key_names_loads_with_identical_outputs(tmp_
     for key in ("model_state", "ema_state"):
         if ckpt.get(key) is not None:
             assert any(k.startswith("backbone.") for k in ckpt[key])
-            ckpt[key] = {k.replace("backbone.", "", 1): v for k, v in ckpt[key].items()}
+            ckpt[key] = {k.replace("backbone.", "", 1).replace("energy_head.mlp.", "energy_head.", 1)
+                         .replace("energy_head.atom_energy.", "atom_energy.", 1): v for k, v in ckpt[key].items()}
+            assert "atom_energy.weight" in ckpt[key]
     old_path = tmp_path / "old.pt"
     torch.save(ckpt, old_path)
     new, old = load(ckpt_path), load(old_path)

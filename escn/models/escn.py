@@ -33,6 +33,7 @@ from escn._util import check_int as _check_int
 from escn.data.batch import Batch
 from escn.data.species import check_atomic_numbers
 from escn.models.backbone import ACTIVATIONS, RADIAL_BASES, ESCNBackbone, EdgeFrameBlock, node_irreps
+from escn.models.heads import EnergyHead, GraphHead
 from escn.native._runtime import ReplacedAttribute, check_executor
 from escn.nn.checks import check_float_input, module_tensor
 from escn.nn.constants import ConstantModule
@@ -63,8 +64,17 @@ def _backbone_keys(state_dict: dict, prefix: str, *args: Any) -> None:
     (same tensors, same outputs). Renames in place."""
     for key in list(state_dict):
         rest = key[len(prefix):] if key.startswith(prefix) else None
-        if rest is not None and rest.split(".", 1)[0] in _BACKBONE_CHILDREN:
+        if rest is None:
+            continue
+        head = rest.split(".", 1)[0]
+        if head in _BACKBONE_CHILDREN:
             state_dict[prefix + "backbone." + rest] = state_dict.pop(key)
+        elif head == "atom_energy":  # the offsets moved into the energy head
+            state_dict[prefix + "energy_head." + rest] = state_dict.pop(key)
+        elif rest.startswith("energy_head.weights."):  # the energy MLP is the head's mlp
+            state_dict[prefix + "energy_head.mlp." + rest[len("energy_head."):]] = state_dict.pop(key)
+        elif rest.startswith("graph_head.") and not rest.startswith("graph_head.linear."):
+            state_dict[prefix + "graph_head.linear." + rest[len("graph_head."):]] = state_dict.pop(key)
 
 
 def _check_positive(name: str, value: Any) -> float:
@@ -230,10 +240,8 @@ class ESCN(ConstantModule):
         )
         self.node_input_irreps = self.backbone.node_input_irreps
         self.set_executor(executor)
-        self.energy_head = RadialMLP([channels, radial_hidden, 1]) if "energy" in outputs else None
-        self.atom_energy = nn.Embedding(num_atom_types, 1) if "energy" in outputs else None
-        if self.atom_energy is not None:
-            nn.init.zeros_(self.atom_energy.weight)
+        self.energy_head = (EnergyHead(channels, radial_hidden, num_atom_types, energy_scale, energy_shift)
+                            if "energy" in outputs else None)
         self.vector_head = Linear(self.irreps, "1x1o") if "node_vectors" in outputs else None
         self.graph_head = None
         if graph_output_irreps is not None:
@@ -244,7 +252,7 @@ class ESCN(ConstantModule):
                     f"graph_output_irreps {gout} needs {missing}, absent from the node features {self.irreps}"
                     + (" (set pseudo=True)" if not pseudo else "")
                 )
-            self.graph_head = Linear(self.irreps, gout)
+            self.graph_head = GraphHead(self.irreps, gout)
 
     # ------------------------------------------------------------------ input checks
     def _check_batch(self, batch: Batch) -> None:
@@ -287,12 +295,16 @@ class ESCN(ConstantModule):
 
     def atom_energy_offsets(self) -> Tensor:
         """The learned per-type energy offsets, (num_atom_types,)."""
-        return self.atom_energy.weight[:, 0]
+        return self.energy_head.atom_energy.weight[:, 0]
 
     def pooled(self, batch: Batch, x: Tensor) -> Tensor:
         """Per-graph mean of node features: (N, d) -> (B, d)."""
-        counts = torch.bincount(batch.batch, minlength=batch.num_graphs).clamp_min(1).to(x.dtype)
-        return x.new_zeros(batch.num_graphs, x.shape[1]).index_add_(0, batch.batch, x) / counts[:, None]
+        return GraphHead.pooled(batch, x)
+
+    @property
+    def atom_energy(self) -> nn.Embedding | None:
+        """The learned per-type energy offsets (an (num_atom_types, 1) embedding), or None without energy."""
+        return None if self.energy_head is None else self.energy_head.atom_energy
 
     def extra_outputs(self, batch: Batch, x: Tensor, out: dict[str, Tensor]) -> None:
         """Add a task's own outputs to ``out`` from the final node features ``x`` (N, irreps.dim); nothing here.
@@ -361,9 +373,7 @@ class ESCN(ConstantModule):
             x = self.node_features(batch, pos, cell)
             if want_energy:
                 types = self._types(batch, x.shape[0], x.device)
-                e_atom = self.energy_head(x[:, : self.channels])[:, 0] * self.energy_scale + self.energy_shift
-                offsets = self.atom_energy_offsets().to(x.dtype)
-                e_atom = e_atom + offsets[types]
+                e_atom = self.energy_head(x, types, self.atom_energy_offsets())
                 energy = x.new_zeros(batch.num_graphs).index_add_(0, batch.batch, e_atom)
                 out["energy"] = energy
                 inputs = ([pos] if compute_forces else []) + ([strain] if compute_stress else [])
@@ -377,7 +387,7 @@ class ESCN(ConstantModule):
             if self.vector_head is not None:
                 out["node_vectors"] = self.vector_head(x)
             if self.graph_head is not None:
-                out["graph_outputs"] = self.graph_head(self.pooled(batch, x))
+                out["graph_outputs"] = self.graph_head(batch, x)
             self.extra_outputs(batch, x, out)
         return out
 
