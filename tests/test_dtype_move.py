@@ -7,10 +7,9 @@ constant tables (CG, Wigner J, grids, signs, normalisations) must not stay float
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 import torch
@@ -23,21 +22,12 @@ from escn.models import ESCN, ESCNBackbone, EdgeFrameBlock, node_irreps
 from escn.nn import BesselBasis, Gate, Linear, PolynomialCutoff, RadialMLP, S2Activation, S2Grid, SO2Conv, TFNConv
 from escn.o3 import Irreps
 from escn.o3.edge_frame import edge_frame
+from escn.bench.scaling import default_dtype
 from escn.testing import CARTESIAN_POINTS, equivariance_error
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TOL = 1e-12
-
-
-@contextlib.contextmanager
-def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 @dataclass
@@ -74,7 +64,7 @@ def _conv_case(make: Callable[[], nn.Module], irreps_in: str, irreps_out: str, w
         m = make()
         x = torch.randn(pos.shape[0], Irreps(irreps_in).dim, generator=g, dtype=torch.float64)
         w = torch.randn(E, weight_numel(m), generator=g, dtype=torch.float64)
-        return [x, pos]  + [w]
+        return [x, pos, w]
 
     def call(m: nn.Module, x: torch.Tensor, p: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return m(x, src, dst, p[dst] - p[src], w)

@@ -192,6 +192,11 @@ class EdgeFrameBlock(ConstantModule):
                 else:  # interleaved parities (pseudo=True): a gather
                     self._gate_slices.append((n_s, n_g, -1, -1))
                     self.register_buffer(f"_gate_index{s}", torch.tensor(ids, dtype=torch.long), persistent=False)
+            # the stages' gates, when they tile the gate vector in order: one split instead of a slice per stage
+            bounds = [(a, b) for _, _, a, b in self._gate_slices]
+            tiles = (all(a >= 0 for a, _ in bounds) and bounds[0][0] == 0 and bounds[-1][1] == self.num_gates
+                     and all(b0 == a1 for (_, b0), (a1, _) in zip(bounds, bounds[1:])))
+            self._gate_split: list[int] | None = [b - a for a, b in bounds] if tiles else None
         else:
             # the stage layout is (E, K, C): coefficient rows (per stage: +m then -m rows of l = m..lmax), channels
             # fastest; the grid's tables are built with their rows in that order
@@ -213,35 +218,32 @@ class EdgeFrameBlock(ConstantModule):
         """Grouped layout (N, rot.full_dim) -> irreps layout (N, irreps.dim)."""
         return _take_columns(x, self._from_grouped)
 
-    def _act(self, parts: list[Tensor]) -> list[Tensor]:
-        """Nonlinearity on conv1's output stages [(E, ncol, n_out), ...] -> conv2's input stages."""
-        if self.activation == "s2":
-            E = parts[0].shape[0]
-            h = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) for p in parts if p is not None], dim=1)
-            K, C = self.grid.num_coefficients, self.channels
-            # (E, K, C) -> (E * C, K): one transposing copy, then one GEMM to the grid and one back; the
-            # activation's normalisation is folded into the (G, K) analysis table
-            to_grid = self.grid.to_grid
-            if all(p is None for p in parts[1:]):  # only the first stage (m = 0) is nonzero: its K0 coefficients
-                K = parts[0].shape[2] // C
-                to_grid = to_grid[:K]
-            hc = h.view(E, K, C).transpose(1, 2).reshape(E * C, K)
-            f = silu(hc @ to_grid, self.executor)
-            K = self.grid.num_coefficients
-            if self.scalar_output:  # only conv2's first stage (the m = 0 coefficients, first in stage order) is read
-                K0 = self.conv2.stages[0].n_in // C
-                out = f @ (self.grid.from_grid[:, :K0] * self._silu_scale)  # (E * C, K0)
-                return [out.view(E, C, K0).transpose(1, 2).reshape(E, 1, K0 * C)]
-            out = f @ (self.grid.from_grid * self._silu_scale)  # (E * C, K)
-            return self.conv2.split_stages(out.view(E, C, K).transpose(1, 2).reshape(E, K * C))
+    def _act(self, parts: list[Tensor | None]) -> list[Tensor | None]:
+        """Nonlinearity on conv1's output stages [(E, ncol, n_out) or None (zero), ...] -> conv2's input stages
+        (only the first one with ``scalar_output``: nothing else is read)."""
+        return self._s2_act(parts) if self.activation == "s2" else self._gate_act(parts)
+
+    def _s2_act(self, parts: list[Tensor | None]) -> list[Tensor | None]:
+        # the stage layout flattened is (E, K, C); one transposing copy to (E * C, K), one GEMM to the grid and
+        # one back, the activation's normalisation folded into the (G, K) analysis table
+        E, C = parts[0].shape[0], self.channels
+        h = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) for p in parts if p is not None], dim=1)
+        K_in = h.shape[1] // C  # all coefficients, or the first stage's (m = 0) when the others are known zero
+        hc = h.view(E, K_in, C).transpose(1, 2).reshape(E * C, K_in)
+        f = silu(hc @ self.grid.to_grid[:K_in], self.executor)
+        # conv2 reads only its first stage (the m = 0 coefficients, first in stage order) with scalar_output
+        K_out = self.conv2.stages[0].n_in // C if self.scalar_output else self.grid.num_coefficients
+        out = f @ (self.grid.from_grid[:, :K_out] * self._silu_scale)  # (E * C, K_out)
+        out = out.view(E, C, K_out).transpose(1, 2).reshape(E, K_out * C)
+        return [out.unsqueeze(1)] if self.scalar_output else self.conv2.split_stages(out)
+
+    def _gate_act(self, parts: list[Tensor | None]) -> list[Tensor | None]:
         # one split per tensor, not slices: a slice's backward zero-fills a full-size gradient
         n_s, n_g, _, _ = self._gate_slices[0]
         scal, gates, rest = torch.split(parts[0], [n_s, n_g, parts[0].shape[2] - n_s - n_g], dim=2)
         gates = torch.sigmoid(gates) * self._sigmoid_scale  # (E, 1, num_gates)
-        bounds = [(a, b) for _, _, a, b in self._gate_slices]
-        consecutive = all(a >= 0 for a, _ in bounds) and all(b0 == a1 for (_, b0), (a1, _) in zip(bounds, bounds[1:]))
-        stage_gates = torch.split(gates, [b - a for a, b in bounds], dim=2) if consecutive and bounds[0][0] == 0 and bounds[-1][1] == n_g else None
-        out = []
+        stage_gates = torch.split(gates, self._gate_split, dim=2) if self._gate_split is not None else None
+        out: list[Tensor | None] = []
         for s, (p, (_, _, a, b)) in enumerate(zip(parts, self._gate_slices)):
             if p is None:  # a stage known to be zero stays zero
                 out.append(None)

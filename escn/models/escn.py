@@ -229,8 +229,6 @@ class ESCN(ConstantModule):
         self.num_atom_types = num_atom_types
         self.cutoff = float(cutoff)
         self.outputs = tuple(outputs)
-        self.energy_scale = float(energy_scale)
-        self.energy_shift = float(energy_shift)
         self.irreps = node_irreps(channels, lmax, pseudo)
         self.channels = channels
         self.backbone = ESCNBackbone(
@@ -328,7 +326,7 @@ class ESCN(ConstantModule):
         if per_type.shape != (self.atom_energy.num_embeddings,):
             raise ValueError(f"per_type must have shape ({self.atom_energy.num_embeddings},), got {tuple(per_type.shape)}")
         with torch.no_grad():
-            self.atom_energy.weight[:, 0] = (per_type - self.energy_shift).to(self.atom_energy.weight)
+            self.atom_energy.weight[:, 0] = (per_type - self.energy_head.shift).to(self.atom_energy.weight)
 
     #: replaced by the ``executor`` argument
     native_rotation = ReplacedAttribute("pass executor='native' or 'torch' to ESCN, or call model.set_executor()")

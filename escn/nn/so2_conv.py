@@ -37,7 +37,7 @@ from escn.nn.checks import check_conv_inputs, module_tensor
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import PAD, EdgeRotation, component_order
 from escn.nn.tfn_conv import TFNConv, tfn_paths
-from escn.o3.edge_frame import check_edge_vectors, edge_frame
+from escn.o3.edge_frame import EdgeFrame, check_edge_vectors, edge_frame
 from escn.o3.irreps import Irreps
 from escn.o3.wigner import wigner_3j
 
@@ -523,19 +523,12 @@ class SO2Conv(ConstantModule):
         parts = torch.split(weight * self._so2_scale, [st.n_in * st.n_out for st in self.layout.stages], dim=-1)
         return [p.reshape(weight.shape[0], st.n_out, st.n_in) for p, st in zip(parts, self.layout.stages)]
 
-    def _edge_messages(self, x: Tensor, edge_src: Tensor, edge_vec: Tensor, weight: Tensor):
-        """Messages in the l-grouped output layout before the chart turn.
-
-        Returns ``(y, frame)`` with ``y`` (E, out_grouped_dim) equal to ``D_std^T (SO(2) map) D_std (J^T x)``
-        for chart edges and ``D_std^T (SO(2) map) D_std x`` otherwise."""
-        N = x.shape[0]
-        # the dense rows that the rotations read (PyTorch ops only) formed once, with the frame
+    def _frame_and_rotated(self, x: Tensor, edge_src: Tensor, edge_vec: Tensor) -> tuple[EdgeFrame, Tensor]:
+        """The edge frames (with the dense rows the PyTorch-ops rotations read, formed once) and the rotated
+        input (E, rot_in.rot_dim) of rows ``edge_src`` of ``x`` (N, irreps_in.dim)."""
         frame = edge_frame(edge_vec, self.lmax, self.mmax, rows_lmax=max(self.rot_in.rows_lmax(x), self.rot_out.rows_lmax(x)))
-        xg = take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm_in)  # (N, grouped, padded)
-        x_both = torch.cat([xg, self.rot_in.apply_J(xg, transpose=True)], dim=0)  # chart turn at the nodes
-        x_e = x_both.index_select(0, edge_src + N * frame.chart)
-        rotated = self.rot_in.to_frame(x_e, frame)
-        return self.rot_out.from_frame(self.frame_map(rotated, weight), frame), frame
+        grouped = take_columns(torch.cat([x, x.new_zeros(x.shape[0], 1)], dim=1), self._perm_in)  # padded slots read 0
+        return frame, self.rot_in.gather_to_frame(self.rot_in.chart_table(grouped), edge_src, frame)
 
     def frame_map(self, rotated: Tensor, weight: Tensor) -> Tensor:
         """The SO(2) stage alone, for blocks that chain several maps inside the edge frame.
@@ -671,21 +664,17 @@ class SO2Conv(ConstantModule):
         """Per-edge messages ``(E, irreps_in.dim), (E, 3), (E, weight_numel) -> (E, irreps_out.dim)``
         (for custom aggregation; :meth:`forward` fuses the chart turn into the aggregation instead)."""
         check_edge_vectors(edge_vec)
-        E = x_src.shape[0]
-        idx = torch.arange(E, device=x_src.device)
-        y, frame = self._edge_messages(x_src, idx, edge_vec, weight)
-        # chart edges used J^T x_src[e] = row E + e of the doubled node table; undo with J per edge
+        frame, rotated = self._frame_and_rotated(x_src, torch.arange(x_src.shape[0], device=x_src.device), edge_vec)
+        y = self.rot_out.from_frame(self.frame_map(rotated, weight), frame)
+        # chart edges used J^T x_src[e] = row E + e of the chart table; undo with J per edge
         y = torch.where(frame.chart[:, None], self.rot_out.apply_J(y, transpose=False), y)
         return take_columns(y, self._perm_out_inv)
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
         check_edge_vectors(edge_vec)
-        N = x.shape[0]
-        frame = edge_frame(edge_vec, self.lmax, self.mmax, rows_lmax=max(self.rot_in.rows_lmax(x), self.rot_out.rows_lmax(x)))
-        table = self.rot_in.chart_table(take_columns(torch.cat([x, x.new_zeros(N, 1)], dim=1), self._perm_in))
-        rotated = self.rot_in.gather_to_frame(table, edge_src, frame)
-        out = self.rot_out.aggregate_from_frame(self.frame_map(rotated, weight), edge_dst, frame, N)
+        frame, rotated = self._frame_and_rotated(x, edge_src, edge_vec)
+        out = self.rot_out.aggregate_from_frame(self.frame_map(rotated, weight), edge_dst, frame, x.shape[0])
         out = take_columns(out, self._perm_out_inv)
         if self.avg_num_neighbors is not None:
             out = out / math.sqrt(self.avg_num_neighbors)
