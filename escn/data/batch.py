@@ -181,13 +181,23 @@ class AtomsGraph:
 class Batch:
     """Several :class:`AtomsGraph` merged into one disconnected graph (see :func:`collate`).
 
-    Attributes (N nodes, E edges, B graphs in total):
-        pos: (N, 3); batch: (N,) long graph index; ptr: (B + 1,) long node offsets.
-        atom_types: (N,); node_features: (N, F); forces: (N, 3) — optional.
-        cell: (B, 3, 3); pbc: (B, 3) bool; energy: (B,); stress: (B, 3, 3) — optional
-            (``pbc`` is always present).
-        edge_src, edge_dst: (E,) global node indices; shift: (E, 3) — optional.
-        node_attrs: per-node tensors concatenated; graph_attrs: per-graph tensors stacked.
+    Shapes use N nodes, E edges and B graphs in total.
+
+    Attributes:
+        pos: (N, 3) positions.
+        batch: (N,) long graph index of each node.
+        ptr: (B + 1,) long node offsets of the graphs.
+        atom_types: (N,) long type indices, optional.
+        node_features: (N, F), optional.
+        forces: (N, 3), optional.
+        cell: (B, 3, 3) lattice vectors as rows, optional.
+        pbc: (B, 3) bool periodicity, always present.
+        energy: (B,), optional.
+        stress: (B, 3, 3), optional.
+        edge_src, edge_dst: (E,) global node indices, optional.
+        shift: (E, 3) lattice-vector counts of the edges, optional.
+        node_attrs: per-node tensors, concatenated.
+        graph_attrs: per-graph tensors, stacked.
     """
 
     pos: Tensor

@@ -330,7 +330,7 @@ def emt_baseline(train: Sequence[AtomsGraph], test: Sequence[AtomsGraph]) -> Dic
 
     Returns:
         ``energy_per_atom`` (eV, the fitted constant), ``energy_mae`` (meV/atom, MAE of the
-        per-atom energy), ``force_mae`` (meV/Angstrom, mean |F| over all test force components),
+        per-atom energy), ``force_mae`` (meV/Angstrom, mean ``|F|`` over all test force components),
         ``force_rmse`` (meV/Angstrom) and ``force_mae_<kind>`` for each kind present in ``test``.
     """
     for name, graphs in (("train", train), ("test", test)):

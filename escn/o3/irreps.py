@@ -69,23 +69,21 @@ class Irrep(tuple):
     or ``-1`` (``"o"``). Immutable and hashable; ordered as the tuple ``(l, p)``, so
     for equal ``l`` the odd irrep sorts first (``0o < 0e``), as in e3nn.
 
-    Parameters
-    ----------
-    l : int, str, Irrep or tuple
-        The degree, or a whole irrep: ``"1o"``, ``"2e"``, ``"3y"`` (``y`` means
-        parity :math:`(-1)^l`, the parity of the spherical harmonics), an ``Irrep``,
-        or a pair ``(l, p)``.
-    p : int, optional
-        The parity ``1`` or ``-1``; required when ``l`` is an int, forbidden otherwise.
+    Args:
+        l (int, str, Irrep or tuple):
+            The degree, or a whole irrep: ``"1o"``, ``"2e"``, ``"3y"`` (``y`` means
+            parity :math:`(-1)^l`, the parity of the spherical harmonics), an ``Irrep``,
+            or a pair ``(l, p)``.
+        p (int, optional):
+            The parity ``1`` or ``-1``; required when ``l`` is an int, forbidden otherwise.
 
-    Examples
-    --------
-    >>> Irrep(1, -1), Irrep("2e"), Irrep((3, 1)), Irrep("1y")
-    (1o, 2e, 3e, 1o)
-    >>> Irrep("2o").dim
-    5
-    >>> list(Irrep("1o") * Irrep("1o"))
-    [0e, 1e, 2e]
+    Examples:
+        >>> Irrep(1, -1), Irrep("2e"), Irrep((3, 1)), Irrep("1y")
+        (1o, 2e, 3e, 1o)
+        >>> Irrep("2o").dim
+        5
+        >>> list(Irrep("1o") * Irrep("1o"))
+        [0e, 1e, 2e]
     """
 
     def __new__(cls, l: Union[int, str, "Irrep", Tuple[int, int]], p: Optional[int] = None) -> "Irrep":
@@ -209,16 +207,14 @@ class Irrep(tuple):
     ) -> torch.Tensor:
         r"""Representation matrix :math:`p^k D^l(\alpha, \beta, \gamma)`.
 
-        Parameters
-        ----------
-        alpha, beta, gamma : Tensor of shape ``(...)``
-            Euler angles in e3nn's convention (Y, X, Y), broadcast together.
-        k : Tensor of shape ``(...)``, optional
-            How many times parity is applied (0 or 1); default 0.
+        Args:
+            alpha, beta, gamma (Tensor of shape ``(...)``):
+                Euler angles in e3nn's convention (Y, X, Y), broadcast together.
+            k (Tensor of shape ``(...)``, optional):
+                How many times parity is applied (0 or 1); default 0.
 
-        Returns
-        -------
-        Tensor of shape ``(..., 2l+1, 2l+1)``
+        Returns:
+            Tensor of shape ``(..., 2l+1, 2l+1)``
         """
         if k is None:
             alpha, beta, gamma = _as_angle_tensors(alpha, beta, gamma)
@@ -238,13 +234,11 @@ class Irrep(tuple):
         An improper ``R`` (det -1) is written ``-1 * R_proper``; its matrix is
         :math:`p \, D^l(R_\text{proper})`.
 
-        Parameters
-        ----------
-        R : Tensor of shape ``(..., 3, 3)``
+        Args:
+            R: ``(..., 3, 3)`` orthogonal matrices (proper or improper).
 
-        Returns
-        -------
-        Tensor of shape ``(..., 2l+1, 2l+1)``
+        Returns:
+            Tensor of shape ``(..., 2l+1, 2l+1)``
         """
         R, k = _split_improper(R)
         return self.D_from_angles(*matrix_to_angles(R), k)
@@ -293,22 +287,20 @@ class Irreps(tuple):
 
     A tuple of ``_MulIr(mul, ir)`` named tuples; iterate as ``for mul, ir in irreps``.
 
-    Parameters
-    ----------
-    irreps : str, Irreps, Irrep, iterable or None
-        ``"16x0e + 8x1o + 4x2e"`` (a term without ``x`` has multiplicity 1; ``""``
-        is empty), another ``Irreps``, one ``Irrep``, or an iterable whose items are
-        ``(mul, ir)`` pairs (``ir`` an ``Irrep``, a string or an ``(l, p)`` pair),
-        ``Irrep`` objects (multiplicity 1), irreps strings or ``Irreps`` (concatenated).
+    Args:
+        irreps (str, Irreps, Irrep, iterable or None):
+            ``"16x0e + 8x1o + 4x2e"`` (a term without ``x`` has multiplicity 1; ``""``
+            is empty), another ``Irreps``, one ``Irrep``, or an iterable whose items are
+            ``(mul, ir)`` pairs (``ir`` an ``Irrep``, a string or an ``(l, p)`` pair),
+            ``Irrep`` objects (multiplicity 1), irreps strings or ``Irreps`` (concatenated).
 
-    Examples
-    --------
-    >>> Irreps("16x0e + 8x1o + 4x2e")
-    16x0e+8x1o+4x2e
-    >>> Irreps([(2, (1, -1)), (1, "0e")]).dim
-    7
-    >>> Irreps("1e + 1e + 0e").simplify()
-    2x1e+1x0e
+    Examples:
+        >>> Irreps("16x0e + 8x1o + 4x2e")
+        16x0e+8x1o+4x2e
+        >>> Irreps([(2, (1, -1)), (1, "0e")]).dim
+        7
+        >>> Irreps("1e + 1e + 0e").simplify()
+        2x1e+1x0e
     """
 
     def __new__(cls, irreps: IrrepsLike = None) -> "Irreps":
@@ -558,19 +550,17 @@ class Irreps(tuple):
     ) -> torch.Tensor:
         """Random features of these irreps.
 
-        Parameters
-        ----------
-        *size : int
-            The output shape, with exactly one ``-1`` standing for ``self.dim``.
-        normalization : ``"component"`` or ``"norm"``
-            ``"component"``: i.i.d. standard normal entries. ``"norm"``: every irrep
-            copy (each block of ``2l+1`` components) has Euclidean norm 1.
+        Args:
+            *size:
+                The output shape, with exactly one ``-1`` standing for ``self.dim``.
+            normalization (``"component"`` or ``"norm"``):
+                ``"component"``: i.i.d. standard normal entries. ``"norm"``: every irrep
+                copy (each block of ``2l+1`` components) has Euclidean norm 1.
 
-        Returns
-        -------
-        Tensor of shape ``size`` with ``-1`` replaced by ``self.dim``.
+        Returns:
+            Tensor of shape ``size`` with ``-1`` replaced by ``self.dim``.
 
-        With the same seed the numbers equal e3nn's ``Irreps.randn``.
+            With the same seed the numbers equal e3nn's ``Irreps.randn``.
         """
         sizes = [_as_int(s, "size") for s in size]
         if sizes.count(-1) != 1:
@@ -604,16 +594,14 @@ class Irreps(tuple):
     ) -> torch.Tensor:
         r"""Block-diagonal representation matrix :math:`\bigoplus p^k D^l(\alpha, \beta, \gamma)`.
 
-        Parameters
-        ----------
-        alpha, beta, gamma : Tensor of shape ``(...)``
-            Euler angles in e3nn's convention (Y, X, Y), broadcast together.
-        k : Tensor of shape ``(...)``, optional
-            How many times parity is applied (0 or 1); default 0.
+        Args:
+            alpha, beta, gamma (Tensor of shape ``(...)``):
+                Euler angles in e3nn's convention (Y, X, Y), broadcast together.
+            k (Tensor of shape ``(...)``, optional):
+                How many times parity is applied (0 or 1); default 0.
 
-        Returns
-        -------
-        Tensor of shape ``(..., dim, dim)``
+        Returns:
+            Tensor of shape ``(..., dim, dim)``
         """
         if k is None:
             alpha, beta, gamma = _as_angle_tensors(alpha, beta, gamma)
@@ -644,13 +632,11 @@ class Irreps(tuple):
         An improper ``R`` (det -1) is written ``-1 * R_proper`` and each irrep block is
         :math:`p \, D^l(R_\text{proper})`, as in e3nn.
 
-        Parameters
-        ----------
-        R : Tensor of shape ``(..., 3, 3)``
+        Args:
+            R: ``(..., 3, 3)`` orthogonal matrices (proper or improper).
 
-        Returns
-        -------
-        Tensor of shape ``(..., dim, dim)``
+        Returns:
+            Tensor of shape ``(..., dim, dim)``
         """
         R, k = _split_improper(R)
         return self.D_from_angles(*matrix_to_angles(R), k)
