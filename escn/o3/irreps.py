@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union, cast
 
 import torch
 
@@ -36,7 +36,7 @@ def _as_int(value: object, name: str) -> int:
     if isinstance(value, bool):
         raise TypeError(f"{name} must be an int, got bool {value!r}")
     try:
-        return operator.index(value)  # accepts int, numpy integers, 0-d integer tensors
+        return operator.index(value)  # type: ignore[call-overload,arg-type]  # accepts int, numpy integers, 0-d integer tensors
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
 
@@ -220,12 +220,11 @@ class Irrep(tuple):
             alpha, beta, gamma = _as_angle_tensors(alpha, beta, gamma)
             alpha, beta, gamma = torch.broadcast_tensors(alpha, beta, gamma)
             return wigner_D(self.l, alpha, beta, gamma)
-        alpha, beta, gamma, k = _as_angle_tensors(alpha, beta, gamma, k)
-        alpha, beta, gamma, k = torch.broadcast_tensors(alpha, beta, gamma, k)
-        D = wigner_D(self.l, alpha, beta, gamma)
+        a, b, c, kt = torch.broadcast_tensors(*_as_angle_tensors(alpha, beta, gamma, k))
+        D = wigner_D(self.l, a, b, c)
         if self.p == 1:
             return D
-        sign = 1 - 2 * torch.remainder(k, 2)  # (-1)^k for integer-valued k
+        sign = 1 - 2 * torch.remainder(kt, 2)  # (-1)^k for integer-valued k
         return D * sign.to(D.dtype)[..., None, None]
 
     def D_from_matrix(self, R: torch.Tensor) -> torch.Tensor:
@@ -421,7 +420,7 @@ class Irreps(tuple):
         >>> Irreps("2o + 1e + 0e + 1e").sort()
         IrrepsSortResult(irreps=1x0e+1x1e+1x1e+1x2o, p=(3, 1, 0, 2), inv=(2, 1, 3, 0))
         """
-        order = sorted(range(len(self)), key=lambda i: (self[i].ir, i))
+        order = sorted(range(len(self)), key=lambda i: (tuple.__getitem__(self, i).ir, i))
         inv = tuple(order)
         p = [0] * len(inv)
         for new, old in enumerate(inv):
@@ -457,7 +456,7 @@ class Irreps(tuple):
         else:
             if isinstance(sel, (str, Irrep)):
                 sel = Irreps(sel)
-            irs = {x.ir if isinstance(x, _MulIr) else Irrep(x) for x in sel}  # type: ignore[union-attr]
+            irs = {x.ir if isinstance(x, _MulIr) else Irrep(x) for x in sel}  # type: ignore[union-attr,arg-type]
             hit = [ir in irs for _, ir in self]
         want = keep is not None
         return Irreps([mul_ir for mul_ir, h in zip(self, hit) if h == want])
@@ -500,7 +499,7 @@ class Irreps(tuple):
         x = tuple.__getitem__(self, i)
         if isinstance(i, slice):
             return Irreps(x)
-        return x
+        return cast(_MulIr, x)
 
     # ---------------------------------------------------------------- arithmetic
     def __add__(self, other: IrrepsLike) -> "Irreps":  # type: ignore[override]

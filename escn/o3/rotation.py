@@ -58,8 +58,8 @@ def angles_to_matrix(alpha: Tensor | float, beta: Tensor | float, gamma: Tensor 
 
 def angles_to_xyz(alpha: Tensor | float, beta: Tensor | float) -> Tensor:
     """Unit vector of spherical angles ``(alpha, beta)``; shape ``(..., 3)``."""
-    alpha, beta = torch.broadcast_tensors(_as_tensor(alpha, "alpha"), _as_tensor(beta, "beta"))
-    return torch.stack([alpha.sin() * beta.sin(), beta.cos(), alpha.cos() * beta.sin()], dim=-1)
+    a, b = torch.broadcast_tensors(_as_tensor(alpha, "alpha"), _as_tensor(beta, "beta"))
+    return torch.stack([a.sin() * b.sin(), b.cos(), a.cos() * b.sin()], dim=-1)
 
 
 def xyz_to_angles(xyz: Tensor) -> tuple[Tensor, Tensor]:
@@ -115,14 +115,14 @@ def matrix_to_angles(R: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return alpha, beta, gamma
 
 
-def rand_matrix(*shape: int, dtype: torch.dtype | None = None, device=None, generator: torch.Generator | None = None) -> Tensor:
+def rand_matrix(*shape: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Uniformly (Haar) distributed random rotations of shape ``shape + (3, 3)``."""
     q = torch.randn(*shape, 4, dtype=dtype, device=device, generator=generator)
     q = q / q.norm(dim=-1, keepdim=True)
     return quaternion_to_matrix(q)
 
 
-def rand_angles(*shape: int, dtype: torch.dtype | None = None, device=None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def rand_angles(*shape: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Euler angles of Haar-random rotations, each of shape ``shape``."""
     alpha, gamma = 2 * math.pi * torch.rand(2, *shape, dtype=dtype, device=device, generator=generator)
     beta = torch.rand(*shape, dtype=dtype, device=device, generator=generator).mul(2).sub(1).acos()

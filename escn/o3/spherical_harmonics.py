@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union, cast
 
 import torch
 
@@ -44,7 +44,7 @@ def _parse_ls(l: LSpec) -> list[int]:
         ls = [l]
     elif isinstance(l, str) or type(l).__name__ == "Irreps":
         # an irreps string, or an Irreps (escn's or e3nn's: a sequence of (mul, ir) with ir.l, ir.p)
-        terms = parse_irreps(l) if isinstance(l, str) else [(mul, ir.l, ir.p) for mul, ir in l]
+        terms = parse_irreps(l) if isinstance(l, str) else [(mul, ir.l, ir.p) for mul, ir in cast(Any, l)]
         ls = []
         for mul, li, p in terms:
             if p != (-1) ** li:
@@ -220,10 +220,12 @@ def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:
     if lmax < 1:
         return []
     probes = _monomials(torch.ones(3, 3, dtype=torch.float64) + torch.eye(3, dtype=torch.float64), lmax)
-    return [tuple(int(v) for v in col) for col in torch.log2(probes).round().T.tolist()]
+    return [(int(a), int(b), int(c)) for a, b, c in torch.log2(probes).round().T.tolist()]
 
 
-def _small_coefficients(ls: tuple[int, ...], normalization: str, dtype: torch.dtype, device: torch.device):
+def _small_coefficients(
+    ls: tuple[int, ...], normalization: str, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, ...]:
     """``(constant (C,), coefficients (K, C), derivative map (C, 3 K'), rows (C,), values (C,))``:
     ``Y = constant + monomials(x) @ coefficients``; the vector-Jacobian product of ``g`` (N, C) is
     ``sum_k' (g @ map)[:, j, k'] L[:, k']`` with ``L = [1, monomials of degree < max(ls)]`` (N, K'); at
@@ -259,7 +261,8 @@ def _small_coefficients(ls: tuple[int, ...], normalization: str, dtype: torch.dt
         for k, e in enumerate(_monomial_exponents(lmax)):
             for j in range(3):
                 if e[j]:
-                    A[k, j, lower.index(tuple(v - (i == j) for i, v in enumerate(e)))] = e[j]
+                    d = [v - (i == j) for i, v in enumerate(e)]
+                    A[k, j, lower.index((d[0], d[1], d[2]))] = e[j]
         vjp = C.T @ A.reshape(F.shape[1], -1)
         # orders <= 1: each column is a constant or one coordinate times a number (u @ C = u[:, rows] * values)
         rows = C.abs().argmax(dim=0)
@@ -280,7 +283,7 @@ def _unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _small_orders_vjp(x: torch.Tensor, grad: torch.Tensor, lmax: int, vjp: torch.Tensor, normalize: bool) -> torch.Tensor:
     """Gradient of ``sum(grad * Y(x))`` with respect to ``x`` for the monomial evaluation (differentiable)."""
     N = x.shape[0]
-    u, norm = _unit_rows(x) if normalize else (x, None)
+    u, norm = _unit_rows(x) if normalize else (x, x.new_ones(()))
     lower = _monomials(u, lmax - 1) if lmax >= 2 else u[:, :0]
     L = torch.cat([torch.ones_like(u[:, :1]), lower], dim=1)  # (N, K')
     g = torch.bmm((grad @ vjp).view(N, 3, L.shape[1]), L.unsqueeze(2)).squeeze(2)  # d/du, (N, 3)
@@ -300,13 +303,13 @@ class _SmallOrders(torch.autograd.Function):
     """``Y = constant + monomials(x / |x|) @ C`` with the analytic gradient of :func:`_small_orders_vjp`."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor, vjp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor, vjp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, vjp)
         ctx.lmax, ctx.normalize = lmax, normalize
         return _small_orders_value(x, lmax, normalize, constant, C)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x, vjp = ctx.saved_tensors
         return _small_orders_vjp(x, grad, ctx.lmax, vjp, ctx.normalize), None, None, None, None, None
 
@@ -325,7 +328,9 @@ def _spherical_harmonics_small(ls: tuple[int, ...], x: torch.Tensor, normalize: 
 _INDEX_TENSORS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
 
-def _output_index_tensors(ls: tuple[int, ...], lmax: int, normalization: str, dtype: torch.dtype, device: torch.device):
+def _output_index_tensors(
+    ls: tuple[int, ...], lmax: int, normalization: str, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """:func:`_output_index` as cached tensors (the scale is None for component normalisation)."""
     key = (ls, lmax, normalization, dtype, device)
     if key not in _INDEX_TENSORS:

@@ -121,11 +121,9 @@ def wigner_D(l: int, alpha: Tensor | float, beta: Tensor | float, gamma: Tensor 
     Angles broadcast together; result shape ``(..., 2l+1, 2l+1)``. Equal to e3nn's ``wigner_D``.
     """
     _check_l(l)
-    alpha, beta, gamma = torch.broadcast_tensors(
-        _as_tensor(alpha, "alpha"), _as_tensor(beta, "beta"), _as_tensor(gamma, "gamma")
-    )
-    J = J_matrix(l, alpha.dtype, alpha.device)
-    return wigner_D_y(l, alpha) @ J @ wigner_D_y(l, beta) @ J.T @ wigner_D_y(l, gamma)
+    a, b, c = torch.broadcast_tensors(_as_tensor(alpha, "alpha"), _as_tensor(beta, "beta"), _as_tensor(gamma, "gamma"))
+    J = J_matrix(l, a.dtype, a.device)
+    return wigner_D_y(l, a) @ J @ wigner_D_y(l, b) @ J.T @ wigner_D_y(l, c)
 
 
 def wigner_D_from_matrix(l: int, R: Tensor) -> Tensor:
@@ -202,7 +200,7 @@ def _wigner_3j_float64(l1: int, l2: int, l3: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(C))
 
 
-def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype | None = None, device=None) -> Tensor:
+def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Tensor:
     """The real Wigner 3j tensor of shape (2l1+1, 2l2+1, 2l3+1) with unit Frobenius norm,
     invariant under ``D^l1 (x) D^l2 (x) D^l3``; zero-free only when the triangle inequality holds
     (``ValueError`` otherwise). Equal to e3nn's ``wigner_3j``."""
