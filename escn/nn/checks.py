@@ -18,9 +18,9 @@ def module_tensor(module: torch.nn.Module) -> Tensor | None:
     for t in module.parameters():
         if t.is_floating_point():
             return t
-    for t in module.buffers():
-        if t.is_floating_point():
-            return t
+    for b in module.buffers():
+        if b.is_floating_point():
+            return b
     return None
 
 

@@ -66,6 +66,8 @@ class Gate(nn.Module):
     -> (..., irreps_out.dim).
     """
 
+    _gate_index: torch.Tensor
+
     def __init__(
         self,
         irreps_scalars: Irreps | str,

@@ -58,7 +58,8 @@ class Linear(nn.Module):
             mul_out = self.irreps_out[j].mul
             w = self.weight[off : off + n].reshape(mul_in, mul_out) * scale
             y = torch.einsum("...ud,uv->...vd", xs[i].reshape(*lead, mul_in, ir.dim), w)
-            outs[j] = y if outs[j] is None else outs[j] + y
+            prev = outs[j]
+            outs[j] = y if prev is None else prev + y
         pieces = [
             (o.reshape(*lead, mul * ir.dim) if o is not None else x.new_zeros(*lead, mul * ir.dim))
             for o, (mul, ir) in zip(outs, self.irreps_out)

@@ -21,7 +21,7 @@ Only ``torch`` and the standard library are used at runtime.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -465,7 +465,7 @@ class RadialMLP(torch.nn.Module):
             act_scale = _check_real("act_scale", act_scale)
             if act_scale <= 0:
                 raise ValueError(f"act_scale must be > 0, got {act_scale}")
-        elif uses_act:
+        elif uses_act and act is not None:
             act_scale = second_moment_scale(act)
         else:
             act_scale = 1.0
@@ -513,8 +513,8 @@ class RadialMLP(torch.nn.Module):
         """
         if not hasattr(fc, "hs") or not isinstance(fc, torch.nn.Sequential):
             raise TypeError(f"fc must be an e3nn.nn.FullyConnectedNet, got {type(fc).__name__}")
-        layers = list(fc)
-        dims = list(fc.hs)
+        layers: list[Any] = list(fc)
+        dims = list(cast(Any, fc).hs)
         if len(layers) != len(dims) - 1:
             raise ValueError(f"fc has {len(layers)} layers but hs={dims}")
         e3nn_act = next((layer.act for layer in layers if layer.act is not None), None)

@@ -117,7 +117,8 @@ class TFNConv(ConstantModule):
             w = weight[:, p.offset : p.offset + p.mul_in * p.mul_out].reshape(E, p.mul_in, p.mul_out)
             xy = torch.einsum("eui,ijk,ej->euk", x, cg, sh_blocks[p.l_filter])
             term = torch.einsum("euw,euk->ewk", w, xy)
-            outs[p.i_out] = term if outs[p.i_out] is None else outs[p.i_out] + term
+            prev = outs[p.i_out]
+            outs[p.i_out] = term if prev is None else prev + term
         pieces = []
         for i_out, (mul, ir) in enumerate(self.irreps_out):
             o = outs[i_out]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union, cast
+from typing import Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union, cast, overload
 
 import torch
 
@@ -495,7 +495,13 @@ class Irreps(tuple):
         ir = Irrep(ir)  # type: ignore[arg-type]
         return any(irrep == ir for _, irrep in self)
 
-    def __getitem__(self, i: Union[int, slice]) -> Union[_MulIr, "Irreps"]:  # type: ignore[override]
+    @overload  # type: ignore[override]
+    def __getitem__(self, i: int) -> _MulIr: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> "Irreps": ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Union[_MulIr, "Irreps"]:
         x = tuple.__getitem__(self, i)
         if isinstance(i, slice):
             return Irreps(x)
