@@ -1,5 +1,5 @@
-"""Small helpers shared across the package: integer argument checks, atomic file writes and ``"module:attr"``
-imports."""
+"""Small helpers shared across the package: integer argument checks, atomic file writes, ``"module:attr"``
+imports and terminal detection."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Union
 
-__all__ = ["atomic_write", "check_int", "import_object"]
+__all__ = ["atomic_write", "check_int", "import_object", "is_terminal"]
+
+
+def is_terminal(stream: Any) -> bool:
+    """True when ``stream`` is an interactive terminal (where a bar redrawn in place is readable)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
 
 
 def check_int(name: str, value: object, minimum: int) -> int:

@@ -4,8 +4,10 @@ the plot, and the thread count is torch's. Tiny configurations; no timing is ass
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -187,3 +189,26 @@ def test_skip_reason():
     assert report.skip_reason(Row("tfn", 2, 1, 1, 1, status="skipped (memory)")) == "memory"
     assert report.skip_reason(Row("tfn", 2, 1, 1, 1, status="error: MemoryError: ")) == "error"
     assert report.skip_reason(Row("tfn", 2, 1, 1, 1)) is None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_sweep_progress_plain_lines_off_a_terminal_and_a_tqdm_bar_on_one():
+    from escn.bench.report import Progress
+
+    log = io.StringIO()
+    progress = Progress(log)
+    for done, label in ((0, "L=1 tfn"), (1, "L=2 tfn"), (2, "done")):
+        progress(done, 2, label)
+    lines = log.getvalue().splitlines()
+    assert [re.sub(r"\(\d+ s\)$", "(t)", line) for line in lines] == ["[0/2] L=1 tfn (t)", "[1/2] L=2 tfn (t)",
+                                                                      "[2/2] done (t)"]
+    term = _Terminal()
+    progress = Progress(term)
+    for done, label in ((0, "L=1 tfn"), (1, "L=2 tfn"), (2, "done")):
+        progress(done, 2, label)
+    out = term.getvalue()
+    assert "\r" in out and "2/2" in out and "done" in out and "[1/2]" not in out

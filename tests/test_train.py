@@ -8,6 +8,7 @@ forces by autograd, float64); the same checks run with the eSCN model when ``esc
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 import re
@@ -748,17 +749,41 @@ def test_example_configs_are_valid():
         build_model(cfg.model.name, **cfg.model.kwargs)
 
 
-def test_progress_without_tqdm(monkeypatch, capsys):
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_off_a_terminal_is_plain_lines():
+    """In a log file or pipe no bar is drawn: one plain line per interval and after the epoch's last batch."""
     from escn.train.progress import EpochProgress
 
-    monkeypatch.setitem(sys.modules, "tqdm", None)
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    bar = EpochProgress(epoch=0, total=3, initial=1, interval=0.0)
+    log = io.StringIO()
+    bar = EpochProgress(epoch=0, total=3, initial=1, interval=0.0, stream=log)
     bar.update({"loss": 0.5, "lr": 1e-3})
     bar.update({"loss": 0.25, "lr": 1e-3})
     bar.close()
-    err = capsys.readouterr().err.splitlines()
-    assert err == ["epoch 1 [2/3] loss 0.5000 lr 1.000e-03", "epoch 1 [3/3] loss 0.2500 lr 1.000e-03"]
+    assert log.getvalue().splitlines() == ["epoch 1 [2/3] loss 0.5000 lr 1.000e-03",
+                                           "epoch 1 [3/3] loss 0.2500 lr 1.000e-03"]
+    quiet = io.StringIO()
+    bar = EpochProgress(epoch=0, total=2, interval=0.0, stream=quiet, enabled=False)
+    bar.update({"loss": 0.5})
+    bar.close()
+    assert quiet.getvalue() == ""
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar():
+    from escn.train.progress import EpochProgress
+
+    term = _Terminal()
+    bar = EpochProgress(epoch=1, total=4, initial=1, interval=0.0, stream=term)
+    for loss in (0.5, 0.25, 0.125):
+        bar.update({"loss": loss})
+    bar.close()
+    out = term.getvalue()
+    assert "\r" in out  # redrawn in place
+    assert "epoch 2" in out and "4/4" in out and "loss 0.1250" in out
+    assert "epoch 2 [" not in out  # no plain lines
 
 
 # --------------------------------------------------------------------------- SIGKILL and resume

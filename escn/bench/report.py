@@ -13,7 +13,9 @@ import time
 from typing import IO, TYPE_CHECKING, Sequence
 
 import torch
+from tqdm import tqdm
 
+from escn._util import is_terminal
 from escn.bench.scaling import METHODS, Row, SweepConfig, SweepResult
 
 if TYPE_CHECKING:
@@ -24,25 +26,29 @@ __all__ = ["Progress", "Series", "anchor_summary", "fit_exponent", "fit_exponent
 
 
 class Progress:
-    """A one-line progress bar on ``stream`` (stderr): ``[#####.....]  12/48  L=3 tfn  (41 s)``.
+    """Progress of the sweep on ``stream`` (stderr), called as ``progress(done, total, label)``.
 
-    On a terminal it redraws in place; otherwise it prints one line per update (readable in logs)."""
+    On a terminal, a tqdm bar redrawn in place (``12/48 [00:41<...] L=3 tfn``); elsewhere (a log file, a pipe)
+    one plain line per update, ``[12/48] L=3 tfn (41 s)``."""
 
-    def __init__(self, stream: IO[str] | None = None, width: int = 30) -> None:
+    def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.width = width
         self.start = time.perf_counter()
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = is_terminal(self.stream)
+        self._bar: tqdm | None = None
 
     def __call__(self, done: int, total: int, label: str) -> None:
-        filled = self.width * done // max(total, 1)
-        bar = "#" * filled + "." * (self.width - filled)
-        text = f"[{bar}] {done:3d}/{total}  {label:<28s} ({time.perf_counter() - self.start:4.0f} s)"
-        if self.tty:
-            self.stream.write("\r" + text + ("\n" if done >= total else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        if not self.tty:
+            self.stream.write(f"[{done}/{total}] {label} ({time.perf_counter() - self.start:.0f} s)\n")
+            self.stream.flush()
+            return
+        if self._bar is None:
+            self._bar = tqdm(total=total, file=self.stream, dynamic_ncols=True, leave=True)
+        self._bar.set_postfix_str(label, refresh=False)
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self._bar.close()
+            self._bar = None
 
 
 # --------------------------------------------------------------------------- fits

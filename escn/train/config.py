@@ -372,7 +372,7 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (one is always written at the end).
         log_every: steps between training lines in ``metrics.jsonl``.
         output_dir: where ``checkpoint.pt``, ``best.pt``, ``metrics.jsonl`` and ``config.json`` go.
-        progress: draw progress bars (tqdm when installed, else plain lines).
+        progress: show progress (a tqdm bar on a terminal, else a plain line every few seconds).
         threads: torch intra-op threads (None: torch's default; under DDP cores / ranks).
         valid_every: validate every this many epochs (and always after the last one); the best checkpoint
             is chosen among the validated epochs.

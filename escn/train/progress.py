@@ -1,4 +1,4 @@
-"""Progress display (tqdm when installed, plain lines otherwise) and result tables."""
+"""Progress display (a tqdm bar on a terminal, plain lines in logs) and result tables."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import math
 import sys
 import time
 from typing import Any, List, Mapping, Optional, Sequence, TextIO
+
+from tqdm import tqdm
+
+from escn._util import is_terminal
 
 __all__ = ["EpochProgress", "format_metrics_table", "format_summary", "fmt"]
 
@@ -20,15 +24,19 @@ def fmt(value: Optional[float]) -> str:
 
 
 class EpochProgress:
-    """One progress bar per epoch.
+    """Progress of one epoch.
 
-    Uses tqdm (on stderr) when it is importable, else prints a plain line to ``stream`` about every
-    ``interval`` seconds and at the end of the epoch.
+    On a terminal ``stream`` a tqdm bar (``epoch 3: 40%|####  | 6/15 [...] loss 0.1234 lr 1.000e-03``) is
+    redrawn in place and removed at the end of the epoch.  Elsewhere (a log file, a pipe) no bar is drawn:
+    a plain line ``epoch 3 [6/15] loss 0.1234 lr 1.000e-03`` is printed about every ``interval`` seconds
+    and after the epoch's last batch.
 
     Args:
         epoch: 0-based epoch number (shown 1-based).
         total: batches in the epoch; initial: batches already done (resumed runs).
-        enabled: draw nothing when False.
+        enabled: print nothing when False (``progress = false`` in the config, ``--no-progress``).
+        stream: where to write (default stderr).
+        interval: seconds between plain lines; the bar is redrawn at most every ``min(interval, 0.1)`` seconds.
     """
 
     def __init__(self, epoch: int, total: int, initial: int = 0, enabled: bool = True,
@@ -41,18 +49,13 @@ class EpochProgress:
         self.interval = interval
         self._last = time.monotonic()
         self._postfix = ""
-        self._bar: Any = None
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return
-        self._bar = tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True,
-                         file=self.stream)
+        self._bar: Optional[tqdm] = None
+        if enabled and is_terminal(self.stream):
+            self._bar = tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}", leave=False,
+                             dynamic_ncols=True, file=self.stream, mininterval=min(interval, 0.1))
 
     def update(self, postfix: Mapping[str, float]) -> None:
-        """One more batch done; ``postfix`` (e.g. loss, lr) is shown next to the bar."""
+        """One more batch done; ``postfix`` (e.g. loss, lr) is shown next to the count."""
         self.count += 1
         if not self.enabled:
             return
