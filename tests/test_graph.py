@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
 import torch
 
-from escn.data.graph import Graph, edge_vectors, radius_graph
+from escn.data.graph import Graph, edge_vectors, radius_graph, vesin_available
 
 DTYPE = torch.float64
+# both neighbour searches; vesin's only where the optional package is installed
+SEARCHES = ["torch", pytest.param("vesin", marks=pytest.mark.skipif(not vesin_available(), reason="vesin not installed"))]
 
 
 # --------------------------------------------------------------------------- reference
@@ -85,14 +88,15 @@ def random_cell(gen: torch.Generator, skew: float = 0.4, scale: float = 4.0) -> 
 # --------------------------------------------------------------------------- open
 
 
+@pytest.mark.parametrize("backend", SEARCHES)
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("self_interaction", [False, True])
-def test_open_cloud_matches_brute_force(seed: int, self_interaction: bool) -> None:
+def test_open_cloud_matches_brute_force(seed: int, self_interaction: bool, backend: str) -> None:
     gen = torch.Generator().manual_seed(seed)
     n = [1, 30, 80, 150][seed]
     pos = 6.0 * torch.rand(n, 3, generator=gen, dtype=DTYPE) - 3.0
     cutoff = [1.0, 1.5, 2.5, 0.7][seed]
-    g = radius_graph(pos, cutoff, self_interaction=self_interaction)
+    g = radius_graph(pos, cutoff, self_interaction=self_interaction, backend=backend)
     assert_same_graph(g, brute_force(pos, cutoff, self_interaction=self_interaction))
 
 
@@ -154,15 +158,16 @@ PERIODIC_CASES = [
 ]
 
 
+@pytest.mark.parametrize("backend", SEARCHES)
 @pytest.mark.parametrize("case", PERIODIC_CASES, ids=[f"case{c[0]}" for c in PERIODIC_CASES])
-def test_periodic_matches_brute_force(case: tuple) -> None:
+def test_periodic_matches_brute_force(case: tuple, backend: str) -> None:
     seed, n, cutoff, pbc, skew, scale = case
     gen = torch.Generator().manual_seed(100 + seed)
     cell = random_cell(gen, skew=skew, scale=scale)
     # fractional coordinates in [-1, 2): many atoms outside the home cell
     frac = 3.0 * torch.rand(n, 3, generator=gen, dtype=DTYPE) - 1.0
     pos = frac @ cell
-    g = radius_graph(pos, cutoff, cell=cell, pbc=pbc)
+    g = radius_graph(pos, cutoff, cell=cell, pbc=pbc, backend=backend)
     assert_same_graph(g, brute_force(pos, cutoff, cell, pbc))
     torch.testing.assert_close(g.edge_vec, edge_vectors(pos, g.edge_src, g.edge_dst, g.shift, cell))
 
@@ -290,6 +295,68 @@ def test_batch_unsorted_and_single_cell() -> None:
 
 
 # --------------------------------------------------------------------------- errors
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _edges(g: Graph) -> list:
+    return list(zip(g.edge_src.tolist(), g.edge_dst.tolist(), map(tuple, g.shift.tolist())))
+
+
+@pytest.mark.skipif(not vesin_available(), reason="vesin not installed")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_vesin_and_torch_searches_give_the_same_edges(dtype: torch.dtype) -> None:
+    """Same (src, dst, shift) lists, in the same order, and the same edge vectors: open clouds, periodic and
+    mixed cells, cells smaller than the cutoff (each atom meets many images of every other one and of itself),
+    atoms outside the cell, batches of graphs with their own cells, self-interaction and max_num_neighbors."""
+    gen = torch.Generator().manual_seed(42)
+    systems = []
+    for n, cutoff in ((1, 1.0), (40, 1.3), (200, 0.9)):
+        systems.append(dict(pos=6.0 * torch.rand(n, 3, generator=gen, dtype=DTYPE) - 3.0, cutoff=cutoff))
+    for seed, n, cutoff, pbc, skew, scale in PERIODIC_CASES:
+        cell = random_cell(torch.Generator().manual_seed(300 + seed), skew=skew, scale=scale)
+        pos = (3.0 * torch.rand(n, 3, generator=gen, dtype=DTYPE) - 1.0) @ cell
+        systems.append(dict(pos=pos, cutoff=cutoff, cell=cell, pbc=pbc))
+    small = torch.diag(torch.tensor([1.1, 1.3, 0.9], dtype=DTYPE))  # cutoff 3.1 = 2.4 to 3.4 cell lengths
+    systems.append(dict(pos=torch.rand(3, 3, generator=gen, dtype=DTYPE) @ small, cutoff=3.1, cell=small))
+    sizes = [7, 12, 1, 9]
+    cells = torch.stack([random_cell(gen, scale=2.0) for _ in sizes])
+    systems.append(dict(pos=torch.cat([torch.rand(n, 3, generator=gen, dtype=DTYPE) @ c for n, c in zip(sizes, cells)]),
+                        cutoff=2.6, cell=cells, batch=torch.repeat_interleave(torch.arange(4), torch.tensor(sizes)),
+                        pbc=torch.tensor([[True, True, True], [True, False, True], [False, False, False],
+                                          [True, True, True]])))
+    checked = 0
+    for system in systems:
+        system = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+                  for k, v in system.items()}
+        for extra in ({}, {"self_interaction": True}, {"max_num_neighbors": 4}):
+            a = radius_graph(**system, **extra, backend="torch")
+            b = radius_graph(**system, **extra, backend="vesin")
+            assert _edges(a) == _edges(b)
+            assert torch.equal(a.edge_vec, b.edge_vec)
+            checked += len(_edges(a))
+    assert checked > 20_000  # the small cells really produce many image edges
+
+
+def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import escn.data.graph as graph
+
+    pos = torch.rand(10, 3, generator=torch.Generator().manual_seed(1), dtype=DTYPE)
+    used = []
+    real = graph._vesin_pairs
+    monkeypatch.setattr(graph, "_vesin_pairs", lambda *a: used.append("vesin") or real(*a))
+    reference = _edges(radius_graph(pos, 0.6, backend="torch"))
+    assert used == []
+    if vesin_available():
+        assert _edges(radius_graph(pos, 0.6)) == reference and used == ["vesin"]  # auto: vesin when installed
+    monkeypatch.setitem(sys.modules, "vesin", None)  # as if vesin were not installed
+    assert not vesin_available()
+    assert _edges(radius_graph(pos, 0.6)) == reference  # auto falls back to the torch search
+    with pytest.raises(ValueError, match=r"backend='vesin' needs the vesin package, which is not installed"):
+        radius_graph(pos, 0.6, backend="vesin")
+    with pytest.raises(ValueError, match=r"backend must be one of 'auto', 'torch', 'vesin', got 'cuda'"):
+        radius_graph(pos, 0.6, backend="cuda")
 
 
 def test_bad_inputs() -> None:

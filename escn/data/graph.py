@@ -1,4 +1,4 @@
-"""Radius graphs (neighbour lists) for open and periodic point clouds, in plain torch.
+"""Radius graphs (neighbour lists) for open and periodic point clouds.
 
 Conventions
 -----------
@@ -36,12 +36,19 @@ The search runs without autograd on a cell list (geometry and bins in float64):
    makes the result a superset; the exact ``< cutoff`` test is then done in the dtype of
    ``pos`` with the same formula as ``edge_vec``.
 
+With ``backend="vesin"`` (the default when the optional ``vesin`` package is installed and ``pos`` is on the
+CPU) steps 1-3 are replaced by vesin's ``NeighborList`` (a compiled cell list), called once per graph on the
+float64 positions with the same slightly enlarged search radius.  Either way the candidates then pass the
+same exact test in the dtype of ``pos`` and the same sort, so both backends return the same edges
+(``tests/test_graph.py`` checks it on open, periodic, mixed and small cells).
+
 Finally ``edge_vec`` is recomputed from the original ``pos`` and ``cell`` with the edge
 indices and shifts, so it carries gradients w.r.t. both (forces and stress).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from numbers import Real
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
@@ -49,7 +56,10 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-__all__ = ["Graph", "radius_graph", "edge_vectors"]
+__all__ = ["Graph", "radius_graph", "edge_vectors", "BACKENDS", "vesin_available"]
+
+#: neighbour-search backends of :func:`radius_graph`
+BACKENDS = ("auto", "torch", "vesin")
 
 # Bins are never stored densely (only the keys of occupied bins are sorted), so the
 # number of bins per axis only has to keep the int64 key (graph, x, y, z) from
@@ -255,6 +265,18 @@ def _wrap_into_cell(
     return frac, pos_wrapped, wrap_f.long(), dual_norm
 
 
+def _image_counts(pbc: Tensor, reach: Tensor) -> Tensor:
+    """(3,) long: periodic images searched on each side of the home cell per axis (``reach``: (B, 3) search radius
+    in fractional units); ValueError when the search would visit more than ``_MAX_IMAGES`` copies of the cell."""
+    n_img_f = torch.where(pbc, torch.ceil(reach), torch.zeros_like(reach)).amax(dim=0)  # (3,)
+    if float((2 * n_img_f + 1).prod()) > _MAX_IMAGES:
+        raise ValueError(
+            f"cell has near-zero volume relative to the cutoff: the search would need "
+            f"{(2 * n_img_f + 1).long().tolist()} periodic images per axis"
+        )
+    return n_img_f.long()
+
+
 def _ghost_images(
     frac: Tensor, pos_wrapped: Tensor, cells: Optional[Tensor], pbc: Tensor, batch: Tensor, reach: Tensor
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -275,13 +297,7 @@ def _ghost_images(
         atom = torch.arange(num_atoms, device=device)
         return atom, torch.zeros(num_atoms, 3, dtype=torch.long, device=device), frac, pos_wrapped
     # images needed per axis: the fractional reach rounded up (0 along open axes)
-    n_img_f = torch.where(pbc, torch.ceil(reach), torch.zeros_like(reach)).amax(dim=0)  # (3,)
-    if float((2 * n_img_f + 1).prod()) > _MAX_IMAGES:
-        raise ValueError(
-            f"cell has near-zero volume relative to the cutoff: the search would need "
-            f"{(2 * n_img_f + 1).long().tolist()} periodic images per axis"
-        )
-    n_img = n_img_f.long()
+    n_img = _image_counts(pbc, reach)
     atom_reach = reach.index_select(0, batch)  # (N, 3)
     atom_pbc = pbc.index_select(0, batch)  # (N, 3)
     masks = []
@@ -389,6 +405,67 @@ def _candidate_pairs(
     return dst, src, shift
 
 
+def vesin_available() -> bool:
+    """True when the optional ``vesin`` package can be imported (``pip install 'escn[vesin]'``)."""
+    return _vesin() is not None
+
+
+def _vesin() -> Optional[object]:
+    try:
+        return importlib.import_module("vesin")
+    except ImportError:
+        return None
+
+
+def _vesin_pairs(
+    pos: Tensor, radius: float, cells: Optional[Tensor], pbc: Tensor, batch: Tensor, self_pairs: bool
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """The pairs within ``radius`` from vesin's ``NeighborList``, one call per graph (no autograd).
+
+    Args:
+        pos: (N, 3) float64; radius: search radius; cells: (B, 3, 3) float64 or None; pbc: (B, 3) bool;
+        batch: (N,) long; self_pairs: add the ``i -> i`` pairs with zero shift (vesin never returns them).
+
+    Returns:
+        dst (C,), src (C,), shift (C, 3) long on ``pos``'s device, as :func:`_candidate_pairs`.
+    """
+    vesin = _vesin()
+    if vesin is None:
+        raise ValueError("backend='vesin' needs the vesin package, which is not installed "
+                         "(pip install 'escn[vesin]'); use backend='torch' or 'auto'")
+    device = pos.device
+    if cells is not None and bool(pbc.any()):
+        _image_counts(pbc, radius * torch.linalg.inv(cells).norm(dim=1))  # same refusal as the torch search
+    pos_np = pos.cpu().numpy()
+    batch_cpu = batch.cpu()
+    num_graphs = pbc.shape[0]
+    order = torch.argsort(batch_cpu, stable=True)
+    counts = torch.bincount(batch_cpu, minlength=num_graphs).tolist()
+    search = vesin.NeighborList(cutoff=radius, full_list=True, n_threads=torch.get_num_threads())
+    srcs, dsts, shifts = [], [], []
+    start = 0
+    for g in range(num_graphs):
+        atoms = order[start:start + counts[g]]
+        start += counts[g]
+        if atoms.numel() == 0:
+            continue
+        periodic = pbc[g].tolist()
+        box = cells[g].cpu().numpy() if cells is not None else torch.zeros(3, 3, dtype=torch.float64).numpy()
+        i, j, S = search.compute(points=pos_np[atoms.numpy()], box=box, periodic=periodic, quantities="ijS")
+        srcs.append(atoms.index_select(0, torch.from_numpy(i.astype("int64"))))
+        dsts.append(atoms.index_select(0, torch.from_numpy(j.astype("int64"))))
+        shifts.append(torch.from_numpy(S.astype("int64")).reshape(-1, 3))
+        if self_pairs:
+            srcs.append(atoms)
+            dsts.append(atoms)
+            shifts.append(torch.zeros(atoms.numel(), 3, dtype=torch.long))
+    if not srcs:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty, torch.zeros(0, 3, dtype=torch.long, device=device)
+    src, dst, shift = torch.cat(srcs), torch.cat(dsts), torch.cat(shifts)
+    return dst.to(device), src.to(device), shift.to(device)
+
+
 def _lexsort_edges(dst: Tensor, src: Tensor, shift: Tensor, num_atoms: int) -> Tensor:
     """Permutation sorting edges by (dst, src, shift x, shift y, shift z)."""
     if dst.numel() == 0:
@@ -446,6 +523,7 @@ def radius_graph(
     self_interaction: bool = False,
     max_num_neighbors: Optional[int] = None,
     batch: Optional[Tensor] = None,
+    backend: str = "auto",
 ) -> Graph:
     """All directed edges ``src -> dst`` with ``|edge_vec| < cutoff``, open or periodic.
 
@@ -460,6 +538,9 @@ def radius_graph(
         max_num_neighbors: if set, keep for every destination atom only its
             ``max_num_neighbors`` nearest sources (ties broken by the edge order).
         batch: (N,) long graph index of each atom; edges never connect different graphs.
+        backend: the neighbour search: ``"torch"`` (this module's cell list), ``"vesin"`` (the optional vesin
+            package's ``NeighborList``) or ``"auto"`` (vesin when it is installed and ``pos`` is on the CPU, else
+            torch).  Both return the same edges; vesin is faster on large systems (docs/performance.md).
 
     Returns:
         :class:`Graph` with ``edge_src``, ``edge_dst`` (E,), ``edge_vec`` (E, 3) and
@@ -468,8 +549,9 @@ def radius_graph(
 
     Raises:
         TypeError / ValueError on malformed arguments (shapes, dtypes, NaN/inf positions,
-        non-positive cutoff, degenerate cell, wrong pbc length, wrong batch shape), and ValueError when two
-        atoms are at the same position (their edge would have zero length).
+        non-positive cutoff, degenerate cell, wrong pbc length, wrong batch shape, unknown backend, vesin
+        asked for but not installed), and ValueError when two atoms are at the same position (their edge would
+        have zero length).
     """
     pos = _check_pos(pos)
     cutoff = _check_cutoff(cutoff)
@@ -482,12 +564,19 @@ def radius_graph(
     if max_num_neighbors is not None:
         if isinstance(max_num_neighbors, bool) or not isinstance(max_num_neighbors, int) or max_num_neighbors < 1:
             raise ValueError(f"max_num_neighbors must be None or a positive int, got {max_num_neighbors!r}")
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    if backend == "auto":
+        backend = "vesin" if pos.device.type == "cpu" and vesin_available() else "torch"
 
     with torch.no_grad():
         pos64 = pos.detach().double()
         cells64 = cells.detach().double() if cells is not None else None
         radius = _search_radius(pos64, cutoff, cells64, pos.dtype)
-        dst, src, shift = _candidate_pairs(pos64, radius, cells64, flags, batch)
+        if backend == "vesin":
+            dst, src, shift = _vesin_pairs(pos64, radius, cells64, flags, batch, self_interaction)
+        else:
+            dst, src, shift = _candidate_pairs(pos64, radius, cells64, flags, batch)
 
         vec = edge_vectors(pos.detach(), src, dst, shift, cells.detach() if cells is not None else None, batch)
         dist2 = (vec * vec).sum(dim=1)
