@@ -13,7 +13,7 @@ cell list, and ``backend="vesin"``, the optional vesin package) end to end on pe
 (a = 3.615 A, atoms displaced by up to 0.1 A) of 864 to 10,976 atoms, after checking that both return the same
 edges:
 
-    python -m benchmarks.radius_graph --copper [--repeats 6 8 10 12 14] [--cutoff 5]
+    python -m benchmarks.radius_graph --copper [--repeats 6 8 10 12 14] [--cutoff 5] [--reps 7] [--threads N]
 
 (from the repository root, or ``python benchmarks/radius_graph.py`` with escn installed).
 """
@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
-from typing import List, Optional
+import statistics
+import time
+from typing import Callable, List, Optional
 
 import torch
 
 from escn.bench.blocks import median_time
-from escn.data.graph import radius_graph, vesin_available
+from escn.data.graph import _candidate_pairs, _search_radius, _vesin_pairs, radius_graph, vesin_available
 
 # brute force only when pairs x shifts stays below this (time and memory)
 _BRUTE_FORCE_LIMIT = 1.2e8
@@ -72,16 +74,33 @@ def copper(repeats: int, dtype: torch.dtype, gen: torch.Generator) -> tuple[torc
     return pos, a * repeats * torch.eye(3, dtype=dtype)
 
 
-def compare_backends(repeats: List[int], cutoff: float, dtype: torch.dtype, seed: int) -> None:
-    """Time ``radius_graph`` with ``backend="torch"`` and ``"vesin"`` on periodic copper; print one row per size."""
+def _paired_times(fns: List[Callable[[], object]], reps: int) -> List[List[float]]:
+    """Seconds of each ``fns[k]()`` over ``reps`` rounds, the functions alternating within each round (one untimed
+    warm-up round first), so that a change of machine load hits both sides alike."""
+    for fn in fns:
+        fn()
+    times: List[List[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def compare_backends(repeats: List[int], cutoff: float, dtype: torch.dtype, seed: int, reps: int) -> None:
+    """Time ``radius_graph`` with ``backend="torch"`` and ``"vesin"`` on periodic copper, end to end and the neighbour
+    search alone (the shared exact test, sort and edge vectors left out); print one row per size."""
     if not vesin_available():
         raise SystemExit("--copper compares with vesin, which is not installed (pip install 'escn[vesin]')")
     import vesin
 
     gen = torch.Generator().manual_seed(seed)
     print(f"radius_graph on periodic FCC Cu: cutoff {cutoff} A, {dtype}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, vesin {vesin.__version__}")
-    header = f"{'atoms':>7} {'edges/atom':>10} {'torch [ms]':>11} {'vesin [ms]':>11} {'torch/vesin':>12}"
+          f"torch {torch.__version__}, vesin {vesin.__version__}; medians of {reps} alternating reps, ratio = median "
+          "of the per-rep ratios")
+    header = (f"{'atoms':>7} {'edges/atom':>10} {'torch [ms]':>11} {'vesin [ms]':>11} {'torch/vesin':>12} "
+              f"{'search: torch [ms]':>19} {'vesin [ms]':>11} {'torch/vesin':>12}")
     print(header)
     print("-" * len(header))
     for r in repeats:
@@ -91,11 +110,19 @@ def compare_backends(repeats: List[int], cutoff: float, dtype: torch.dtype, seed
         if not (torch.equal(a.edge_src, b.edge_src) and torch.equal(a.edge_dst, b.edge_dst)
                 and torch.equal(a.shift, b.shift)):
             raise RuntimeError(f"{pos.shape[0]} atoms: the torch and vesin searches give different edges")
-        n_rep = 5 if pos.shape[0] < 5000 else 3
-        t_torch = median_time(lambda: radius_graph(pos, cutoff, cell=cell, backend="torch"), n_rep)
-        t_vesin = median_time(lambda: radius_graph(pos, cutoff, cell=cell, backend="vesin"), n_rep)
-        print(f"{pos.shape[0]:>7} {a.edge_src.numel() / pos.shape[0]:>10.1f} {1e3 * t_torch:>11.1f} "
-              f"{1e3 * t_vesin:>11.1f} {t_torch / t_vesin:>12.2f}")
+        pos64, cell64 = pos.double(), cell.double().unsqueeze(0)
+        pbc = torch.ones(1, 3, dtype=torch.bool)
+        batch = torch.zeros(pos.shape[0], dtype=torch.long)
+        radius = _search_radius(pos64, cutoff, cell64, dtype)
+        full = _paired_times([lambda: radius_graph(pos, cutoff, cell=cell, backend="torch"),
+                              lambda: radius_graph(pos, cutoff, cell=cell, backend="vesin")], reps)
+        search = _paired_times([lambda: _candidate_pairs(pos64, radius, cell64, pbc, batch),
+                                lambda: _vesin_pairs(pos64, radius, cell64, pbc, batch, False)], reps)
+        cols = []
+        for t in (full, search):
+            ratio = statistics.median(x / y for x, y in zip(*t))
+            cols.append(f"{1e3 * statistics.median(t[0]):>11.1f} {1e3 * statistics.median(t[1]):>11.1f} {ratio:>12.2f}")
+        print(f"{pos.shape[0]:>7} {a.edge_src.numel() / pos.shape[0]:>10.1f} {cols[0]} {cols[1]:>44}")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -108,10 +135,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--copper", action="store_true", help="torch against vesin search on periodic FCC copper")
     parser.add_argument("--repeats", type=int, nargs="+", default=[6, 8, 10, 12, 14],
                         help="--copper: cubic unit cells per edge of each supercell")
+    parser.add_argument("--reps", type=int, default=7, help="--copper: timed rounds per size")
+    parser.add_argument("--threads", type=int, default=None, help="torch (and vesin) threads; default torch's")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.copper:
-        compare_backends(args.repeats, args.cutoff, dtype, args.seed)
+        compare_backends(args.repeats, args.cutoff, dtype, args.seed, args.reps)
         return
     gen = torch.Generator().manual_seed(args.seed)
 
