@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -839,11 +840,120 @@ def test_ema_warm_up_forgets_the_initial_weights():
     with torch.no_grad():
         p.fill_(1.0)
     ema.update(holder)  # d = min(0.999, 1/10) = 0.1
-    assert torch.allclose(ema.shadow["p"], torch.full((3,), 0.9, dtype=torch.float64), atol=1e-15)
+    assert torch.allclose(ema.state_dict()["p"], torch.full((3,), 0.9, dtype=torch.float64), atol=1e-15)
     for _ in range(2000):
         ema.update(holder)
     # a plain 0.999 average would still hold 0.999^2001 = 13.5 % of the initial zeros
-    assert (1 - ema.shadow["p"]).abs().max() < 1e-3
+    assert (1 - ema.state_dict()["p"]).abs().max() < 1e-3
+
+
+def test_ema_is_an_averaged_model_with_exact_warm_up_values():
+    """EMA update n: ema <- d ema + (1 - d) w with d = min(decay, (1 + n) / (10 + n)), bit for bit; buffers follow
+    the model; state and update count survive a round trip."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from escn.train.ema import EMA
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).double()
+    model.register_buffer("scale", torch.tensor(2.0, dtype=torch.float64))
+    ema = EMA(model, 0.95)
+    assert isinstance(ema.averaged, AveragedModel) and ema.updates == 0
+    expected = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for n in range(40):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            model.scale.fill_(3.0 + n)
+        ema.update(model)
+        d = min(0.95, (1.0 + n) / (10.0 + n))
+        for k, p in model.named_parameters():
+            expected[k] = expected[k].mul(d).add(p.detach(), alpha=1.0 - d)
+    state = ema.state_dict()
+    for k, v in expected.items():
+        assert torch.equal(state[k], v), k
+    assert float(state["scale"]) == 42.0 and ema.updates == 40
+    other = EMA(model, 0.95)
+    other.load_state_dict(state, updates=ema.updates)
+    model_out = model(torch.ones(1, 3, dtype=torch.float64))
+    assert other.updates == 40 and torch.equal(other.module(torch.ones(1, 3, dtype=torch.float64)),
+                                               ema.module(torch.ones(1, 3, dtype=torch.float64)))
+    assert not torch.equal(model_out, ema.module(torch.ones(1, 3, dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("name", ["constant", "cosine", "warmup_cosine", "linear"])
+def test_step_schedules_are_lambda_lr_with_exact_values(name):
+    """The optimizer runs step k at the closed-form rate, bit for bit, under torch's LambdaLR."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from escn.train.config import ScheduleConfig
+    from escn.train.schedule import LRSchedule
+
+    base, total, warm, floor = 0.003, 25, 4, 0.1
+    config = ScheduleConfig(name=name, warmup_steps=warm, min_lr_ratio=floor)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=base)
+    schedule = LRSchedule(config, opt, total)
+    assert isinstance(schedule.scheduler, LambdaLR)
+    seen = []
+    for step in range(total + 5):
+        seen.append(opt.param_groups[0]["lr"])
+        assert schedule.lr(step) == seen[-1]
+        opt.step()
+        schedule.step()
+
+    def expected(k: int) -> float:
+        w = warm if name in ("warmup_cosine", "linear") else 0
+        if name == "constant":
+            return base * 1.0
+        if k < w:
+            return base * ((k + 1) / w)
+        p = min(1.0, (k - w) / max(1, total - w))
+        shape = 1.0 - p if name == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
+        return base * (floor + (1.0 - floor) * shape)
+
+    assert seen == [expected(k) for k in range(total + 5)]
+    if name != "constant":
+        assert seen[-1] == pytest.approx(base * floor, rel=1e-15)
+
+
+def test_plateau_schedule_is_reduce_lr_on_plateau():
+    """Reduced by factor after more than `patience` validations without a relative improvement of `threshold`,
+    never below min_lr_ratio * lr; non-finite losses are ignored."""
+    from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+    from escn.train.config import ScheduleConfig
+    from escn.train.schedule import LRSchedule
+
+    config = ScheduleConfig(name="plateau", factor=0.5, patience=1, threshold=0.1, min_lr_ratio=0.2)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = LRSchedule(config, opt, 100)
+    assert isinstance(schedule.scheduler, ReduceLROnPlateau)
+    rates = []
+    for loss in (1.0, 0.95, 0.93, 0.5, float("nan"), 0.49, 0.48, 0.47, 0.46, 0.45, 0.44, 0.43):
+        schedule.observe(loss)
+        rates.append(schedule.lr(0))
+    # 0.95 and 0.93 are within 10 % of 1.0: the second bad one reduces; 0.5 improves; then two bad per reduction
+    assert rates == [1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25, 0.2, 0.2, 0.2, 0.2]
+
+
+def test_resume_reads_the_schedule_state_of_earlier_checkpoints(tmp_path):
+    """A checkpoint whose schedule_state has the earlier layout (scale, best, bad_epochs, total_steps) and whose
+    optimizer groups lack the scheduler's initial_lr resumes to the same weights, bit for bit."""
+    over = dict(max_steps=10, epochs=None)
+    full = train(base_config(tmp_path / "a", **over))
+    cfg = base_config(tmp_path / "b", **over)
+    train(cfg, until_step=4)
+    path = Path(cfg["output_dir"]) / "checkpoint.pt"
+    ckpt = load_checkpoint(path)
+    ckpt["schedule_state"] = {"scale": 1.0, "best": None, "bad_epochs": 0,
+                              "total_steps": ckpt["schedule_state"]["total_steps"]}
+    for group in ckpt["optimizer_state"]["param_groups"]:
+        group.pop("initial_lr")
+        group["lr"] = 123.0  # the earlier loop set the rate at the start of each step
+    torch.save(ckpt, path)
+    resumed = train(cfg, resume=True)
+    assert_same_state(params_of(full.model), params_of(resumed.model), tol=0.0)
+    assert read_log(Path(full.checkpoint).parent / "metrics.jsonl") == read_log(Path(cfg["output_dir"]) / "metrics.jsonl")
 
 
 # --------------------------------------------------------------------------- fitted per-type energies

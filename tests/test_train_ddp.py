@@ -18,7 +18,7 @@ import torch
 from escn.data import collate
 from escn.train import LossTerm
 from escn.checkpoint import load_checkpoint
-from escn.train.data import epoch_permutation, global_batches, shard
+from escn.train.data import epoch_permutation, global_batches, rank_batches, shard
 from escn.train.losses import LossFunction
 
 from test_train import PAIR, PairPotential, _env, _to_toml, base_config, make_data, read_log, train
@@ -63,6 +63,27 @@ def test_global_batch_order_is_world_size_independent():
     assert shard(batches[-1], 1, 2) == []
 
 
+@pytest.mark.parametrize("n, batch_size, world", [(9, 4, 2), (10, 4, 2), (7, 3, 2), (5, 1, 2), (11, 4, 3), (6, 2, 4)])
+def test_distributed_sampler_shards_are_the_global_batches(n, batch_size, world):
+    """rank_batches (a DistributedSampler without its padding) hands rank r the items of each global batch of the
+    seeded epoch order whose position in the epoch is r modulo W (global_batch[r::W] when W divides the batch
+    size), with empty shards where a global batch is smaller than the world; the ranks' shards make up the
+    global batch."""
+    data = list(range(n))
+    for epoch, shuffle in ((0, True), (3, True), (0, False)):
+        batches = global_batches(epoch_permutation(n, seed=5, epoch=epoch, shuffle=shuffle), batch_size)
+        shards = [rank_batches(data, batch_size, rank, world, seed=5, epoch=epoch, shuffle=shuffle)
+                  for rank in range(world)]
+        for rank in range(world):
+            assert shards[rank] == [[item for i, item in enumerate(b) if (k * batch_size + i) % world == rank]
+                                    for k, b in enumerate(batches)]
+            if batch_size % world == 0:
+                assert shards[rank] == [shard(b, rank, world) for b in batches]
+        assert [sorted(sum((s[k] for s in shards), [])) for k in range(len(batches))] == [sorted(b) for b in batches]
+    if (n, batch_size, world) in ((9, 4, 2), (5, 1, 2)):  # a one-item global batch leaves rank 1 without items
+        assert rank_batches(data, batch_size, 1, world, seed=5)[-1] == []
+
+
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
 def test_two_gloo_ranks_match_single_process(tmp_path):
@@ -78,6 +99,7 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("training finished: 6 steps") == 1  # only rank 0 reports
+    assert run.stdout.count("data parallel: 2 ranks (DistributedDataParallel, gloo)") == 1
 
     single = train(base_config(tmp_path / "single", **over))
     out = Path(cfg["output_dir"])

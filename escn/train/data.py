@@ -18,7 +18,10 @@ numbers to type indices (the position in the list) when the item is prepared -- 
 Batch order: epoch ``e`` visits a permutation drawn from a generator seeded with
 ``seed * 1_000_003 + e``, cut into consecutive global batches of ``batch_size`` graphs (the last one
 may be smaller).  The order is a pure function of ``(seed, epoch)``, so a resumed run re-derives it
-and skips to the saved position.  Under DDP, rank ``r`` of ``W`` takes ``global_batch[r::W]``.
+and skips to the saved position.  Under DDP, rank ``r`` of ``W`` takes the items of each global batch whose
+position in the epoch's order is ``r`` modulo ``W`` (``global_batch[r::W]`` when ``W`` divides ``batch_size``;
+possibly none): :func:`rank_batches` draws the order and the rank's share with a
+:class:`torch.utils.data.DistributedSampler`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from escn._util import import_object
 from escn.data import AtomsGraph, Batch, collate
@@ -39,7 +42,7 @@ from escn.models.registry import accepts_argument
 from .config import ConfigError, DataSource
 
 __all__ = ["load_source", "PreparedDataset", "SpeciesMapped", "training_species", "FORCE_FIELD_TARGETS", "epoch_permutation", "global_batches", "shard", "split_train_valid",
-           "ShardLoader", "collate_or_none"]
+           "ShardLoader", "collate_or_none", "rank_batches"]
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".torch")
 
@@ -287,6 +290,32 @@ def global_batches(order: Sequence[int], batch_size: int) -> List[List[int]]:
 def shard(indices: Sequence[int], rank: int, world_size: int) -> List[int]:
     """Rank ``rank``'s share of one global batch: ``indices[rank::world_size]`` (may be empty)."""
     return list(indices[rank::world_size])
+
+
+def rank_batches(dataset: Dataset, batch_size: int, rank: int, world_size: int, *, seed: int = 0,
+                 epoch: int = 0, shuffle: bool = True) -> List[List[int]]:
+    """This rank's share of every global batch ``b`` of
+    ``global_batches(epoch_permutation(len(dataset), seed, epoch, shuffle), batch_size)``: the items of ``b`` at
+    epoch positions ``p`` with ``p % world_size == rank`` (``shard(b, rank, world_size)`` when ``world_size``
+    divides ``batch_size``).
+
+    The order and the share come from a :class:`~torch.utils.data.DistributedSampler` (seeded with
+    ``seed * 1_000_003`` at epoch ``epoch``: the permutation of :func:`epoch_permutation`), which hands rank ``r``
+    the items at positions ``r, r + W, r + 2W, ...`` of the order; its padding (repeated items that make every
+    rank's list equally long) is dropped, so each item is used once.  Every rank gets ``ceil(n / batch_size)``
+    lists, some of them possibly empty, so that all ranks take the same number of steps.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
+                                 seed=seed * 1_000_003, drop_last=False)
+    sampler.set_epoch(epoch)
+    out: List[List[int]] = [[] for _ in range(-(-n // batch_size))]
+    for j, index in enumerate(sampler):
+        position = rank + world_size * j
+        if position >= n:  # the sampler's padding
+            break
+        out[position // batch_size].append(index)
+    return out
 
 
 def collate_or_none(graphs: Sequence[AtomsGraph]) -> Optional[Batch]:

@@ -1,21 +1,23 @@
 """Distributed data parallel helpers (``torchrun`` environment, gloo on CPU, nccl on CUDA).
 
-Gradients are summed with one ``all_reduce`` of a flat buffer: the per-rank losses are already
-normalised by global element counts (see :mod:`escn.train.losses`), so the sum is the gradient of
-the global batch's loss.
+The model is wrapped in :class:`torch.nn.parallel.DistributedDataParallel` (:func:`data_parallel`), which
+broadcasts rank 0's weights when it is built and all-reduces the gradients during ``backward``.  Its
+communication hook sums the gradients instead of averaging them: the per-rank losses are already normalised
+by global element counts (see :mod:`escn.train.losses`), so the sum is the gradient of the global batch's loss.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List, Sequence
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "all_reduce_grads", "broadcast_parameters",
+__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "data_parallel", "sum_gradients_hook",
            "all_gather_objects", "barrier", "shutdown"]
 
 
@@ -59,38 +61,28 @@ def all_reduce_sum(t: Tensor, info: DistInfo) -> Tensor:
     return t
 
 
-def all_reduce_grads(params: Sequence[nn.Parameter], info: DistInfo) -> None:
-    """Sum the gradients of ``params`` over ranks.
+def sum_gradients_hook(state, bucket):  # type: ignore[no-untyped-def]
+    """DistributedDataParallel communication hook: the sum of a gradient bucket (a ``dist.GradBucket``) over
+    ranks, without the division by the world size; returns a ``torch.futures.Future`` of the summed tensor.
 
-    A parameter without a gradient on some rank counts as a zero there; one without a gradient on
-    every rank keeps ``grad = None`` (so the optimizer skips it, as it would in one process).
+    (No annotations: DDP checks them at run time, and this module's postponed annotations are strings.)"""
+    work = dist.all_reduce(bucket.buffer(), op=dist.ReduceOp.SUM, async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
+def data_parallel(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel with summed gradients (``model`` itself for one process).
+
+    Building the wrapper copies rank 0's parameters and buffers to every rank.  ``find_unused_parameters``
+    is on: a parameter without a gradient on some rank counts as a zero there, and one without a gradient
+    on every rank keeps ``grad = None`` (so the optimizer skips it, as it would in one process).
     """
     if not info.distributed:
-        return
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float64, device=params[0].device)
-    dist.all_reduce(has, op=dist.ReduceOp.SUM)
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    offset = 0
-    for p, h in zip(params, has.tolist()):
-        n = p.numel()
-        if h > 0:
-            p.grad.copy_(flat[offset:offset + n].view_as(p))
-        else:
-            p.grad = None
-        offset += n
-
-
-@torch.no_grad()
-def broadcast_parameters(model: nn.Module, info: DistInfo) -> None:
-    """Copy rank 0's parameters and buffers to every rank."""
-    if not info.distributed:
-        return
-    for t in list(model.parameters()) + list(model.buffers()):
-        dist.broadcast(t.data, src=0)
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    wrapped = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    wrapped.register_comm_hook(None, sum_gradients_hook)
+    return wrapped
 
 
 def all_gather_objects(obj: Any, info: DistInfo) -> List[Any]:

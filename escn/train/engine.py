@@ -1,9 +1,11 @@
 """The training loop: :class:`Trainer` and :func:`train`.
 
 One optimisation step takes one global batch of ``batch_size`` graphs (see
-:mod:`escn.train.data` for the seeded order and the rank shards), computes the weighted loss
-normalised by global element counts (:mod:`escn.train.losses`), sums gradients over ranks, clips the
-global norm, takes an AdamW step with the schedule's learning rate and updates the weight EMA.
+:mod:`escn.train.data` for the seeded order and the rank shards, drawn with a ``DistributedSampler``), computes
+the weighted loss normalised by global element counts (:mod:`escn.train.losses`), sums gradients over ranks
+(``DistributedDataParallel``, :mod:`escn.train.ddp`), clips the global norm, takes an AdamW step at the rate
+of a ``torch.optim.lr_scheduler`` schedule (:mod:`escn.train.schedule`) and updates the weight EMA (an
+``AveragedModel``, :mod:`escn.train.ema`).
 
 At the end of every epoch the validation set is evaluated with the EMA weights; ``best.pt`` keeps the
 state with the lowest validation loss.  Every ``checkpoint_every`` steps and at the end, rank 0
@@ -19,7 +21,6 @@ same machine (see docs/training.md for the exact conditions).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -43,7 +44,7 @@ from escn.checkpoint import (FORMAT, VERSION, CheckpointError, atomic_save, load
 from .atom_energies import fit_atom_energies
 from .config import (RESUMABLE_CHANGES, ConfigError, TrainConfig, check_model_kwargs, config_differences,
                      load_config)
-from .data import (PreparedDataset, ShardLoader, SpeciesMapped, epoch_permutation, global_batches, load_source, shard,
+from .data import (PreparedDataset, ShardLoader, SpeciesMapped, collate_or_none, load_source, rank_batches,
                    split_train_valid, training_species)
 from .ema import EMA
 from .losses import LossFunction
@@ -166,7 +167,11 @@ class Trainer:
         self.valid_set = PreparedDataset(valid_items, self.dtype, cutoff, self.atomic_numbers) if valid_items else None
         if resume_path is None:
             self._fit_atom_energies(SpeciesMapped(train_items, self.atomic_numbers))
-        ddp.broadcast_parameters(self.model, self.info)
+        # under torchrun: DistributedDataParallel, built from rank 0's weights; self.model stays the plain module
+        self.train_model = ddp.data_parallel(self.model, self.info, self.device)
+        if self.info.distributed and self.info.is_main:
+            print(f"data parallel: {self.info.world_size} ranks (DistributedDataParallel, "
+                  f"{torch.distributed.get_backend()})", file=self.stream, flush=True)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError(f"model {cfg.model.name!r} has no trainable parameters")
@@ -174,7 +179,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         self.batches_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.total_steps = self._total_steps()
-        self.schedule = LRSchedule(cfg.schedule, o.lr, self.total_steps)
+        self.schedule = LRSchedule(cfg.schedule, self.optimizer, self.total_steps)
         self.ema = EMA(self.model, cfg.ema_decay) if cfg.ema_decay else None
         self.state = _Progress()
         self.epoch_stats = self._zero_stats()
@@ -321,8 +326,8 @@ class Trainer:
             raise CheckpointError(f"{where}: the optimizer state does not fit the model's parameters "
                                   f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
                                   ) from exc
-        self.schedule.load_state_dict(ckpt["schedule_state"])
         self.state = _Progress(**ckpt["progress"])
+        self.schedule.load_state_dict(ckpt["schedule_state"], self.state.step)
         self.epoch_stats = ckpt["epoch_stats"].to(self.device)
         rngs = ckpt["rng"]
         set_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
@@ -366,8 +371,8 @@ class Trainer:
             self._log = None
 
     # ------------------------------------------------------------------ steps
-    def _forward(self, batch: Batch) -> Dict[str, Tensor]:
-        out = self.model(batch, compute_forces=self.loss_fn.compute_forces, compute_stress=self.loss_fn.compute_stress)
+    def _forward(self, batch: Batch, model: nn.Module) -> Dict[str, Tensor]:
+        out = model(batch, compute_forces=self.loss_fn.compute_forces, compute_stress=self.loss_fn.compute_stress)
         if not isinstance(out, Mapping):
             raise TypeError(f"the model must return a dict of tensors, got {type(out).__name__}")
         return out
@@ -378,18 +383,20 @@ class Trainer:
         Returns the float64 statistics of the whole global batch (summed over ranks).
         """
         self.model.train()
-        lr = self.schedule.lr(self.state.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         if batch is not None:
             batch = batch.to(self.device)
         counts = ddp.all_reduce_sum(self.loss_fn.counts(batch, self.device), self.info)
         self.optimizer.zero_grad(set_to_none=True)
         stats = self._zero_stats()
         if batch is not None:
-            loss, stats = self.loss_fn(self._forward(batch), batch, counts)
-            loss.backward()
-        ddp.all_reduce_grads(self.params, self.info)
+            loss, stats = self.loss_fn(self._forward(batch, self.train_model), batch, counts)
+            loss.backward()  # under DDP: gradients summed over ranks
+        elif self.info.distributed:
+            # an empty shard (a global batch smaller than the world) still joins the gradient sum: zero
+            # gradients from one item's forward and backward
+            filler = collate_or_none([self.train_set[0]]).to(self.device)
+            loss, _ = self.loss_fn(self._forward(filler, self.train_model), filler, counts)
+            (loss * 0.0).backward()
         ddp.all_reduce_sum(stats, self.info)
         total = self.loss_fn.summarize(stats)["loss"]
         if not math.isfinite(total):
@@ -398,6 +405,7 @@ class Trainer:
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         self.optimizer.step()
+        self.schedule.step()
         if self.ema is not None:
             self.ema.update(self.model)
         return stats
@@ -408,25 +416,23 @@ class Trainer:
         if dataset is None:
             return None
         bs = self.config.eval_batch_size or self.config.batch_size
-        chunks = global_batches(list(range(len(dataset))), bs)
-        loader = ShardLoader(dataset, [shard(c, self.info.rank, self.info.world_size) for c in chunks],
-                             self.config.data.num_workers, seed=self.config.seed)
+        shards = rank_batches(dataset, bs, self.info.rank, self.info.world_size, shuffle=False)
+        loader = ShardLoader(dataset, shards, self.config.data.num_workers, seed=self.config.seed)
         stats = self._zero_stats()
-        was_training = self.model.training
-        self.model.eval()
+        model = self.ema.module if (use_ema and self.ema is not None) else self.model
+        was_training = model.training
+        model.eval()
         need_grad = self.loss_fn.compute_forces or self.loss_fn.compute_stress
-        ctx = self.ema.swapped_in(self.model) if (use_ema and self.ema is not None) else contextlib.nullcontext()
-        with ctx:
-            for batch in loader:
-                if batch is None:
-                    continue
-                batch = batch.to(self.device)
-                with torch.set_grad_enabled(need_grad):
-                    out = self._forward(batch)
-                counts = self.loss_fn.counts(batch, self.device)
-                _, s = self.loss_fn({k: v.detach() for k, v in out.items()}, batch, counts)
-                stats += s
-        self.model.train(was_training)
+        for batch in loader:
+            if batch is None:
+                continue
+            batch = batch.to(self.device)
+            with torch.set_grad_enabled(need_grad):
+                out = self._forward(batch, model)
+            counts = self.loss_fn.counts(batch, self.device)
+            _, s = self.loss_fn({k: v.detach() for k, v in out.items()}, batch, counts)
+            stats += s
+        model.train(was_training)
         ddp.all_reduce_sum(stats, self.info)
         return self.loss_fn.summarize(stats, "valid_")
 
@@ -479,9 +485,9 @@ class Trainer:
         stopped = until_step is not None and st.step >= until_step and not self._done()
         try:
             while not self._done() and not stopped:
-                order = epoch_permutation(len(self.train_set), cfg.seed, st.epoch)
-                batches = global_batches(order, cfg.batch_size)
-                shards = [shard(b, self.info.rank, self.info.world_size) for b in batches[st.position:]]
+                batches = rank_batches(self.train_set, cfg.batch_size, self.info.rank, self.info.world_size,
+                                       seed=cfg.seed, epoch=st.epoch)
+                shards = batches[st.position:]
                 # the loader's own generator: creating it must not advance the global RNG, or every resume
                 # (which creates one more loader mid-epoch) would shift the global RNG stream by one draw
                 loader = ShardLoader(self.train_set, shards, cfg.data.num_workers, seed=cfg.seed * 1_000_003 + st.epoch)
