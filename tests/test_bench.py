@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+import sys
 
 import pytest
 import torch
@@ -212,3 +213,34 @@ def test_sweep_progress_plain_lines_off_a_terminal_and_a_tqdm_bar_on_one():
         progress(done, 2, label)
     out = term.getvalue()
     assert "\r" in out and "2/2" in out and "done" in out and "[1/2]" not in out
+
+
+RUNNABLE = ["aggregation", "allocator", "edge_rotation", "model_step", "o3", "radius_graph", "rotation", "so2_stage",
+            "tfn_frame_map"]
+
+
+@pytest.mark.filterwarnings("ignore:'escn.bench.allocator' found in sys.modules:RuntimeWarning")  # in-process only
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_building_block_benchmarks_run_as_modules_of_escn_bench(name, monkeypatch, capsys):
+    """``python -m escn.bench.<name> --help`` parses its options and prints its usage (run in this process)."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [f"escn.bench.{name}", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module(f"escn.bench.{name}", run_name="__main__", alter_sys=False)
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: ")
+
+
+def test_a_bench_module_runs_without_being_imported_first():
+    """Importing the package escn.bench loads none of its modules (its names load on first use): the allocator
+    module, which the sweep imports, runs as __main__ without runpy's double-import warning."""
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "escn.bench.allocator", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("usage: "), run.stderr[-2000:]
+    check = subprocess.run([sys.executable, "-c", "import sys, escn.bench as b; loaded = [m for m in sys.modules "
+                            "if m.startswith('escn.bench.')]; b.run_sweep; print(loaded, 'escn.bench.scaling' in "
+                            "sys.modules)"], capture_output=True, text=True, timeout=120)
+    assert check.stdout.split() == ["[]", "True"], check.stderr[-2000:]

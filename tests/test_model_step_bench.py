@@ -1,4 +1,4 @@
-"""benchmarks/model_step.py: the driver, its two worker processes and what they report, on a tiny model
+"""escn/bench/model_step.py (python -m escn.bench.model_step): the driver, its two worker processes and what they report, on a tiny model
 (``--quick``, this checkout against itself). No timing is asserted; the checks are on the plumbing and on
 numbers that do not depend on the machine (edge count, energies, memory peaks, profiler bookkeeping)."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "model_step.py"
+SCRIPT = REPO / "escn" / "bench" / "model_step.py"
 
 
 def _module():
@@ -33,7 +33,7 @@ def test_quick_run_current_against_itself(tmp_path):
     out_json = tmp_path / "out.json"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.model_step", "--quick", "--baseline-dir", str(REPO), "--threads", "1",
+        [sys.executable, "-m", "escn.bench.model_step", "--quick", "--baseline-dir", str(REPO), "--threads", "1",
          "--activations", "gate,s2", "--json", str(out_json)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
     )

@@ -1,4 +1,4 @@
-"""Timers for the building blocks of an eSCN convolution, shared by ``escn bench`` and ``benchmarks/``.
+"""Timers for the building blocks of an eSCN convolution, shared by ``escn bench`` and the modules of ``escn.bench``.
 
 * :func:`gemm_gflops` — this machine's dense matmul throughput (the yardstick for the SO(2) stage);
 * :func:`copy_bandwidth_gbs` — this machine's memory bandwidth (the yardstick for per-edge weights, which are

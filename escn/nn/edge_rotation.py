@@ -16,7 +16,7 @@ batched matmul: for small blocks the four-step factorisation is dominated by the
 A frame built with ``edge_frame(..., rows_lmax=rot.rows_lmax(x))`` carries those rows where the PyTorch path
 will read them, so the layers of a model that share the frame share them (nothing is stored on the frame during
 a forward pass).
-``l = 0`` needs no arithmetic at all (``D^0 = 1``). Measured with ``python -m benchmarks.edge_rotation``
+``l = 0`` needs no arithmetic at all (``D^0 = 1``). Measured with ``python -m escn.bench.edge_rotation``
 (shared-weight SO2Conv fwd+bwd, C = 16, the guide graph's 3,740 edges, 2 threads), factorised -> dense up to
 l = 3: L = 1 24.4 -> 16.5 ms, L = 2 49.5 -> 41.1 ms (dense up to 2), L = 3 69.9 -> 63.7 ms, L = 4 104.9 ->
 93.5 ms, L = 6 174 -> 172 ms (mmax = L).

@@ -7,13 +7,13 @@ output; rotations factorised into PyTorch ops): the frame map alone (``layer.fra
 and the whole layer (fwd+bwd w.r.t. features, edge vectors and weights). The floor is the time to read the
 weights twice and write their gradient once at this machine's copy bandwidth, measured in the same run.
 
-    python -m benchmarks.tfn_frame_map [--ls 2 4 6] [--channels 16] [--edges 3740] [--repeats 5] [--allocator reuse]
+    python -m escn.bench.tfn_frame_map [--ls 2 4 6] [--channels 16] [--edges 3740] [--repeats 5] [--allocator reuse]
 
 Fresh memory is expensive on this machine and its cost varies from call to call: the weight gradient is a
 new block of up to hundreds of MB in every backward. ``--allocator reuse`` (as in ``escn bench``) keeps freed
 memory for reuse and shows the kernels' own cost.
 
-(from the repository root). Profile one side with ``torch.profiler``; the kernel shows as ``_F`` / ``_FBackward``.
+Profile one side with ``torch.profiler``; the kernel shows as ``_F`` / ``_FBackward``.
 """
 
 from __future__ import annotations

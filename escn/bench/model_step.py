@@ -31,9 +31,9 @@ After the timed reps each worker profiles one more step of each kind with ``torc
   ("ambiguous") when it is not 0. Next to it: all matmul-family ops of the step. Both are shares of the
   profiled step's wall time (the profiler's overhead included in it).
 
-Run from the repository root (with 10 reps, some minutes per block; nothing else should be running)::
+Run it (with 10 reps, some minutes per block; nothing else should be running)::
 
-    python -m benchmarks.model_step [--reps 10] [--threads 1,2] [--activations gate,s2]
+    python -m escn.bench.model_step [--reps 10] [--threads 1,2] [--activations gate,s2]
                                     [--baseline 52446bf] [--baseline-dir DIR] [--quick] [--json FILE]
 
 ``--quick`` is a plumbing check, not a measurement: lmax 2, mmax 1, 4 channels, 1 layer, 32 atoms, 3 Angstrom
@@ -72,7 +72,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BASELINE = "52446bf"
 
 # lmax, mmax, channels, layers, cutoff; the structure: cubic 4-atom cell repeated 2 x 2 x 2 then `repeat`

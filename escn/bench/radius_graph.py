@@ -6,16 +6,14 @@ Random uniform clouds at a liquid/solid-like density (default 0.085 atoms / A^3)
 chunked to bound memory) is timed in the same run where N^2 * shifts is small enough,
 and its edge count is checked against ours.
 
-    python -m benchmarks.radius_graph [--sizes 100 1000 10000] [--density 0.085] [--cutoff 5]
+    python -m escn.bench.radius_graph [--sizes 100 1000 10000] [--density 0.085] [--cutoff 5]
 
 ``--copper`` instead times the two neighbour searches of ``radius_graph`` (``backend="torch"``, this package's
 cell list, and ``backend="vesin"``, the optional vesin package) end to end on periodic FCC copper supercells
 (a = 3.615 A, atoms displaced by up to 0.1 A) of 864 to 10,976 atoms, after checking that both return the same
 edges:
 
-    python -m benchmarks.radius_graph --copper [--repeats 6 8 10 12 14] [--cutoff 5] [--reps 7] [--threads N]
-
-(from the repository root, or ``python benchmarks/radius_graph.py`` with escn installed).
+    python -m escn.bench.radius_graph --copper [--repeats 6 8 10 12 14] [--cutoff 5] [--reps 7] [--threads N]
 """
 
 from __future__ import annotations

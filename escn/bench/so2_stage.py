@@ -8,9 +8,9 @@ For each L the stage shapes of ``SO2Conv(C x 0e + C x 1o + ... + C x Lp)`` are t
 and outputs moved once (:func:`escn.bench.blocks.so2_stage_bytes`), against a large copy's bandwidth: per-edge
 weights are memory-bound, shared ones flop-bound.
 
-    python -m benchmarks.so2_stage [--ls 1 2 4 8] [--channels 16] [--edges 3300] [--mmax N] [--dtype float32]
+    python -m escn.bench.so2_stage [--ls 1 2 4 8] [--channels 16] [--edges 3300] [--mmax N] [--dtype float32]
 
-(from the repository root). Profile a single case with ``python -m cProfile`` or ``torch.profiler``.
+Profile a single case with ``python -m cProfile`` or ``torch.profiler``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ Each entry is the median of several timed repeats after one warm-up call, escn a
 alternately; the ratio column is
 e3nn / escn (> 1 means escn is faster). Regime: many vectors, moderate l, 2 threads.
 
-    python -m benchmarks.o3 [--n 10000] [--lmin 2] [--lmax 12] [--repeats 5] [--threads 2] [--profile]
+    python -m escn.bench.o3 [--n 10000] [--lmin 2] [--lmax 12] [--repeats 5] [--threads 2] [--profile]
 """
 
 from __future__ import annotations

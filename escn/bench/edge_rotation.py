@@ -6,7 +6,7 @@ PyTorch ops with ``EdgeRotation.dense_lmax`` set to -1 (every order factorised),
 rotation kernel, interleaved in one process; the table gives the median milliseconds, the ratio factorised /
 dense_lmax=3 and the ratio dense_lmax=3 / kernel.
 
-    python -m benchmarks.edge_rotation [--ls 1 2 3 4 6] [--channels 16] [--repeats 7] [--threads 2]
+    python -m escn.bench.edge_rotation [--ls 1 2 3 4 6] [--channels 16] [--repeats 7] [--threads 2]
 """
 
 from __future__ import annotations

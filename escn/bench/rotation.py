@@ -4,7 +4,7 @@
 ("frame"), and ``(E, C, 2l+1) @ D^l^T`` for every l ("apply"), separately and together, on the
 e3nn-guide graph (100 nodes N(0,1)^3, radius 1.8) or a given number of random edges.
 
-    python -m benchmarks.rotation [--ls 1 2 4 8 12 16] [--channels 16] [--mmax N] [--edges E] [--dtype float32]
+    python -m escn.bench.rotation [--ls 1 2 4 8 12 16] [--channels 16] [--mmax N] [--edges E] [--dtype float32]
 """
 
 from __future__ import annotations

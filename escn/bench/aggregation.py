@@ -3,7 +3,7 @@
 Messages of width ``C * (L+1)^2`` (node irreps 0..L with C channels) on the e3nn-guide graph
 (100 nodes N(0,1)^3, radius 1.8), forward and forward+backward (gradient w.r.t. the messages).
 
-    python -m benchmarks.aggregation [--ls 1 2 4 8 16] [--channels 16] [--nodes 100] [--radius 1.8]
+    python -m escn.bench.aggregation [--ls 1 2 4 8 16] [--channels 16] [--nodes 100] [--radius 1.8]
 """
 
 from __future__ import annotations
