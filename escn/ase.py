@@ -163,6 +163,9 @@ class Calculator(_AseCalculator):
         graph = AtomsGraph.from_ase(atoms, dtype=self.dtype)
         graph = dataclasses.replace(graph, atom_types=self.species(graph.atom_types, "atoms"))
         batch = collate([graph.with_radius_graph(self.model.cutoff)]).to(device=self.device)
+        check = getattr(self.model, "check_batch", None)
+        if check is not None:  # the model's value checks, here where the batch is made (forward reads no values)
+            check(batch)
         was_training = self.model.training
         self.model.eval()
         try:
