@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
+import torch.utils._pytree as _pytree
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -238,6 +239,11 @@ class Batch:
         return dataclasses.replace(
             self, **{f.name: _to(getattr(self, f.name), device, dtype) for f in dataclasses.fields(self)}
         )
+
+
+# A Batch is a pytree (its tensor fields are the leaves; fields that are None are part of the structure), so
+# torch.export, make_fx and torch.utils._pytree take it as an input and AOTInductor packages name it.
+_pytree.register_dataclass(Batch, serialized_type_name="escn.data.Batch")
 
 
 def check_values(batch: "Batch", num_atom_types: Optional[int] = None, hint: str = "") -> None:
