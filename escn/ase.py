@@ -97,8 +97,10 @@ class Calculator(_AseCalculator):
     """ASE calculator for escn energy models: energy, free_energy (the same), forces and stress.
 
     Args:
-        model_or_checkpoint: an ``nn.Module`` following the protocol in the module docstring, or the path
-            of a training checkpoint (loaded with :func:`escn.models.load`, EMA weights when present).
+        model_or_checkpoint: an ``nn.Module`` following the protocol in the module docstring, the path
+            of a training checkpoint (loaded with :func:`escn.models.load`, EMA weights when present), or the
+            path of an AOTInductor package written by ``escn deploy`` (a ``.pt2`` file; it runs in its own
+            dtype, whatever ``dtype`` says).
         device: where the model runs.  The module is moved there with ``nn.Module.to`` (in place).
         dtype: floating dtype of the positions and the model (moved in place); float64 by default, which
             makes forces consistent with the energy to round-off (good for NVE).  None keeps the model's.
@@ -133,6 +135,11 @@ class Calculator(_AseCalculator):
             raise TypeError(f"dtype must be a floating torch.dtype or None, got {dtype!r}")
         if isinstance(model_or_checkpoint, nn.Module):
             model = model_or_checkpoint
+        elif isinstance(model_or_checkpoint, (str, os.PathLike)) and os.fspath(model_or_checkpoint).endswith(".pt2"):
+            from escn.models.export import load_deployed
+
+            model = load_deployed(model_or_checkpoint)
+            dtype = model.dtype  # a package runs in the dtype it was compiled for
         elif isinstance(model_or_checkpoint, (str, os.PathLike)):
             model = _load_checkpoint(model_or_checkpoint, self.device)
         else:
@@ -162,7 +169,13 @@ class Calculator(_AseCalculator):
             )
         graph = AtomsGraph.from_ase(atoms, dtype=self.dtype)
         graph = dataclasses.replace(graph, atom_types=self.species(graph.atom_types, "atoms"))
+        if graph.cell is None and getattr(self.model, "has_stress", None) is not None:
+            # a deployed package takes a cell always; with pbc off it enters neither the graph nor the energy
+            graph = dataclasses.replace(graph, cell=torch.eye(3, dtype=self.dtype), pbc=torch.zeros(3, dtype=torch.bool))
         batch = collate([graph.with_radius_graph(self.model.cutoff)]).to(device=self.device)
+        check = getattr(self.model, "check_batch", None)
+        if check is not None:  # the model's value checks, here where the batch is made (forward reads no values)
+            check(batch)
         was_training = self.model.training
         self.model.eval()
         try:

@@ -163,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     e.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
     e.set_defaults(func=_cmd_evaluate, subparser=e)
+
+    p = sub.add_parser("deploy", help="compile an energy model ahead of time into an AOTInductor package (.pt2)",
+                       description="Export the energy model of a checkpoint (energy, forces, stress; any number of atoms "
+                                   "and edges) and compile it with AOTInductor into one .pt2 file, which "
+                                   "escn.ase.Calculator('model.pt2') runs (docs/deployment.md).")
+    p.add_argument("checkpoint", help="checkpoint.pt / best.pt written by escn train (EMA weights when kept)")
+    p.add_argument("-o", "--output", required=True, help="the package to write, e.g. model.pt2")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="dtype of the package (default float64)")
+    p.add_argument("--executor", choices=("native", "torch"), default="native",
+                   help="native: the escn C kernels as operators in the package (they need escn importable where it runs); "
+                        "torch: PyTorch ops only (default native)")
+    p.add_argument("--no-stress", action="store_true", help="energy and forces only")
+    p.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
+    p.set_defaults(func=_cmd_deploy, subparser=p)
     return parser
 
 
@@ -228,6 +242,27 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         weights = "raw" if args.raw else "EMA (when kept)"
         where = args.data if args.data is not None else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else "")
         print(format_evaluation(metrics, f"{args.checkpoint} on {where}: {n} structures, {weights} weights"))
+    return 0
+
+
+# --------------------------------------------------------------------------- deploy
+def _cmd_deploy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import torch
+
+    from escn.models import load
+    from escn.models.export import deploy, example_batch
+
+    try:
+        model = load(args.checkpoint, map_location="cpu")
+        model = model.to(getattr(torch, args.dtype)).eval()
+        if hasattr(model, "set_executor"):
+            model.set_executor(args.executor)
+        path = deploy(model, example_batch(model), args.output, compute_stress=not args.no_stress)
+    except _USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _fail(parser, exc)
+    print(f"wrote {path} ({args.dtype}, {'energy, forces' if args.no_stress else 'energy, forces, stress'})")
     return 0
 
 

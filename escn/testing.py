@@ -1,4 +1,4 @@
-"""Equivariance checks driven by declared irreps.
+"""Equivariance checks driven by declared irreps, and :func:`assert_compiles` (torch.compile against eager).
 
 Every input and output is declared as one of:
 
@@ -139,3 +139,73 @@ def assert_equivariant(
     if bad:
         raise AssertionError(f"not equivariant within {tol:g}: {bad} (all: {errors})")
     return errors
+
+
+def _max_differences(got: Any, ref: Any) -> list[tuple[str, float]]:
+    """(path, max |got - ref|) for every tensor leaf of two outputs of the same structure."""
+    import torch.utils._pytree as pytree
+
+    g_leaves, g_spec = pytree.tree_flatten_with_path(got)
+    r_leaves, r_spec = pytree.tree_flatten_with_path(ref)
+    if g_spec != r_spec:
+        raise AssertionError(f"compiled output has structure {g_spec}, eager output {r_spec}")
+    out = []
+    for (path, g), (_, r) in zip(g_leaves, r_leaves):
+        name = pytree.keystr(path) or "output"
+        if isinstance(r, Tensor):
+            if not isinstance(g, Tensor) or g.shape != r.shape or g.dtype != r.dtype:
+                raise AssertionError(f"{name}: compiled {getattr(g, 'shape', g)} {getattr(g, 'dtype', '')}, eager "
+                                     f"{tuple(r.shape)} {r.dtype}")
+            d = float((g.detach() - r.detach()).abs().max()) if r.numel() else 0.0
+            out.append((name, d if d == d else float("inf")))
+        elif g != r:
+            raise AssertionError(f"{name}: compiled {g!r}, eager {r!r}")
+    return out
+
+
+def assert_compiles(
+    fn: Callable[..., Any],
+    *args: Any,
+    atol: float = 1e-10,
+    backend: str = "inductor",
+    dynamic: bool | None = False,
+    **kwargs: Any,
+) -> dict[str, float]:
+    """Compile ``fn`` with ``torch.compile(fullgraph=True)``, run it on ``args`` / ``kwargs`` and compare every
+    tensor it returns with the eager result.
+
+    ``torch.autograd.grad`` and ``Tensor.backward`` inside ``fn`` are traced (Dynamo's ``trace_autograd_ops``
+    is on while compiling), so an energy model's forces and stress and a whole training step compile into one
+    graph. The eager reference runs first, on the same arguments (it also fills the tables that some functions
+    build on their first call, e.g. :func:`escn.o3.spherical_harmonics` for l <= 4, whose construction
+    cannot be traced).
+
+    Args:
+        fn: a function or module; returns a tensor or any pytree of tensors (and plain values, compared with ==).
+        atol: largest allowed absolute difference of any output element.
+        backend: the ``torch.compile`` backend (``"eager"`` checks the capture alone, ``"aot_eager"`` adds
+            AOTAutograd, ``"inductor"`` generates code).
+        dynamic: passed to ``torch.compile``.
+
+    Returns:
+        ``{output path: max |compiled - eager|}``.
+
+    Raises:
+        AssertionError: naming the graph break (reason and user code location, as Dynamo reports it) when
+            ``fn`` does not compile into one graph, or naming the outputs that differ by more than ``atol``.
+    """
+    import torch._dynamo
+
+    ref = fn(*args, **kwargs)
+    compiled = torch.compile(fn, fullgraph=True, backend=backend, dynamic=dynamic)
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        try:
+            got = compiled(*args, **kwargs)
+        except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError) as exc:
+            raise AssertionError(f"graph break in {getattr(fn, '__qualname__', type(fn).__name__)} under "
+                                 f"torch.compile(fullgraph=True):\n{exc}") from exc
+    diffs = dict(_max_differences(got, ref))
+    bad = {k: v for k, v in diffs.items() if not v <= atol}
+    if bad:
+        raise AssertionError(f"compiled and eager outputs differ by more than {atol:g}: {bad} (all: {diffs})")
+    return diffs

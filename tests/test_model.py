@@ -267,17 +267,20 @@ def test_model_config_rebuilds_the_architecture():
 def test_bad_input():
     model = _model()
     pos, types = _molecule(4)
-    with pytest.raises(ValueError, match="unknown atom types"):
-        model(collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, 5, 0]))]).with_radius_graph(model.cutoff))
+    # value checks happen where the batch is made (collate, the model's check_batch), not in forward
+    with pytest.raises(ValueError, match=r"unknown atom types \[5\] in batch.atom_types: this model knows types 0..2"):
+        model.check_batch(collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, 5, 0]))]).with_radius_graph(model.cutoff))
+    with pytest.raises(ValueError, match=r"unknown atom types \[-1\] in batch.atom_types: types must be >= 0"):
+        collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, -1, 0]))])
     bad = pos.clone()
     bad[2, 1] = float("nan")
-    with pytest.raises(ValueError, match="NaN or infinite"):  # caught where the graph is made
-        collate([AtomsGraph(pos=bad, atom_types=types)]).with_radius_graph(model.cutoff)
-    with pytest.raises(ValueError, match="non-finite"):
-        model(_with_edges_of(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff), bad))
+    with pytest.raises(ValueError, match=r"batch.pos has NaN or infinite values \(first at atom 2\)"):
+        collate([AtomsGraph(pos=bad, atom_types=types)])
+    with pytest.raises(ValueError, match=r"batch.pos has NaN or infinite values \(first at atom 2\)"):
+        model.check_batch(_with_edges_of(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff), bad))
     flat = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0]])
     with pytest.raises(ValueError, match="zero volume"):
-        model(collate([AtomsGraph(pos=pos, atom_types=types, cell=flat)]).with_radius_graph(model.cutoff))
+        collate([AtomsGraph(pos=pos, atom_types=types, cell=flat)])
     with pytest.raises(ValueError, match="shape"):
         AtomsGraph(pos=torch.zeros(4, 2))
     with pytest.raises(TypeError, match="Batch"):

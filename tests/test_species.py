@@ -329,4 +329,4 @@ def test_raw_atomic_numbers_into_a_species_model_name_the_mapping():
     model = ESCN(lmax=1, channels=2, num_layers=1, cutoff=3.0, atomic_numbers=[29])
     batch = collate([AtomsGraph(pos=torch.tensor([[0.0, 0, 0], [1.5, 0, 0]]), atom_types=torch.tensor([29, 29]))])
     with pytest.raises(ValueError, match=r"unknown atom types \[29\].*atomic_numbers=\[29\].*SpeciesMap"):
-        model(batch.with_radius_graph(3.0))
+        model.check_batch(batch.with_radius_graph(3.0))

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
+import torch.utils._pytree as _pytree
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .graph import edge_vectors, radius_graph
 
-__all__ = ["AtomsGraph", "Batch", "collate", "GraphDataset", "make_dataloader"]
+__all__ = ["AtomsGraph", "Batch", "collate", "check_values", "GraphDataset", "make_dataloader"]
 
 _NODE_FIELDS = ("atom_types", "node_features", "forces")
 _GRAPH_FIELDS = ("cell", "energy", "stress")  # pbc is always set and stacked separately
@@ -250,6 +251,43 @@ class Batch:
         )
 
 
+# A Batch is a pytree (its tensor fields are the leaves; fields that are None are part of the structure), so
+# torch.export, make_fx and torch.utils._pytree take it as an input and AOTInductor packages name it.
+_pytree.register_dataclass(Batch, serialized_type_name="escn.data.Batch")
+
+
+def check_values(batch: "Batch", num_atom_types: Optional[int] = None, hint: str = "") -> None:
+    """Check the values of a batch where it is made (:func:`collate` calls it; so does
+    :meth:`escn.models.ESCN.check_batch` with the model's ``num_atom_types``). These checks read tensor values,
+    i.e. synchronise with the device, which is why models do not repeat them in ``forward``.
+
+    Raises ValueError naming the field: ``pos`` with NaN or infinite values (first atom given), ``atom_types``
+    outside ``[0, num_atom_types)`` (``num_atom_types`` None: negative types only; ``hint`` is appended), a
+    periodic graph whose ``cell`` has (near) zero volume.
+    """
+    pos = batch.pos
+    finite = torch.isfinite(pos).all(dim=1)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0, 0])
+        raise ValueError(f"batch.pos has NaN or infinite values (first at atom {bad})")
+    t = batch.atom_types
+    if t is not None and t.numel():
+        upper = num_atom_types if num_atom_types is not None else None
+        outside = (t < 0) if upper is None else (t < 0) | (t >= upper)
+        if bool(outside.any()):
+            bad = sorted({int(v) for v in t[outside].tolist()})
+            known = "types must be >= 0" if upper is None else f"this model knows types 0..{upper - 1}"
+            raise ValueError(f"unknown atom types {bad[:10]} in batch.atom_types: {known}{hint}")
+    if batch.cell is not None:
+        periodic = batch.pbc.any(dim=-1)
+        if bool(periodic.any()):
+            cell = batch.cell[periodic].detach().to(torch.float64)
+            vol = torch.linalg.det(cell).abs()
+            scale = cell.norm(dim=-1).prod(dim=-1)
+            if bool((vol <= 1e-8 * scale).any()):
+                raise ValueError("batch.cell has a periodic cell with (near) zero volume")
+
+
 def _same_presence(graphs: Sequence[AtomsGraph], name: str) -> bool:
     """True if every graph has field ``name``, False if none has; ValueError if mixed."""
     present = [getattr(g, name) is not None for g in graphs]
@@ -277,6 +315,9 @@ def collate(graphs: Sequence[AtomsGraph]) -> Batch:
     Returns:
         A :class:`Batch` with concatenated node tensors, stacked per-graph tensors,
         ``batch`` (N,) and ``ptr`` (B + 1,).
+
+    Raises ValueError for values no model can take (:func:`check_values`): non-finite positions, negative
+    atom types, a periodic cell of (near) zero volume.
     """
     if len(graphs) == 0:
         raise ValueError("collate needs at least one graph")
@@ -306,7 +347,9 @@ def collate(graphs: Sequence[AtomsGraph]) -> Batch:
         out["shift"] = torch.cat([g.shift for g in graphs])
     out["node_attrs"] = {k: torch.cat([g.node_attrs[k] for g in graphs]) for k in _same_keys(graphs, "node_attrs")}
     out["graph_attrs"] = {k: torch.stack([g.graph_attrs[k] for g in graphs]) for k in _same_keys(graphs, "graph_attrs")}
-    return Batch(**out)
+    batch = Batch(**out)
+    check_values(batch)
+    return batch
 
 
 class GraphDataset(Dataset):

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from escn._util import check_int as _check_int
-from escn.data.batch import Batch
+from escn.data.batch import Batch, check_values
 from escn.data.species import check_atomic_numbers
 from escn.models.backbone import ACTIVATIONS, RADIAL_BASES, ESCNBackbone, EdgeFrameBlock, node_irreps
 from escn.models.heads import EnergyHead, GraphHead
@@ -253,22 +253,24 @@ class ESCN(ConstantModule):
             self.graph_head = GraphHead(self.irreps, gout)
 
     # ------------------------------------------------------------------ input checks
-    def _check_batch(self, batch: Batch) -> None:
+    def check_batch(self, batch: Batch) -> None:
+        """Check the values of ``batch`` for this model, where the batch is made (the data pipeline and
+        :class:`escn.ase.Calculator` call it): :func:`escn.data.check_values` with the model's
+        ``num_atom_types``, so atom types outside ``0..num_atom_types - 1`` are a ValueError naming them (and,
+        for a force field with species, how to map atomic numbers). It reads tensor values (a host
+        synchronisation on an accelerator); ``forward`` checks only metadata (types, dtypes, devices, shapes)."""
+        self._check_batch(batch)
+        hint = ("" if self.atomic_numbers is None else
+                f" (type indices into atomic_numbers={list(self.atomic_numbers)}; map atomic numbers with "
+                "escn.data.species.SpeciesMap where the batch is made)")
+        check_values(batch, self.num_atom_types, hint)
+
+    def _check_batch(self, batch: Batch, compute_stress: bool = False) -> None:
+        """Metadata checks of ``forward`` (no tensor values are read, so no host synchronisation and no graph
+        break under ``torch.compile``)."""
         if not isinstance(batch, Batch):
             raise TypeError(f"ESCN expects an escn.data.Batch (see escn.data.collate), got {type(batch).__name__}")
-        pos = batch.pos
-        check_float_input("ESCN", "batch.pos", pos, module_tensor(self))
-        if not bool(torch.isfinite(pos).all()):
-            bad = int((~torch.isfinite(pos).all(dim=1)).nonzero()[0, 0])
-            raise ValueError(f"batch.pos has non-finite values (first at atom {bad})")
-        if batch.atom_types is not None:
-            t = batch.atom_types
-            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_atom_types):
-                bad = sorted({int(v) for v in t[(t < 0) | (t >= self.num_atom_types)].tolist()})
-                hint = ("" if self.atomic_numbers is None else
-                        f" (type indices into atomic_numbers={list(self.atomic_numbers)}; map atomic numbers with "
-                        "escn.data.species.SpeciesMap where the batch is made)")
-                raise ValueError(f"unknown atom types {bad[:10]}: this model knows types 0..{self.num_atom_types - 1}{hint}")
+        check_float_input("ESCN", "batch.pos", batch.pos, module_tensor(self))
         if self.node_input_irreps is not None:
             f = batch.node_features
             if f is None or f.shape != (batch.num_nodes, self.node_input_irreps.dim):
@@ -277,11 +279,11 @@ class ESCN(ConstantModule):
                     f"batch.node_features must have shape ({batch.num_nodes}, {self.node_input_irreps.dim}) for "
                     f"node_input_irreps={self.node_input_irreps}, got {got}"
                 )
-        if batch.cell is not None and bool(batch.pbc.any()):
-            vol = torch.linalg.det(batch.cell.to(torch.float64)).abs()
-            scale = batch.cell.to(torch.float64).norm(dim=-1).prod(dim=-1)
-            if bool((vol <= 1e-8 * scale).any()):
-                raise ValueError("batch.cell has a cell with (near) zero volume")
+        if batch.edge_src is None:
+            raise ValueError("ESCN: the batch has no edges; build the graph where the data is made, e.g. "
+                             "batch.with_radius_graph(model.cutoff)")
+        if compute_stress and batch.cell is None:
+            raise ValueError("compute_stress needs periodic cells (batch.cell with pbc on all axes); the batch has no cell")
 
     # ------------------------------------------------------------------ forward
     def _types(self, batch: Batch, n: int, device: torch.device) -> Tensor:
@@ -348,23 +350,22 @@ class ESCN(ConstantModule):
         return self
 
     def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, Tensor]:
-        self._check_batch(batch)
-        if batch.edge_src is None:
-            raise ValueError("ESCN: the batch has no edges; build the graph where the data is made, e.g. "
-                             "batch.with_radius_graph(model.cutoff)")
         want_energy = "energy" in self.outputs
         compute_forces = bool(compute_forces) and want_energy
         compute_stress = bool(compute_stress) and want_energy
-        if compute_stress and (batch.cell is None or not bool(batch.pbc.all())):
-            raise ValueError("compute_stress needs periodic cells (batch.cell with pbc on all axes)")
+        self._check_batch(batch, compute_stress)
         out: dict[str, Tensor] = {}
         with torch.enable_grad() if (compute_forces or compute_stress) else contextlib.nullcontext():
             pos, cell = batch.pos, batch.cell
+            # differentiation variables made here (requires_grad_ on fresh tensors: torch.compile traces that,
+            # not a factory call with requires_grad=True); outputs that depend on them are detached below unless
+            # the derivatives are part of a training graph
+            made_here = compute_stress or (compute_forces and not pos.requires_grad)
             if compute_forces and not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
             strain = None
             if compute_stress:
-                strain = torch.zeros(batch.num_graphs, 3, 3, dtype=pos.dtype, device=pos.device, requires_grad=True)
+                strain = torch.zeros(batch.num_graphs, 3, 3, dtype=pos.dtype, device=pos.device).requires_grad_(True)
                 sym = 0.5 * (strain + strain.transpose(1, 2))
                 pos = pos + torch.einsum("ni,nij->nj", pos, sym.index_select(0, batch.batch))
                 cell = cell + torch.bmm(cell, sym)
@@ -387,6 +388,8 @@ class ESCN(ConstantModule):
             if self.graph_head is not None:
                 out["graph_outputs"] = self.graph_head(batch, x)
             self.extra_outputs(batch, x, out)
+        if made_here and not self.training:
+            out = {k: v.detach() for k, v in out.items()}
         return out
 
     def extra_repr(self) -> str:

@@ -33,7 +33,7 @@ from torch import nn
 
 from escn import native as native_kernels
 from escn.native._runtime import ReplacedAttribute, check_executor, use_kernels
-from escn.nn.checks import check_conv_inputs, module_tensor
+from escn.nn.checks import check_conv_inputs, module_tensor, tracing
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import PAD, EdgeRotation, component_order
 from escn.nn.tfn_conv import TFNConv, tfn_paths
@@ -672,7 +672,8 @@ class SO2Conv(ConstantModule):
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
-        check_edge_vectors(edge_vec)
+        if not tracing():  # reads values: eager mode only
+            check_edge_vectors(edge_vec)
         frame, rotated = self._frame_and_rotated(x, edge_src, edge_vec)
         out = self.rot_out.aggregate_from_frame(self.frame_map(rotated, weight), edge_dst, frame, x.shape[0])
         out = take_columns(out, self._perm_out_inv)

@@ -103,8 +103,9 @@ def _check_vectors(x: torch.Tensor, name: str = "x") -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.ndim < 1 or x.shape[-1] != 3:
         raise ValueError(f"{name} must have shape (..., 3), got {tuple(x.shape)}")
-    # one reduction in the common case: NaN/inf propagate into the sum; confirm exactly before raising
-    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+    # one reduction in the common case: NaN/inf propagate into the sum; confirm exactly before raising. Values are
+    # read in eager mode only: a graph traced by torch.compile / torch.export has no host synchronisation
+    if not torch.compiler.is_compiling() and not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite entries")
 
 
