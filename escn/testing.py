@@ -23,7 +23,7 @@ from escn.o3.rotation import rand_matrix
 Tensor = torch.Tensor
 Declared = Union[Irreps, Irrep, str, None]
 
-__all__ = ["CARTESIAN_POINTS", "assert_equivariant", "equivariance_error", "transform"]
+__all__ = ["CARTESIAN_POINTS", "assert_compiles", "assert_equivariant", "equivariance_error", "transform"]
 
 CARTESIAN_POINTS = "cartesian_points"
 
