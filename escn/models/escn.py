@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from escn._util import check_int as _check_int
+from escn._util import has_values
 from escn.data.batch import Batch
 from escn.data.species import check_atomic_numbers
 from escn.models.backbone import ACTIVATIONS, RADIAL_BASES, ESCNBackbone, EdgeFrameBlock, node_irreps
@@ -258,12 +259,13 @@ class ESCN(ConstantModule):
             raise TypeError(f"ESCN expects an escn.data.Batch (see escn.data.collate), got {type(batch).__name__}")
         pos = batch.pos
         check_float_input("ESCN", "batch.pos", pos, module_tensor(self))
-        if not bool(torch.isfinite(pos).all()):
+        values = has_values(pos)  # False for meta / fake tensors (shape propagation): only shapes are checked
+        if values and not bool(torch.isfinite(pos).all()):
             bad = int((~torch.isfinite(pos).all(dim=1)).nonzero()[0, 0])
             raise ValueError(f"batch.pos has non-finite values (first at atom {bad})")
         if batch.atom_types is not None:
             t = batch.atom_types
-            if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_atom_types):
+            if values and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_atom_types):
                 bad = sorted({int(v) for v in t[(t < 0) | (t >= self.num_atom_types)].tolist()})
                 hint = ("" if self.atomic_numbers is None else
                         f" (type indices into atomic_numbers={list(self.atomic_numbers)}; map atomic numbers with "
@@ -277,7 +279,7 @@ class ESCN(ConstantModule):
                     f"batch.node_features must have shape ({batch.num_nodes}, {self.node_input_irreps.dim}) for "
                     f"node_input_irreps={self.node_input_irreps}, got {got}"
                 )
-        if batch.cell is not None and bool(batch.pbc.any()):
+        if values and batch.cell is not None and bool(batch.pbc.any()):
             vol = torch.linalg.det(batch.cell.to(torch.float64)).abs()
             scale = batch.cell.to(torch.float64).norm(dim=-1).prod(dim=-1)
             if bool((vol <= 1e-8 * scale).any()):

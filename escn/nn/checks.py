@@ -1,10 +1,12 @@
 """Input validation shared by the layers and models: supported dtypes, dtype and device agreement with the
 module, convolution arguments. Only tensor metadata is read, except for the index-range check of
-:func:`check_conv_inputs`."""
+:func:`check_conv_inputs`, which runs only on tensors that hold values (:func:`has_values`)."""
 
 from __future__ import annotations
 
 import torch
+
+from escn._util import has_values
 
 Tensor = torch.Tensor
 
@@ -76,7 +78,7 @@ def check_conv_inputs(
     E = edge_src.shape[0]
     if edge_dst.shape[0] != E:
         raise ValueError(f"{layer}: edge_src has {E} edges but edge_dst has {edge_dst.shape[0]}")
-    if E:
+    if E and has_values(edge_src, edge_dst):
         if int(edge_src.min()) < 0 or int(edge_src.max()) >= x.shape[0]:
             raise ValueError(f"{layer}: edge_src holds indices outside 0..{x.shape[0] - 1} (x has {x.shape[0]} nodes)")
         if int(edge_dst.min()) < 0 or int(edge_dst.max()) >= num_nodes_out:

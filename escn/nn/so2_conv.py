@@ -83,6 +83,19 @@ def _y_source(eps: int, minus: bool) -> tuple[bool, float]:
     return (False, -1.0) if minus else (True, 1.0)
 
 
+class _RotatedPositions:
+    """``pos(entry, u, m)``: the column of channel ``u`` of irreps entry ``entry``, order ``m``, in the rotated
+    flat layout. A class rather than a closure so that modules holding it pickle and deep-copy."""
+
+    def __init__(self, chan_index: dict[tuple[int, int], tuple[int, int]], mmax: int) -> None:
+        self.chan_index = chan_index  # (entry, u) -> (l, first column of the channel's block)
+        self.mmax = mmax
+
+    def __call__(self, i: int, u: int, m: int) -> int:
+        l, base = self.chan_index[(i, u)]
+        return base + min(l, self.mmax) + m
+
+
 class _Layout:
     """Index maps between irreps layout, rotated (edge-frame) layout and the per-m SO(2) stages."""
 
@@ -184,13 +197,7 @@ class _Layout:
                 chan_index[key] = (l, offset + c * r)
             offset += len(g["channels"]) * r
         groups = dict(sorted(groups.items()))
-
-        def pos(i: int, u: int, m: int) -> int:
-            l, base = chan_index[(i, u)]
-            k = min(l, mmax)
-            return base + k + m
-
-        return groups, pos
+        return groups, _RotatedPositions(chan_index, mmax)
 
 
 def take_columns(x: Tensor, index: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Sequence, Union
 
 import torch
 
+from escn._util import has_values, outside_fake_mode
 from escn.o3._irreps_parse import parse_irreps
 
 if TYPE_CHECKING:
@@ -104,13 +105,14 @@ def _check_vectors(x: torch.Tensor, name: str = "x") -> None:
     if x.ndim < 1 or x.shape[-1] != 3:
         raise ValueError(f"{name} must have shape (..., 3), got {tuple(x.shape)}")
     # one reduction in the common case: NaN/inf propagate into the sum; confirm exactly before raising
-    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+    if has_values(x) and not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite entries")
 
 
 _TABLES: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
 
+@outside_fake_mode
 def _tables(lmax: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Full-width recursion rows, each (lmax+1, lmax+1) indexed [l, m]: ``a`` and ``-b`` (zero where the
     term is absent) and the constant ``A^l_l`` placed at [l, l]."""
@@ -223,6 +225,7 @@ def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in col) for col in torch.log2(probes).round().T.tolist()]
 
 
+@outside_fake_mode
 def _small_coefficients(ls: tuple[int, ...], normalization: str, dtype: torch.dtype, device: torch.device):
     """``(constant (C,), coefficients (K, C), derivative map (C, 3 K'), rows (C,), values (C,))``:
     ``Y = constant + monomials(x) @ coefficients``; the vector-Jacobian product of ``g`` (N, C) is
@@ -325,6 +328,7 @@ def _spherical_harmonics_small(ls: tuple[int, ...], x: torch.Tensor, normalize: 
 _INDEX_TENSORS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
 
+@outside_fake_mode
 def _output_index_tensors(ls: tuple[int, ...], lmax: int, normalization: str, dtype: torch.dtype, device: torch.device):
     """:func:`_output_index` as cached tensors (the scale is None for component normalisation)."""
     key = (ls, lmax, normalization, dtype, device)
