@@ -4,6 +4,7 @@
 ``escn demo``   — (alias ``escn check``) equivariance errors of SO2Conv at high l, with real numbers.
 ``escn train``  — train a model from a TOML/YAML config (exact resume, DDP under torchrun).
 ``escn evaluate`` — metrics (MAE/RMSE/MSE per key) of a training checkpoint on a data set.
+``escn upgrade-checkpoint`` — rewrite a trusted checkpoint of an earlier version in the current (weights-only) format.
 
 Bad arguments are reported by argparse (exit status 2) with the option, the value and what is expected.
 """
@@ -163,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     e.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
     e.set_defaults(func=_cmd_evaluate, subparser=e)
+
+    u = sub.add_parser("upgrade-checkpoint", help="convert a trusted checkpoint of an earlier escn to the current format",
+                       description="Read CHECKPOINT with a full unpickling (which can run code from the file: only for "
+                                   "files from a trusted source) and write it in the current format, which "
+                                   "torch.load(..., weights_only=True) reads: tensors and plain values only.")
+    u.add_argument("checkpoint", help="checkpoint.pt / best.pt written by an earlier escn train")
+    u.add_argument("--output", default=None, help="where to write the converted file (default: over CHECKPOINT)")
+    u.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
+    u.set_defaults(func=_cmd_upgrade_checkpoint, subparser=u)
     return parser
 
 
@@ -228,6 +238,19 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         weights = "raw" if args.raw else "EMA (when kept)"
         where = args.data if args.data is not None else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else "")
         print(format_evaluation(metrics, f"{args.checkpoint} on {where}: {n} structures, {weights} weights"))
+    return 0
+
+
+def _cmd_upgrade_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from escn.checkpoint import VERSION, upgrade_checkpoint
+
+    try:
+        out = upgrade_checkpoint(args.checkpoint, args.output)
+    except _USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _fail(parser, exc)
+    print(f"wrote {out} (checkpoint version {VERSION}, readable with torch.load(..., weights_only=True))")
     return 0
 
 
