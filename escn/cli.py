@@ -256,6 +256,9 @@ def _cmd_upgrade_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentP
 
 # --------------------------------------------------------------------------- bench
 def _cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from escn.bench.allocator import enable_transparent_huge_pages
+
+    enable_transparent_huge_pages()  # before the first tensor: large temporaries on huge pages (docs/performance.md)
     from escn.bench import report
     from escn.bench.scaling import SweepConfig, default_methods, method_available, run_sweep
 
