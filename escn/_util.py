@@ -1,16 +1,57 @@
-"""Small helpers shared across the package: integer argument checks, atomic file writes, ``"module:attr"``
-imports and terminal detection."""
+"""Small helpers shared across the package: integer argument checks, whether tensors hold values, atomic file
+writes, ``"module:attr"`` imports and terminal detection."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import tempfile
 from numbers import Integral
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, TypeVar, Union
 
-__all__ = ["atomic_write", "check_int", "import_object", "is_terminal"]
+
+import torch
+from torch._subclasses.fake_tensor import is_fake, unset_fake_temporarily
+
+__all__ = ["atomic_write", "check_int", "has_values", "import_object", "is_terminal", "outside_fake_mode"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _fake_mode_active() -> bool:
+    return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None
+
+
+def has_values(*tensors: torch.Tensor) -> bool:
+    """True when the caller runs eagerly on tensors that hold values: not while ``torch.compile``, ``torch.export``
+    or ``make_fx`` traces it, no fake-tensor mode is active, and no tensor is on the ``meta`` device or a
+    FakeTensor. The checks that read tensor values (index ranges, finiteness) run only then: a traced graph holds
+    no host synchronisation or data-dependent guard, and shapes propagate through layers and models on meta and
+    fake inputs. In eager mode on real tensors every check runs."""
+    if torch.compiler.is_compiling() or _fake_mode_active():
+        return False
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode  # not at import: keeps importing escn light
+
+    if get_proxy_mode() is not None:
+        return False
+    return not any(t.is_meta or is_fake(t) for t in tensors)
+
+
+def outside_fake_mode(fn: _F) -> _F:
+    """Decorator for functions that build and cache constant tables: they run with an active fake-tensor mode
+    suspended, so the cache holds real tensors (a table first built while tracing with FakeTensors would
+    otherwise be a FakeTensor, unusable by every later real call). Under ``torch.compile`` it calls ``fn`` as is."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_compiling() or not _fake_mode_active():
+            return fn(*args, **kwargs)
+        with unset_fake_temporarily():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def is_terminal(stream: Any) -> bool:

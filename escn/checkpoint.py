@@ -10,8 +10,15 @@ A checkpoint is a dict saved with ``torch.save``::
     ema_state         EMA weights (``state_dict`` layout) or None
     optimizer_state, schedule_state
     progress          {"step", "epoch", "position", "log_bytes", "best": {...}, "history": [...], "epoch_stats"}
-    rng               per-rank {"torch", "numpy", "python"} states and the sampler's (seed, epoch)
+    rng               per-rank {"torch", "numpy", "python"} states (tensors and plain numbers, see :func:`rng_state`)
     config            the full training config (canonical dict)
+
+Everything in it is a tensor or a plain value (dict, list, tuple, str, int, float, bool, None), and the configs
+are JSON-compatible, so :func:`load_checkpoint` reads it with ``torch.load(..., weights_only=True)``, which
+never runs code from the file. Checkpoint version 1 (escn before this format) stored the numpy and python RNG
+states as pickled numpy objects, which a weights-only load refuses: reading such a file raises a
+:class:`CheckpointError` saying so. If the file is trusted, convert it once with ``escn upgrade-checkpoint FILE``
+(:func:`upgrade_checkpoint`) or read it with ``load_checkpoint(path, trusted=True)``.
 
 Files are written to a temporary file in the destination directory (``.checkpoint.pt.<random>.tmp``),
 flushed to disk and moved into place with ``os.replace``, so a crash (even SIGKILL) leaves either the old
@@ -26,9 +33,12 @@ fit a model) raise :class:`CheckpointError` with a one-line message saying what 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -36,10 +46,11 @@ import torch
 from escn._util import atomic_write
 
 __all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "load_checkpoint", "remove_partial_files",
-           "require_entries", "state_mismatch", "rng_state", "set_rng_state"]
+           "require_entries", "state_mismatch", "rng_state", "set_rng_state", "upgrade_checkpoint"]
 
 FORMAT = "escn-train-checkpoint"
-VERSION = 1
+#: 2: RNG states as tensors and plain numbers (readable with weights_only=True); 1: numpy / python RNG states pickled
+VERSION = 2
 # entries every checkpoint has (what ``escn.models.load`` needs); resuming needs more (see the engine)
 MODEL_ENTRIES = ("model_name", "model_config", "model_state")
 
@@ -59,23 +70,46 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
-def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Dict[str, Any]:
+def _unsafe_objects_error(path: Path, exc: BaseException) -> "CheckpointError":
+    """The one-line error for a complete file that a weights-only load refuses (pickled Python objects)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    what = f" ({found.group(1)})" if found else ""
+    return CheckpointError(
+        f"checkpoint {str(path)!r} holds pickled Python objects{what} that a safe load (torch.load with "
+        "weights_only=True) refuses: it was written by an escn older than checkpoint version 2, or not by escn. "
+        f"If you trust the file, convert it once with `escn upgrade-checkpoint {path}` (or read it with "
+        "escn.checkpoint.load_checkpoint(path, trusted=True))")
+
+
+def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu", *, trusted: bool = False) -> Dict[str, Any]:
     """Read a training checkpoint.
+
+    Args:
+        path: the checkpoint file.
+        map_location: as for ``torch.load``.
+        trusted: False (default): read with ``torch.load(..., weights_only=True)``, which only rebuilds tensors
+            and plain values and never runs code from the file; a file holding other pickled objects (a
+            version-1 checkpoint) is refused with a :class:`CheckpointError` saying how to convert it. True: a
+            full unpickling (``weights_only=False``), which can run arbitrary code from the file -- only for files
+            from a trusted source, e.g. to read or convert (:func:`upgrade_checkpoint`) a version-1 checkpoint.
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError (a ValueError): the file is truncated or corrupt, is not an escn training
-            checkpoint, was written by a newer version, or lacks the model entries.
+        CheckpointError (a ValueError): the file is truncated or corrupt, holds pickled objects (and ``trusted``
+            is False), is not an escn training checkpoint, was written by a newer version, or lacks the model
+            entries.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=not trusted)
+    except pickle.UnpicklingError as exc:
+        if not trusted and "weights only" in str(exc).lower() and zipfile.is_zipfile(path):
+            raise _unsafe_objects_error(path, exc) from None
+        raise _corrupt(path, exc) from exc
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is unusable
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} ({path.stat().st_size} bytes) is truncated or corrupt: torch.load failed "
-            f"({_first_line(exc)}); expected a complete file written by escn train") from exc
+        raise _corrupt(path, exc) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = f"a dict with format {ckpt.get('format')!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
         raise CheckpointError(f"{str(path)!r} is not an escn training checkpoint: expected a dict with format "
@@ -86,6 +120,55 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
                               "(a newer escn wrote it, or the file is damaged)")
     require_entries(ckpt, MODEL_ENTRIES, path)
     return ckpt
+
+
+def _corrupt(path: Path, exc: BaseException) -> "CheckpointError":
+    return CheckpointError(
+        f"checkpoint {str(path)!r} ({path.stat().st_size} bytes) is truncated or corrupt: torch.load failed "
+        f"({_first_line(exc)}); expected a complete file written by escn train")
+
+
+def upgrade_checkpoint(path: Union[str, os.PathLike], output: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """Rewrite a trusted checkpoint of an earlier version in the current format (readable with
+    ``weights_only=True``): its RNG states become tensors and plain numbers, its version :data:`VERSION`.
+
+    The file is read with a full unpickling (``load_checkpoint(path, trusted=True)``), which can run code from
+    it: only convert files from a trusted source. Written atomically to ``output`` (default: over ``path``).
+    Returns the path written. Raises :class:`CheckpointError` when the result would still hold objects other
+    than tensors and plain values (then it is not written).
+    """
+    ckpt = load_checkpoint(path, trusted=True)
+    if isinstance(ckpt.get("rng"), list):
+        ckpt["rng"] = [_plain_rng(r) for r in ckpt["rng"]]
+    ckpt["version"] = VERSION
+    bad = _unsafe_entry(ckpt, "checkpoint")
+    if bad:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be converted: {bad} is not a tensor or plain value")
+    out = Path(output) if output is not None else Path(path)
+    atomic_save(ckpt, out)
+    return out
+
+
+def _unsafe_entry(obj: Any, where: str) -> Optional[str]:
+    """The first entry of ``obj`` (``where``-rooted path and type) that is not a tensor, torch.Size or plain
+    value, or None."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                return f"{where} key {k!r} ({type(k).__name__})"
+            bad = _unsafe_entry(v, f"{where}.{k}")
+            if bad:
+                return bad
+        return None
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple, torch.Size):
+        for i, v in enumerate(obj):
+            bad = _unsafe_entry(v, f"{where}[{i}]")
+            if bad:
+                return bad
+        return None
+    if obj is None or type(obj) in (str, int, float, bool) or type(obj) is torch.Tensor:
+        return None
+    return f"{where} ({type(obj).__module__}.{type(obj).__qualname__})"
 
 
 def require_entries(ckpt: Mapping[str, Any], names: Sequence[str], path: Union[str, os.PathLike]) -> None:
@@ -143,18 +226,57 @@ def remove_partial_files(directory: Union[str, os.PathLike], names: Sequence[str
 
 
 def rng_state() -> Dict[str, Any]:
-    """The torch (CPU and CUDA), numpy and python global generator states."""
-    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                             "python": random.getstate()}
+    """The torch (CPU and CUDA), numpy and python global generator states, as tensors and plain numbers::
+
+        {"torch": uint8 tensor, "cuda": [uint8 tensor per device] (with CUDA),
+         "numpy": {"bit_generator": str, "key": int64 tensor (624,), "pos": int, "has_gauss": int,
+                   "cached_gaussian": float},
+         "python": {"version": int, "state": int64 tensor (625,), "gauss_next": float | None}}
+    """
+    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _plain_numpy(np.random.get_state()),
+                             "python": _plain_python(random.getstate())}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
+    """Restore what :func:`rng_state` returned (also the pickled tuples of version-1 checkpoints)."""
     torch.set_rng_state(state["torch"].cpu())
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    np.random.set_state(_numpy_tuple(state["numpy"]))
+    random.setstate(_python_tuple(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain_numpy(st: Any) -> Any:
+    if isinstance(st, dict):
+        return st
+    name, key, pos, has_gauss, cached = st
+    return {"bit_generator": str(name), "key": torch.from_numpy(np.asarray(key, dtype=np.int64).copy()),
+            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_tuple(st: Any) -> Any:
+    if not isinstance(st, dict):
+        return st
+    return (st["bit_generator"], st["key"].cpu().numpy().astype(np.uint32), st["pos"], st["has_gauss"],
+            st["cached_gaussian"])
+
+
+def _plain_python(st: Any) -> Any:
+    if isinstance(st, dict):
+        return st
+    version, internal, gauss_next = st
+    return {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}
+
+
+def _python_tuple(st: Any) -> Any:
+    if not isinstance(st, dict):
+        return st
+    return (st["version"], tuple(int(v) for v in st["state"].tolist()), st["gauss_next"])
+
+
+def _plain_rng(state: Dict[str, Any]) -> Dict[str, Any]:
+    """A per-rank RNG state of a version-1 checkpoint in the current form."""
+    return {**state, "numpy": _plain_numpy(state["numpy"]), "python": _plain_python(state["python"])}

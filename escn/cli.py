@@ -4,6 +4,7 @@
 ``escn demo``   — (alias ``escn check``) equivariance errors of SO2Conv at high l, with real numbers.
 ``escn train``  — train a model from a TOML/YAML config (exact resume, DDP under torchrun).
 ``escn evaluate`` — metrics (MAE/RMSE/MSE per key) of a training checkpoint on a data set.
+``escn upgrade-checkpoint`` — rewrite a trusted checkpoint of an earlier version in the current (weights-only) format.
 
 Bad arguments are reported by argparse (exit status 2) with the option, the value and what is expected.
 """
@@ -177,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stress", action="store_true", help="energy and forces only")
     p.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
     p.set_defaults(func=_cmd_deploy, subparser=p)
+
+    u = sub.add_parser("upgrade-checkpoint", help="convert a trusted checkpoint of an earlier escn to the current format",
+                       description="Read CHECKPOINT with a full unpickling (which can run code from the file: only for "
+                                   "files from a trusted source) and write it in the current format, which "
+                                   "torch.load(..., weights_only=True) reads: tensors and plain values only.")
+    u.add_argument("checkpoint", help="checkpoint.pt / best.pt written by an earlier escn train")
+    u.add_argument("--output", default=None, help="where to write the converted file (default: over CHECKPOINT)")
+    u.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
+    u.set_defaults(func=_cmd_upgrade_checkpoint, subparser=u)
     return parser
 
 
@@ -266,8 +276,25 @@ def _cmd_deploy(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
     return 0
 
 
+# --------------------------------------------------------------------------- upgrade-checkpoint
+def _cmd_upgrade_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from escn.checkpoint import VERSION, upgrade_checkpoint
+
+    try:
+        out = upgrade_checkpoint(args.checkpoint, args.output)
+    except _USER_ERRORS as exc:
+        if args.debug:
+            raise
+        _fail(parser, exc)
+    print(f"wrote {out} (checkpoint version {VERSION}, readable with torch.load(..., weights_only=True))")
+    return 0
+
+
 # --------------------------------------------------------------------------- bench
 def _cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from escn.bench.allocator import enable_transparent_huge_pages
+
+    enable_transparent_huge_pages()  # before the first tensor: large temporaries on huge pages (docs/performance.md)
     from escn.bench import report
     from escn.bench.scaling import SweepConfig, default_methods, method_available, run_sweep
 

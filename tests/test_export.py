@@ -3,6 +3,9 @@ edges, escn.data.Batch as a pytree, and the AOTInductor package of `escn deploy`
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 import torch.utils._pytree as pytree
@@ -109,7 +112,7 @@ def _deploy_and_compare(tmp_path, dtype: torch.dtype, tol: float, cli: bool) -> 
     from escn.ase import Calculator
     from escn.checkpoint import FORMAT, VERSION, atomic_save
     from escn.cli import main
-    from escn.models.export import deploy, example_batch
+    from escn.models.export import deploy, example_batch, load_deployed
 
     executor = "native" if native.available() else "torch"
     model = _model(executor)
@@ -139,6 +142,16 @@ def _deploy_and_compare(tmp_path, dtype: torch.dtype, tol: float, cli: bool) -> 
         assert abs(e - b.get_potential_energy()) <= tol * max(1.0, abs(e))
         assert abs(f - b.get_forces()).max() <= tol
         assert abs(s - b.get_stress()).max() <= tol
+    # the package pickles and deep-copies by path: the copy loads the same package and gives the same numbers
+    deployed = load_deployed(path)
+    batch = collate([AtomsGraph(pos=torch.as_tensor(atoms.positions, dtype=dtype),
+                                atom_types=torch.as_tensor([ref_model.atomic_numbers.index(z) for z in atoms.numbers]),
+                                cell=torch.as_tensor(atoms.cell.array, dtype=dtype))]).with_radius_graph(deployed.cutoff)
+    want = deployed(batch, compute_forces=True)
+    for copy_ in (pickle.loads(pickle.dumps(deployed)), copy.deepcopy(deployed)):
+        got = copy_(batch, compute_forces=True)
+        assert copy_.path == deployed.path and torch.equal(got["energy"], want["energy"])
+        assert torch.equal(got["forces"], want["forces"])
 
 
 def test_escn_deploy_package_runs_in_the_ase_calculator_float64(tmp_path):

@@ -91,11 +91,11 @@ def test_parse_matches_e3nn(o3, s: str) -> None:
     assert str(ours * 3) == str(ref * 3)
     assert str(2 * ours) == str(2 * ref)
     assert str(ours * 0) == ""
-    # equality: with itself, its own string, the e3nn object, and round trips
+    # equality: with itself, its parsed string, the e3nn object, and round trips; never with a string
     assert ours == Irreps(str(ours))
-    assert ours == str(ref)
+    assert ours == Irreps(str(ref))
     assert ours == ref
-    assert not (ours != str(ref))
+    assert ours != str(ref)
     assert Irreps(ref) == ours
     assert o3.Irreps(ours) == ref
     assert hash(ours) == hash(Irreps(str(ours)))
@@ -113,7 +113,7 @@ def test_concrete_values() -> None:
     assert x[1].mul == 8 and x[1].ir == Irrep("1o") and x[1].dim == 24
     assert str(x[1]) == "8x1o"
     assert x[1:] == Irreps("8x1o+4x2e") and isinstance(x[1:], Irreps)
-    assert x[::-1] == "4x2e+8x1o+16x0e"
+    assert x[::-1] == Irreps("4x2e+8x1o+16x0e")
     assert len(x) == 3
     assert [(m, str(ir)) for m, ir in x] == [(16, "0e"), (8, "1o"), (4, "2e")]
 
@@ -157,14 +157,14 @@ def test_constructor_forms() -> None:
     assert Irreps([(2, "1o"), (1, "0e")]) == ref
     assert Irreps([(2, Irrep("1o")), (1, Irrep(0, 1))]) == ref
     assert Irreps([[2, [1, -1]], [1, "0e"]]) == ref
-    assert Irreps(["1o", "1o", "0e"]) == "1o + 1o + 0e"
-    assert Irreps([Irrep("1o"), Irrep("0e")]) == "1x1o+1x0e"
+    assert Irreps(["1o", "1o", "0e"]) == Irreps("1o + 1o + 0e")
+    assert Irreps([Irrep("1o"), Irrep("0e")]) == Irreps("1x1o+1x0e")
     assert Irreps(["2x1o", Irreps("0e")]) == ref  # strings/Irreps items are concatenated
     assert Irreps(ref) == ref and Irreps(ref) is not None
-    assert Irreps(Irrep("3o")) == "1x3o"
+    assert Irreps(Irrep("3o")) == Irreps("1x3o")
     assert Irreps() == Irreps("") == Irreps(None) == Irreps([])
     assert str(Irreps()) == ""
-    assert Irreps(iter([(1, "0e")])) == "0e"
+    assert Irreps(iter([(1, "0e")])) == Irreps("0e")
     assert Irreps(list(ref)) == ref  # from its own _MulIr items
 
 
@@ -198,7 +198,7 @@ def test_irrep_basics(o3) -> None:
         assert str(ours) == repr(ours) == repr(ref)
         assert ours.is_scalar() == ref.is_scalar()
         assert Irrep(str(ours)) == ours == Irrep((ours.l, ours.p)) == Irrep(ours) == Irrep(ref)
-        assert ours == ref and ours == str(ref)
+        assert ours == ref and ours == Irrep(str(ref)) and ours != str(ref)
         assert hash(ours) == hash(Irrep(str(ours)))
     assert Irrep("1y") == Irrep(1, -1) and Irrep("2y") == Irrep(2, 1)
     assert Irrep(" 3e ") == Irrep(3, 1)
@@ -241,9 +241,9 @@ def test_irrep_product_matches_e3nn(o3, a: str, b: str) -> None:
 def test_irrep_arithmetic() -> None:
     assert 3 * Irrep("1e") == Irreps("3x1e")
     assert isinstance(3 * Irrep("1e"), Irreps)
-    assert Irrep("1o") + Irrep("2o") == "1x1o+1x2o"
-    assert Irrep("1o") + "2x0e" == "1x1o+2x0e"
-    assert "0e" + Irrep("1o") == "1x0e+1x1o"
+    assert Irrep("1o") + Irrep("2o") == Irreps("1x1o+1x2o")
+    assert Irrep("1o") + "2x0e" == Irreps("1x1o+2x0e")
+    assert "0e" + Irrep("1o") == Irreps("1x0e+1x1o")
 
 
 def test_pickle_and_copy() -> None:
@@ -492,3 +492,22 @@ def test_D_from_matrix_bad_shape() -> None:
         Irreps("1o").D_from_matrix(torch.zeros(2, 3))
     with pytest.raises(TypeError, match="R must be a torch.Tensor"):
         Irreps("1o").D_from_matrix([[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+
+
+def test_equal_irreps_hash_equal_and_strings_are_never_equal():
+    """The hash/equality contract: equality is the tuple's, so equal objects hash equal (dict keys, sets), and
+    no string equals an Irrep or Irreps (several strings name the same one, so no hash could match them all)."""
+    spellings = [Irreps("0e"), Irreps("1x0e"), Irreps([(1, "0e")]), Irreps(Irrep("0e")), Irreps([Irrep(0, 1)])]
+    assert all(a == b and hash(a) == hash(b) for a in spellings for b in spellings)
+    assert len(set(spellings)) == 1 and {Irreps("1x0e"): 5}[Irreps("0e")] == 5
+    assert Irrep("1y") == Irrep("1o") == Irrep(1, -1) == (1, -1)
+    assert hash(Irrep("1y")) == hash(Irrep("1o")) == hash((1, -1)) and len({Irrep("1y"), Irrep("1o"), Irrep(1, -1)}) == 1
+    assert Irreps("2x1o+1x0e") == ((2, (1, -1)), (1, (0, 1))) and hash(Irreps("2x1o+1x0e")) == hash(((2, (1, -1)), (1, (0, 1))))
+    # strings: never equal, in either order, so a string key never collides with an Irreps key
+    for obj, text in ((Irreps("1x0e"), "1x0e"), (Irreps("0e"), "0e"), (Irrep("1o"), "1o"), (Irrep("1o"), "1y")):
+        assert obj != text and text != obj and not (obj == text)
+    table = {"1x0e": "string", Irreps("1x0e"): "irreps"}
+    assert len(table) == 2 and table[Irreps("0e")] == "irreps" and table["1x0e"] == "string"
+    assert Irreps("1x0e") not in {"1x0e", "0e"} and Irreps("0e") in {Irreps("1x0e")}
+    # the order and split of the terms count; simplify() gives one representative
+    assert Irreps("2x0e") != Irreps("0e + 0e") and Irreps("0e + 0e").simplify() == Irreps("2x0e")

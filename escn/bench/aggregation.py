@@ -63,4 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from escn.bench.allocator import enable_transparent_huge_pages
+
+    enable_transparent_huge_pages()  # before the first tensor (docs/performance.md)
     main()

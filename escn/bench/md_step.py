@@ -71,4 +71,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from escn.bench.allocator import enable_transparent_huge_pages
+
+    enable_transparent_huge_pages()  # before the first tensor (docs/performance.md)
     raise SystemExit(main())

@@ -90,4 +90,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from escn.bench.allocator import enable_transparent_huge_pages
+
+    enable_transparent_huge_pages()  # before the first tensor (docs/performance.md)
     main()

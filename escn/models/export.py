@@ -174,6 +174,12 @@ class DeployedModel(nn.Module):
         self.has_stress: bool = info["stress"]
         self.num_graphs: int = info["num_graphs"]
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """Pickle, ``torch.save`` and ``copy.deepcopy`` keep the package's path and load the package again: a
+        compiled package is a file, not Python state. Its dtype and device were fixed by :func:`deploy`, so
+        ``.to()`` moves nothing (give ``escn deploy --dtype`` instead) and it has no meta or fake form."""
+        return (type(self), (self.path,))
+
     def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> dict[str, Tensor]:
         if compute_stress and not self.has_stress:
             raise ValueError(f"{self.path} was deployed without stress (deploy(..., compute_stress=False))")

@@ -19,7 +19,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def load(checkpoint_path: Union[str, os.PathLike], map_location: Any = "cpu", *, ema: bool = True,
-         checkpoint: Optional[Dict[str, Any]] = None) -> nn.Module:
+         checkpoint: Optional[Dict[str, Any]] = None, trusted: bool = False) -> nn.Module:
     """The model stored in a training checkpoint, in eval mode.
 
     The architecture is rebuilt from the checkpoint's model name (registry name or import path) and
@@ -34,15 +34,21 @@ def load(checkpoint_path: Union[str, os.PathLike], map_location: Any = "cpu", *,
         map_location: as for ``torch.load``; a device (string or ``torch.device``) also moves the model there.
         ema: load the EMA weights (default) when the run kept an EMA; False: the raw weights.
         checkpoint: an already loaded checkpoint dict (skips reading the file again).
+        trusted: read the file with a full unpickling instead of ``torch.load(..., weights_only=True)`` (see
+            :func:`escn.checkpoint.load_checkpoint`): only for trusted files of an earlier format, which are better
+            converted once with ``escn upgrade-checkpoint``.
 
     Raises:
         FileNotFoundError: missing file.
         ValueError (``escn.checkpoint.CheckpointError`` for the file's own problems): a truncated or
-            corrupt file, not a training checkpoint, an unknown model name, or weights that do not fit the
-            model its ``model_config`` builds (the message names the differing keys and shapes).
+            corrupt file, a file of an earlier format holding pickled objects (the message says how to convert
+            it), not a training checkpoint, an unknown model name, or weights that do not fit the model its
+            ``model_config`` builds (the message names the differing keys and shapes).
     """
 
-    ckpt = checkpoint if checkpoint is not None else load_checkpoint(checkpoint_path, map_location=map_location)
+    if checkpoint is None:
+        checkpoint = load_checkpoint(checkpoint_path, map_location=map_location, trusted=trusted)
+    ckpt = checkpoint
     require_entries(ckpt, MODEL_ENTRIES, checkpoint_path)
     dtype = ckpt.get("dtype", "float32")
     if dtype not in _DTYPES:

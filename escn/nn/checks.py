@@ -1,10 +1,12 @@
 """Input validation shared by the layers and models: supported dtypes, dtype and device agreement with the
 module, convolution arguments. Only tensor metadata is read, except for the index-range check of
-:func:`check_conv_inputs`."""
+:func:`check_conv_inputs`, which runs only on tensors that hold values (:func:`has_values`)."""
 
 from __future__ import annotations
 
 import torch
+
+from escn._util import has_values
 
 Tensor = torch.Tensor
 
@@ -48,17 +50,6 @@ def check_float_input(layer: str, name: str, t: object, like: Tensor | None) -> 
         )
 
 
-def tracing() -> bool:
-    """True while ``torch.compile``, ``torch.export`` or ``make_fx`` traces the caller: the layers then skip the
-    checks that read tensor values (their metadata checks still run), which a graph cannot contain without a
-    break or a data-dependent guard. In eager mode every check runs."""
-    if torch.compiler.is_compiling():
-        return True
-    from torch.fx.experimental.proxy_tensor import get_proxy_mode
-
-    return get_proxy_mode() is not None
-
-
 def check_conv_inputs(
     layer: str,
     x: Tensor,
@@ -72,8 +63,8 @@ def check_conv_inputs(
     like: Tensor | None = None,
 ) -> None:
     """Raise a clear ``TypeError``/``ValueError`` for malformed convolution inputs (``like``: a floating
-    tensor of the layer, whose dtype and device the inputs must have). The index ranges are read in eager mode
-    only (:func:`tracing`)."""
+    tensor of the layer, whose dtype and device the inputs must have). The index ranges are read only when the
+    tensors hold values (:func:`escn._util.has_values`: eager mode, real tensors)."""
     for name, t in (("x", x), ("edge_vec", edge_vec), ("weight", weight)):
         check_float_input(layer, name, t, like)
     if x.ndim != 2 or x.shape[1] != in_dim:
@@ -88,7 +79,7 @@ def check_conv_inputs(
     E = edge_src.shape[0]
     if edge_dst.shape[0] != E:
         raise ValueError(f"{layer}: edge_src has {E} edges but edge_dst has {edge_dst.shape[0]}")
-    if E and not tracing():  # index ranges: values (skipped while tracing)
+    if E and has_values(edge_src, edge_dst):  # index ranges: values (eager mode only)
         if int(edge_src.min()) < 0 or int(edge_src.max()) >= x.shape[0]:
             raise ValueError(f"{layer}: edge_src holds indices outside 0..{x.shape[0] - 1} (x has {x.shape[0]} nodes)")
         if int(edge_dst.min()) < 0 or int(edge_dst.max()) >= num_nodes_out:

@@ -33,7 +33,7 @@ from torch import nn
 
 from escn import native as native_kernels
 from escn.native._runtime import ReplacedAttribute, check_executor, use_kernels
-from escn.nn.checks import check_conv_inputs, module_tensor, tracing
+from escn.nn.checks import check_conv_inputs, module_tensor
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import PAD, EdgeRotation, component_order
 from escn.nn.tfn_conv import TFNConv, tfn_paths
@@ -81,6 +81,19 @@ def _y_source(eps: int, minus: bool) -> tuple[bool, float]:
     if eps == 1:
         return minus, 1.0
     return (False, -1.0) if minus else (True, 1.0)
+
+
+class _RotatedPositions:
+    """``pos(entry, u, m)``: the column of channel ``u`` of irreps entry ``entry``, order ``m``, in the rotated
+    flat layout. A class rather than a closure so that modules holding it pickle and deep-copy."""
+
+    def __init__(self, chan_index: dict[tuple[int, int], tuple[int, int]], mmax: int) -> None:
+        self.chan_index = chan_index  # (entry, u) -> (l, first column of the channel's block)
+        self.mmax = mmax
+
+    def __call__(self, i: int, u: int, m: int) -> int:
+        l, base = self.chan_index[(i, u)]
+        return base + min(l, self.mmax) + m
 
 
 class _Layout:
@@ -184,13 +197,7 @@ class _Layout:
                 chan_index[key] = (l, offset + c * r)
             offset += len(g["channels"]) * r
         groups = dict(sorted(groups.items()))
-
-        def pos(i: int, u: int, m: int) -> int:
-            l, base = chan_index[(i, u)]
-            k = min(l, mmax)
-            return base + k + m
-
-        return groups, pos
+        return groups, _RotatedPositions(chan_index, mmax)
 
 
 def take_columns(x: Tensor, index: Tensor) -> Tensor:
@@ -672,8 +679,7 @@ class SO2Conv(ConstantModule):
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
         check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
-        if not tracing():  # reads values: eager mode only
-            check_edge_vectors(edge_vec)
+        check_edge_vectors(edge_vec)  # reads values only in eager mode on real tensors
         frame, rotated = self._frame_and_rotated(x, edge_src, edge_vec)
         out = self.rot_out.aggregate_from_frame(self.frame_map(rotated, weight), edge_dst, frame, x.shape[0])
         out = take_columns(out, self._perm_out_inv)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from escn._util import has_values
 from escn.o3.wigner import J_matrix, cos_sin_multiples, rot_y_diagonals
 
 Tensor = torch.Tensor
@@ -105,11 +106,13 @@ def _standard_rows(cos_alpha: Tensor, sin_alpha: Tensor, cos_beta: Tensor, sin_b
 def check_edge_vectors(edge_vec: Tensor, name: str = "edge_vec") -> None:
     """Raise ``ValueError`` when ``edge_vec`` (E, 3) has NaN or infinite entries or zero-length rows (whose frame
     is undefined). Reads the values (a host synchronisation), so it belongs where edges are made or enter a
-    layer; :func:`edge_frame` itself does not look at them."""
+    layer; :func:`edge_frame` itself does not look at them. Meta and fake tensors (no values) pass."""
     if not isinstance(edge_vec, Tensor) or not edge_vec.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor of shape (E, 3), got {type(edge_vec).__name__}")
     if edge_vec.ndim != 2 or edge_vec.shape[1] != 3:
         raise ValueError(f"{name} must have shape (E, 3), got {tuple(edge_vec.shape)}")
+    if not has_values(edge_vec):  # meta / fake tensors: shapes only
+        return
     finite = torch.isfinite(edge_vec).all(dim=-1)
     if not bool(finite.all()):
         first = int((~finite).nonzero()[0, 0])

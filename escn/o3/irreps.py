@@ -69,6 +69,10 @@ class Irrep(tuple):
     or ``-1`` (``"o"``). Immutable and hashable; ordered as the tuple ``(l, p)``, so
     for equal ``l`` the odd irrep sorts first (``0o < 0e``), as in e3nn.
 
+    Equality and hash are those of the tuple ``(l, p)``: equal irreps hash equal, whichever way they were
+    written (``Irrep("1y") == Irrep("1o") == (1, -1)``). A string never compares equal to an ``Irrep``
+    (``Irrep("1o") != "1o"``): parse it first (``Irrep(text)``), or compare ``str(ir)``.
+
     Args:
         l (int, str, Irrep or tuple):
             The degree, or a whole irrep: ``"1o"``, ``"2e"``, ``"3y"`` (``y`` means
@@ -142,20 +146,9 @@ class Irrep(tuple):
 
     __str__ = __repr__
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            try:
-                other = Irrep(other)
-            except ValueError:
-                return False
-        return tuple.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    # Equality with strings is a convenience; hashing stays the tuple's.
-    __hash__ = tuple.__hash__
+    # Equality and hash are the tuple's: Irrep("1o") == Irrep(1, -1) == (1, -1), with equal hashes. A string is
+    # never equal to an Irrep (Irrep("1o") != "1o"; compare with Irrep("1o") or str(ir)): several strings name
+    # the same irrep ("1o", "1y"), so no hash could agree with all of them.
 
     @classmethod
     def iterator(cls, lmax: Optional[int] = None) -> Iterator["Irrep"]:
@@ -285,6 +278,12 @@ class Irreps(tuple):
     r"""Direct sum of irreducible representations of :math:`O(3)`, with multiplicities.
 
     A tuple of ``_MulIr(mul, ir)`` named tuples; iterate as ``for mul, ir in irreps``.
+
+    Equality and hash are those of the tuple of ``(mul, (l, p))`` terms, so equal Irreps hash equal however
+    they were written (``Irreps("0e") == Irreps("1x0e")``, one dict key), and the order and split of the terms
+    count (``Irreps("2x0e") != Irreps("0e + 0e")``; compare ``.simplify()`` for the same representation). A
+    string never compares equal to an ``Irreps`` (``Irreps("1x0e") != "1x0e"``): parse it first
+    (``Irreps(text)``).
 
     Args:
         irreps (str, Irreps, Irrep, iterable or None):
@@ -524,19 +523,10 @@ class Irreps(tuple):
     def __rmul__(self, other: int) -> "Irreps":  # type: ignore[override]
         return self.__mul__(other)
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            try:
-                other = Irreps(other)
-            except ValueError:
-                return False
-        return tuple.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    __hash__ = tuple.__hash__
+    # Equality and hash are the tuple's (of (mul, Irrep) terms): Irreps("0e") == Irreps("1x0e") ==
+    # Irreps([(1, "0e")]), with equal hashes, so equal Irreps are one key of a dict or set. A string is never
+    # equal to an Irreps (Irreps("1x0e") != "1x0e"; compare with Irreps(text)): "0e", "1x0e" and "1x0y" name the
+    # same irreps, so no hash could agree with all of them.
 
     def __repr__(self) -> str:
         return "+".join(repr(mul_ir) for mul_ir in self)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence, Union, cast
 
 import torch
 
+from escn._util import has_values, outside_fake_mode
 from escn.o3._irreps_parse import parse_irreps
 
 if TYPE_CHECKING:
@@ -104,14 +105,15 @@ def _check_vectors(x: torch.Tensor, name: str = "x") -> None:
     if x.ndim < 1 or x.shape[-1] != 3:
         raise ValueError(f"{name} must have shape (..., 3), got {tuple(x.shape)}")
     # one reduction in the common case: NaN/inf propagate into the sum; confirm exactly before raising. Values are
-    # read in eager mode only: a graph traced by torch.compile / torch.export has no host synchronisation
-    if not torch.compiler.is_compiling() and not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
+    # read in eager mode only (not while compiling, exporting or running on meta / fake tensors)
+    if has_values(x) and not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite entries")
 
 
 _TABLES: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
 
+@outside_fake_mode
 def _tables(lmax: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Full-width recursion rows, each (lmax+1, lmax+1) indexed [l, m]: ``a`` and ``-b`` (zero where the
     term is absent) and the constant ``A^l_l`` placed at [l, l]."""
@@ -224,6 +226,7 @@ def _monomial_exponents(lmax: int) -> list[tuple[int, int, int]]:
     return [(int(a), int(b), int(c)) for a, b, c in torch.log2(probes).round().T.tolist()]
 
 
+@outside_fake_mode
 def _small_coefficients(
     ls: tuple[int, ...], normalization: str, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, ...]:
@@ -329,6 +332,7 @@ def _spherical_harmonics_small(ls: tuple[int, ...], x: torch.Tensor, normalize: 
 _INDEX_TENSORS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
 
 
+@outside_fake_mode
 def _output_index_tensors(
     ls: tuple[int, ...], lmax: int, normalization: str, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from escn._util import outside_fake_mode
 from escn.o3.rotation import _as_tensor, matrix_to_angles
 from escn.o3.spherical_harmonics import spherical_harmonics_blocks
 
@@ -69,6 +70,7 @@ def _J_float64(l: int) -> Tensor:
 _J_CACHE: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
 
 
+@outside_fake_mode
 def J_matrix(l: int, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
     """``J^l = D^l(Q)``, the fixed (2l+1, 2l+1) matrix with ``D^l(R_x(t)) = J^l D^l(R_y(t)) (J^l)^T``."""
     _check_l(l)
