@@ -295,7 +295,12 @@ class ESCN(ConstantModule):
 
     def atom_energy_offsets(self) -> Tensor:
         """The learned per-type energy offsets, (num_atom_types,)."""
-        return self.energy_head.atom_energy.weight[:, 0]
+        return self._energy_head().atom_energy.weight[:, 0]
+
+    def _energy_head(self) -> EnergyHead:
+        if self.energy_head is None:
+            raise ValueError("this model has no 'energy' output (outputs={})".format(list(self.outputs)))
+        return self.energy_head
 
     def pooled(self, batch: Batch, x: Tensor) -> Tensor:
         """Per-graph mean of node features: (N, d) -> (B, d)."""
@@ -322,13 +327,14 @@ class ESCN(ConstantModule):
     def set_atom_energies(self, per_type: Tensor) -> None:
         """Set the per-type energy offsets so that an atom of type ``t`` adds ``per_type[t]`` on top of
         ``energy_scale * network output`` (``energy_shift`` is accounted for). ``per_type``: (num_atom_types,)."""
-        if self.atom_energy is None:
+        if self.energy_head is None:
             raise ValueError("set_atom_energies needs a model with the 'energy' output")
+        table = self.energy_head.atom_energy
         per_type = torch.as_tensor(per_type)
-        if per_type.shape != (self.atom_energy.num_embeddings,):
-            raise ValueError(f"per_type must have shape ({self.atom_energy.num_embeddings},), got {tuple(per_type.shape)}")
+        if per_type.shape != (table.num_embeddings,):
+            raise ValueError(f"per_type must have shape ({table.num_embeddings},), got {tuple(per_type.shape)}")
         with torch.no_grad():
-            self.atom_energy.weight[:, 0] = (per_type - self.energy_head.shift).to(self.atom_energy.weight)
+            table.weight[:, 0] = (per_type - self.energy_head.shift).to(table.weight)
 
     #: replaced by the ``executor`` argument
     native_rotation = ReplacedAttribute("pass executor='native' or 'torch' to ESCN, or call model.set_executor()")
@@ -363,8 +369,8 @@ class ESCN(ConstantModule):
             made_here = compute_stress or (compute_forces and not pos.requires_grad)
             if compute_forces and not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
-            strain = None
-            if compute_stress:
+            strain: Tensor | None = None
+            if compute_stress and cell is not None:
                 strain = torch.zeros(batch.num_graphs, 3, 3, dtype=pos.dtype, device=pos.device).requires_grad_(True)
                 sym = 0.5 * (strain + strain.transpose(1, 2))
                 pos = pos + torch.einsum("ni,nij->nj", pos, sym.index_select(0, batch.batch))
@@ -372,10 +378,10 @@ class ESCN(ConstantModule):
             x = self.node_features(batch, pos, cell)
             if want_energy:
                 types = self._types(batch, x.shape[0], x.device)
-                e_atom = self.energy_head(x, types, self.atom_energy_offsets())
+                e_atom = self._energy_head()(x, types, self.atom_energy_offsets())
                 energy = x.new_zeros(batch.num_graphs).index_add_(0, batch.batch, e_atom)
                 out["energy"] = energy
-                inputs = ([pos] if compute_forces else []) + ([strain] if compute_stress else [])
+                inputs = ([pos] if compute_forces else []) + ([strain] if strain is not None else [])
                 if inputs:
                     grads = torch.autograd.grad(energy.sum(), inputs, create_graph=self.training)
                     if compute_forces:

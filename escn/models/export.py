@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import torch
 from torch import nn
@@ -74,7 +74,7 @@ def _no_duck_shapes() -> Iterator[None]:
     separate symbols, so the trace does not tie the numbers of atoms and edges to each other or to constants."""
     import torch.fx.experimental._config as fx_config
 
-    with fx_config.patch(use_duck_shape=False):
+    with fx_config.patch(use_duck_shape=False):  # type: ignore[attr-defined]
         yield
 
 
@@ -124,12 +124,12 @@ def example_batch(model: nn.Module, dtype: torch.dtype | None = None) -> Batch:
         dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
     from escn.data.batch import AtomsGraph, collate
 
-    a = 0.6 * float(model.cutoff)
+    a = 0.6 * float(cast(Any, model).cutoff)
     grid = torch.tensor([[i, j, k] for i in range(2) for j in range(2) for k in range(2)], dtype=dtype) * a
     grid = grid + torch.linspace(0.0, 0.05 * a, 8, dtype=dtype)[:, None]  # not a perfect lattice
     types = torch.arange(8) % int(getattr(model, "num_atom_types", 1))
     cell = torch.eye(3, dtype=dtype) * 2 * a
-    return collate([AtomsGraph(pos=grid, atom_types=types, cell=cell)]).with_radius_graph(float(model.cutoff))
+    return collate([AtomsGraph(pos=grid, atom_types=types, cell=cell)]).with_radius_graph(float(cast(Any, model).cutoff))
 
 
 #: key of the package metadata that holds escn's own (JSON: cutoff, atomic_numbers, dtype, stress, num_graphs)
@@ -145,8 +145,8 @@ def deploy(model: nn.Module, example: Batch, path: str | os.PathLike, compute_st
 
     ep = export_energy_model(model, example, compute_stress)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    info = {"cutoff": float(model.cutoff), "atomic_numbers": None if getattr(model, "atomic_numbers", None) is None
-            else list(model.atomic_numbers), "dtype": str(dtype).replace("torch.", ""), "stress": bool(compute_stress),
+    info = {"cutoff": float(cast(Any, model).cutoff), "atomic_numbers": None if getattr(model, "atomic_numbers", None) is None
+            else list(cast(Any, model).atomic_numbers), "dtype": str(dtype).replace("torch.", ""), "stress": bool(compute_stress),
             "num_graphs": int(example.num_graphs)}
     return torch._inductor.aoti_compile_and_package(
         ep, package_path=os.fspath(path), inductor_configs={"aot_inductor.metadata": {METADATA_KEY: json.dumps(info)}})

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -36,7 +37,7 @@ from escn.native._runtime import ReplacedAttribute, check_executor, use_kernels
 from escn.nn.checks import check_conv_inputs, module_tensor
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import PAD, EdgeRotation, component_order
-from escn.nn.tfn_conv import TFNConv, tfn_paths
+from escn.nn.tfn_conv import TFNConv, TFNPath, tfn_paths
 from escn.o3.edge_frame import EdgeFrame, check_edge_vectors, edge_frame
 from escn.o3.irreps import Irreps
 from escn.o3.wigner import wigner_3j
@@ -109,7 +110,7 @@ class _Layout:
         self.in_pos, self.out_pos = in_pos, out_pos
 
         # components per m: (entry, u, eps, position of +m, position of -m) in the rotated flat layout
-        def comps(irreps: Irreps, pos, m: int):
+        def comps(irreps: Irreps, pos: _RotatedPositions, m: int) -> list[tuple[int, int, int, int, int]]:
             out = []
             for i, (mul, ir) in enumerate(irreps):
                 if ir.l < m:
@@ -178,7 +179,7 @@ class _Layout:
         self.scatter_idx = scatter_idx
         self.scatter_sign = scatter_sign
 
-    def _groups(self, irreps: Irreps):
+    def _groups(self, irreps: Irreps) -> tuple[dict[int, dict[str, Any]], _RotatedPositions]:
         """Group irreps entries by l. Returns ({l: {"entries": [...], "channels": [(entry, u)...], "offset": int}},
         pos(entry, u, m) -> index in the rotated flat layout)."""
         mmax = self.mmax
@@ -246,6 +247,17 @@ class SO2Conv(ConstantModule):
     returns (N, irreps_out.dim). Inputs must have the module's dtype (float32 or float64; float16, bfloat16 and
     integer inputs are refused) and device. Constant tables are exact in the dtype the module is moved to.
     """
+
+    # index and sign tables (buffers and constants, registered in __init__)
+    _perm_in: Tensor
+    _perm_out_inv: Tensor
+    input_index: Tensor
+    output_index: Tensor
+    input_sign: Tensor | None
+    output_sign: Tensor | None
+    _so2_scale: Tensor
+    _out_idx: Tensor
+    _out_sign: Tensor
 
     #: replaced by the ``executor`` argument
     native = ReplacedAttribute("pass executor='native' or 'torch' to the constructor, or call set_executor()")
@@ -345,7 +357,7 @@ class SO2Conv(ConstantModule):
         pairs: dict[tuple[int, int], list[int]] = {}
         for k, p in enumerate(paths):
             pairs.setdefault((p.i_in, p.i_out), []).append(k)
-        self._pairs = []  # (i_in, i_out, path indices, number of m columns)
+        self._pairs: list[tuple[int, int, list[int], int]] = []  # (i_in, i_out, path indices, number of m columns)
         for (i_in, i_out), ks in pairs.items():
             p0 = paths[ks[0]]
             n_m = min(p0.l_in, p0.l_out, self.mmax) + 1
@@ -426,7 +438,7 @@ class SO2Conv(ConstantModule):
         (:meth:`_edge_frame_matrix`) with ``|m| <= mmax`` on both sides."""
         L = self.layout
 
-        def rows(irreps: Irreps, pos):
+        def rows(irreps: Irreps, pos: _RotatedPositions) -> tuple[list[int], dict[tuple[int, int], int]]:
             perm: list[int] = []
             row: dict[tuple[int, int], int] = {}
             for i, (mul, ir) in enumerate(irreps):
@@ -451,14 +463,14 @@ class SO2Conv(ConstantModule):
         return native_kernels.make_plan(path_rows, terms, perm_in, perm_out)
 
     @staticmethod
-    def _edge_frame_matrix(p) -> Tensor:
+    def _edge_frame_matrix(p: TFNPath) -> Tensor:
         """TFN path ``p``'s map in the edge frame, float64 ``M[k, i] = norm * sqrt(2 lf + 1) * C[i, lf, k]``
         (output component k, input component i; the filter ``Y^lf`` of the +y axis is ``sqrt(2 lf + 1)`` at
         its m = 0 component and zero elsewhere)."""
         C = wigner_3j(p.l_in, p.l_filter, p.l_out, dtype=torch.float64)[:, p.l_filter, :]  # (i, k)
         return (p.norm * math.sqrt(2 * p.l_filter + 1)) * C.T
 
-    def _path_coefficient(self, p, m: int) -> float:
+    def _path_coefficient(self, p: TFNPath, m: int) -> float:
         """Entry of ``B_m`` produced by a unit weight on TFN path ``p`` (zero at m = 0 across classes).
 
         With ``M`` the path's map in the edge frame (:meth:`_edge_frame_matrix`), ``W1 = M[+m, +m]`` and ``W2 = M[-m, +m]``; B holds W1 within a class, W2 (natural rows) or -W2
@@ -617,7 +629,7 @@ class SO2Conv(ConstantModule):
         parts = torch.split(V, [st.ncol * st.n_in for st in self.stages], dim=1)  # one split: no per-slice zero-filled grads
         return [v.view(E, st.ncol, st.n_in) for v, st in zip(parts, self.stages)]
 
-    def stage_map(self, parts: list[Tensor | None], weight: Tensor | None) -> list[Tensor | None]:
+    def stage_map(self, parts: Sequence[Tensor | None], weight: Tensor | None) -> list[Tensor | None]:
         """The SO(2) maps on the stage layout: ``[(E, ncol, n_in), ...] -> [(E, ncol, n_out), ...]``.
 
         Args:
