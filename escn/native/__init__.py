@@ -5,6 +5,8 @@
 - :mod:`escn.native.silu_kernel`: SiLU and its first and second derivatives, elementwise
   (``escn.nn.functional.silu``).
 - :mod:`escn.native.bilinear`: backward formulas of every order for a bilinear map's operators.
+- :mod:`escn.native.transforms`: ``torch.func`` transforms over the operators (:class:`TransformableOp`,
+  :func:`register_rowwise_vmap`).
 
 The kernels are PyTorch custom operators (``torch.ops.escn.*``, registered on import, the C library built at the
 first call), so ``torch.compile``, ``torch.export`` and FakeTensor tracing see each as one op; see
@@ -16,15 +18,19 @@ changes it. :func:`available` says whether they can be built, :func:`unavailable
 from escn.native.build import error as unavailable_reason
 from escn.native._runtime import EXECUTORS, available, check_executor, supports, use_kernels
 from escn.native.tfn_kernel import TFNFramePlan, make_plan, tfn_frame_map
+from escn.native.transforms import TransformableOp, register_rowwise_vmap, transformable
 
 __all__ = [
     "EXECUTORS",
     "TFNFramePlan",
+    "TransformableOp",
     "available",
     "check_executor",
     "make_plan",
+    "register_rowwise_vmap",
     "supports",
     "tfn_frame_map",
+    "transformable",
     "unavailable_reason",
     "use_kernels",
 ]

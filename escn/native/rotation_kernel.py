@@ -46,6 +46,7 @@ from escn.native._runtime import (
     saved_args,
     suffix,
 )
+from escn.native.transforms import register_rowwise_vmap, transformable
 
 Tensor = torch.Tensor
 Tables = tuple[Tensor, Tensor, Tensor, Tensor]  # cos_a, sin_a, cos_b, sin_b: (E, >= lmax + 1)
@@ -191,6 +192,7 @@ def _parts_flags(parts) -> tuple[bool, bool, bool]:
     return bool(parts[0]), bool(parts[1]), bool(parts[2])
 
 
+@transformable
 @torch.library.custom_op(f"{OPS_NAMESPACE}::rotate_to_frame", mutates_args=(), device_types="cpu",
                          schema=f"(Tensor x, {_TABLES_SCHEMA}, {_PLAN_SCHEMA}) -> Tensor")
 def _rotate_to_frame_op(x, cos_a, sin_a, cos_b, sin_b, group, mats, dims):
@@ -207,6 +209,7 @@ def _(x, cos_a, sin_a, cos_b, sin_b, group, mats, dims):
     return x.new_empty(E, y_dim)
 
 
+@transformable
 @torch.library.custom_op(f"{OPS_NAMESPACE}::rotate_from_frame", mutates_args=(), device_types="cpu",
                          schema=f"(Tensor y, {_TABLES_SCHEMA}, {_PLAN_SCHEMA}) -> Tensor")
 def _rotate_from_frame_op(y, cos_a, sin_a, cos_b, sin_b, group, mats, dims):
@@ -223,6 +226,7 @@ def _(y, cos_a, sin_a, cos_b, sin_b, group, mats, dims):
     return y.new_empty(E, x_dim)
 
 
+@transformable
 @torch.library.custom_op(
     f"{OPS_NAMESPACE}::rotation_adjoint", mutates_args=(), device_types="cpu",
     schema=f"(Tensor x, {_TABLES_SCHEMA}, Tensor y, {_PLAN_SCHEMA}, bool[] parts) "
@@ -345,6 +349,10 @@ def _adjoint_backward(ctx, c_from, c_ca, c_sa, c_cb, c_sb, c_to):
 _rotate_to_frame_op.register_autograd(_to_frame_backward, setup_context=_setup)
 _rotate_from_frame_op.register_autograd(_from_frame_backward, setup_context=_setup)
 _rotation_adjoint_op.register_autograd(_adjoint_backward, setup_context=_setup)
+# Row e of every output depends only on row e of x, y and the four tables: vmap folds into the edges.
+register_rowwise_vmap(_rotate_to_frame_op, row_args=(0, 1, 2, 3, 4))
+register_rowwise_vmap(_rotate_from_frame_op, row_args=(0, 1, 2, 3, 4))
+register_rowwise_vmap(_rotation_adjoint_op, row_args=(0, 1, 2, 3, 4, 5))
 
 
 # ------------------------------------------------------------------ public entry points

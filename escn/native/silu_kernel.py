@@ -28,6 +28,8 @@ import torch
 from escn.native._runtime import (I64, OPS_NAMESPACE, PTR, add, check_float_operands, function, restored_args,
                                   run_over_edges, saved_args, suffix)
 
+from escn.native.transforms import TransformableOp, register_rowwise_vmap, transformable
+
 Tensor = torch.Tensor
 
 # Elements per thread at least (PyTorch's elementwise ops split at 32768 too): below that, starting a second
@@ -57,8 +59,10 @@ def _run(kernel: str, inputs: tuple[Tensor, ...], num_outputs: int) -> list[Tens
 
 
 def _op(name: str, args: str, returns: str = "Tensor"):
-    return torch.library.custom_op(f"{OPS_NAMESPACE}::{name}", mutates_args=(), device_types="cpu",
-                                   schema=f"({args}) -> {returns}")
+    def register(fn) -> TransformableOp:
+        return transformable(torch.library.custom_op(f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(), device_types="cpu",
+                                                     schema=f"({args}) -> {returns}"))
+    return register
 
 
 @_op("silu", "Tensor x")
@@ -173,6 +177,9 @@ _silu_op.register_autograd(_silu_backward, setup_context=_setup)
 _silu_grad_op.register_autograd(_silu_grad_backward, setup_context=_setup)
 _silu_grad2_op.register_autograd(_silu_grad2_backward, setup_context=_setup)
 _silu_grad_backward_op.register_autograd(_silu_grad_backward_backward, setup_context=_setup)
+# Elementwise: vmap runs each operator once on the batch (the vmapped dimension leading).
+for _o in (_silu_op, _silu_grad_op, _silu_grad2_op, _silu_grad_backward_op):
+    register_rowwise_vmap(_o)
 
 
 def silu(x: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ from escn.native._runtime import OPS_NAMESPACE
 from escn.native._runtime import PTR as _PTR
 from escn.native._runtime import check_float_operands, check_rows, check_table, function, ptr, rows, run_over_edges, suffix
 from escn.native.bilinear import register_bilinear_autograd
+from escn.native.transforms import TransformableOp, register_rowwise_vmap, transformable
 
 Tensor = torch.Tensor
 
@@ -174,8 +175,10 @@ def _plan(path: Tensor, term: Tensor, coef: Tensor, perm_in: Tensor, perm_out: T
 
 
 def _op(name: str, args: str, returns: str = "Tensor"):
-    return torch.library.custom_op(f"{OPS_NAMESPACE}::{name}", mutates_args=(), device_types="cpu",
-                                   schema=f"({args}, {_PLAN_SCHEMA}) -> {returns}")
+    def register(fn) -> TransformableOp:
+        return transformable(torch.library.custom_op(f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(), device_types="cpu",
+                                                     schema=f"({args}, {_PLAN_SCHEMA}) -> {returns}"))
+    return register
 
 
 @_op("tfn_frame_map", "Tensor x, Tensor weight")
@@ -235,6 +238,9 @@ def _(grad, x, weight, path, term, coef, perm_in, perm_out, sizes):
 
 
 register_bilinear_autograd(_map_op, _input_grad_op, _weight_grad_op, _backward_op)
+# Row e of every output depends only on row e of the two operands: vmap folds into the edges.
+for _o in (_map_op, _input_grad_op, _weight_grad_op, _backward_op):
+    register_rowwise_vmap(_o, row_args=(0, 1, 2) if _o is _backward_op else (0, 1))
 
 
 def tfn_frame_map(plan: TFNFramePlan, x: Tensor, weight: Tensor) -> Tensor:

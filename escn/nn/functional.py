@@ -11,6 +11,8 @@ takes more.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from escn.native import _runtime as native_kernels
@@ -22,12 +24,18 @@ __all__ = ["silu", "silu_torch"]
 
 
 class _SiLUGrad(torch.autograd.Function):
-    """``(g, x) -> g * silu'(x)``, with ``d/dg = silu'(x)`` and ``d/dx = g * silu''(x)``."""
+    """``(g, x) -> g * silu'(x)``, with ``d/dg = silu'(x)`` and ``d/dx = g * silu''(x)``. ``forward`` and
+    ``setup_context`` apart and a generated vmap rule: the form ``torch.func`` transforms accept."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, g: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(g, x)
+    def forward(g: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
         return torch.ops.aten.silu_backward(g, x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, gg: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
@@ -40,10 +48,17 @@ class _SiLUGrad(torch.autograd.Function):
 
 
 class _SiLU(torch.autograd.Function):
+    """``silu(x)`` with the backward :class:`_SiLUGrad` (in the form ``torch.func`` transforms accept)."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
+    def forward(x: Tensor) -> Tensor:  # type: ignore[override]
         return torch.nn.functional.silu(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]

@@ -304,13 +304,20 @@ def _small_orders_value(x: torch.Tensor, lmax: int, normalize: bool, constant: t
 
 
 class _SmallOrders(torch.autograd.Function):
-    """``Y = constant + monomials(x / |x|) @ C`` with the analytic gradient of :func:`_small_orders_vjp`."""
+    """``Y = constant + monomials(x / |x|) @ C`` with the analytic gradient of :func:`_small_orders_vjp`
+    (``forward`` and ``setup_context`` apart and a generated vmap rule: the form ``torch.func`` accepts)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor, vjp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor, vjp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _small_orders_value(x, lmax, normalize, constant, C)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        x, lmax, normalize, _, _, vjp = inputs
         ctx.save_for_backward(x, vjp)
         ctx.lmax, ctx.normalize = lmax, normalize
-        return _small_orders_value(x, lmax, normalize, constant, C)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
