@@ -24,7 +24,7 @@ from typing import Any, Iterator, cast
 import torch
 from torch import nn
 
-from escn.data.batch import Batch
+from escn.data.batch import AtomsGraph, Batch, collate
 
 Tensor = torch.Tensor
 
@@ -122,8 +122,6 @@ def example_batch(model: nn.Module, dtype: torch.dtype | None = None) -> Batch:
     spacing ``0.6 * cutoff`` in a cube of twice that side, with its radius graph; in the model's dtype."""
     if dtype is None:
         dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    from escn.data.batch import AtomsGraph, collate
-
     a = 0.6 * float(cast(Any, model).cutoff)
     grid = torch.tensor([[i, j, k] for i in range(2) for j in range(2) for k in range(2)], dtype=dtype) * a
     grid = grid + torch.linspace(0.0, 0.05 * a, 8, dtype=dtype)[:, None]  # not a perfect lattice
