@@ -29,29 +29,49 @@
 typedef REAL CAT(s2g_vec, SUFFIX) __attribute__((vector_size(VW * sizeof(REAL))));
 #define S2G_VEC CAT(s2g_vec, SUFFIX)
 
-/* Lanes [c0, c0 + VW) of the K_in coefficient rows of one edge -> grid (B A vectors), through h (R B vectors). */
-static inline void CAT(s2g_synth, SUFFIX)(const REAL *restrict src, int64_t C, int64_t c0, int64_t K_in,
-                                         const REAL *restrict lat, const int64_t *restrict mrow,
-                                         const REAL *restrict az, int64_t B, int64_t A, S2G_VEC *restrict h,
-                                         S2G_VEC *restrict grid) {
+/* Every transform below is a sum of products with short inner loops (5-14 terms); each is tiled over S2G_TILE
+ * outputs with independent accumulators held in registers (one FMA chain per output would wait on its own
+ * latency), the last tile masked by `t < nt`. */
+#define S2G_TILE 8
+#define S2G_FOR_T _Pragma("GCC unroll 8") for (int t = 0; t < S2G_TILE; ++t)
+
+/* Lanes [c0, c0 + VW) of the K_in coefficient rows of one edge, as vectors xv[k] -> grid (B A vectors), through
+ * h (R B vectors). order[] lists the coefficients grouped by azimuth row, start[r] .. start[r + 1] those of row r
+ * (rows of coefficients past K_in skipped). */
+static inline void CAT(s2g_synth, SUFFIX)(const S2G_VEC *restrict xv, int64_t K_in, const REAL *restrict lat,
+                                         const int64_t *restrict mrow, const int64_t *restrict order,
+                                         const int64_t *restrict start, const REAL *restrict az, int64_t R, int64_t B,
+                                         int64_t A, S2G_VEC *restrict h, S2G_VEC *restrict grid) {
+    const S2G_VEC zero = {0};
     int64_t R_in = 0;
     for (int64_t k = 0; k < K_in; ++k) R_in = mrow[k] >= R_in ? mrow[k] + 1 : R_in;
-    const int64_t nl = C - c0 < VW ? C - c0 : VW;
-    const S2G_VEC zero = {0};
-    for (int64_t i = 0; i < R_in * B; ++i) h[i] = zero;
-    for (int64_t k = 0; k < K_in; ++k) {
-        S2G_VEC xv = zero;
-        if (nl == VW) memcpy(&xv, src + k * C + c0, sizeof xv);
-        else for (int64_t v = 0; v < nl; ++v) xv[v] = src[k * C + c0 + v];
-        S2G_VEC *restrict hr = h + mrow[k] * B;
-        const REAL *restrict lk = lat + k * B;
-        for (int64_t j = 0; j < B; ++j) hr[j] += lk[j] * xv;
+    (void)R;
+    for (int64_t r = 0; r < R_in; ++r) {
+        for (int64_t j0 = 0; j0 < B; j0 += S2G_TILE) {
+            const int64_t nt = B - j0 < S2G_TILE ? B - j0 : S2G_TILE;
+            S2G_VEC acc[S2G_TILE];
+            S2G_FOR_T acc[t] = zero;
+            for (int64_t i = start[r]; i < start[r + 1]; ++i) {
+                const int64_t k = order[i];
+                if (k >= K_in) continue;
+                const S2G_VEC x = xv[k];
+                const REAL *restrict lk = lat + k * B + j0;
+                S2G_FOR_T if (t < nt) acc[t] += lk[t] * x;
+            }
+            S2G_FOR_T if (t < nt) h[r * B + j0 + t] = acc[t];
+        }
     }
     for (int64_t j = 0; j < B; ++j) {
-        for (int64_t a = 0; a < A; ++a) {
-            S2G_VEC acc = h[j] * az[a];
-            for (int64_t r = 1; r < R_in; ++r) acc += az[r * A + a] * h[r * B + j];
-            grid[j * A + a] = acc;
+        for (int64_t a0 = 0; a0 < A; a0 += S2G_TILE) {
+            const int64_t nt = A - a0 < S2G_TILE ? A - a0 : S2G_TILE;
+            S2G_VEC acc[S2G_TILE];
+            S2G_FOR_T acc[t] = zero;
+            for (int64_t r = 0; r < R_in; ++r) {
+                const S2G_VEC hv = h[r * B + j];
+                const REAL *restrict ar = az + r * A + a0;
+                S2G_FOR_T if (t < nt) acc[t] += ar[t] * hv;
+            }
+            S2G_FOR_T if (t < nt) grid[j * A + a0 + t] = acc[t];
         }
     }
 }
@@ -60,26 +80,56 @@ static inline void CAT(s2g_synth, SUFFIX)(const REAL *restrict src, int64_t C, i
 static inline void CAT(s2g_anal, SUFFIX)(const S2G_VEC *restrict grid, REAL *restrict dst, int64_t C, int64_t c0,
                                         int64_t K_out, const REAL *restrict lat, const int64_t *restrict mrow,
                                         const REAL *restrict az, int64_t B, int64_t A, S2G_VEC *restrict h) {
+    const S2G_VEC zero = {0};
     int64_t R_out = 0;
     for (int64_t k = 0; k < K_out; ++k) R_out = mrow[k] >= R_out ? mrow[k] + 1 : R_out;
     const int64_t nl = C - c0 < VW ? C - c0 : VW;
     for (int64_t j = 0; j < B; ++j) {
         const S2G_VEC *restrict gj = grid + j * A;
-        for (int64_t r = 0; r < R_out; ++r) {
-            const REAL *restrict ar = az + r * A;
-            S2G_VEC acc = ar[0] * gj[0];
-            for (int64_t a = 1; a < A; ++a) acc += ar[a] * gj[a];
-            h[r * B + j] = acc;
+        for (int64_t r0 = 0; r0 < R_out; r0 += S2G_TILE) {
+            const int64_t nt = R_out - r0 < S2G_TILE ? R_out - r0 : S2G_TILE;
+            S2G_VEC acc[S2G_TILE];
+            S2G_FOR_T acc[t] = zero;
+            for (int64_t a = 0; a < A; ++a) {
+                const S2G_VEC gv = gj[a];
+                const REAL *restrict ar = az + r0 * A + a;
+                S2G_FOR_T if (t < nt) acc[t] += ar[t * A] * gv;
+            }
+            S2G_FOR_T if (t < nt) h[(r0 + t) * B + j] = acc[t];
         }
     }
-    for (int64_t k = 0; k < K_out; ++k) {
-        const S2G_VEC *restrict hr = h + mrow[k] * B;
-        const REAL *restrict lk = lat + k * B;
-        S2G_VEC acc = lk[0] * hr[0];
-        for (int64_t j = 1; j < B; ++j) acc += lk[j] * hr[j];
-        if (nl == VW) memcpy(dst + k * C + c0, &acc, sizeof acc);
-        else for (int64_t v = 0; v < nl; ++v) dst[k * C + c0 + v] = acc[v];
+    for (int64_t k0 = 0; k0 < K_out; k0 += S2G_TILE) {
+        const int64_t nt = K_out - k0 < S2G_TILE ? K_out - k0 : S2G_TILE;
+        S2G_VEC acc[S2G_TILE];
+        S2G_FOR_T acc[t] = zero;
+        for (int64_t j = 0; j < B; ++j) {
+            S2G_FOR_T if (t < nt) acc[t] += lat[(k0 + t) * B + j] * h[mrow[k0 + t] * B + j];
+        }
+        S2G_FOR_T if (t < nt) {
+            if (nl == VW) memcpy(dst + (k0 + t) * C + c0, &acc[t], sizeof acc[t]);
+            else for (int64_t v = 0; v < nl; ++v) dst[(k0 + t) * C + c0 + v] = acc[t][v];
+        }
     }
+}
+
+/* Lanes [c0, c0 + VW) of the K_in rows of src (K_in C values) -> K_in vectors, the lanes past C zero. */
+static inline void CAT(s2g_load, SUFFIX)(const REAL *restrict src, int64_t C, int64_t c0, int64_t K_in,
+                                        S2G_VEC *restrict xv) {
+    const int64_t nl = C - c0 < VW ? C - c0 : VW;
+    for (int64_t k = 0; k < K_in; ++k) {
+        if (nl == VW) {
+            memcpy(&xv[k], src + k * C + c0, sizeof xv[k]);
+        } else {
+            const S2G_VEC zero = {0};
+            xv[k] = zero;
+            for (int64_t v = 0; v < nl; ++v) xv[k][v] = src[k * C + c0 + v];
+        }
+    }
+}
+
+#define S2G_AHEAD 8 /* edges */
+static inline void CAT(s2g_prefetch, SUFFIX)(const REAL *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 64 / (int64_t)sizeof(REAL)) __builtin_prefetch(p + i, 0, 3);
 }
 
 static int CAT(s2g_range, SUFFIX)(int64_t r0, int64_t r1, const int64_t *dims, const int64_t *mrow,
@@ -90,16 +140,48 @@ static int CAT(s2g_range, SUFFIX)(int64_t r0, int64_t r1, const int64_t *dims, c
     const int64_t Kx = dims[6], Ku0 = dims[7], su0 = dims[8], Ku1 = dims[9], su1 = dims[10];
     const int64_t Ko0 = dims[11], so0 = dims[12], Ko1 = dims[13], so1 = dims[14];
     const int64_t G = B * A, GV = G * VW;
-    S2G_VEC *buf = (S2G_VEC *)aligned_alloc(sizeof(S2G_VEC), sizeof(S2G_VEC) * (size_t)(3 * G + R * B + 1));
-    if (buf == NULL) return 1;
-    S2G_VEC *fv = buf, *p0v = buf + G, *p1v = buf + 2 * G, *h = buf + 3 * G;
+    S2G_VEC *buf = (S2G_VEC *)aligned_alloc(sizeof(S2G_VEC), sizeof(S2G_VEC) * (size_t)(3 * G + R * B + K + 1));
+    int64_t *order = (int64_t *)malloc(sizeof(int64_t) * (size_t)(K + R + 1));
+    if (buf == NULL || order == NULL) {
+        free(buf);
+        free(order);
+        return 1;
+    }
+    int64_t *start = order + K;
+    /* coefficients grouped by azimuth row (a counting sort of mrow) */
+    for (int64_t r = 0; r <= R; ++r) start[r] = 0;
+    for (int64_t k = 0; k < K; ++k) ++start[mrow[k] + 1];
+    for (int64_t r = 0; r < R; ++r) start[r + 1] += start[r];
+    {
+        int64_t *fill = (int64_t *)malloc(sizeof(int64_t) * (size_t)(R + 1));
+        if (fill == NULL) {
+            free(buf);
+            free(order);
+            return 1;
+        }
+        for (int64_t r = 0; r <= R; ++r) fill[r] = start[r];
+        for (int64_t k = 0; k < K; ++k) order[fill[mrow[k]]++] = k;
+        free(fill);
+    }
+    S2G_VEC *fv = buf, *p0v = buf + G, *p1v = buf + 2 * G, *h = buf + 3 * G, *xv = buf + 3 * G + R * B;
     REAL *f = (REAL *)fv, *p0 = (REAL *)p0v, *p1 = (REAL *)p1v;
     for (int64_t e = r0; e < r1; ++e) {
-        const REAL *xe = x + e * Kx * C;
+        if (e + S2G_AHEAD < r1) { /* the inputs of a later edge, so that their loads do not wait on memory */
+            CAT(s2g_prefetch, SUFFIX)(x + (e + S2G_AHEAD) * Kx * C, Kx * C);
+            if (mode >= 1) CAT(s2g_prefetch, SUFFIX)(u0 + (e + S2G_AHEAD) * Ku0 * C, Ku0 * C);
+            if (mode >= 2) CAT(s2g_prefetch, SUFFIX)(u1 + (e + S2G_AHEAD) * Ku1 * C, Ku1 * C);
+        }
         for (int64_t c0 = 0; c0 < C; c0 += VW) {
-            CAT(s2g_synth, SUFFIX)(xe, C, c0, Kx, lat, mrow, az, B, A, h, fv);
-            if (mode >= 1) CAT(s2g_synth, SUFFIX)(u0 + e * Ku0 * C, C, c0, Ku0, lat + su0 * K * B, mrow, az, B, A, h, p0v);
-            if (mode >= 2) CAT(s2g_synth, SUFFIX)(u1 + e * Ku1 * C, C, c0, Ku1, lat + su1 * K * B, mrow, az, B, A, h, p1v);
+            CAT(s2g_load, SUFFIX)(x + e * Kx * C, C, c0, Kx, xv);
+            CAT(s2g_synth, SUFFIX)(xv, Kx, lat, mrow, order, start, az, R, B, A, h, fv);
+            if (mode >= 1) {
+                CAT(s2g_load, SUFFIX)(u0 + e * Ku0 * C, C, c0, Ku0, xv);
+                CAT(s2g_synth, SUFFIX)(xv, Ku0, lat + su0 * K * B, mrow, order, start, az, R, B, A, h, p0v);
+            }
+            if (mode >= 2) {
+                CAT(s2g_load, SUFFIX)(u1 + e * Ku1 * C, C, c0, Ku1, xv);
+                CAT(s2g_synth, SUFFIX)(xv, Ku1, lat + su1 * K * B, mrow, order, start, az, R, B, A, h, p1v);
+            }
             if (mode == 0) {
                 for (int64_t i = 0; i < GV; ++i) {
                     REAL s, c;
@@ -132,6 +214,7 @@ static int CAT(s2g_range, SUFFIX)(int64_t r0, int64_t r1, const int64_t *dims, c
         }
     }
     free(buf);
+    free(order);
     return 0;
 }
 
@@ -146,3 +229,6 @@ int CAT(escn_s2_silu_grid, SUFFIX)(int64_t e0, int64_t e1, const int64_t *dims, 
 #undef S2G_POP_OPTIONS
 #endif
 #undef S2G_VEC
+#undef S2G_TILE
+#undef S2G_AHEAD
+#undef S2G_FOR_T
