@@ -22,7 +22,6 @@ from escn.data.batch import Batch
 from escn.data.graph import edge_vectors
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import EdgeRotation
-from escn.nn.functional import silu
 from escn.nn.linear import Linear
 from escn.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP, second_moment_scale, soft_one_hot_linspace
 from escn.nn.s2_activation import S2Grid
@@ -224,17 +223,15 @@ class EdgeFrameBlock(ConstantModule):
         return self._s2_act(parts) if self.activation == "s2" else self._gate_act(parts)
 
     def _s2_act(self, parts: list[Tensor | None]) -> list[Tensor | None]:
-        # the stage layout flattened is (E, K, C); one transposing copy to (E * C, K), one GEMM to the grid and
-        # one back, the activation's normalisation folded into the (G, K) analysis table
+        # the stage layout flattened is (E, K, C), the layout of the grid's silu_stages (a fused compiled pass,
+        # or two GEMMs with a transposing copy on each side); the activation's normalisation is folded into
+        # the analysis table. Inputs: all coefficients, or the first stage's (m = 0) when the others are
+        # known zero
         E, C = parts[0].shape[0], self.channels
         h = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) for p in parts if p is not None], dim=1)
-        K_in = h.shape[1] // C  # all coefficients, or the first stage's (m = 0) when the others are known zero
-        hc = h.view(E, K_in, C).transpose(1, 2).reshape(E * C, K_in)
-        f = silu(hc @ self.grid.to_grid[:K_in], self.executor)
         # conv2 reads only its first stage (the m = 0 coefficients, first in stage order) with scalar_output
         K_out = self.conv2.stages[0].n_in // C if self.scalar_output else self.grid.num_coefficients
-        out = f @ (self.grid.from_grid[:, :K_out] * self._silu_scale)  # (E * C, K_out)
-        out = out.view(E, C, K_out).transpose(1, 2).reshape(E, K_out * C)
+        out = self.grid.silu_stages(h, C, K_out, self._silu_scale, self.executor)
         return [out.unsqueeze(1)] if self.scalar_output else self.conv2.split_stages(out)
 
     def _gate_act(self, parts: list[Tensor | None]) -> list[Tensor | None]:

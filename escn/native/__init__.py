@@ -4,6 +4,8 @@
 - :mod:`escn.native.rotation_kernel`: the rotation into and out of the edge frame (every ``SO2Conv``).
 - :mod:`escn.native.silu_kernel`: SiLU and its first and second derivatives, elementwise
   (``escn.nn.functional.silu``).
+- :mod:`escn.native.s2_grid_kernel`: the S2 activation's grid pass (to the grid, SiLU or a derivative, back),
+  fused per edge (``escn.nn.S2Grid.silu_stages``).
 - :mod:`escn.native.bilinear`: backward formulas of every order for a bilinear map's operators.
 - :mod:`escn.native.transforms`: ``torch.func`` transforms over the operators (:class:`TransformableOp`,
   :func:`register_rowwise_vmap`).

@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - not POSIX: builds are still atomic, ju
     fcntl = None  # type: ignore[assignment]
 
 _HERE = Path(__file__).resolve().parent
-SOURCES = ("kernels.c", "tfn_frame_map.h", "edge_rotation.h", "silu.h")
+SOURCES = ("kernels.c", "tfn_frame_map.h", "edge_rotation.h", "silu.h", "s2_grid.h")
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11")
 # Tried first; the build falls back to FLAGS alone if the compiler has no OpenMP. The library then needs
 # libgomp.so.1, which resolves to the one PyTorch has already loaded (escn imports torch first), so the kernels

@@ -3,6 +3,7 @@
  *   tfn_frame_map.h  the edge-frame map of TFN-layout per-edge weights (escn/native/tfn_kernel.py)
  *   edge_rotation.h  the rotation into and out of the edge frame (escn/native/rotation_kernel.py)
  *   silu.h           SiLU and its first and second derivatives, elementwise (escn/native/silu_kernel.py)
+ *   s2_grid.h        the S2 activation's grid pass, fused per edge (escn/native/s2_grid_kernel.py)
  * Every exported kernel takes an edge range [e0, e1) (silu.h: a range of elements) and, last, a thread count (see escn_openmp). */
 #include <stdint.h>
 #if defined(__AVX512F__)
@@ -89,6 +90,7 @@ static inline void transpose16x16_ps(__m512 r[16]) {
 #include "tfn_frame_map.h"
 #include "edge_rotation.h"
 #include "silu.h"
+#include "s2_grid.h"
 #undef REAL
 #undef SUFFIX
 #undef VW
@@ -99,6 +101,7 @@ static inline void transpose16x16_ps(__m512 r[16]) {
 #include "tfn_frame_map.h"
 #include "edge_rotation.h"
 #include "silu.h"
+#include "s2_grid.h"
 #undef REAL
 #undef SUFFIX
 #undef VW

@@ -39,7 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from escn.native._runtime import use_kernels
+from escn.native.s2_grid_kernel import grid_plan, grid_silu
 from escn.nn.constants import ConstantModule
+from escn.nn.functional import silu
 from escn.nn.checks import check_float_input
 from escn.nn.radial import second_moment_scale
 from escn.o3.irreps import Irrep, Irreps
@@ -91,6 +94,13 @@ class S2Grid(ConstantModule):
     Attributes:
         to_grid: (K, G) values ``Y_lm(s_g)``; ``f = c @ to_grid``.
         from_grid: (G, K) ``w_g Y_lm(s_g) / 4 pi``; ``c = f @ from_grid``.
+        azimuth: (R, res_alpha) the azimuth factors of the harmonics, one row per signed order ``m`` of
+            ``azimuth_orders`` (``1``, ``cos(m alpha)`` for ``m > 0``, ``sin(|m| alpha)`` for ``m < 0``).
+        azimuth_rows: per coefficient, its row of ``azimuth``.
+        to_latitude: (K, res_beta) latitude factors: ``to_grid[k, j * res_alpha + a] =
+            to_latitude[k, j] * azimuth[azimuth_rows[k], a]`` (grid points are latitude-major).
+        from_latitude: (K, res_beta) the same for ``from_grid`` (``to_latitude`` times the quadrature weight
+            of the latitude, ``w_j / 4 pi`` with the azimuth's ``2 pi / res_alpha`` folded in).
     """
 
     def __init__(self, lmax: int, mmax: int | None = None, resolution: int | tuple[int, int] | None = None,
@@ -129,6 +139,49 @@ class S2Grid(ConstantModule):
         self.num_points = pts.shape[0]
         self.register_constant("to_grid", Y.T)
         self.register_constant("from_grid", Y * (w / (4 * math.pi))[:, None])
+        # the separable form: Y_lm(s_ja) = lat_k[j] az_r(k)[a], az_r = 1, cos(m alpha) (m > 0), sin(|m| alpha) (m < 0)
+        orders: list[int] = []
+        for _, m in coefficients:
+            if m not in orders:
+                orders.append(m)
+        self.azimuth_orders = orders
+        self.azimuth_rows = [orders.index(m) for _, m in coefficients]
+        az = torch.stack([torch.ones_like(alpha) if m == 0 else torch.cos(m * alpha) if m > 0 else torch.sin(-m * alpha)
+                          for m in orders])  # (R, res_alpha)
+        Yk = Y.T.reshape(len(keep), self.res_beta, self.res_alpha)  # (K, res_beta, res_alpha)
+        azk = az[self.azimuth_rows]  # (K, res_alpha)
+        norm = (azk * azk).sum(1)
+        lat = torch.einsum("kja,ka->kj", Yk, azk) / torch.where(norm > 0, norm, torch.ones_like(norm))[:, None]
+        lat = torch.where(norm[:, None] > 0, lat, torch.zeros_like(lat))
+        err = (lat[:, :, None] * azk[:, None, :] - Yk).abs().max().item() if len(keep) else 0.0
+        if err > 1e-12:  # pragma: no cover - the harmonics are products of a latitude and an azimuth factor
+            raise AssertionError(f"the grid's harmonics do not factorise (error {err:.2e})")
+        self.register_constant("azimuth", az)
+        self.register_constant("to_latitude", lat)
+        self.register_constant("from_latitude", lat * (wy / (2 * self.res_alpha))[None, :])
+
+    def silu_stages(self, x: Tensor, channels: int, num_out: int | None = None, scale: float = 1.0,
+                    executor: str = "native") -> Tensor:
+        """``scale * silu`` of the represented functions on coefficients laid out channels fastest:
+        (E, K_in * channels) -> (E, K_out * channels), row ``k`` of the coefficients being ``self.coefficients[k]``.
+        ``K_in`` (from x's width) and ``K_out = num_out`` (default ``K``) keep only the first coefficients: the
+        missing inputs are zero, the missing outputs are not computed.
+
+        With ``executor="native"`` and the compiled kernels available for x, one fused pass per edge (the
+        operator ``escn::s2_silu_grid``: the separable transforms, the grid values never stored, every derivative
+        again one pass; :mod:`escn.native.s2_grid_kernel`); otherwise PyTorch ops (two GEMMs with the dense tables
+        around :func:`escn.nn.functional.silu`), the reference."""
+        C = int(channels)
+        E, K_in = x.shape[0], x.shape[1] // C
+        K_out = self.num_coefficients if num_out is None else int(num_out)
+        if use_kernels(executor, x):
+            lat = torch.stack([self.to_latitude, self.from_latitude * scale]).to(x.dtype)
+            plan = grid_plan(C, lat, self.azimuth, self.azimuth_rows)
+            return grid_silu(x, lat, self.azimuth.to(x.dtype), plan, K_out)
+        hc = x.reshape(E, K_in, C).transpose(1, 2).reshape(E * C, K_in)
+        f = silu(hc @ self.to_grid[:K_in].to(x.dtype), executor)
+        out = f @ (self.from_grid[:, :K_out].to(x.dtype) * scale)  # (E * C, K_out)
+        return out.view(E, C, K_out).transpose(1, 2).reshape(E, K_out * C)
 
     def activate(self, x: Tensor, act: Act, scale: float = 1.0) -> Tensor:
         """(..., K) coefficients -> (..., K) coefficients of ``scale * act(f)`` for the represented ``f``."""
