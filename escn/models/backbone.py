@@ -13,7 +13,7 @@ that owns the force and stress derivatives are :class:`escn.models.ESCN`. See ``
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import nn
@@ -52,6 +52,14 @@ def _doubled(irreps: Irreps) -> Irreps:
     return Irreps([(2 * mul, (ir.l, ir.p)) for mul, ir in irreps])
 
 
+def _first(parts: Sequence[Tensor | None]) -> Tensor:
+    """The first stage of a stage list: never a known-zero (None) stage, since m = 0 always carries the scalars."""
+    first = parts[0]
+    if first is None:
+        raise RuntimeError("the first (m = 0) stage is missing")
+    return first
+
+
 class EdgeFrameBlock(ConstantModule):
     """One eSCN message block (module docstring), from node features to aggregated messages.
 
@@ -77,6 +85,12 @@ class EdgeFrameBlock(ConstantModule):
     edges (E,), ``frame`` from :func:`escn.o3.edge_frame` of the (E, 3) edge vectors, ``edge_feat``
     (E, edge_features), ``envelope`` (E,) -> the update (N, rot.full_dim), grouped layout.
     """
+
+    # index tables (buffers registered in __init__)
+    _to_grouped: Tensor
+    _from_grouped: Tensor
+    _edge_index: Tensor
+    _scalar_edge_index: Tensor
 
     def __init__(
         self,
@@ -206,7 +220,8 @@ class EdgeFrameBlock(ConstantModule):
                 for sign in ((1,) if st.m == 0 else (1, -1)):
                     coefficients += [(l, sign * st.m) for l in ls]
             self.channels = C
-            self.grid = S2Grid(self.lmax, self.mmax, None if s2_resolution is None else (tuple(s2_resolution) if not isinstance(s2_resolution, int) else s2_resolution),
+            resolution = None if s2_resolution is None else (s2_resolution if isinstance(s2_resolution, int) else (int(s2_resolution[0]), int(s2_resolution[1])))
+            self.grid = S2Grid(self.lmax, self.mmax, resolution,
                                coefficients=coefficients)
 
     def to_grouped(self, x: Tensor) -> Tensor:
@@ -227,17 +242,19 @@ class EdgeFrameBlock(ConstantModule):
         # or two GEMMs with a transposing copy on each side); the activation's normalisation is folded into
         # the analysis table. Inputs: all coefficients, or the first stage's (m = 0) when the others are
         # known zero
-        E, C = parts[0].shape[0], self.channels
+        E, C = _first(parts).shape[0], self.channels
         h = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) for p in parts if p is not None], dim=1)
         # conv2 reads only its first stage (the m = 0 coefficients, first in stage order) with scalar_output
         K_out = self.conv2.stages[0].n_in // C if self.scalar_output else self.grid.num_coefficients
         out = self.grid.silu_stages(h, C, K_out, self._silu_scale, self.executor)
-        return [out.unsqueeze(1)] if self.scalar_output else self.conv2.split_stages(out)
+        result: list[Tensor | None] = [out.unsqueeze(1)] if self.scalar_output else list(self.conv2.split_stages(out))
+        return result
 
     def _gate_act(self, parts: list[Tensor | None]) -> list[Tensor | None]:
         # one split per tensor, not slices: a slice's backward zero-fills a full-size gradient
         n_s, n_g, _, _ = self._gate_slices[0]
-        scal, gates, rest = torch.split(parts[0], [n_s, n_g, parts[0].shape[2] - n_s - n_g], dim=2)
+        first = _first(parts)
+        scal, gates, rest = torch.split(first, [n_s, n_g, first.shape[2] - n_s - n_g], dim=2)
         gates = torch.sigmoid(gates) * self._sigmoid_scale  # (E, 1, num_gates)
         stage_gates = torch.split(gates, self._gate_split, dim=2) if self._gate_split is not None else None
         out: list[Tensor | None] = []
@@ -285,7 +302,7 @@ class EdgeFrameBlock(ConstantModule):
         scale = 1.0 / math.sqrt(self.avg_num_neighbors)
         if self.scalar_output:  # only the 0e channels are read after this block: m = 0 rows, no rotation back
             n = self.num_0e
-            y = self.conv2.first_stage_rows(h[0], n) * envelope[:, None]  # m = 0, natural class: 0e first
+            y = self.conv2.first_stage_rows(_first(h), n) * envelope[:, None]  # m = 0, natural class: 0e first
             agg = y.new_zeros(N, n).index_add_(0, edge_dst, y) * scale
             update = torch.stack([agg, torch.zeros_like(agg)], dim=2).view(N, 2 * n)  # l = 0 group: (m = 0, pad) slots
             return torch.nn.functional.pad(update, (0, x.shape[1] - 2 * n))
@@ -344,17 +361,18 @@ class ESCNBackbone(ConstantModule):
         x = pos.new_zeros(N, self.irreps.dim)
         x[:, : self.channels] = self.type_embedding(types).to(pos.dtype)
         if self.node_input is not None:
-            x = x + self.node_input(batch.node_features.to(pos.dtype))
-        src, dst = batch.edge_src, batch.edge_dst
+            x = x + self.node_input(cast(Tensor, batch.node_features).to(pos.dtype))  # shape checked by the model
+        src, dst = cast(Tensor, batch.edge_src), cast(Tensor, batch.edge_dst)  # a batch without edges is refused
+        blocks = cast(list[EdgeFrameBlock], list(self.blocks))
         vec = edge_vectors(pos, src, dst, batch.shift, cell, batch.batch)
         r = torch.linalg.vector_norm(vec, dim=1)
-        frame = edge_frame(vec, self.irreps.lmax, self.blocks[0].mmax, rows_lmax=max(b.rot.rows_lmax(pos) for b in self.blocks))
+        frame = edge_frame(vec, self.irreps.lmax, blocks[0].mmax, rows_lmax=max(b.rot.rows_lmax(pos) for b in blocks))
         temb = self.edge_type_embedding(types).to(pos.dtype)
         edge_feat = torch.cat([self.radial_features(r), temb.index_select(0, src), temb.index_select(0, dst)], dim=1)
         env = self.envelope(r)
-        first = self.blocks[0]
+        first = blocks[0]
         xg = first.to_grouped(x)
-        for block in self.blocks:
+        for block in blocks:
             xg = xg + block(xg, src, dst, frame, edge_feat, env)
         return first.from_grouped(xg)
 

@@ -38,7 +38,7 @@ class _SiLUGrad(torch.autograd.Function):
         ctx.save_for_backward(*inputs)
 
     @staticmethod
-    def backward(ctx, gg: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def backward(ctx: Any, gg: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
         g, x = ctx.saved_tensors
         sig = torch.sigmoid(x)
         # silu''(x) = sig (1 - sig) (2 + x (1 - 2 sig))
@@ -61,7 +61,7 @@ class _SiLU(torch.autograd.Function):
         ctx.save_for_backward(*inputs)
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx: Any, g: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
         return _SiLUGrad.apply(g, x)
 

@@ -103,6 +103,13 @@ class S2Grid(ConstantModule):
             of the latitude, ``w_j / 4 pi`` with the azimuth's ``2 pi / res_alpha`` folded in).
     """
 
+    # constant tables (registered in __init__)
+    to_grid: Tensor
+    from_grid: Tensor
+    azimuth: Tensor
+    to_latitude: Tensor
+    from_latitude: Tensor
+
     def __init__(self, lmax: int, mmax: int | None = None, resolution: int | tuple[int, int] | None = None,
                  coefficients: Sequence[tuple[int, int]] | None = None) -> None:
         super().__init__()
@@ -204,6 +211,9 @@ class S2Activation(nn.Module):
     ``forward(x)``: (..., irreps.dim) -> (..., irreps.dim). :meth:`on_channels` works on (..., C, K) coefficient
     blocks directly (the layout of :class:`S2Grid`), which is what edge-frame blocks use.
     """
+
+    _to_channels: Tensor
+    _from_channels: Tensor
 
     def __init__(
         self,
