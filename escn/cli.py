@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data file or 'package.module:function' (default: the training config's data.valid source)")
     e.add_argument("--kwargs", default=None, metavar="JSON",
                    help="keyword arguments of a 'module:function' source (without DATA: updates data.valid's)")
+    e.add_argument("--split", choices=["train", "valid", "test"], default=None,
+                   help="instead of DATA: that part of the training config's data (its own source, or the part "
+                        "held out by valid_fraction / test_fraction, split as in training)")
     e.add_argument("--batch-size", type=_int_at_least(1), default=16, help="graphs per batch (default 16)")
     e.add_argument("--cutoff", type=_positive_float, default=None, help="radius-graph cutoff (default: the training one)")
     e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
@@ -216,8 +219,10 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if not isinstance(kwargs, dict):
             parser.error(f"--kwargs: expected a JSON object, got {args.kwargs!r}")
     try:
+        if args.split is not None and args.data is not None:
+            parser.error(f"--split {args.split} and DATA {args.data!r} exclude each other")
         metrics, n = evaluate_checkpoint(args.checkpoint, args.data, ema=not args.raw, batch_size=args.batch_size,
-                                         kwargs=kwargs, cutoff=args.cutoff)
+                                         kwargs=kwargs, cutoff=args.cutoff, split=args.split)
     except _USER_ERRORS as exc:
         if args.debug:
             raise
@@ -226,7 +231,8 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(json.dumps({"num_items": n, **metrics}, indent=2))
     else:
         weights = "raw" if args.raw else "EMA (when kept)"
-        where = args.data if args.data is not None else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else "")
+        where = (args.data if args.data is not None else f"the training config's {args.split} data" if args.split
+                 else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else ""))
         print(format_evaluation(metrics, f"{args.checkpoint} on {where}: {n} structures, {weights} weights"))
     return 0
 
