@@ -253,3 +253,19 @@ def test_max_time_stops_the_run(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["progress"]["step"] == 3
     with pytest.raises(ConfigError, match="'max_time': expected a value > 0"):
         load_config(_config(tmp_path, {"train": str(path)}, max_time=0))
+
+
+def test_lr_over_time_reaches_the_end_of_the_schedule_at_max_time(tmp_path, monkeypatch):
+    path = _write(tmp_path / "all.extxyz", _molecules(16))
+    cfg = _config(tmp_path, {"train": str(path), "valid_fraction": 0.25}, epochs=50, max_time=100.0,
+                  lr_over_time=True, schedule={"name": "cosine", "min_lr_ratio": 0.0}, log_every=1)
+    monkeypatch.setattr(Trainer, "_elapsed", lambda self: 10.0 * self.state.step)  # 10 s per step
+    result = train(cfg)
+    assert result.step == 10  # 12 training items, batch 4: 150 steps planned, the clock stops it at 100 s
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+           if json.loads(line)["type"] == "train"]
+    # step k starts at 10 k seconds: schedule position max(k, 150 * 10 k / 100) = 15 k of 150
+    expected = [3e-3 * 0.5 * (1 + math.cos(math.pi * 15 * k / 150)) for k in range(10)]
+    assert lrs == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    with pytest.raises(ConfigError, match="'lr_over_time' needs 'max_time'"):
+        load_config(_config(tmp_path, {"train": str(path)}, lr_over_time=True))

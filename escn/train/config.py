@@ -386,7 +386,7 @@ class LossTerm:
 
 # --------------------------------------------------------------------------- the whole config
 _TOP_KEYS = ("model", "data", "optimizer", "schedule", "loss", "seed", "dtype", "device", "batch_size",
-             "eval_batch_size", "epochs", "max_steps", "max_time", "cutoff", "grad_clip", "ema_decay", "checkpoint_every",
+             "eval_batch_size", "epochs", "max_steps", "max_time", "lr_over_time", "cutoff", "grad_clip", "ema_decay", "checkpoint_every",
              "log_every", "output_dir", "progress", "threads", "fit_atom_energies", "valid_every")
 
 
@@ -408,6 +408,10 @@ class TrainConfig:
             weights are validated and checkpointed as at any other end.  The learning-rate schedule still runs
             over ``epochs`` / ``max_steps``; where a run stops under ``max_time`` depends on the machine's speed,
             so such a run is not reproducible step for step.  None: no time limit.
+        lr_over_time: with ``max_time``, the schedule's position is the further of the step and
+            ``total_steps * training time / max_time``, so the learning rate reaches its final value by the time
+            budget on a machine too slow for ``total_steps`` (and by ``total_steps`` on a faster one).  The
+            learning rates then depend on the machine's speed (not reproducible step for step).
         cutoff: radius-graph cutoff applied to items without edges (None: leave them).
         grad_clip: max global gradient norm (None: no clipping).
         ema_decay: decay of the weight EMA (None: no EMA, validation uses the raw weights).
@@ -436,6 +440,7 @@ class TrainConfig:
     epochs: Optional[int] = None
     max_steps: Optional[int] = None
     max_time: Optional[float] = None
+    lr_over_time: bool = False
     cutoff: Optional[float] = None
     grad_clip: Optional[float] = None
     ema_decay: Optional[float] = None
@@ -487,6 +492,7 @@ class TrainConfig:
             epochs=_get(d, "epochs", "", "int", None, minimum=1),
             max_steps=_get(d, "max_steps", "", "int", None, minimum=1),
             max_time=_get(d, "max_time", "", "float", None, minimum=0.0, strict_min=True),
+            lr_over_time=_get(d, "lr_over_time", "", "bool", False),
             cutoff=_get(d, "cutoff", "", "float", None, minimum=0.0, strict_min=True),
             grad_clip=grad_clip or None,
             ema_decay=ema_decay or None,
@@ -498,6 +504,8 @@ class TrainConfig:
             fit_atom_energies=_get(d, "fit_atom_energies", "", "bool", True),
             valid_every=_get(d, "valid_every", "", "int", 1, minimum=1),
         )
+        if cfg.lr_over_time and cfg.max_time is None:
+            raise ConfigError("config key 'lr_over_time' needs 'max_time' (the time the schedule runs over)")
         if cfg.epochs is None and cfg.max_steps is None:
             raise ConfigError("config needs 'epochs' or 'max_steps' (or both: training stops at the first reached)")
         return cfg

@@ -383,7 +383,8 @@ class Trainer:
         Returns the float64 statistics of the whole global batch (summed over ranks).
         """
         self.model.train()
-        lr = self.schedule.lr(self.state.step)
+        lr = self.schedule.lr(self._schedule_step())
+        self._last_lr = lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         if batch is not None:
@@ -444,6 +445,19 @@ class Trainer:
                     or self._timed_out)
 
     _timed_out: bool = False
+    _last_lr: float = 0.0
+
+    def _schedule_step(self) -> int:
+        """The step the learning-rate schedule is at: the optimisation step, or with ``lr_over_time`` the further
+        of it and ``total_steps * training time / max_time`` (the same on every rank: rank times are maxed)."""
+        step = self.state.step
+        cfg = self.config
+        if cfg.lr_over_time and cfg.max_time:
+            t = torch.tensor([self._elapsed()], dtype=torch.float64, device=self.device)
+            if self.info.distributed:
+                torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            step = max(step, min(self.total_steps, int(self.total_steps * float(t.item()) / cfg.max_time)))
+        return step
 
     def _check_time(self) -> bool:
         """Whether the training time has reached ``max_time`` (the run stops after the current step); every rank
@@ -473,7 +487,8 @@ class Trainer:
         validate = self._done(st.epoch + 1) or (st.epoch + 1) % self.config.valid_every == 0
         valid_metrics = self.evaluate() if validate else None
         record: Dict[str, Any] = {"type": "epoch", "step": st.step, "epoch": st.epoch + 1,
-                                  "lr": self.schedule.lr(max(st.step - 1, 0)), **train_metrics, **(valid_metrics or {})}
+                                  "lr": self._last_lr if self.config.lr_over_time else self.schedule.lr(max(st.step - 1, 0)),
+                                  **train_metrics, **(valid_metrics or {})}
         if validate:
             self._end_of_validation(valid_metrics, record)
         record["time"] = round(self._elapsed(), 3)
@@ -507,8 +522,8 @@ class Trainer:
                 bar = EpochProgress(st.epoch, len(batches), st.position, enabled=cfg.progress and self.info.is_main)
                 try:
                     for batch in loader:
-                        lr = self.schedule.lr(st.step)
                         stats = self.train_step(batch)
+                        lr = self._last_lr
                         st.step += 1
                         st.position += 1
                         self.epoch_stats += stats
