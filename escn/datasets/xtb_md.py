@@ -302,7 +302,8 @@ def generate_xtb_md(settings: XtbMDSettings, out_dir: os.PathLike | str, prefix:
 
     Returns:
         The metadata also written to ``<prefix>_meta.json``: settings, relaxed energy, BFGS steps, the pilot's
-        autocorrelations, the interval in fs and steps, the files written, frame counts and wall times (s).
+        autocorrelations, the interval in fs and steps, the files written, frame counts, wall times (s) and the
+        process's CPU time (s; the wall time on an otherwise idle core).
     """
     import ase.io
     from ase import units
@@ -315,7 +316,7 @@ def generate_xtb_md(settings: XtbMDSettings, out_dir: os.PathLike | str, prefix:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prefix = prefix or s.molecule
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     build, bonds = MOLECULES[s.molecule]
     atoms = build()
     calc = xtb_calculator(s.method)
@@ -407,6 +408,7 @@ def generate_xtb_md(settings: XtbMDSettings, out_dir: os.PathLike | str, prefix:
         "files": {**files, "relaxed": f"{prefix}_relaxed.extxyz", "trajectory": stream.name},
         "wall_time_s": {"equilibration": round(t_eq, 1), "production": round(t_prod, 1),
                         "total": round(time.perf_counter() - t_start, 1)},
+        "cpu_time_s": round(time.process_time() - cpu_start, 1),
     }
     (out / f"{prefix}_meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     say(f"wrote {', '.join(files.values())} to {out} in {meta['wall_time_s']['total']:.0f} s")
