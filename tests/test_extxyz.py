@@ -255,6 +255,40 @@ def test_max_time_stops_the_run(tmp_path, monkeypatch):
         load_config(_config(tmp_path, {"train": str(path)}, max_time=0))
 
 
+def test_shipped_aspirin_config():
+    """examples/configs/aspirin.toml parses and builds its model, bounded by a time budget within 35 minutes."""
+    from escn.models.registry import build_model
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "examples" / "configs" / "aspirin.toml")
+    assert cfg.max_time is not None and cfg.max_time <= 35 * 60 and cfg.lr_over_time
+    assert set(cfg.loss) == {"energy", "forces"}
+    model = build_model(cfg.model.name, **cfg.model.kwargs, atomic_numbers=[1, 6, 8])
+    assert model.cutoff == cfg.cutoff
+    assert [cfg.data.train.source, cfg.data.valid.source, cfg.data.test.source] == [
+        f"examples/data/aspirin_{p}.extxyz" for p in ("train", "valid", "test")]
+
+
+def test_aspirin_data_files():
+    """The data files of the aspirin config, when generated: the documented split of 21-atom C9H8O4 frames
+    with energies and forces."""
+    root = Path(__file__).resolve().parents[1]
+    meta_path = root / "examples" / "data" / "aspirin_meta.json"
+    if not meta_path.exists():
+        pytest.skip("examples/data holds no aspirin data set (escn data xtb-md --out examples/data writes it)")
+    meta = json.loads(meta_path.read_text())
+    counts = {"train": 950, "valid": 50, "test": 500}
+    energies = set()
+    for part, count in counts.items():
+        path = root / "examples" / "data" / meta["files"][part]
+        frames = read_frames(path, require=("energy", "forces"))
+        assert len(frames) == count
+        assert all(sorted(g.atom_types.tolist()) == sorted([6] * 9 + [1] * 8 + [8] * 4) for g in frames)
+        energies |= {float(g.energy) for g in frames}
+    assert len(energies) == 1500  # no frame in two parts
+    assert meta["settings"]["temperature_K"] == 500.0 and meta["settings"]["seed"] == 0
+
+
 def test_lr_over_time_reaches_the_end_of_the_schedule_at_max_time(tmp_path, monkeypatch):
     path = _write(tmp_path / "all.extxyz", _molecules(16))
     cfg = _config(tmp_path, {"train": str(path), "valid_fraction": 0.25}, epochs=50, max_time=100.0,
