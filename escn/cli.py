@@ -5,6 +5,7 @@
 ``escn train``  — train a model from a TOML/YAML config (exact resume, DDP under torchrun).
 ``escn evaluate`` — metrics (MAE/RMSE/MSE per key) of a training checkpoint on a data set.
 ``escn upgrade-checkpoint`` — rewrite a trusted checkpoint of an earlier version in the current (weights-only) format.
+``escn data xtb-md`` — GFN2-xTB Langevin MD frames (energies, forces) as extended XYZ (needs tblite).
 
 Bad arguments are reported by argparse (exit status 2) with the option, the value and what is expected.
 """
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data file or 'package.module:function' (default: the training config's data.valid source)")
     e.add_argument("--kwargs", default=None, metavar="JSON",
                    help="keyword arguments of a 'module:function' source (without DATA: updates data.valid's)")
+    e.add_argument("--split", choices=["train", "valid", "test"], default=None,
+                   help="instead of DATA: that part of the training config's data (its own source, or the part "
+                        "held out by valid_fraction / test_fraction, split as in training)")
     e.add_argument("--batch-size", type=_int_at_least(1), default=16, help="graphs per batch (default 16)")
     e.add_argument("--cutoff", type=_positive_float, default=None, help="radius-graph cutoff (default: the training one)")
     e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
@@ -187,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--output", default=None, help="where to write the converted file (default: over CHECKPOINT)")
     u.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
     u.set_defaults(func=_cmd_upgrade_checkpoint, subparser=u)
+    _add_data_parser(sub)
     return parser
 
 
@@ -240,8 +245,10 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         if not isinstance(kwargs, dict):
             parser.error(f"--kwargs: expected a JSON object, got {args.kwargs!r}")
     try:
+        if args.split is not None and args.data is not None:
+            parser.error(f"--split {args.split} and DATA {args.data!r} exclude each other")
         metrics, n = evaluate_checkpoint(args.checkpoint, args.data, ema=not args.raw, batch_size=args.batch_size,
-                                         kwargs=kwargs, cutoff=args.cutoff)
+                                         kwargs=kwargs, cutoff=args.cutoff, split=args.split)
     except _USER_ERRORS as exc:
         if args.debug:
             raise
@@ -250,7 +257,8 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(json.dumps({"num_items": n, **metrics}, indent=2))
     else:
         weights = "raw" if args.raw else "EMA (when kept)"
-        where = args.data if args.data is not None else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else "")
+        where = (args.data if args.data is not None else f"the training config's {args.split} data" if args.split
+                 else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else ""))
         print(format_evaluation(metrics, f"{args.checkpoint} on {where}: {n} structures, {weights} weights"))
     return 0
 
@@ -376,6 +384,83 @@ def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               f"{time.perf_counter() - t0:5.2f}s")
     print(("PASS" if ok else "FAIL") + f": all relative errors {'<=' if ok else 'should be <='} {tol:g}")
     return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------- data generators
+def _split_counts(text: str) -> list[int]:
+    parse = _int_at_least(0)
+    items = [t for t in text.replace(" ", "").split(",") if t]
+    if len(items) != 3:
+        raise argparse.ArgumentTypeError(f"expected three counts TRAIN,VALID,TEST such as 950,50,500, got {text!r}")
+    return [parse(t) for t in items]
+
+
+_split_counts.__name__ = "split"
+
+
+def _interval(text: str) -> float | None:
+    return None if text == "auto" else _positive_float(text)
+
+
+_interval.__name__ = "interval"
+
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    from escn.datasets.xtb_md import MOLECULES, XtbMDSettings
+
+    d = XtbMDSettings()
+    data = sub.add_parser("data", help="generate training data", description="Generate training data sets.")
+    kinds = data.add_subparsers(dest="kind", metavar="KIND")
+    kinds.required = True
+    x = kinds.add_parser("xtb-md", help="GFN2-xTB Langevin MD of a molecule as extended XYZ (needs tblite)",
+                         description="Relax the molecule with GFN2-xTB (tblite), run Langevin MD, keep frames at a "
+                                     "sampling interval measured from the autocorrelation of energies and forces "
+                                     "(or --interval), and write OUT/<molecule>_{train,valid,test}.extxyz with energy "
+                                     "(eV) and forces (eV/A), <molecule>_trajectory.extxyz (time order) and "
+                                     "<molecule>_meta.json (settings, autocorrelations, wall time). "
+                                     "Needs pip install 'escn[xtb]'.")
+    x.add_argument("--molecule", choices=sorted(MOLECULES), default=d.molecule, help=f"default {d.molecule}")
+    x.add_argument("--out", default="examples/data", help="output directory (default examples/data)")
+    x.add_argument("--temperature", type=_positive_float, default=d.temperature_K, help=f"K (default {d.temperature_K:g})")
+    x.add_argument("--timestep", type=_positive_float, default=d.timestep_fs, help=f"fs (default {d.timestep_fs:g})")
+    x.add_argument("--friction", type=_positive_float, default=d.friction_per_fs, help=f"Langevin friction, 1/fs (default {d.friction_per_fs:g})")
+    x.add_argument("--fmax", type=_positive_float, default=d.relax_fmax, help=f"BFGS convergence, eV/A (default {d.relax_fmax:g})")
+    x.add_argument("--equilibration", type=float, default=d.equilibration_fs, help=f"fs of MD discarded first (default {d.equilibration_fs:g})")
+    x.add_argument("--pilot", type=float, default=d.pilot_fs, help=f"fs of MD measuring the autocorrelation (default {d.pilot_fs:g})")
+    x.add_argument("--interval", type=_interval, default=None,
+                   help=f"sampling interval in fs, or auto (default): the larger statistical inefficiency of energy and "
+                        f"forces in the pilot, within [{d.min_interval_fs:g}, {d.max_interval_fs:g}] fs")
+    x.add_argument("--frames", type=_int_at_least(1), default=d.n_frames, help=f"frames written (default {d.n_frames})")
+    x.add_argument("--split", type=_split_counts, default=None,
+                   help="TRAIN,VALID,TEST counts summing to --frames (default 950,50,500, or 2/3, 1/30, the rest)")
+    x.add_argument("--seed", type=_int_at_least(0), default=d.seed, help=f"velocities, noise and split (default {d.seed})")
+    x.set_defaults(func=_cmd_data_xtb_md, subparser=x)
+
+
+def _cmd_data_xtb_md(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from escn.datasets.xtb_md import XtbMDSettings, generate_xtb_md
+
+    split = args.split
+    if split is None:
+        n = args.frames
+        if n == 1500:
+            split = [950, 50, 500]
+        else:
+            train, valid = (2 * n) // 3, max(1, n // 30) if n >= 3 else 0
+            split = [train, valid, n - train - valid]
+    try:
+        settings = XtbMDSettings(molecule=args.molecule, temperature_K=args.temperature, timestep_fs=args.timestep,
+                                 friction_per_fs=args.friction, relax_fmax=args.fmax,
+                                 equilibration_fs=args.equilibration, pilot_fs=args.pilot, interval_fs=args.interval,
+                                 n_frames=args.frames, split=tuple(zip(("train", "valid", "test"), split)),
+                                 seed=args.seed)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        generate_xtb_md(settings, args.out)
+    except ImportError as exc:
+        _fail(parser, exc)
+    return 0
 
 
 # --------------------------------------------------------------------------- entry point

@@ -2,7 +2,10 @@
 
 * :func:`run_nve` integrates Newton's equations with ASE's velocity Verlet and records the energies
   (needs ``ase``: ``pip install "escn[ase]"``).
+* :func:`run_langevin` runs constant-temperature MD with ASE's Langevin thermostat, recording the same.
 * :func:`energy_drift_per_atom` summarises how well the total energy is conserved.
+* :func:`bonded_pairs` and :func:`molecule_integrity` check that a molecule stays whole: bonds of a reference
+  geometry that stretch too far, and atoms that move away from the centre of mass.
 * :func:`radial_distribution` computes g(r) of periodic frames with :func:`escn.data.radius_graph`
   (torch and numpy only).
 * :func:`plot_rdf` draws g(r) curves into a PNG (needs ``matplotlib``).
@@ -22,7 +25,8 @@ import torch
 
 from escn.data.graph import radius_graph
 
-__all__ = ["run_nve", "energy_drift_per_atom", "radial_distribution", "plot_rdf"]
+__all__ = ["run_nve", "run_langevin", "energy_drift_per_atom", "bonded_pairs", "molecule_integrity",
+           "radial_distribution", "plot_rdf"]
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[Any]]
 
@@ -112,16 +116,76 @@ def run_nve(
         momenta -= masses * (momenta.sum(axis=0) / masses.sum())
         atoms.set_momenta(momenta)
     dyn = VelocityVerlet(atoms, timestep=dt * units.fs)
+    return _integrate(atoms, dyn, dt, steps, log_every, record_positions)
 
+
+def run_langevin(
+    atoms: Any,
+    calculator: Any,
+    timestep_fs: float,
+    steps: int,
+    temperature_K: float,
+    friction_per_fs: float = 0.01,
+    log_every: int = 1,
+    seed: Optional[int] = None,
+    record_positions: bool = False,
+    initial_velocities: bool = True,
+) -> Dict[str, Any]:
+    """Constant-temperature MD with ``ase.md.langevin.Langevin``; ``atoms`` is advanced in place.
+
+    Args:
+        atoms: an ``ase.Atoms``; ``atoms.calc`` is set to ``calculator``.
+        calculator: any ASE calculator giving energies and forces.
+        timestep_fs: integration time step in femtoseconds.
+        steps: number of time steps.
+        temperature_K: thermostat temperature.
+        friction_per_fs: Langevin friction coefficient in 1/fs.
+        log_every: record every ``log_every`` steps (the initial state and the last step are always recorded).
+        seed: seeds one numpy generator for the initial velocities and the thermostat noise.
+        record_positions: also keep the (N, 3) positions of every recorded frame.
+        initial_velocities: draw Maxwell-Boltzmann momenta at ``temperature_K`` (centre-of-mass momentum
+            removed) before the run; False keeps the momenta ``atoms`` has.
+
+    Returns:
+        As :func:`run_nve`: ``time_fs``, ``potential_energy``, ``kinetic_energy``, ``total_energy``,
+        ``temperature_K`` ((F,) arrays), ``num_atoms``, ``timestep_fs``, ``cell``, and ``positions`` (F, N, 3)
+        with ``record_positions``.
+    """
+    try:
+        from ase import Atoms, units
+        from ase.md.langevin import Langevin
+    except ImportError as exc:
+        raise ImportError('run_langevin needs ase; install it with pip install "escn[ase]"') from exc
+
+    if not isinstance(atoms, Atoms):
+        raise TypeError(f"atoms must be an ase.Atoms, got {type(atoms).__name__}")
+    if calculator is None:
+        raise TypeError("calculator must be an ASE calculator, got None")
+    dt = _positive_float("timestep_fs", timestep_fs)
+    steps = _positive_int("steps", steps)
+    log_every = _positive_int("log_every", log_every)
+    temperature = _positive_float("temperature_K", temperature_K)
+    friction = _positive_float("friction_per_fs", friction_per_fs)
+    rng = np.random.default_rng(seed)
+    atoms.calc = calculator
+    if initial_velocities:
+        masses = atoms.get_masses()[:, None]
+        momenta = rng.standard_normal((len(atoms), 3)) * np.sqrt(masses * units.kB * temperature)
+        momenta -= masses * (momenta.sum(axis=0) / masses.sum())
+        atoms.set_momenta(momenta)
+    dyn = Langevin(atoms, timestep=dt * units.fs, temperature_K=temperature, friction=friction / units.fs,
+                   fixcm=False, rng=rng)
+    return _integrate(atoms, dyn, dt, steps, log_every, record_positions)
+
+
+def _integrate(atoms: Any, dyn: Any, dt: float, steps: int, log_every: int, record_positions: bool) -> Dict[str, Any]:
     records: Dict[str, list] = {k: [] for k in ("time_fs", "potential_energy", "kinetic_energy", "temperature_K")}
     frames: list = []
 
     def record(step: int) -> None:
-        epot = float(atoms.get_potential_energy())
-        ekin = float(atoms.get_kinetic_energy())
         records["time_fs"].append(step * dt)
-        records["potential_energy"].append(epot)
-        records["kinetic_energy"].append(ekin)
+        records["potential_energy"].append(float(atoms.get_potential_energy()))
+        records["kinetic_energy"].append(float(atoms.get_kinetic_energy()))
         records["temperature_K"].append(float(atoms.get_temperature()))
         if record_positions:
             frames.append(atoms.get_positions().copy())
@@ -133,7 +197,6 @@ def run_nve(
         dyn.run(chunk)
         done += chunk
         record(done)
-
     out: Dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in records.items()}
     out["total_energy"] = out["potential_energy"] + out["kinetic_energy"]
     out["num_atoms"] = len(atoms)
@@ -141,6 +204,96 @@ def run_nve(
     out["cell"] = np.asarray(atoms.get_cell()[:], dtype=np.float64).copy()
     if record_positions:
         out["positions"] = np.stack(frames)
+    return out
+
+
+def bonded_pairs(numbers: ArrayLike, positions: ArrayLike, scale: float = 1.2) -> list[Tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, closer than ``scale`` times the sum of their covalent radii (ASE's table,
+    Cordero et al. 2008), sorted.
+
+    Args:
+        numbers: (N,) atomic numbers.
+        positions: (N, 3) positions in Angstrom (no periodic images).
+        scale: tolerance on the covalent-radius sum.
+    """
+    from ase.data import covalent_radii
+
+    z = np.asarray(numbers).reshape(-1).astype(np.int64)
+    pos = _as_float64("positions", positions)
+    if pos.shape != (z.size, 3):
+        raise ValueError(f"positions must have shape ({z.size}, 3) for {z.size} atomic numbers, got {pos.shape}")
+    scale = _positive_float("scale", scale)
+    r = covalent_radii[z]
+    d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
+    i, j = np.nonzero(np.triu(d < scale * (r[:, None] + r[None, :]), k=1))
+    return sorted(zip(i.tolist(), j.tolist()))
+
+
+def molecule_integrity(
+    positions_frames: ArrayLike,
+    reference: ArrayLike,
+    bonds: Sequence[Tuple[int, int]],
+    masses: Optional[ArrayLike] = None,
+    max_stretch: float = 1.5,
+    max_escape: float = 2.0,
+) -> Dict[str, Any]:
+    """Whether a molecule stayed whole along a trajectory (one molecule, no periodic images).
+
+    A bond (i, j) of the reference is broken in a frame where ``|r_ij| > max_stretch * |r_ij(reference)|``.
+    An atom has left in a frame where its distance from the centre of mass exceeds its largest distance from the
+    centre of mass in the reference by more than ``max_escape`` Angstrom.
+
+    Args:
+        positions_frames: (F, N, 3) positions.
+        reference: (N, 3) reference positions (e.g. the relaxed geometry).
+        bonds: pairs (i, j) of the reference to follow (e.g. :func:`bonded_pairs` of the reference).
+        masses: (N,) masses for the centre of mass (default: equal).
+        max_stretch: ratio to the reference length above which a bond counts as broken.
+        max_escape: Angstrom beyond the reference's largest centre distance at which an atom counts as gone.
+
+    Returns:
+        ``ok`` (no broken bond, no atom gone), ``broken_bonds`` (pairs broken in some frame),
+        ``first_broken_frame`` (or None), ``max_bond_ratio`` (largest ``|r_ij| / |r_ij(ref)|`` over bonds and
+        frames), ``max_bond_ratio_pair``, ``min_bond_ratio``, ``left_atoms`` (indices), ``max_center_distance``
+        (Angstrom, over atoms and frames) and ``reference_max_center_distance``.
+    """
+    pos = _as_float64("positions_frames", positions_frames)
+    ref = _as_float64("reference", reference)
+    if ref.ndim != 2 or ref.shape[1] != 3 or pos.ndim != 3 or pos.shape[1:] != ref.shape:
+        raise ValueError(f"positions_frames must have shape (F, N, 3) and reference (N, 3) with the same N, got "
+                         f"{pos.shape} and {ref.shape}")
+    pairs = np.asarray(list(bonds), dtype=np.int64).reshape(-1, 2)
+    if pairs.size and (pairs.min() < 0 or pairs.max() >= ref.shape[0]):
+        raise ValueError(f"bonds must index atoms in [0, {ref.shape[0]}), got {pairs.min()}..{pairs.max()}")
+    w = np.ones(ref.shape[0]) if masses is None else _as_float64("masses", masses).reshape(-1)
+    if w.shape != (ref.shape[0],):
+        raise ValueError(f"masses must have shape ({ref.shape[0]},), got {w.shape}")
+    max_stretch = _positive_float("max_stretch", max_stretch)
+    max_escape = _positive_float("max_escape", max_escape)
+
+    def centre_distances(p: np.ndarray) -> np.ndarray:
+        com = (w[..., :, None] * p).sum(axis=-2, keepdims=True) / w.sum()
+        return np.linalg.norm(p - com, axis=-1)
+
+    out: Dict[str, Any] = {}
+    if pairs.size:
+        d_ref = np.linalg.norm(ref[pairs[:, 0]] - ref[pairs[:, 1]], axis=-1)
+        ratio = np.linalg.norm(pos[:, pairs[:, 0]] - pos[:, pairs[:, 1]], axis=-1) / d_ref  # (F, B)
+        broken = ratio > max_stretch
+        worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        out.update(broken_bonds=[tuple(map(int, pairs[b])) for b in np.nonzero(broken.any(axis=0))[0]],
+                   first_broken_frame=int(np.nonzero(broken.any(axis=1))[0][0]) if broken.any() else None,
+                   max_bond_ratio=float(ratio.max()), max_bond_ratio_pair=tuple(map(int, pairs[worst[1]])),
+                   min_bond_ratio=float(ratio.min()))
+    else:
+        out.update(broken_bonds=[], first_broken_frame=None, max_bond_ratio=1.0, max_bond_ratio_pair=None,
+                   min_bond_ratio=1.0)
+    ref_max = float(centre_distances(ref).max())
+    dist = centre_distances(pos)  # (F, N)
+    out["left_atoms"] = np.nonzero((dist > ref_max + max_escape).any(axis=0))[0].tolist()
+    out["max_center_distance"] = float(dist.max())
+    out["reference_max_center_distance"] = ref_max
+    out["ok"] = not out["broken_bonds"] and not out["left_atoms"]
     return out
 
 

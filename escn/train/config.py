@@ -6,6 +6,7 @@ A configuration is a nested mapping (a TOML or YAML file, or a Python dict)::
     dtype = "float64"              # float32 | float64
     batch_size = 8                 # graphs per optimisation step (the global batch under DDP)
     epochs = 20                    # and/or max_steps = 1000
+    max_time = 1800                # optional: also stop after this many seconds of training (wall clock)
     cutoff = 5.0                   # radius graph for items without edges
     grad_clip = 10.0               # max gradient norm (omit or 0: off)
     ema_decay = 0.99               # EMA of the weights used for validation (omit or 0: off)
@@ -20,6 +21,9 @@ A configuration is a nested mapping (a TOML or YAML file, or a Python dict)::
     [data]
     train = "train.pt"             # torch.save(list of AtomsGraph) | ASE-readable file | "pkg.mod:function"
     valid = { source = "pkg.mod:function", kwargs = { n = 50, seed = 1 } }
+    test = "test.extxyz"           # optional, never trained on (escn evaluate CKPT --split test)
+    # or: valid_fraction = 0.05, test_fraction = 0.2, split_seed = 1 (a seeded split of train)
+    energy_key = "energy"          # where ASE-readable files keep the targets (also forces_key, stress_key)
 
     [optimizer]                    # AdamW
     lr = 1e-3
@@ -65,7 +69,7 @@ OPTIMIZERS = ("adamw",)
 # keys that may differ between a checkpoint's config and the config used to resume it (the learning-rate
 # schedule keeps the horizon it started with, so a resumed run continues exactly)
 RESUMABLE_CHANGES = ("epochs", "max_steps", "checkpoint_every", "log_every", "progress", "output_dir",
-                     "threads", "eval_batch_size", "data.num_workers")
+                     "threads", "eval_batch_size", "max_time", "data.num_workers", "data.test.source", "data.test.kwargs")
 
 
 class ConfigError(ValueError):
@@ -205,14 +209,30 @@ class DataSource:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``[data]``: training and validation sets."""
+    """``[data]``: training, validation and test sets, and how ASE-readable files are read.
+
+    * ``train``, ``valid``, ``test``: data sources (a file or ``"module:function"``); ``test`` is never used in
+      training (``escn evaluate CHECKPOINT --split test`` reads it).
+    * ``valid_fraction``, ``test_fraction``: without a ``valid`` (``test``) source, that fraction of the
+      ``train`` items is held out by a random split seeded with ``split_seed`` (default: the run's ``seed``);
+      the same config always gives the same split.
+    * ``energy_key``, ``forces_key``, ``stress_key``: names under which ASE-readable files store the targets
+      (see :func:`escn.data.extxyz.read_frames`); a file source's ``kwargs`` may override them per file.
+    """
 
     train: DataSource
     valid: Optional[DataSource] = None
+    test: Optional[DataSource] = None
     valid_fraction: float = 0.0
+    test_fraction: float = 0.0
+    split_seed: Optional[int] = None
     num_workers: int = 0
+    energy_key: str = "energy"
+    forces_key: str = "forces"
+    stress_key: str = "stress"
 
-    KEYS = ("train", "valid", "valid_fraction", "num_workers")
+    KEYS = ("train", "valid", "test", "valid_fraction", "test_fraction", "split_seed", "num_workers",
+            "energy_key", "forces_key", "stress_key")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DataConfig":
@@ -221,15 +241,32 @@ class DataConfig:
             raise ConfigError("config key 'data.train' is required (a path, 'module:function' or a table)")
         train = DataSource.parse(d["train"], "data.train")
         valid = DataSource.parse(d["valid"], "data.valid") if d.get("valid") is not None else None
+        test = DataSource.parse(d["test"], "data.test") if d.get("test") is not None else None
         frac = _get(d, "valid_fraction", "data", "float", 0.0, minimum=0.0, maximum=0.9)
+        test_frac = _get(d, "test_fraction", "data", "float", 0.0, minimum=0.0, maximum=0.9)
         if valid is not None and frac > 0:
             raise ConfigError("config keys 'data.valid' and 'data.valid_fraction' exclude each other")
-        return cls(train=train, valid=valid, valid_fraction=frac,
-                   num_workers=_get(d, "num_workers", "data", "int", 0, minimum=0))
+        if test is not None and test_frac > 0:
+            raise ConfigError("config keys 'data.test' and 'data.test_fraction' exclude each other")
+        if frac + test_frac >= 1:
+            raise ConfigError(f"config keys 'data.valid_fraction' + 'data.test_fraction' = {frac + test_frac:g} leave "
+                              "no training items; expected a sum < 1")
+        return cls(train=train, valid=valid, test=test, valid_fraction=frac, test_fraction=test_frac,
+                   split_seed=_get(d, "split_seed", "data", "int", None, minimum=0),
+                   num_workers=_get(d, "num_workers", "data", "int", 0, minimum=0),
+                   energy_key=_get(d, "energy_key", "data", "str", "energy"),
+                   forces_key=_get(d, "forces_key", "data", "str", "forces"),
+                   stress_key=_get(d, "stress_key", "data", "str", "stress"))
+
+    def read_options(self) -> Dict[str, str]:
+        """The target key names for ASE-readable files (keyword arguments of ``read_frames``)."""
+        return {"energy_key": self.energy_key, "forces_key": self.forces_key, "stress_key": self.stress_key}
 
     def to_dict(self) -> Dict[str, Any]:
         return {"train": self.train.to_dict(), "valid": None if self.valid is None else self.valid.to_dict(),
-                "valid_fraction": self.valid_fraction, "num_workers": self.num_workers}
+                "test": None if self.test is None else self.test.to_dict(),
+                "valid_fraction": self.valid_fraction, "test_fraction": self.test_fraction,
+                "split_seed": self.split_seed, "num_workers": self.num_workers, **self.read_options()}
 
 
 @dataclass(frozen=True)
@@ -349,7 +386,7 @@ class LossTerm:
 
 # --------------------------------------------------------------------------- the whole config
 _TOP_KEYS = ("model", "data", "optimizer", "schedule", "loss", "seed", "dtype", "device", "batch_size",
-             "eval_batch_size", "epochs", "max_steps", "cutoff", "grad_clip", "ema_decay", "checkpoint_every",
+             "eval_batch_size", "epochs", "max_steps", "max_time", "lr_over_time", "cutoff", "grad_clip", "ema_decay", "checkpoint_every",
              "log_every", "output_dir", "progress", "threads", "fit_atom_energies", "valid_every")
 
 
@@ -366,6 +403,15 @@ class TrainConfig:
         batch_size: graphs per step (global batch; split across ranks under DDP).
         eval_batch_size: graphs per validation batch (default: ``batch_size``).
         epochs / max_steps: training stops at whichever comes first (at least one is required).
+        max_time: also stop once the training time (wall clock since the start, summed over resumed runs, set-up
+            and data loading excluded) reaches this many seconds: after the step that crossed it, the final
+            weights are validated and checkpointed as at any other end.  The learning-rate schedule still runs
+            over ``epochs`` / ``max_steps``; where a run stops under ``max_time`` depends on the machine's speed,
+            so such a run is not reproducible step for step.  None: no time limit.
+        lr_over_time: with ``max_time``, the schedule's position is the further of the step and
+            ``total_steps * training time / max_time``, so the learning rate reaches its final value by the time
+            budget on a machine too slow for ``total_steps`` (and by ``total_steps`` on a faster one).  The
+            learning rates then depend on the machine's speed (not reproducible step for step).
         cutoff: radius-graph cutoff applied to items without edges (None: leave them).
         grad_clip: max global gradient norm (None: no clipping).
         ema_decay: decay of the weight EMA (None: no EMA, validation uses the raw weights).
@@ -393,6 +439,8 @@ class TrainConfig:
     eval_batch_size: Optional[int] = None
     epochs: Optional[int] = None
     max_steps: Optional[int] = None
+    max_time: Optional[float] = None
+    lr_over_time: bool = False
     cutoff: Optional[float] = None
     grad_clip: Optional[float] = None
     ema_decay: Optional[float] = None
@@ -443,6 +491,8 @@ class TrainConfig:
             eval_batch_size=_get(d, "eval_batch_size", "", "int", None, minimum=1),
             epochs=_get(d, "epochs", "", "int", None, minimum=1),
             max_steps=_get(d, "max_steps", "", "int", None, minimum=1),
+            max_time=_get(d, "max_time", "", "float", None, minimum=0.0, strict_min=True),
+            lr_over_time=_get(d, "lr_over_time", "", "bool", False),
             cutoff=_get(d, "cutoff", "", "float", None, minimum=0.0, strict_min=True),
             grad_clip=grad_clip or None,
             ema_decay=ema_decay or None,
@@ -454,6 +504,8 @@ class TrainConfig:
             fit_atom_energies=_get(d, "fit_atom_energies", "", "bool", True),
             valid_every=_get(d, "valid_every", "", "int", 1, minimum=1),
         )
+        if cfg.lr_over_time and cfg.max_time is None:
+            raise ConfigError("config key 'lr_over_time' needs 'max_time' (the time the schedule runs over)")
         if cfg.epochs is None and cfg.max_steps is None:
             raise ConfigError("config needs 'epochs' or 'max_steps' (or both: training stops at the first reached)")
         return cfg

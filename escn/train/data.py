@@ -4,8 +4,8 @@ Sources (see :class:`escn.train.config.DataSource`):
 
 * a file written with ``torch.save(list_of_AtomsGraph)`` (``.pt`` / ``.pth`` / ``.pkl`` / anything
   ``torch.load`` reads);
-* any other file is read with ``ase.io.read(path, index=":")`` when ASE is installed
-  (extxyz with energy / forces / stress);
+* any other file is read with :func:`escn.data.extxyz.read_frames` when ASE is installed (extended XYZ with
+  energy / forces / stress under configurable key names; every frame is checked, errors name file and frame);
 * ``"package.module:function"``: called with the source's ``kwargs``; must return a list (or a
   ``Dataset``) of :class:`~escn.data.AtomsGraph`.
 
@@ -36,12 +36,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from escn._util import import_object
 from escn.data import AtomsGraph, Batch, collate
+from escn.data.extxyz import read_frames
 from escn.data.species import SpeciesMap, check_atomic_numbers, element_name, species_of
 from escn.models.registry import accepts_argument
 
-from .config import ConfigError, DataSource
+from .config import ConfigError, DataSource, TrainConfig
 
-__all__ = ["load_source", "PreparedDataset", "SpeciesMapped", "training_species", "FORCE_FIELD_TARGETS", "epoch_permutation", "global_batches", "shard", "split_train_valid",
+__all__ = ["load_source", "load_splits", "split_items", "SPLITS", "FILE_OPTIONS", "PreparedDataset", "SpeciesMapped", "training_species", "FORCE_FIELD_TARGETS", "epoch_permutation", "global_batches", "shard", "split_train_valid",
            "ShardLoader", "collate_or_none", "rank_batches"]
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".torch")
@@ -76,33 +77,18 @@ def _torch_load(path: Path) -> Any:
                           f"({type(exc).__name__}: {exc})") from exc
 
 
-def _ase_stress(atoms: Any) -> Optional[Any]:
-    try:
-        return atoms.get_stress(voigt=False)
-    except Exception:  # noqa: BLE001 - no stress in this frame
-        return None
+#: keyword arguments a file source (not a torch file) may carry: how escn.data.extxyz.read_frames reads it
+FILE_OPTIONS = ("energy_key", "forces_key", "stress_key", "index", "format")
 
 
-def _ase_load(path: Path) -> List[AtomsGraph]:
+def _ase_load(path: Path, options: Mapping[str, Any], require: Sequence[str]) -> List[AtomsGraph]:
     try:
-        import ase.io
+        return read_frames(path, require=require, **options)
     except ImportError:
         raise ConfigError(f"data file {str(path)!r}: reading non-torch files needs ASE (pip install 'escn[ase]'); "
                           "or save a list of AtomsGraph with torch.save to a .pt file") from None
-    try:
-        frames = ase.io.read(str(path), index=":")
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"data file {str(path)!r}: ASE cannot read it ({type(exc).__name__}: {exc})") from exc
-    graphs = []
-    for atoms in frames:
-        energy = forces = stress = None
-        if atoms.calc is not None:
-            results = atoms.calc.results
-            energy = results.get("energy", results.get("free_energy"))
-            forces = results.get("forces")
-            stress = _ase_stress(atoms) if "stress" in results else None
-        graphs.append(AtomsGraph.from_ase(atoms, dtype=torch.float64, energy=energy, forces=forces, stress=stress))
-    return graphs
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _as_sequence(obj: Any, what: str) -> Sequence[AtomsGraph]:
@@ -116,33 +102,100 @@ def _as_sequence(obj: Any, what: str) -> Sequence[AtomsGraph]:
     raise ConfigError(f"{what}: expected a list or Dataset of AtomsGraph, got {type(obj).__name__}")
 
 
-def load_source(source: DataSource, what: str = "data") -> Sequence[AtomsGraph]:
+def load_source(source: DataSource, what: str = "data", *, read_options: Optional[Mapping[str, Any]] = None,
+                require: Sequence[str] = ()) -> Sequence[AtomsGraph]:
     """The items of a data source (see the module docstring).
 
+    Args:
+        source: the source; for an ASE-readable file its ``kwargs`` may hold :data:`FILE_OPTIONS` (they override
+            ``read_options``).
+        what: how errors name the source (e.g. ``"data.train"``).
+        read_options: defaults of the file options (e.g. :meth:`DataConfig.read_options`).
+        require: targets every frame of an ASE-readable file must have (e.g. ``("energy", "forces")``).
+
     Raises:
-        ConfigError: missing file, unreadable content, wrong item type.
+        ConfigError: missing file, unreadable content (naming the file and frame), wrong item type, unknown
+            file options.
     """
     spec = source.source
     if _is_callable_spec(spec):
         return _as_sequence(_call_source(spec, dict(source.kwargs)), f"{what} ({spec})")
     path = Path(spec)
-    if source.kwargs:
-        raise ConfigError(f"{what}: kwargs are only used with a 'module:function' source, not with file {spec!r}")
     if not path.is_file():
         raise ConfigError(f"{what}: data file {spec!r} not found (expected a file or 'package.module:function')")
     if path.suffix.lower() in _TORCH_SUFFIXES:
+        if source.kwargs:
+            raise ConfigError(f"{what}: kwargs are only used with a 'module:function' source or an ASE-readable file, "
+                              f"not with the torch file {spec!r}")
         return _as_sequence(_torch_load(path), f"{what} ({spec})")
-    return _as_sequence(_ase_load(path), f"{what} ({spec})")
+    unknown = [k for k in source.kwargs if k not in FILE_OPTIONS]
+    if unknown:
+        raise ConfigError(f"{what}: unknown option {unknown[0]!r} for the file {spec!r}; a file source takes "
+                          f"{', '.join(FILE_OPTIONS)}")
+    options = {**(read_options or {}), **source.kwargs}
+    return _as_sequence(_ase_load(path, options, require), f"{what} ({spec})")
+
+
+#: the parts of a data configuration
+SPLITS = ("train", "valid", "test")
+
+
+def split_items(items: Sequence[AtomsGraph], valid_fraction: float, test_fraction: float,
+                seed: int) -> tuple[list, list, list]:
+    """A seeded random split ``(train, valid, test)`` of ``items``: a permutation drawn from a generator seeded
+    with ``seed + 7919``; its first ``round(valid_fraction * n)`` items (at least 1 when the fraction is > 0) are
+    the validation set, the next ``round(test_fraction * n)`` (likewise) the test set, the rest the training
+    set (in permutation order)."""
+    n = len(items)
+    n_valid = max(1, round(valid_fraction * n)) if valid_fraction > 0 else 0
+    n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+    if n_valid + n_test >= n:
+        raise ConfigError(f"data.valid_fraction = {valid_fraction} and data.test_fraction = {test_fraction} leave no "
+                          f"training items out of {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+    return ([items[i] for i in perm[n_valid + n_test:]], [items[i] for i in perm[:n_valid]],
+            [items[i] for i in perm[n_valid:n_valid + n_test]])
+
+
+def load_splits(config: TrainConfig, parts: Sequence[str] = SPLITS,
+                require: Sequence[str] = ()) -> Dict[str, Optional[Sequence[AtomsGraph]]]:
+    """The items of the requested ``parts`` (``train`` / ``valid`` / ``test``) of a training config: each from its
+    own source, or held out of ``train`` by ``valid_fraction`` / ``test_fraction`` (:func:`split_items` with
+    ``split_seed``, default the run's ``seed``); None for a part the config does not define.
+
+    Raises:
+        ConfigError: as :func:`load_source`, or an unknown part.
+    """
+    bad = [p for p in parts if p not in SPLITS]
+    if bad:
+        raise ConfigError(f"unknown data split {bad[0]!r}; expected one of {', '.join(SPLITS)}")
+    d = config.data
+    options = d.read_options()
+    out: Dict[str, Optional[Sequence[AtomsGraph]]] = {}
+    held_out = (d.valid is None and d.valid_fraction > 0) or (d.test is None and d.test_fraction > 0)
+    if "train" in parts or held_out:
+        train = load_source(d.train, "data.train", read_options=options, require=require)
+        if held_out:
+            seed = d.split_seed if d.split_seed is not None else config.seed
+            train, valid, test = split_items(train, d.valid_fraction if d.valid is None else 0.0,
+                                             d.test_fraction if d.test is None else 0.0, seed)
+            if d.valid is None and d.valid_fraction > 0:
+                out["valid"] = valid
+            if d.test is None and d.test_fraction > 0:
+                out["test"] = test
+        out["train"] = train
+    for part in ("valid", "test"):
+        source = getattr(d, part)
+        if source is not None and part in parts:
+            out[part] = load_source(source, f"data.{part}", read_options=options, require=require)
+    return {p: out.get(p) for p in parts}
 
 
 def split_train_valid(items: Sequence[AtomsGraph], fraction: float, seed: int) -> tuple[list, list]:
-    """A seeded random split: ``(train, valid)`` with ``round(fraction * n)`` (>= 1) validation items."""
-    n = len(items)
-    n_valid = max(1, round(fraction * n))
-    if n_valid >= n:
-        raise ConfigError(f"data.valid_fraction = {fraction} leaves no training items out of {n}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
-    return [items[i] for i in perm[n_valid:]], [items[i] for i in perm[:n_valid]]
+    """A seeded random split: ``(train, valid)`` with ``round(fraction * n)`` (>= 1) validation items (the
+    two-way case of :func:`split_items`)."""
+    train, valid, _ = split_items(items, fraction, 0.0, seed)
+    return train, valid
 
 
 #: loss targets that make a run a force field (its atom types are chemical species)

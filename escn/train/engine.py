@@ -44,8 +44,7 @@ from escn.checkpoint import (FORMAT, VERSION, CheckpointError, atomic_save, load
 from .atom_energies import fit_atom_energies
 from .config import (RESUMABLE_CHANGES, ConfigError, TrainConfig, check_model_kwargs, config_differences,
                      load_config)
-from .data import (PreparedDataset, ShardLoader, SpeciesMapped, collate_or_none, load_source, rank_batches,
-                   split_train_valid, training_species)
+from .data import (FORCE_FIELD_TARGETS, PreparedDataset, ShardLoader, SpeciesMapped, collate_or_none, load_splits, rank_batches, training_species)
 from .ema import EMA
 from .losses import LossFunction
 from .progress import EpochProgress, format_summary
@@ -104,6 +103,15 @@ class _Progress:
 
     def to_dict(self) -> Dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _canonical(config: Dict[str, Any]) -> Dict[str, Any]:
+    """A checkpoint's config with the defaults of keys added since it was written filled in (as written when
+    it no longer parses)."""
+    try:
+        return TrainConfig.from_dict(config).to_dict()
+    except ConfigError:
+        return config
 
 
 class Trainer:
@@ -224,13 +232,9 @@ class Trainer:
         return path
 
     def _load_data(self) -> tuple[Sequence[AtomsGraph], Optional[Sequence[AtomsGraph]]]:
-        d = self.config.data
-        train_items = load_source(d.train, "data.train")
-        valid_items: Optional[Sequence[AtomsGraph]] = None
-        if d.valid is not None:
-            valid_items = load_source(d.valid, "data.valid")
-        elif d.valid_fraction > 0:
-            train_items, valid_items = split_train_valid(train_items, d.valid_fraction, self.config.seed)
+        require = [t for t in FORCE_FIELD_TARGETS if t in {term.target or k for k, term in self.config.loss.items()}]
+        parts = load_splits(self.config, ("train", "valid"), require=require)
+        train_items, valid_items = parts["train"], parts["valid"]
         self.loss_fn.check_item(train_items[0], "training data")
         if valid_items is not None:
             self.loss_fn.check_item(valid_items[0], "validation data")
@@ -291,7 +295,7 @@ class Trainer:
         require_entries(ckpt, RESUME_ENTRIES, path)
         # the model as built (its model_config, defaults included) rather than the keys the [model] sections spell
         # out: "lmax = 2" written out or left at its default of 2 is the same model
-        diffs = [d for d in config_differences(ckpt["config"], self.config.to_dict())
+        diffs = [d for d in config_differences(_canonical(ckpt["config"]), self.config.to_dict())
                  if not d[0].startswith("model.") or d[0] == "model.name"]
         diffs += [(f"model.{k}", a, b) for k, a, b in config_differences(ckpt["model_config"], self.model_config, ())]
         diffs.sort(key=lambda d: d[0])
@@ -383,6 +387,13 @@ class Trainer:
         Returns the float64 statistics of the whole global batch (summed over ranks).
         """
         self.model.train()
+        if self.config.lr_over_time and self.config.max_time:
+            # the schedule runs on the clock: this step's rate is that of the further of the step and the
+            # elapsed fraction of max_time (the LambdaLR's own rate is overridden for this step)
+            lr = self.schedule.lr(self._schedule_step())
+            self._last_lr = lr
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
         if batch is not None:
             batch = batch.to(self.device)
         counts = ddp.all_reduce_sum(self.loss_fn.counts(batch, self.device), self.info)
@@ -441,7 +452,32 @@ class Trainer:
         """Training is over after ``epochs_finished`` epochs (default: the state's) and the steps taken."""
         cfg = self.config
         epoch = self.state.epoch if epochs_finished is None else epochs_finished
-        return bool((cfg.max_steps and self.state.step >= cfg.max_steps) or (cfg.epochs and epoch >= cfg.epochs))
+        return bool((cfg.max_steps and self.state.step >= cfg.max_steps) or (cfg.epochs and epoch >= cfg.epochs)
+                    or self._timed_out)
+
+    _timed_out: bool = False
+    _last_lr: float = 0.0
+
+    def _schedule_step(self) -> int:
+        """The step the learning-rate schedule is at: the optimisation step, or with ``lr_over_time`` the further
+        of it and ``total_steps * training time / max_time`` (the same on every rank: rank times are maxed)."""
+        step = self.state.step
+        cfg = self.config
+        if cfg.lr_over_time and cfg.max_time:
+            t = torch.tensor([self._elapsed()], dtype=torch.float64, device=self.device)
+            if self.info.distributed:
+                torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+            step = max(step, min(self.total_steps, int(self.total_steps * float(t.item()) / cfg.max_time)))
+        return step
+
+    def _check_time(self) -> bool:
+        """Whether the training time has reached ``max_time`` (the run stops after the current step); every rank
+        gets the same answer (the flags are summed over ranks), and it is remembered for :meth:`_done`."""
+        limit = self.config.max_time
+        if limit and not self._timed_out:
+            flag = torch.tensor([1.0 if self._elapsed() >= limit else 0.0], dtype=torch.float64, device=self.device)
+            self._timed_out = bool(ddp.all_reduce_sum(flag, self.info).item() > 0)
+        return self._timed_out
 
     def _end_of_validation(self, metrics: Optional[Dict[str, float]], record: Dict[str, Any]) -> None:
         st = self.state
@@ -462,7 +498,8 @@ class Trainer:
         validate = self._done(st.epoch + 1) or (st.epoch + 1) % self.config.valid_every == 0
         valid_metrics = self.evaluate() if validate else None
         record: Dict[str, Any] = {"type": "epoch", "step": st.step, "epoch": st.epoch + 1,
-                                  "lr": self.schedule.lr(max(st.step - 1, 0)), **train_metrics, **(valid_metrics or {})}
+                                  "lr": self._last_lr if self.config.lr_over_time else self.schedule.lr(max(st.step - 1, 0)),
+                                  **train_metrics, **(valid_metrics or {})}
         if validate:
             self._end_of_validation(valid_metrics, record)
         record["time"] = round(self._elapsed(), 3)
@@ -481,6 +518,8 @@ class Trainer:
         st = self.state
         self._t0 = time.perf_counter()
         self._elapsed0 = st.elapsed
+        self._timed_out = False
+        self._check_time()
         self._open_log()
         stopped = until_step is not None and st.step >= until_step and not self._done()
         try:
@@ -496,6 +535,8 @@ class Trainer:
                     for batch in loader:
                         lr = self.schedule.lr(st.step)
                         stats = self.train_step(batch)
+                        if cfg.lr_over_time and cfg.max_time:
+                            lr = self._last_lr  # the step ran at the clock's rate
                         st.step += 1
                         st.position += 1
                         self.epoch_stats += stats
@@ -506,7 +547,8 @@ class Trainer:
                         bar.update({"loss": metrics["loss"], "lr": lr})
                         if st.step % cfg.checkpoint_every == 0:
                             self.save_checkpoint()
-                        if (cfg.max_steps and st.step >= cfg.max_steps) or (until_step is not None and st.step >= until_step):
+                        if ((cfg.max_steps and st.step >= cfg.max_steps) or (until_step is not None and st.step >= until_step)
+                                or self._check_time()):
                             break
                 finally:
                     bar.close()
@@ -525,6 +567,9 @@ class Trainer:
         finally:
             self._close_log()
         result = self._result(path, completed=not stopped)
+        if self.info.is_main and not stopped and self._timed_out:
+            print(f"stopped by max_time = {cfg.max_time:g} s after {st.elapsed:.0f} s of training, at step {st.step}",
+                  file=self.stream, flush=True)
         if self.info.is_main and not stopped:
             print(format_summary(result.final_train, result.final_valid, st.best, st.step,
                                  st.epoch + st.position / max(1, self.batches_per_epoch), st.elapsed),

@@ -13,11 +13,11 @@ from escn.data import AtomsGraph
 from escn.models.io import load
 
 from .config import ConfigError, DataSource, LossTerm, TrainConfig
-from .data import PreparedDataset, ShardLoader, global_batches, load_source
+from .data import SPLITS, PreparedDataset, ShardLoader, global_batches, load_source, load_splits
 from .losses import LossFunction, item_target_level
 from .progress import fmt
 
-__all__ = ["evaluate_model", "evaluate_checkpoint", "default_keys", "format_evaluation"]
+__all__ = ["evaluate_model", "evaluate_checkpoint", "default_keys", "format_evaluation", "force_field_lines"]
 
 _STANDARD = ("energy", "forces", "stress")
 
@@ -100,17 +100,41 @@ def format_evaluation(metrics: Mapping[str, float], title: str = "") -> str:
                          f"{'-' if mse is None else format(mse, '.6g'):>16s}")
     if "loss" in metrics:
         lines.append(f"{'loss':24s}{fmt(metrics['loss']):>14s}")
+    lines += force_field_lines(metrics)
     return "\n".join(lines)
+
+
+# key -> (label, unit of the milli-scaled value); energies in eV, forces in eV/A, stresses in eV/A^3
+_FORCE_FIELD_UNITS = (("energy", "E/structure", "meV"), ("energy_per_atom", "E/atom", "meV/atom"),
+                      ("forces", "F/component", "meV/A"), ("stress", "S/component", "meV/A^3"))
+
+
+def force_field_lines(metrics: Mapping[str, float]) -> list[str]:
+    """MAE and RMSE of energy (per structure and per atom), forces and stress in meV units, for the keys present
+    in ``metrics`` (output of :func:`evaluate_model`, energies in eV and forces in eV/Angstrom); empty when
+    none is."""
+    rows = [(label, unit, 1000 * metrics[f"mae_{k}"], 1000 * metrics[f"rmse_{k}"])
+            for k, label, unit in _FORCE_FIELD_UNITS if f"mae_{k}" in metrics and f"rmse_{k}" in metrics]
+    if not rows:
+        return []
+    lines = [f"{'in meV units':24s}{'MAE':>14s}{'RMSE':>14s}  unit"]
+    lines += [f"{label:24s}{mae:14.3f}{rmse:14.3f}  {unit}" for label, unit, mae, rmse in rows]
+    return lines
 
 
 def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, DataSource, Sequence[AtomsGraph], None] = None, *,
                         ema: bool = True, batch_size: int = 16, kwargs: Optional[Dict[str, Any]] = None,
-                        cutoff: Optional[float] = None, device: str = "cpu") -> Tuple[Dict[str, float], int]:
+                        cutoff: Optional[float] = None, device: str = "cpu",
+                        split: Optional[str] = None) -> Tuple[Dict[str, float], int]:
     """Load a training checkpoint and evaluate it on ``data`` (a source spec or items).
 
     With ``data=None`` the source is the training config's validation source (``data.valid``), its keyword
     arguments updated by ``kwargs``: e.g. ``kwargs={"split": "test"}`` evaluates the test split with every
-    other setting (inputs, dtype, augmentation flags) as in validation.
+    other setting (inputs, dtype, augmentation flags) as in validation.  With ``split`` (``"train"``,
+    ``"valid"`` or ``"test"``, and ``data=None``) the items are that part of the training config's data, its
+    own source or the part held out by ``valid_fraction`` / ``test_fraction`` (the same split as in training).
+    ASE-readable files are read with the training config's ``energy_key`` / ``forces_key`` / ``stress_key``
+    unless ``kwargs`` names others.
     The cutoff defaults to the training config's; the keys are :func:`default_keys`.
 
     Returns:
@@ -121,7 +145,18 @@ def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, Da
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     config = TrainConfig.from_dict(ckpt["config"])
     model = load(checkpoint, map_location=device, ema=ema, checkpoint=ckpt)
-    if data is None:
+    if split is not None:
+        if data is not None:
+            raise ValueError(f"split={split!r} evaluates a part of the training config's data; give no data with it "
+                             f"(got {data!r})")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        items = load_splits(config, (split,))[split]
+        if items is None:
+            raise ValueError(f"the training config of {checkpoint} has no {split} data (no data.{split} source and no "
+                             f"data.{split}_fraction)")
+        data = items
+    elif data is None:
         valid = config.data.valid
         if valid is None:
             raise ValueError(f"no data given and the training config of {checkpoint} has no data.valid source to start from")
@@ -129,7 +164,7 @@ def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, Da
         kwargs = None
     if isinstance(data, (str, DataSource)):
         source = data if isinstance(data, DataSource) else DataSource(source=data, kwargs=dict(kwargs or {}))
-        items = load_source(source, "evaluation data")
+        items = load_source(source, "evaluation data", read_options=config.data.read_options())
     else:
         items = data
     terms = default_keys(items[0], config.loss)
