@@ -226,12 +226,12 @@ def remove_partial_files(directory: Union[str, os.PathLike], names: Sequence[str
 
 
 def rng_state() -> Dict[str, Any]:
-    """The torch (CPU and CUDA), numpy and python global generator states, as tensors and plain numbers::
+    """The torch (CPU and CUDA), numpy and python global generator states, as tensors and plain numbers.
 
-        {"torch": uint8 tensor, "cuda": [uint8 tensor per device] (with CUDA),
-         "numpy": {"bit_generator": str, "key": int64 tensor (624,), "pos": int, "has_gauss": int,
-                   "cached_gaussian": float},
-         "python": {"version": int, "state": int64 tensor (625,), "gauss_next": float | None}}
+    Returns:
+        ``{"torch": uint8 tensor, "cuda": [uint8 tensor per device] (with CUDA), "numpy": {"bit_generator": str,
+        "key": int64 tensor (624,), "pos": int, "has_gauss": int, "cached_gaussian": float}, "python":
+        {"version": int, "state": int64 tensor (625,), "gauss_next": float | None}}``
     """
     state: Dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _plain_numpy(np.random.get_state()),
                              "python": _plain_python(random.getstate())}
