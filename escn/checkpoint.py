@@ -229,9 +229,10 @@ def rng_state() -> Dict[str, Any]:
     """The torch (CPU and CUDA), numpy and python global generator states, as tensors and plain numbers.
 
     Returns:
-        ``{"torch": uint8 tensor, "cuda": [uint8 tensor per device] (with CUDA), "numpy": {"bit_generator": str,
-        "key": int64 tensor (624,), "pos": int, "has_gauss": int, "cached_gaussian": float}, "python":
-        {"version": int, "state": int64 tensor (625,), "gauss_next": float | None}}``
+        A dict with keys ``torch`` (uint8 tensor), ``cuda`` (a uint8 tensor per device, with CUDA only),
+        ``numpy`` (``bit_generator`` str, ``key`` int64 tensor (624,), ``pos``, ``has_gauss`` ints,
+        ``cached_gaussian`` float) and ``python`` (``version`` int, ``state`` int64 tensor (625,),
+        ``gauss_next`` float or None).
     """
     state: Dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _plain_numpy(np.random.get_state()),
                              "python": _plain_python(random.getstate())}
