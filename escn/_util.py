@@ -11,7 +11,6 @@ from numbers import Integral
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, TypeVar, Union
 
-
 import torch
 from torch._subclasses.fake_tensor import is_fake, unset_fake_temporarily
 

@@ -81,8 +81,10 @@ def _species(model: nn.Module, given: Optional[Sequence[int]]) -> Sequence[int]:
     if given is not None:
         given = check_atomic_numbers(given)
         if own is not None and list(given) != list(own):
-            raise ValueError(f"atomic_numbers={list(given)} differs from the model's atomic_numbers={list(own)}; "
-                             "leave it out to use the model's")
+            raise ValueError(
+                f"atomic_numbers={list(given)} differs from the model's atomic_numbers={list(own)}; "
+                "leave it out to use the model's"
+            )
         return given
     if own is None:
         raise ValueError(
@@ -171,7 +173,9 @@ class Calculator(_AseCalculator):
         graph = dataclasses.replace(graph, atom_types=self.species(graph.atom_types, "atoms"))
         if graph.cell is None and getattr(self.model, "has_stress", None) is not None:
             # a deployed package takes a cell always; with pbc off it enters neither the graph nor the energy
-            graph = dataclasses.replace(graph, cell=torch.eye(3, dtype=self.dtype), pbc=torch.zeros(3, dtype=torch.bool))
+            graph = dataclasses.replace(
+                graph, cell=torch.eye(3, dtype=self.dtype), pbc=torch.zeros(3, dtype=torch.bool)
+            )
         batch = collate([graph.with_radius_graph(self.model.cutoff)]).to(device=self.device)
         check = getattr(self.model, "check_batch", None)
         if check is not None:  # the model's value checks, here where the batch is made (forward reads no values)

@@ -45,8 +45,19 @@ import torch
 
 from escn._util import atomic_write
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "atomic_save", "load_checkpoint", "remove_partial_files",
-           "require_entries", "state_mismatch", "rng_state", "set_rng_state", "upgrade_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "atomic_save",
+    "load_checkpoint",
+    "remove_partial_files",
+    "require_entries",
+    "state_mismatch",
+    "rng_state",
+    "set_rng_state",
+    "upgrade_checkpoint",
+]
 
 FORMAT = "escn-train-checkpoint"
 #: 2: RNG states as tensors and plain numbers (readable with weights_only=True); 1: numpy / python RNG states pickled
@@ -78,10 +89,13 @@ def _unsafe_objects_error(path: Path, exc: BaseException) -> "CheckpointError":
         f"checkpoint {str(path)!r} holds pickled Python objects{what} that a safe load (torch.load with "
         "weights_only=True) refuses: it was written by an escn older than checkpoint version 2, or not by escn. "
         f"If you trust the file, convert it once with `escn upgrade-checkpoint {path}` (or read it with "
-        "escn.checkpoint.load_checkpoint(path, trusted=True))")
+        "escn.checkpoint.load_checkpoint(path, trusted=True))"
+    )
 
 
-def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu", *, trusted: bool = False) -> Dict[str, Any]:
+def load_checkpoint(
+    path: Union[str, os.PathLike], map_location: Any = "cpu", *, trusted: bool = False
+) -> Dict[str, Any]:
     """Read a training checkpoint.
 
     Args:
@@ -112,12 +126,15 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu", *,
         raise _corrupt(path, exc) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = f"a dict with format {ckpt.get('format')!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
-        raise CheckpointError(f"{str(path)!r} is not an escn training checkpoint: expected a dict with format "
-                              f"{FORMAT!r}, got {got}")
+        raise CheckpointError(
+            f"{str(path)!r} is not an escn training checkpoint: expected a dict with format {FORMAT!r}, got {got}"
+        )
     version = ckpt.get("version", 0)
     if not isinstance(version, int) or version > VERSION:
-        raise CheckpointError(f"{str(path)!r} has checkpoint version {version!r}: expected an integer up to {VERSION} "
-                              "(a newer escn wrote it, or the file is damaged)")
+        raise CheckpointError(
+            f"{str(path)!r} has checkpoint version {version!r}: expected an integer up to {VERSION} "
+            "(a newer escn wrote it, or the file is damaged)"
+        )
     require_entries(ckpt, MODEL_ENTRIES, path)
     return ckpt
 
@@ -125,7 +142,8 @@ def load_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu", *,
 def _corrupt(path: Path, exc: BaseException) -> "CheckpointError":
     return CheckpointError(
         f"checkpoint {str(path)!r} ({path.stat().st_size} bytes) is truncated or corrupt: torch.load failed "
-        f"({_first_line(exc)}); expected a complete file written by escn train")
+        f"({_first_line(exc)}); expected a complete file written by escn train"
+    )
 
 
 def upgrade_checkpoint(path: Union[str, os.PathLike], output: Optional[Union[str, os.PathLike]] = None) -> Path:
@@ -175,8 +193,10 @@ def require_entries(ckpt: Mapping[str, Any], names: Sequence[str], path: Union[s
     """CheckpointError naming the entries of ``names`` that ``ckpt`` lacks."""
     missing = [n for n in names if n not in ckpt]
     if missing:
-        raise CheckpointError(f"checkpoint {str(path)!r} lacks the entries {', '.join(missing)} (expected every "
-                              f"entry of a checkpoint written by escn train: {', '.join(names)})")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} lacks the entries {', '.join(missing)} (expected every "
+            f"entry of a checkpoint written by escn train: {', '.join(names)})"
+        )
 
 
 def _shape(t: Any) -> str:
@@ -187,9 +207,13 @@ def state_mismatch(expected: Mapping[str, Any], got: Mapping[str, Any], limit: i
     """Why ``got`` (a checkpoint's ``state_dict``) cannot be loaded where ``expected`` (the model's) is: keys
     missing from it, keys the model does not have and shape differences, in one line; None when they fit."""
     problems: List[str] = []
-    shapes = [f"{k} {_shape(got[k])} in the checkpoint, {_shape(v)} in the model" for k, v in expected.items()
-              if k in got and isinstance(v, torch.Tensor) and (not isinstance(got[k], torch.Tensor)
-                                                              or got[k].shape != v.shape)]
+    shapes = [
+        f"{k} {_shape(got[k])} in the checkpoint, {_shape(v)} in the model"
+        for k, v in expected.items()
+        if k in got
+        and isinstance(v, torch.Tensor)
+        and (not isinstance(got[k], torch.Tensor) or got[k].shape != v.shape)
+    ]
     missing = [k for k in expected if k not in got]
     extra = [k for k in got if k not in expected]
 
@@ -234,8 +258,11 @@ def rng_state() -> Dict[str, Any]:
         ``cached_gaussian`` float) and ``python`` (``version`` int, ``state`` int64 tensor (625,),
         ``gauss_next`` float or None).
     """
-    state: Dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _plain_numpy(np.random.get_state()),
-                             "python": _plain_python(random.getstate())}
+    state: Dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": _plain_numpy(np.random.get_state()),
+        "python": _plain_python(random.getstate()),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -254,15 +281,25 @@ def _plain_numpy(st: Any) -> Any:
     if isinstance(st, dict):
         return st
     name, key, pos, has_gauss, cached = st
-    return {"bit_generator": str(name), "key": torch.from_numpy(np.asarray(key, dtype=np.int64).copy()),
-            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {
+        "bit_generator": str(name),
+        "key": torch.from_numpy(np.asarray(key, dtype=np.int64).copy()),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
 def _numpy_tuple(st: Any) -> Any:
     if not isinstance(st, dict):
         return st
-    return (st["bit_generator"], st["key"].cpu().numpy().astype(np.uint32), st["pos"], st["has_gauss"],
-            st["cached_gaussian"])
+    return (
+        st["bit_generator"],
+        st["key"].cpu().numpy().astype(np.uint32),
+        st["pos"],
+        st["has_gauss"],
+        st["cached_gaussian"],
+    )
 
 
 def _plain_python(st: Any) -> Any:

@@ -72,7 +72,9 @@ def _method_list(text: str) -> list[str]:
     items = [t for t in text.replace(" ", "").split(",") if t]
     unknown = [t for t in items if t not in METHODS]
     if unknown or not items:
-        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(METHODS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(unknown) or repr(text)}; choose from {', '.join(METHODS)}"
+        )
     return [m for m in METHODS if m in items]
 
 
@@ -84,14 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``escn`` parser with its ``bench``, ``demo``/``check``, ``train`` and ``evaluate`` subcommands."""
     from escn.bench.scaling import METHOD_HELP
 
-    parser = argparse.ArgumentParser(prog="escn", description="E(3)-equivariant graph networks with eSCN (SO(2)) convolutions.")
+    parser = argparse.ArgumentParser(
+        prog="escn", description="E(3)-equivariant graph networks with eSCN (SO(2)) convolutions."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     methods_help = "; ".join(f"{k}: {v}" for k, v in METHOD_HELP.items())
-    b = sub.add_parser("bench", help="high-l scaling benchmark (SO(2) vs TFN vs e3nn)",
-                       description="Time SO(2) and full-CG convolutions as the order L of the node features grows. "
-                                   "Node irreps C x 0e + C x 1o + ... + C x Lp, filters up to 2L. Methods -- " + methods_help)
+    b = sub.add_parser(
+        "bench",
+        help="high-l scaling benchmark (SO(2) vs TFN vs e3nn)",
+        description="Time SO(2) and full-CG convolutions as the order L of the node features grows. "
+        "Node irreps C x 0e + C x 1o + ... + C x Lp, filters up to 2L. Methods -- " + methods_help,
+    )
     ls = b.add_mutually_exclusive_group()
     ls.add_argument("--lmax", type=_int_at_least(1, _MAX_L), default=None, help="sweep L = 1..LMAX (default 8)")
     ls.add_argument("--ls", type=_l_list, default=None, help="explicit orders, e.g. 1,2,4,8")
@@ -99,94 +106,177 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--nodes", type=_int_at_least(2), default=100, help="number of random nodes, N(0,1)^3 (default 100)")
     b.add_argument("--radius", type=_positive_float, default=1.8, help="radius-graph cutoff (default 1.8)")
     b.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="floating dtype (default float32)")
-    b.add_argument("--threads", type=_int_at_least(1), default=None,
-                   help=f"torch.set_num_threads for the sweep (default: torch.get_num_threads(), {torch.get_num_threads()} here)")
-    b.add_argument("--repeats", type=_int_at_least(1), default=3, help="timed repeats, median after 1 warm-up (default 3)")
-    b.add_argument("--out", default="bench_out", help="output directory for results.json/.csv and scaling.png (default bench_out/)")
-    b.add_argument("--budget-seconds", type=_positive_float, default=10.0, help="time budget per configuration (default 10)")
-    b.add_argument("--anchor-l", type=_int_at_least(0, _MAX_L), default=4,
-                   help="order L at which every method runs whatever the time budget (at least 1 repeat), so the speed-ups "
-                        "over tfn and e3nn are always measured when this L is swept (default 4; 0: none)")
-    b.add_argument("--max-memory-gb", type=_positive_float, default=4.0, help="memory budget per configuration (default 4)")
-    b.add_argument("--methods", type=_method_list, default=None, help="comma-separated subset of the methods (default: all available)")
-    b.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed of graph, features and weights (default 0)")
-    b.add_argument("--allocator", choices=["system", "reuse"], default="system",
-                   help="system (default): the C library's malloc settings, under which large blocks are returned on "
-                        "free and page-faulted in afresh every iteration; reuse: keep freed memory for reuse, as a "
-                        "caching allocator does (escn.bench.allocator.reuse_freed_memory, glibc only): every method "
-                        "runs faster, peak memory reads higher")
-    b.add_argument("--executor", choices=["native", "torch"], default="native",
-                   help="what runs the SO2Conv layers: native (default): the compiled kernels of escn.native where "
-                        "they apply; torch: PyTorch ops only")
+    b.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        default=None,
+        help=f"torch.set_num_threads for the sweep (default: torch.get_num_threads(), {torch.get_num_threads()} here)",
+    )
+    b.add_argument(
+        "--repeats", type=_int_at_least(1), default=3, help="timed repeats, median after 1 warm-up (default 3)"
+    )
+    b.add_argument(
+        "--out", default="bench_out", help="output directory for results.json/.csv and scaling.png (default bench_out/)"
+    )
+    b.add_argument(
+        "--budget-seconds", type=_positive_float, default=10.0, help="time budget per configuration (default 10)"
+    )
+    b.add_argument(
+        "--anchor-l",
+        type=_int_at_least(0, _MAX_L),
+        default=4,
+        help="order L at which every method runs whatever the time budget (at least 1 repeat), so the speed-ups "
+        "over tfn and e3nn are always measured when this L is swept (default 4; 0: none)",
+    )
+    b.add_argument(
+        "--max-memory-gb", type=_positive_float, default=4.0, help="memory budget per configuration (default 4)"
+    )
+    b.add_argument(
+        "--methods",
+        type=_method_list,
+        default=None,
+        help="comma-separated subset of the methods (default: all available)",
+    )
+    b.add_argument(
+        "--seed", type=_int_at_least(0), default=0, help="random seed of graph, features and weights (default 0)"
+    )
+    b.add_argument(
+        "--allocator",
+        choices=["system", "reuse"],
+        default="system",
+        help="system (default): the C library's malloc settings, under which large blocks are returned on "
+        "free and page-faulted in afresh every iteration; reuse: keep freed memory for reuse, as a "
+        "caching allocator does (escn.bench.allocator.reuse_freed_memory, glibc only): every method "
+        "runs faster, peak memory reads higher",
+    )
+    b.add_argument(
+        "--executor",
+        choices=["native", "torch"],
+        default="native",
+        help="what runs the SO2Conv layers: native (default): the compiled kernels of escn.native where "
+        "they apply; torch: PyTorch ops only",
+    )
     b.add_argument("--no-progress", action="store_true", help="do not draw the progress bar on stderr")
     b.set_defaults(func=_cmd_bench, subparser=b)
 
     for name in ("demo", "check"):
-        d = sub.add_parser(name, help="equivariance check of SO2Conv at high l" + (" (alias of demo)" if name == "check" else ""),
-                           description="Rotate, reflect and translate every input of SO2Conv by its declared irreps "
-                                       "and report max |f(g x) - g f(x)| (escn.testing.equivariance_error).")
-        d.add_argument("--lmax", type=_int_at_least(0, _MAX_L), default=8, help="highest order of the node features (default 8)")
+        d = sub.add_parser(
+            name,
+            help="equivariance check of SO2Conv at high l" + (" (alias of demo)" if name == "check" else ""),
+            description="Rotate, reflect and translate every input of SO2Conv by its declared irreps "
+            "and report max |f(g x) - g f(x)| (escn.testing.equivariance_error).",
+        )
+        d.add_argument(
+            "--lmax", type=_int_at_least(0, _MAX_L), default=8, help="highest order of the node features (default 8)"
+        )
         d.add_argument("--channels", type=_int_at_least(1), default=2, help="multiplicity of every l (default 2)")
         d.add_argument("--nodes", type=_int_at_least(2), default=16, help="number of random nodes (default 16)")
         d.add_argument("--dtype", choices=sorted(_DTYPES), default="float64", help="floating dtype (default float64)")
         d.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
         d.set_defaults(func=_cmd_demo, subparser=d)
 
-    t = sub.add_parser("train", help="train a model from a TOML/YAML config",
-                       description="Train a registered model from a TOML (or YAML, with pyyaml) config; "
-                                   "checkpoints, metrics.jsonl and the best model go to output_dir. Under "
-                                   "torchrun (WORLD_SIZE > 1) every rank takes its shard of each global batch.")
+    t = sub.add_parser(
+        "train",
+        help="train a model from a TOML/YAML config",
+        description="Train a registered model from a TOML (or YAML, with pyyaml) config; "
+        "checkpoints, metrics.jsonl and the best model go to output_dir. Under "
+        "torchrun (WORLD_SIZE > 1) every rank takes its shard of each global batch.",
+    )
     t.add_argument("config", help="config file (.toml, .yaml/.yml or .json)")
-    t.add_argument("--resume", nargs="?", const=True, default=None, metavar="CHECKPOINT",
-                   help="continue from output_dir/checkpoint.pt, or from CHECKPOINT")
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from output_dir/checkpoint.pt, or from CHECKPOINT",
+    )
     t.add_argument("--overwrite", action="store_true", help="start fresh even if output_dir holds a checkpoint")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted, value as a TOML literal), e.g. --set optimizer.lr=1e-3")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (dotted, value as a TOML literal), e.g. --set optimizer.lr=1e-3",
+    )
     t.add_argument("--output-dir", default=None, help="override output_dir")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
-    t.add_argument("--debug", action="store_true",
-                   help="on an error (bad config, unusable checkpoint, ...) show the full traceback instead of one line")
+    t.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error (bad config, unusable checkpoint, ...) show the full traceback instead of one line",
+    )
     t.set_defaults(func=_cmd_train, subparser=t)
 
-    e = sub.add_parser("evaluate", help="metrics of a training checkpoint on a data set",
-                       description="Print MAE / RMSE / MSE per output key (and energy per atom) of a checkpoint's model "
-                                   "(EMA weights unless --raw) on DATA: a torch.save'd list of AtomsGraph, an "
-                                   "ASE-readable file or 'package.module:function'. Without DATA: the training "
-                                   "config's validation source, its kwargs updated by --kwargs (e.g. --kwargs "
-                                   "'{\"split\": \"test\"}').")
+    e = sub.add_parser(
+        "evaluate",
+        help="metrics of a training checkpoint on a data set",
+        description="Print MAE / RMSE / MSE per output key (and energy per atom) of a checkpoint's model "
+        "(EMA weights unless --raw) on DATA: a torch.save'd list of AtomsGraph, an "
+        "ASE-readable file or 'package.module:function'. Without DATA: the training "
+        "config's validation source, its kwargs updated by --kwargs (e.g. --kwargs "
+        '\'{"split": "test"}\').',
+    )
     e.add_argument("checkpoint", help="checkpoint.pt / best.pt written by escn train")
-    e.add_argument("data", nargs="?", default=None,
-                   help="data file or 'package.module:function' (default: the training config's data.valid source)")
-    e.add_argument("--kwargs", default=None, metavar="JSON",
-                   help="keyword arguments of a 'module:function' source (without DATA: updates data.valid's)")
-    e.add_argument("--split", choices=["train", "valid", "test"], default=None,
-                   help="instead of DATA: that part of the training config's data (its own source, or the part "
-                        "held out by valid_fraction / test_fraction, split as in training)")
+    e.add_argument(
+        "data",
+        nargs="?",
+        default=None,
+        help="data file or 'package.module:function' (default: the training config's data.valid source)",
+    )
+    e.add_argument(
+        "--kwargs",
+        default=None,
+        metavar="JSON",
+        help="keyword arguments of a 'module:function' source (without DATA: updates data.valid's)",
+    )
+    e.add_argument(
+        "--split",
+        choices=["train", "valid", "test"],
+        default=None,
+        help="instead of DATA: that part of the training config's data (its own source, or the part "
+        "held out by valid_fraction / test_fraction, split as in training)",
+    )
     e.add_argument("--batch-size", type=_int_at_least(1), default=16, help="graphs per batch (default 16)")
-    e.add_argument("--cutoff", type=_positive_float, default=None, help="radius-graph cutoff (default: the training one)")
+    e.add_argument(
+        "--cutoff", type=_positive_float, default=None, help="radius-graph cutoff (default: the training one)"
+    )
     e.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     e.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
     e.set_defaults(func=_cmd_evaluate, subparser=e)
 
-    p = sub.add_parser("deploy", help="compile an energy model ahead of time into an AOTInductor package (.pt2)",
-                       description="Export the energy model of a checkpoint (energy, forces, stress; any number of atoms "
-                                   "and edges) and compile it with AOTInductor into one .pt2 file, which "
-                                   "escn.ase.Calculator('model.pt2') runs (docs/deployment.md).")
+    p = sub.add_parser(
+        "deploy",
+        help="compile an energy model ahead of time into an AOTInductor package (.pt2)",
+        description="Export the energy model of a checkpoint (energy, forces, stress; any number of atoms "
+        "and edges) and compile it with AOTInductor into one .pt2 file, which "
+        "escn.ase.Calculator('model.pt2') runs (docs/deployment.md).",
+    )
     p.add_argument("checkpoint", help="checkpoint.pt / best.pt written by escn train (EMA weights when kept)")
     p.add_argument("-o", "--output", required=True, help="the package to write, e.g. model.pt2")
-    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="dtype of the package (default float64)")
-    p.add_argument("--executor", choices=("native", "torch"), default="native",
-                   help="native: the escn C kernels as operators in the package (they need escn importable where it runs); "
-                        "torch: PyTorch ops only (default native)")
+    p.add_argument(
+        "--dtype", choices=("float64", "float32"), default="float64", help="dtype of the package (default float64)"
+    )
+    p.add_argument(
+        "--executor",
+        choices=("native", "torch"),
+        default="native",
+        help="native: the escn C kernels as operators in the package (they need escn importable where it runs); "
+        "torch: PyTorch ops only (default native)",
+    )
     p.add_argument("--no-stress", action="store_true", help="energy and forces only")
     p.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
     p.set_defaults(func=_cmd_deploy, subparser=p)
 
-    u = sub.add_parser("upgrade-checkpoint", help="convert a trusted checkpoint of an earlier escn to the current format",
-                       description="Read CHECKPOINT with a full unpickling (which can run code from the file: only for "
-                                   "files from a trusted source) and write it in the current format, which "
-                                   "torch.load(..., weights_only=True) reads: tensors and plain values only.")
+    u = sub.add_parser(
+        "upgrade-checkpoint",
+        help="convert a trusted checkpoint of an earlier escn to the current format",
+        description="Read CHECKPOINT with a full unpickling (which can run code from the file: only for "
+        "files from a trusted source) and write it in the current format, which "
+        "torch.load(..., weights_only=True) reads: tensors and plain values only.",
+    )
     u.add_argument("checkpoint", help="checkpoint.pt / best.pt written by an earlier escn train")
     u.add_argument("--output", default=None, help="where to write the converted file (default: over CHECKPOINT)")
     u.add_argument("--debug", action="store_true", help="on an error show the full traceback instead of one line")
@@ -247,8 +337,15 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     try:
         if args.split is not None and args.data is not None:
             parser.error(f"--split {args.split} and DATA {args.data!r} exclude each other")
-        metrics, n = evaluate_checkpoint(args.checkpoint, args.data, ema=not args.raw, batch_size=args.batch_size,
-                                         kwargs=kwargs, cutoff=args.cutoff, split=args.split)
+        metrics, n = evaluate_checkpoint(
+            args.checkpoint,
+            args.data,
+            ema=not args.raw,
+            batch_size=args.batch_size,
+            kwargs=kwargs,
+            cutoff=args.cutoff,
+            split=args.split,
+        )
     except _USER_ERRORS as exc:
         if args.debug:
             raise
@@ -257,8 +354,13 @@ def _cmd_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(json.dumps({"num_items": n, **metrics}, indent=2))
     else:
         weights = "raw" if args.raw else "EMA (when kept)"
-        where = (args.data if args.data is not None else f"the training config's {args.split} data" if args.split
-                 else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else ""))
+        where = (
+            args.data
+            if args.data is not None
+            else f"the training config's {args.split} data"
+            if args.split
+            else "the training config's validation source" + (f" with {args.kwargs}" if args.kwargs else "")
+        )
         print(format_evaluation(metrics, f"{args.checkpoint} on {where}: {n} structures, {weights} weights"))
     return 0
 
@@ -309,14 +411,28 @@ def _cmd_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     methods = args.methods if args.methods is not None else default_methods()
     missing = [m for m in methods if not method_available(m)]
     if missing:
-        need = {"e3nn": "e3nn (pip install 'escn[bench]')", "so2_equal_scatter": "torch_scatter (pip install 'escn[scatter]')"}
+        need = {
+            "e3nn": "e3nn (pip install 'escn[bench]')",
+            "so2_equal_scatter": "torch_scatter (pip install 'escn[scatter]')",
+        }
         parser.error(f"--methods: {', '.join(missing)} cannot run here: needs {', '.join(need[m] for m in missing)}")
     ls = args.ls if args.ls is not None else list(range(1, (args.lmax or 8) + 1))
-    cfg = SweepConfig(ls=ls, channels=args.channels, nodes=args.nodes, radius=args.radius, dtype=_DTYPES[args.dtype],
-                      threads=args.threads, repeats=args.repeats, budget_seconds=args.budget_seconds,
-                      anchor_l=args.anchor_l or None,
-                      max_memory_gb=args.max_memory_gb, methods=methods, seed=args.seed,
-                      allocator=args.allocator, executor=args.executor)
+    cfg = SweepConfig(
+        ls=ls,
+        channels=args.channels,
+        nodes=args.nodes,
+        radius=args.radius,
+        dtype=_DTYPES[args.dtype],
+        threads=args.threads,
+        repeats=args.repeats,
+        budget_seconds=args.budget_seconds,
+        anchor_l=args.anchor_l or None,
+        max_memory_gb=args.max_memory_gb,
+        methods=methods,
+        seed=args.seed,
+        allocator=args.allocator,
+        executor=args.executor,
+    )
     progress = None if args.no_progress else report.Progress()
     try:
         result = run_sweep(cfg, progress)
@@ -362,7 +478,9 @@ def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     tol = 1e-9 if dtype == torch.float64 else 1e-3
     print(f"escn demo: SO2Conv equivariance at l = {L} ({args.dtype}), {args.nodes} nodes, {src.numel()} edges")
     print(f"irreps in  {irreps_in}\nirreps out {irreps_out}")
-    print("errors: max |f(g x) - g f(x)| / max |f(x)| over 2 random group elements; every input transformed by its irreps")
+    print(
+        "errors: max |f(g x) - g f(x)| / max |f(x)| over 2 random group elements; every input transformed by its irreps"
+    )
     print(f"{'layer':32s}{'rotation':>11s}{'reflection':>12s}{'translation':>13s}{'max|f(x)|':>11s}  {'time':>6s}")
     ok = True
     for name, layer in layers:
@@ -376,12 +494,19 @@ def _cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         t0 = time.perf_counter()
         with torch.no_grad():
             scale = float(fn(x, pos, w).abs().max()) or 1.0
-            err = equivariance_error(fn, [x, pos, w], [layer.irreps_in, "cartesian_points", None], layer.irreps_out,
-                                     generator=torch.Generator().manual_seed(args.seed + 1))
+            err = equivariance_error(
+                fn,
+                [x, pos, w],
+                [layer.irreps_in, "cartesian_points", None],
+                layer.irreps_out,
+                generator=torch.Generator().manual_seed(args.seed + 1),
+            )
         rel = {k: v / scale for k, v in err.items()}
         ok &= all(v <= tol for v in rel.values())
-        print(f"{name:32s}{rel['rotation']:11.1e}{rel['reflection']:12.1e}{rel['translation']:13.1e}{scale:11.2e}  "
-              f"{time.perf_counter() - t0:5.2f}s")
+        print(
+            f"{name:32s}{rel['rotation']:11.1e}{rel['reflection']:12.1e}{rel['translation']:13.1e}{scale:11.2e}  "
+            f"{time.perf_counter() - t0:5.2f}s"
+        )
     print(("PASS" if ok else "FAIL") + f": all relative errors {'<=' if ok else 'should be <='} {tol:g}")
     return 0 if ok else 1
 
@@ -412,28 +537,60 @@ def _add_data_parser(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="generate training data", description="Generate training data sets.")
     kinds = data.add_subparsers(dest="kind", metavar="KIND")
     kinds.required = True
-    x = kinds.add_parser("xtb-md", help="GFN2-xTB Langevin MD of a molecule as extended XYZ (needs tblite)",
-                         description="Relax the molecule with GFN2-xTB (tblite), run Langevin MD, keep frames at a "
-                                     "sampling interval measured from the autocorrelation of energies and forces "
-                                     "(or --interval), and write OUT/<molecule>_{train,valid,test}.extxyz with energy "
-                                     "(eV) and forces (eV/A), <molecule>_trajectory.extxyz (time order) and "
-                                     "<molecule>_meta.json (settings, autocorrelations, wall time). "
-                                     "Needs pip install 'escn[xtb]'.")
+    x = kinds.add_parser(
+        "xtb-md",
+        help="GFN2-xTB Langevin MD of a molecule as extended XYZ (needs tblite)",
+        description="Relax the molecule with GFN2-xTB (tblite), run Langevin MD, keep frames at a "
+        "sampling interval measured from the autocorrelation of energies and forces "
+        "(or --interval), and write OUT/<molecule>_{train,valid,test}.extxyz with energy "
+        "(eV) and forces (eV/A), <molecule>_trajectory.extxyz (time order) and "
+        "<molecule>_meta.json (settings, autocorrelations, wall time). "
+        "Needs pip install 'escn[xtb]'.",
+    )
     x.add_argument("--molecule", choices=sorted(MOLECULES), default=d.molecule, help=f"default {d.molecule}")
     x.add_argument("--out", default="examples/data", help="output directory (default examples/data)")
-    x.add_argument("--temperature", type=_positive_float, default=d.temperature_K, help=f"K (default {d.temperature_K:g})")
+    x.add_argument(
+        "--temperature", type=_positive_float, default=d.temperature_K, help=f"K (default {d.temperature_K:g})"
+    )
     x.add_argument("--timestep", type=_positive_float, default=d.timestep_fs, help=f"fs (default {d.timestep_fs:g})")
-    x.add_argument("--friction", type=_positive_float, default=d.friction_per_fs, help=f"Langevin friction, 1/fs (default {d.friction_per_fs:g})")
-    x.add_argument("--fmax", type=_positive_float, default=d.relax_fmax, help=f"BFGS convergence, eV/A (default {d.relax_fmax:g})")
-    x.add_argument("--equilibration", type=float, default=d.equilibration_fs, help=f"fs of MD discarded first (default {d.equilibration_fs:g})")
-    x.add_argument("--pilot", type=float, default=d.pilot_fs, help=f"fs of MD measuring the autocorrelation (default {d.pilot_fs:g})")
-    x.add_argument("--interval", type=_interval, default=None,
-                   help=f"sampling interval in fs, or auto (default): the larger statistical inefficiency of energy and "
-                        f"forces in the pilot, within [{d.min_interval_fs:g}, {d.max_interval_fs:g}] fs")
+    x.add_argument(
+        "--friction",
+        type=_positive_float,
+        default=d.friction_per_fs,
+        help=f"Langevin friction, 1/fs (default {d.friction_per_fs:g})",
+    )
+    x.add_argument(
+        "--fmax", type=_positive_float, default=d.relax_fmax, help=f"BFGS convergence, eV/A (default {d.relax_fmax:g})"
+    )
+    x.add_argument(
+        "--equilibration",
+        type=float,
+        default=d.equilibration_fs,
+        help=f"fs of MD discarded first (default {d.equilibration_fs:g})",
+    )
+    x.add_argument(
+        "--pilot",
+        type=float,
+        default=d.pilot_fs,
+        help=f"fs of MD measuring the autocorrelation (default {d.pilot_fs:g})",
+    )
+    x.add_argument(
+        "--interval",
+        type=_interval,
+        default=None,
+        help=f"sampling interval in fs, or auto (default): the larger statistical inefficiency of energy and "
+        f"forces in the pilot, within [{d.min_interval_fs:g}, {d.max_interval_fs:g}] fs",
+    )
     x.add_argument("--frames", type=_int_at_least(1), default=d.n_frames, help=f"frames written (default {d.n_frames})")
-    x.add_argument("--split", type=_split_counts, default=None,
-                   help="TRAIN,VALID,TEST counts summing to --frames (default 950,50,500, or 2/3, 1/30, the rest)")
-    x.add_argument("--seed", type=_int_at_least(0), default=d.seed, help=f"velocities, noise and split (default {d.seed})")
+    x.add_argument(
+        "--split",
+        type=_split_counts,
+        default=None,
+        help="TRAIN,VALID,TEST counts summing to --frames (default 950,50,500, or 2/3, 1/30, the rest)",
+    )
+    x.add_argument(
+        "--seed", type=_int_at_least(0), default=d.seed, help=f"velocities, noise and split (default {d.seed})"
+    )
     x.set_defaults(func=_cmd_data_xtb_md, subparser=x)
 
 
@@ -449,11 +606,19 @@ def _cmd_data_xtb_md(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             train, valid = (2 * n) // 3, max(1, n // 30) if n >= 3 else 0
             split = [train, valid, n - train - valid]
     try:
-        settings = XtbMDSettings(molecule=args.molecule, temperature_K=args.temperature, timestep_fs=args.timestep,
-                                 friction_per_fs=args.friction, relax_fmax=args.fmax,
-                                 equilibration_fs=args.equilibration, pilot_fs=args.pilot, interval_fs=args.interval,
-                                 n_frames=args.frames, split=tuple(zip(("train", "valid", "test"), split)),
-                                 seed=args.seed)
+        settings = XtbMDSettings(
+            molecule=args.molecule,
+            temperature_K=args.temperature,
+            timestep_fs=args.timestep,
+            friction_per_fs=args.friction,
+            relax_fmax=args.fmax,
+            equilibration_fs=args.equilibration,
+            pilot_fs=args.pilot,
+            interval_fs=args.interval,
+            n_frames=args.frames,
+            split=tuple(zip(("train", "valid", "test"), split)),
+            seed=args.seed,
+        )
     except ValueError as exc:
         parser.error(str(exc))
     try:

@@ -25,8 +25,15 @@ import torch
 
 from escn.data.graph import radius_graph
 
-__all__ = ["run_nve", "run_langevin", "energy_drift_per_atom", "bonded_pairs", "molecule_integrity",
-           "radial_distribution", "plot_rdf"]
+__all__ = [
+    "run_nve",
+    "run_langevin",
+    "energy_drift_per_atom",
+    "bonded_pairs",
+    "molecule_integrity",
+    "radial_distribution",
+    "plot_rdf",
+]
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence[Any]]
 
@@ -173,8 +180,9 @@ def run_langevin(
         momenta = rng.standard_normal((len(atoms), 3)) * np.sqrt(masses * units.kB * temperature)
         momenta -= masses * (momenta.sum(axis=0) / masses.sum())
         atoms.set_momenta(momenta)
-    dyn = Langevin(atoms, timestep=dt * units.fs, temperature_K=temperature, friction=friction / units.fs,
-                   fixcm=False, rng=rng)
+    dyn = Langevin(
+        atoms, timestep=dt * units.fs, temperature_K=temperature, friction=friction / units.fs, fixcm=False, rng=rng
+    )
     return _integrate(atoms, dyn, dt, steps, log_every, record_positions)
 
 
@@ -260,8 +268,10 @@ def molecule_integrity(
     pos = _as_float64("positions_frames", positions_frames)
     ref = _as_float64("reference", reference)
     if ref.ndim != 2 or ref.shape[1] != 3 or pos.ndim != 3 or pos.shape[1:] != ref.shape:
-        raise ValueError(f"positions_frames must have shape (F, N, 3) and reference (N, 3) with the same N, got "
-                         f"{pos.shape} and {ref.shape}")
+        raise ValueError(
+            f"positions_frames must have shape (F, N, 3) and reference (N, 3) with the same N, got "
+            f"{pos.shape} and {ref.shape}"
+        )
     pairs = np.asarray(list(bonds), dtype=np.int64).reshape(-1, 2)
     if pairs.size and (pairs.min() < 0 or pairs.max() >= ref.shape[0]):
         raise ValueError(f"bonds must index atoms in [0, {ref.shape[0]}), got {pairs.min()}..{pairs.max()}")
@@ -281,13 +291,17 @@ def molecule_integrity(
         ratio = np.linalg.norm(pos[:, pairs[:, 0]] - pos[:, pairs[:, 1]], axis=-1) / d_ref  # (F, B)
         broken = ratio > max_stretch
         worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-        out.update(broken_bonds=[tuple(map(int, pairs[b])) for b in np.nonzero(broken.any(axis=0))[0]],
-                   first_broken_frame=int(np.nonzero(broken.any(axis=1))[0][0]) if broken.any() else None,
-                   max_bond_ratio=float(ratio.max()), max_bond_ratio_pair=tuple(map(int, pairs[worst[1]])),
-                   min_bond_ratio=float(ratio.min()))
+        out.update(
+            broken_bonds=[tuple(map(int, pairs[b])) for b in np.nonzero(broken.any(axis=0))[0]],
+            first_broken_frame=int(np.nonzero(broken.any(axis=1))[0][0]) if broken.any() else None,
+            max_bond_ratio=float(ratio.max()),
+            max_bond_ratio_pair=tuple(map(int, pairs[worst[1]])),
+            min_bond_ratio=float(ratio.min()),
+        )
     else:
-        out.update(broken_bonds=[], first_broken_frame=None, max_bond_ratio=1.0, max_bond_ratio_pair=None,
-                   min_bond_ratio=1.0)
+        out.update(
+            broken_bonds=[], first_broken_frame=None, max_bond_ratio=1.0, max_bond_ratio_pair=None, min_bond_ratio=1.0
+        )
     ref_max = float(centre_distances(ref).max())
     dist = centre_distances(pos)  # (F, N)
     out["left_atoms"] = np.nonzero((dist > ref_max + max_escape).any(axis=0))[0].tolist()

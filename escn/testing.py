@@ -154,8 +154,10 @@ def _max_differences(got: Any, ref: Any) -> list[tuple[str, float]]:
         name = pytree.keystr(path) or "output"
         if isinstance(r, Tensor):
             if not isinstance(g, Tensor) or g.shape != r.shape or g.dtype != r.dtype:
-                raise AssertionError(f"{name}: compiled {getattr(g, 'shape', g)} {getattr(g, 'dtype', '')}, eager "
-                                     f"{tuple(r.shape)} {r.dtype}")
+                raise AssertionError(
+                    f"{name}: compiled {getattr(g, 'shape', g)} {getattr(g, 'dtype', '')}, eager "
+                    f"{tuple(r.shape)} {r.dtype}"
+                )
             d = float((g.detach() - r.detach()).abs().max()) if r.numel() else 0.0
             out.append((name, d if d == d else float("inf")))
         elif g != r:
@@ -202,8 +204,10 @@ def assert_compiles(
         try:
             got = compiled(*args, **kwargs)
         except (torch._dynamo.exc.Unsupported, torch._dynamo.exc.UserError) as exc:
-            raise AssertionError(f"graph break in {getattr(fn, '__qualname__', type(fn).__name__)} under "
-                                 f"torch.compile(fullgraph=True):\n{exc}") from exc
+            raise AssertionError(
+                f"graph break in {getattr(fn, '__qualname__', type(fn).__name__)} under "
+                f"torch.compile(fullgraph=True):\n{exc}"
+            ) from exc
     diffs = dict(_max_differences(got, ref))
     bad = {k: v for k, v in diffs.items() if not v <= atol}
     if bad:

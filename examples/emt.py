@@ -122,8 +122,12 @@ def split_errors(model: torch.nn.Module, test: List[Any], cutoff: Optional[float
     """Energy (meV/atom), force (meV/A, all and per kind) and stress (meV/A^3) MAE of ``model`` on ``test``."""
     terms = {"energy": LossTerm(per_atom=True), "forces": LossTerm(), "stress": LossTerm()}
     m = evaluate_model(model, test, terms, batch_size=8, cutoff=cutoff)
-    out = {"energy_mae": 1000.0 * m["mae_energy_per_atom"], "force_mae": 1000.0 * m["mae_forces"],
-           "force_rmse": 1000.0 * m["rmse_forces"], "stress_mae": 1000.0 * m["mae_stress"]}
+    out = {
+        "energy_mae": 1000.0 * m["mae_energy_per_atom"],
+        "force_mae": 1000.0 * m["mae_forces"],
+        "force_rmse": 1000.0 * m["rmse_forces"],
+        "stress_mae": 1000.0 * m["mae_stress"],
+    }
     for k, kind in enumerate(KINDS):
         sel = [g for g in test if int(g.graph_attrs["kind"]) == k]
         if sel:
@@ -139,14 +143,23 @@ def fcc_cell(size: int = 3):
     return bulk("Cu", "fcc", a=LATTICE_CONSTANT, cubic=True).repeat((size, size, size))
 
 
-def md_run(calculator: Any, size: int, timestep_fs: float, time_ps: float, temperature_K: float,
-           seed: int, log_every: int) -> Dict[str, Any]:
+def md_run(
+    calculator: Any, size: int, timestep_fs: float, time_ps: float, temperature_K: float, seed: int, log_every: int
+) -> Dict[str, Any]:
     """NVE from the perfect lattice with Maxwell-Boltzmann velocities; drift and wall time added."""
     atoms = fcc_cell(size)
     steps = max(1, int(round(1000.0 * time_ps / timestep_fs)))
     t0 = time.perf_counter()
-    res = run_nve(atoms, calculator, timestep_fs, steps, log_every=log_every, temperature_K=temperature_K,
-                  seed=seed, record_positions=True)
+    res = run_nve(
+        atoms,
+        calculator,
+        timestep_fs,
+        steps,
+        log_every=log_every,
+        temperature_K=temperature_K,
+        seed=seed,
+        record_positions=True,
+    )
     res["seconds"] = time.perf_counter() - t0
     res["drift"] = energy_drift_per_atom(res)
     return res
@@ -163,23 +176,41 @@ def rdf_of(res: Dict[str, Any], skip_fs: float, r_max: float, bins: int):
 
 def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None,
-                        help="a full training config, e.g. examples/configs/emt_cu.toml (default: the small run)")
-    parser.add_argument("--output-dir", dest="output_dir", default=None,
-                        help="training output (and rdf.png) directory")
-    parser.add_argument("--traj-per-kind", dest="traj_per_kind", type=int, default=None,
-                        help=f"trajectories per kind (>= 3; small default {SMALL['traj_per_kind']})")
-    parser.add_argument("--frames", type=int, default=None,
-                        help=f"frames per trajectory (small default {SMALL['frames']})")
-    parser.add_argument("--sizes", type=int, nargs="+", default=None,
-                        help="supercell repeats, alternating over trajectories (2: 32 atoms, 3: 108; small default 2)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="a full training config, e.g. examples/configs/emt_cu.toml (default: the small run)",
+    )
+    parser.add_argument("--output-dir", dest="output_dir", default=None, help="training output (and rdf.png) directory")
+    parser.add_argument(
+        "--traj-per-kind",
+        dest="traj_per_kind",
+        type=int,
+        default=None,
+        help=f"trajectories per kind (>= 3; small default {SMALL['traj_per_kind']})",
+    )
+    parser.add_argument(
+        "--frames", type=int, default=None, help=f"frames per trajectory (small default {SMALL['frames']})"
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="supercell repeats, alternating over trajectories (2: 32 atoms, 3: 108; small default 2)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help=f"epochs (small default {SMALL['epochs']})")
     parser.add_argument("--lmax", type=int, default=None)
     parser.add_argument("--channels", type=int, default=None)
     parser.add_argument("--layers", dest="num_layers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any config override, e.g. --set optimizer.lr=1e-3 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any config override, e.g. --set optimizer.lr=1e-3 (repeatable)",
+    )
     parser.add_argument("--md-time", type=float, default=1.0, help="NVE length, ps")
     parser.add_argument("--md-timestep", type=float, default=5.0, help="NVE time step, fs")
     parser.add_argument("--md-size", type=int, default=3, help="MD supercell repeats (3: 108 atoms)")
@@ -216,27 +247,42 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     seed = config.seed + 1
     md = {
         "EMT": md_run(EMT(), args.md_size, args.md_timestep, args.md_time, args.md_temperature, seed, log_every),
-        "escn": md_run(Calculator(model, dtype=torch.float64), args.md_size, args.md_timestep, args.md_time,
-                       args.md_temperature, seed, log_every),
+        "escn": md_run(
+            Calculator(model, dtype=torch.float64),
+            args.md_size,
+            args.md_timestep,
+            args.md_time,
+            args.md_temperature,
+            seed,
+            log_every,
+        ),
     }
     r_max = min(6.0, 0.99 * args.md_size * LATTICE_CONSTANT)
     rdf = {name: rdf_of(res, SKIP_FS, r_max, 120) for name, res in md.items()}
     dr = rdf["EMT"][0][1] - rdf["EMT"][0][0]
     rdf_l1 = float(np.abs(rdf["escn"][1] - rdf["EMT"][1]).sum() * dr)
     n_md = md["EMT"]["num_atoms"]
-    plot_path = plot_rdf({f"EMT (NVE, {n_md} atoms)": rdf["EMT"], "eSCN (this run)": rdf["escn"]},
-                         out_dir / "rdf.png",
-                         title=f"Cu fcc, {args.md_time:g} ps NVE from {args.md_temperature:g} K velocities")
+    plot_path = plot_rdf(
+        {f"EMT (NVE, {n_md} atoms)": rdf["EMT"], "eSCN (this run)": rdf["escn"]},
+        out_dir / "rdf.png",
+        title=f"Cu fcc, {args.md_time:g} ps NVE from {args.md_temperature:g} K velocities",
+    )
 
     # ---- report
     n_atoms = sum(g.num_nodes for g in test)
-    print(f"\nEMT Cu test split: {len(test)} frames, {n_atoms} atoms (data + training took {train_seconds:.0f} s, "
-          f"{result.epoch} epochs; weights {checkpoint})")
+    print(
+        f"\nEMT Cu test split: {len(test)} frames, {n_atoms} atoms (data + training took {train_seconds:.0f} s, "
+        f"{result.epoch} epochs; weights {checkpoint})"
+    )
     rows = [
         ("energy MAE (meV/atom)", err["energy_mae"], base["energy_mae"], None),
         ("force MAE, all test frames (meV/A)", err["force_mae"], base["force_mae"], TARGET_FORCE_MAE),
-        ("force MAE, 300 K frames (meV/A)", err.get("force_mae_md300", math.nan),
-         base.get("force_mae_md300", math.nan), TARGET_FORCE_MAE),
+        (
+            "force MAE, 300 K frames (meV/A)",
+            err.get("force_mae_md300", math.nan),
+            base.get("force_mae_md300", math.nan),
+            TARGET_FORCE_MAE,
+        ),
         ("stress MAE (meV/A^3)", err["stress_mae"], base["stress_mae"], None),
     ]
     print(f"{'metric':<38}{'escn':>10}{'baseline':>10}{'target':>9}")
@@ -244,20 +290,29 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         tgt = f"<= {target:g}" if target is not None else "-"
         met = "" if target is None else ("  met" if ours <= target else "  missed")
         print(f"{name:<38}{ours:>10.2f}{ref:>10.2f}{tgt:>9}{met}")
-    print(f"(baseline = mean training energy per atom, zero forces, zero stress; stress MAE "
-          f"{err['stress_mae'] * EV_PER_A3_IN_GPA / 1000:.3f} GPa; force MAE per kind: "
-          + ", ".join(f"{k} {err[f'force_mae_{k}']:.1f}" for k in KINDS if f"force_mae_{k}" in err) + ")")
+    print(
+        f"(baseline = mean training energy per atom, zero forces, zero stress; stress MAE "
+        f"{err['stress_mae'] * EV_PER_A3_IN_GPA / 1000:.3f} GPa; force MAE per kind: "
+        + ", ".join(f"{k} {err[f'force_mae_{k}']:.1f}" for k in KINDS if f"force_mae_{k}" in err)
+        + ")"
+    )
 
-    print(f"\nNVE MD, {n_md} atoms, {args.md_time:g} ps, dt = {args.md_timestep:g} fs, velocities at "
-          f"{args.md_temperature:g} K")
+    print(
+        f"\nNVE MD, {n_md} atoms, {args.md_time:g} ps, dt = {args.md_timestep:g} fs, velocities at "
+        f"{args.md_temperature:g} K"
+    )
     print(f"{'calculator':<12}{'drift (meV/atom/ps)':>21}{'max |dE| (meV/atom)':>21}{'mean T (K)':>12}{'wall (s)':>10}")
     for name, res in md.items():
         d = res["drift"]
         temperature = float(np.mean(res["temperature_K"][after(res, SKIP_FS)]))
-        print(f"{name:<12}{1000 * d['slope_eV_per_atom_per_ps']:>21.4f}"
-              f"{1000 * d['max_abs_deviation_eV_per_atom']:>21.4f}{temperature:>12.1f}{res['seconds']:>10.1f}")
-    print(f"(drift: slope of the total energy per atom; max |dE|: largest |E(t) - E(0)| per atom; "
-          f"mean T over t >= {SKIP_FS:g} fs)")
+        print(
+            f"{name:<12}{1000 * d['slope_eV_per_atom_per_ps']:>21.4f}"
+            f"{1000 * d['max_abs_deviation_eV_per_atom']:>21.4f}{temperature:>12.1f}{res['seconds']:>10.1f}"
+        )
+    print(
+        f"(drift: slope of the total energy per atom; max |dE|: largest |E(t) - E(0)| per atom; "
+        f"mean T over t >= {SKIP_FS:g} fs)"
+    )
     print(f"RDF plot: {plot_path}  (integral of |g_escn - g_EMT| dr over 0-{r_max:g} A: {rdf_l1:.3f} A)")
 
     metrics: Dict[str, Any] = {

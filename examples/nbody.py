@@ -60,10 +60,17 @@ def small_config(output_dir: str, num_train: int, epochs: int) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="a full training config (default: a small version of configs/nbody.toml)")
+    parser.add_argument(
+        "--config", default=None, help="a full training config (default: a small version of configs/nbody.toml)"
+    )
     parser.add_argument("--output-dir", default="runs/nbody_small")
     parser.add_argument("--train", type=int, default=1000, help="training trajectories of the small default")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs of the small default (each sees every trajectory twice: as drawn and charge-flipped)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=30,
+        help="epochs of the small default (each sees every trajectory twice: as drawn and charge-flipped)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -86,16 +93,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     mse = float(np.mean((pred - test["target"]) ** 2))
     base = baseline_mse("test")
 
-    rows = [("escn (this run)", mse)] + PUBLISHED + [
-        ("constant velocity (fitted t)", base["constant_velocity"]),
-        ("no motion", base["no_motion"]),
-    ]
+    rows = (
+        [("escn (this run)", mse)]
+        + PUBLISHED
+        + [
+            ("constant velocity (fitted t)", base["constant_velocity"]),
+            ("no motion", base["no_motion"]),
+        ]
+    )
     print(f"\ncharged 5-body, test MSE over all {num_test} test trajectories (training took {train_seconds:.0f} s)")
     print(f"{'model':<32}{'test MSE':>10}")
     for name, value in sorted(rows, key=lambda r: r[1]):
         print(f"{name:<32}{value:>10.4f}")
-    return {"test_mse": mse, "num_test": num_test, "train_seconds": train_seconds,
-            **{f"baseline_{k}": v for k, v in base.items()}}
+    return {
+        "test_mse": mse,
+        "num_test": num_test,
+        "train_seconds": train_seconds,
+        **{f"baseline_{k}": v for k, v in base.items()},
+    }
 
 
 if __name__ == "__main__":

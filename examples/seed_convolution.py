@@ -62,7 +62,9 @@ def main() -> None:
             str(irreps_in), e3nn_o3.Irreps.spherical_harmonics(args.lmax_filter), str(irreps_out), shared_weights=False
         )
         edge_vec = pos[dst] - pos[src]
-        sh = e3nn_o3.spherical_harmonics(e3nn_o3.Irreps.spherical_harmonics(args.lmax_filter), edge_vec, True, normalization="component")
+        sh = e3nn_o3.spherical_harmonics(
+            e3nn_o3.Irreps.spherical_harmonics(args.lmax_filter), edge_vec, True, normalization="component"
+        )
         ref = torch.zeros_like(a).index_add_(0, dst, tp(f_in[src], sh, weights(edge_vec))) / num_neighbors**0.5
         print(f"max |e3nn guide conv - TFNConv|     = {(ref - a).abs().max():.2e}")
     except ImportError:
@@ -85,7 +87,9 @@ def main() -> None:
         return run
 
     t_tfn, t_so2 = median_time(step(tfn32), 5), median_time(step(so232), 5)
-    print(f"forward+backward, float32: TFNConv {t_tfn * 1e3:.1f} ms, SO2Conv {t_so2 * 1e3:.1f} ms, ratio {t_tfn / t_so2:.2f}x")
+    print(
+        f"forward+backward, float32: TFNConv {t_tfn * 1e3:.1f} ms, SO2Conv {t_so2 * 1e3:.1f} ms, ratio {t_tfn / t_so2:.2f}x"
+    )
     print("(at l <= 2 the layers are comparable; SO2Conv's advantage grows with l: see `escn bench`)")
 
 

@@ -26,8 +26,16 @@ def build_model(seed: int = 0) -> ESCN:
     """The task model: 3 layers (a pseudo-scalar needs three), l <= 2, 8 channels."""
     torch.manual_seed(seed)
     return ESCN(
-        num_atom_types=1, lmax=2, mmax=2, channels=8, num_layers=3, cutoff=4.0, avg_num_neighbors=3.0,
-        pseudo=True, outputs=["graph_outputs"], graph_output_irreps="7x0e+1x0o",
+        num_atom_types=1,
+        lmax=2,
+        mmax=2,
+        channels=8,
+        num_layers=3,
+        cutoff=4.0,
+        avg_num_neighbors=3.0,
+        pseudo=True,
+        outputs=["graph_outputs"],
+        graph_output_irreps="7x0e+1x0o",
     )
 
 
@@ -67,7 +75,13 @@ def evaluate(model: ESCN, n_test: int = 1000, seed: int = 1, dtype: torch.dtype 
     return {
         "test_accuracy": (pred == labels).double().mean().item(),
         "mirror_accuracy": (pred_m == swap[labels]).double().mean().item(),
-        "train_accuracy": (logits(model, collate(tetris_graphs(dtype=dtype)).with_radius_graph(model.cutoff)).argmax(1) == torch.arange(8)).double().mean().item(),
+        "train_accuracy": (
+            logits(model, collate(tetris_graphs(dtype=dtype)).with_radius_graph(model.cutoff)).argmax(1)
+            == torch.arange(8)
+        )
+        .double()
+        .mean()
+        .item(),
     }
 
 

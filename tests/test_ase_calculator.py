@@ -232,8 +232,15 @@ def test_checkpoint_path_loads_the_model(model, tmp_path):
         pytest.skip("checkpoint loading (escn.models.io) is not available")
     path = tmp_path / "best.pt"
     atomic_save(
-        {"format": FORMAT, "version": VERSION, "model_name": "escn.models.escn:ESCN", "model_config": model.config,
-         "dtype": "float64", "model_state": model.state_dict(), "ema_state": None},
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_name": "escn.models.escn:ESCN",
+            "model_config": model.config,
+            "dtype": "float64",
+            "model_state": model.state_dict(),
+            "ema_state": None,
+        },
         path,
     )
     atoms = _triclinic_cu()
@@ -276,8 +283,16 @@ def test_nve_emt_conserves_energy():
 
 def test_nve_escn_model_conserves_energy(model):
     atoms = bulk("Cu", "fcc", a=A_CU, cubic=True).repeat(2)  # 32 atoms
-    result = run_nve(atoms, Calculator(model), timestep_fs=1.0, steps=50, log_every=10, temperature_K=300.0,
-                     seed=0, record_positions=True)
+    result = run_nve(
+        atoms,
+        Calculator(model),
+        timestep_fs=1.0,
+        steps=50,
+        log_every=10,
+        temperature_K=300.0,
+        seed=0,
+        record_positions=True,
+    )
     assert result["positions"].shape == (6, 32, 3)
     drift = energy_drift_per_atom(result)
     assert drift["max_abs_deviation_eV_per_atom"] < 3e-5  # measured 2.6e-6

@@ -205,8 +205,11 @@ def test_sweep_progress_plain_lines_off_a_terminal_and_a_tqdm_bar_on_one():
     for done, label in ((0, "L=1 tfn"), (1, "L=2 tfn"), (2, "done")):
         progress(done, 2, label)
     lines = log.getvalue().splitlines()
-    assert [re.sub(r"\(\d+ s\)$", "(t)", line) for line in lines] == ["[0/2] L=1 tfn (t)", "[1/2] L=2 tfn (t)",
-                                                                      "[2/2] done (t)"]
+    assert [re.sub(r"\(\d+ s\)$", "(t)", line) for line in lines] == [
+        "[0/2] L=1 tfn (t)",
+        "[1/2] L=2 tfn (t)",
+        "[2/2] done (t)",
+    ]
     term = _Terminal()
     progress = Progress(term)
     for done, label in ((0, "L=1 tfn"), (1, "L=2 tfn"), (2, "done")):
@@ -215,8 +218,17 @@ def test_sweep_progress_plain_lines_off_a_terminal_and_a_tqdm_bar_on_one():
     assert "\r" in out and "2/2" in out and "done" in out and "[1/2]" not in out
 
 
-RUNNABLE = ["aggregation", "allocator", "edge_rotation", "model_step", "o3", "radius_graph", "rotation", "so2_stage",
-            "tfn_frame_map"]
+RUNNABLE = [
+    "aggregation",
+    "allocator",
+    "edge_rotation",
+    "model_step",
+    "o3",
+    "radius_graph",
+    "rotation",
+    "so2_stage",
+    "tfn_frame_map",
+]
 
 
 @pytest.mark.filterwarnings("ignore:'escn.bench.allocator' found in sys.modules:RuntimeWarning")  # in-process only
@@ -237,10 +249,23 @@ def test_a_bench_module_runs_without_being_imported_first():
     module, which the sweep imports, runs as __main__ without runpy's double-import warning."""
     import subprocess
 
-    run = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "escn.bench.allocator", "--help"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "escn.bench.allocator", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0 and run.stdout.startswith("usage: "), run.stderr[-2000:]
-    check = subprocess.run([sys.executable, "-c", "import sys, escn.bench as b; loaded = [m for m in sys.modules "
-                            "if m.startswith('escn.bench.')]; b.run_sweep; print(loaded, 'escn.bench.scaling' in "
-                            "sys.modules)"], capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, escn.bench as b; loaded = [m for m in sys.modules "
+            "if m.startswith('escn.bench.')]; b.run_sweep; print(loaded, 'escn.bench.scaling' in "
+            "sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.stdout.split() == ["[]", "True"], check.stderr[-2000:]

@@ -13,12 +13,11 @@ from typing import Any, Dict
 import numpy as np
 import pytest
 import torch
+from test_train import _comparable, _model_section, assert_bitwise_equal, base_config
 
 from escn.checkpoint import VERSION, CheckpointError, load_checkpoint, rng_state, set_rng_state, upgrade_checkpoint
 from escn.models.io import load
 from escn.train import train
-
-from test_train import _comparable, _model_section, assert_bitwise_equal, base_config
 
 
 def _plain(obj: Any, where: str = "checkpoint") -> None:
@@ -45,9 +44,19 @@ def _as_version_1(ckpt: Dict[str, Any]) -> Dict[str, Any]:
     rngs = []
     for r in ckpt["rng"]:
         n, p = r["numpy"], r["python"]
-        rngs.append({**r, "numpy": (n["bit_generator"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                                    n["cached_gaussian"]),
-                     "python": (p["version"], tuple(p["state"].tolist()), p["gauss_next"])})
+        rngs.append(
+            {
+                **r,
+                "numpy": (
+                    n["bit_generator"],
+                    n["key"].numpy().astype(np.uint32),
+                    n["pos"],
+                    n["has_gauss"],
+                    n["cached_gaussian"],
+                ),
+                "python": (p["version"], tuple(p["state"].tolist()), p["gauss_next"]),
+            }
+        )
     return {**ckpt, "rng": rngs, "version": 1}
 
 
@@ -77,11 +86,21 @@ def test_rng_state_round_trip_is_exact():
     random.gauss(0.0, 1.0)  # and python's holds its gauss_next
     state = rng_state()
     assert state["numpy"]["has_gauss"] == 1 and isinstance(state["python"]["gauss_next"], float)
-    draws = (torch.rand(5), np.random.standard_normal(5), np.random.rand(3), [random.random() for _ in range(3)],
-             random.gauss(0.0, 1.0))
+    draws = (
+        torch.rand(5),
+        np.random.standard_normal(5),
+        np.random.rand(3),
+        [random.random() for _ in range(3)],
+        random.gauss(0.0, 1.0),
+    )
     set_rng_state(state)
-    again = (torch.rand(5), np.random.standard_normal(5), np.random.rand(3), [random.random() for _ in range(3)],
-             random.gauss(0.0, 1.0))
+    again = (
+        torch.rand(5),
+        np.random.standard_normal(5),
+        np.random.rand(3),
+        [random.random() for _ in range(3)],
+        random.gauss(0.0, 1.0),
+    )
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and np.array_equal(draws[2], again[2])
     assert draws[3] == again[3] and draws[4] == again[4]
 

@@ -20,8 +20,22 @@ from escn.bench.scaling import METHODS, default_methods
 from escn.cli import main
 
 # a budget no machine exhausts: every row runs (none is "skipped (budget)"), however loaded the machine is
-TINY = ["bench", "--ls", "1,2", "--nodes", "12", "--radius", "2.0", "--repeats", "1", "--channels", "2", "--no-progress",
-        "--budget-seconds", "1e9"]
+TINY = [
+    "bench",
+    "--ls",
+    "1,2",
+    "--nodes",
+    "12",
+    "--radius",
+    "2.0",
+    "--repeats",
+    "1",
+    "--channels",
+    "2",
+    "--no-progress",
+    "--budget-seconds",
+    "1e9",
+]
 GLIBC = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
 HAS_E3NN = importlib.util.find_spec("e3nn") is not None
 HAS_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -185,8 +199,9 @@ def test_cpu_seconds_reads_the_counters(monkeypatch):
             raise FileNotFoundError(path)
         return io.StringIO(stat["text"])
 
-    fake_os = types.SimpleNamespace(sysconf=lambda name: {"SC_CLK_TCK": 100}[name],
-                                    times=lambda: types.SimpleNamespace(user=1.25, system=0.5))
+    fake_os = types.SimpleNamespace(
+        sysconf=lambda name: {"SC_CLK_TCK": 100}[name], times=lambda: types.SimpleNamespace(user=1.25, system=0.5)
+    )
     monkeypatch.setattr(scaling, "open", fake_open, raising=False)
     monkeypatch.setattr(scaling, "os", fake_os)
     monkeypatch.setattr(scaling, "time", types.SimpleNamespace(perf_counter=lambda: 42.0))
@@ -232,8 +247,13 @@ print(ok, held, rss() - base)
 def test_reuse_freed_memory_keeps_freed_blocks(mode):
     """With reuse_freed_memory() a freed 200 MB tensor stays mapped to the process (the next one reuses its
     pages); with the C library's defaults it goes back to the system at once."""
-    proc = subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE, mode], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "THP_MEM_ALLOC_ENABLE": "0"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _RSS_AFTER_FREE, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "THP_MEM_ALLOC_ENABLE": "0"},
+    )
     assert proc.returncode == 0, proc.stderr
     ok, held, after = proc.stdout.split()
     held, after = int(held), int(after)
@@ -245,10 +265,28 @@ def test_reuse_freed_memory_keeps_freed_blocks(mode):
 
 
 def test_bench_says_when_the_weights_take_pytorch_ops(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "escn", *TINY, "--methods", "so2_equal,tfn", "--executor", "torch",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "escn",
+            *TINY,
+            "--methods",
+            "so2_equal,tfn",
+            "--executor",
+            "torch",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "so2_equal applies its TFN-layout weights) with: PyTorch ops (executor 'torch') (--executor torch" in proc.stdout
+    assert (
+        "so2_equal applies its TFN-layout weights) with: PyTorch ops (executor 'torch') (--executor torch"
+        in proc.stdout
+    )
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["meta"]["so2_equal_weights"] == "PyTorch ops (executor 'torch')"
     assert all(r["max_rel_diff_vs_tfn"] < 1e-4 for r in data["rows"] if r["max_rel_diff_vs_tfn"] is not None)
@@ -257,9 +295,23 @@ def test_bench_says_when_the_weights_take_pytorch_ops(tmp_path):
 @pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
 def test_bench_allocator_reuse(tmp_path):
     # in a subprocess: the setting is process-wide
-    proc = subprocess.run([sys.executable, "-m", "escn", *TINY, "--methods", "so2_shared_mmax2", "--allocator", "reuse",
-                           "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "escn",
+            *TINY,
+            "--methods",
+            "so2_shared_mmax2",
+            "--allocator",
+            "reuse",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["allocator"] == "reuse"
     assert "freed memory kept for reuse" in proc.stdout

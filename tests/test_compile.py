@@ -36,8 +36,18 @@ def _graph(n: int = 8, e: int = 30, seed: int = 0):
 
 def tiny_model(executor: str = "native", activation: str = "gate", **kw) -> ESCN:
     torch.manual_seed(0)
-    args = dict(num_atom_types=3, lmax=2, mmax=1, channels=4, num_layers=2, cutoff=3.0, num_radial=4, radial_hidden=8,
-                activation=activation, executor=executor)
+    args = dict(
+        num_atom_types=3,
+        lmax=2,
+        mmax=1,
+        channels=4,
+        num_layers=2,
+        cutoff=3.0,
+        num_radial=4,
+        radial_hidden=8,
+        activation=activation,
+        executor=executor,
+    )
     args.update(kw)
     return ESCN(**args)
 
@@ -73,7 +83,9 @@ def test_assert_compiles_reports_outputs_that_differ():
 # ------------------------------------------------------------------------------------------ layers
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_so2conv_compiles_forward_and_backward(executor):
-    layer = SO2Conv("4x0e + 2x1o + 2x2e", "3x0e + 2x1o + 1x2e", mmax=1, shared_weights=True, executor=_executor(executor))
+    layer = SO2Conv(
+        "4x0e + 2x1o + 2x2e", "3x0e + 2x1o + 1x2e", mmax=1, shared_weights=True, executor=_executor(executor)
+    )
     pos, src, dst = _graph()
     x = Irreps("4x0e + 2x1o + 2x2e").randn(8, -1).requires_grad_(True)
     radial = torch.randn(len(src), layer.weight_numel)
@@ -114,7 +126,9 @@ def test_backbone_compiles():
 def test_energy_forces_stress_compile(executor, activation):
     """Eval mode, as in MD: energy, forces and stress from one compiled graph (autograd.grad traced)."""
     model = tiny_model(_executor(executor), activation).eval()
-    errors = assert_compiles(lambda b: model(b, compute_forces=True, compute_stress=True), tiny_batch(), backend="eager")
+    errors = assert_compiles(
+        lambda b: model(b, compute_forces=True, compute_stress=True), tiny_batch(), backend="eager"
+    )
     assert set(errors) == {"['energy']", "['forces']", "['stress']"}
 
 

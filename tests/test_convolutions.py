@@ -53,7 +53,9 @@ def test_tfn_equals_e3nn_guide_convolution(irreps_in, irreps_out, lmax_filter):
     assert conv.weight_numel == tp.weight_numel
     x = Irreps(irreps_in).randn(20, -1)
     w = torch.randn(len(src), tp.weight_numel)
-    sh = e3nn_o3.spherical_harmonics(e3nn_o3.Irreps.spherical_harmonics(lmax_filter), edge_vec, True, normalization="component")
+    sh = e3nn_o3.spherical_harmonics(
+        e3nn_o3.Irreps.spherical_harmonics(lmax_filter), edge_vec, True, normalization="component"
+    )
     expected = torch.zeros(20, tp.irreps_out.dim).index_add_(0, dst, tp(x[src], sh, w)) / math.sqrt(6.0)
     got = conv(x, src, dst, edge_vec, w)
     assert (got - expected).abs().max() <= TOL
@@ -181,7 +183,9 @@ def test_so2_conv_equivariance(L, mmax):
         conv = SO2Conv(irreps_in, irreps_out, mmax=mm, shared_weights=shared)
         w = torch.randn(len(src), conv.weight_numel)
         x = Irreps(irreps_in).randn(6, -1)
-        errs = equivariance_error(conv_on_positions(conv, src, dst, w), [x, pos], [irreps_in, CARTESIAN_POINTS], irreps_out)
+        errs = equivariance_error(
+            conv_on_positions(conv, src, dst, w), [x, pos], [irreps_in, CARTESIAN_POINTS], irreps_out
+        )
         assert max(errs.values()) <= TOL, (shared, errs)
         # a pseudo-scalar output must flip sign under inversion: check the helper sees parity at all
         assert conv(x, src, dst, pos[dst] - pos[src], w).abs().max() > 1e-3
@@ -206,7 +210,9 @@ def test_parity_matters():
     conv = SO2Conv("2x0e+1x1o", "1x0o+1x1e+1x0e")
     w = torch.randn(len(src), conv.weight_numel)
     x = Irreps("2x0e+1x1o").randn(6, -1)
-    errs = equivariance_error(conv_on_positions(conv, src, dst, w), [x, pos], ["2x0e+1x1o", CARTESIAN_POINTS], "1x0e+1x1o+1x0e")
+    errs = equivariance_error(
+        conv_on_positions(conv, src, dst, w), [x, pos], ["2x0e+1x1o", CARTESIAN_POINTS], "1x0e+1x1o+1x0e"
+    )
     assert errs["rotation"] <= TOL and errs["reflection"] > 1e-2
 
 
@@ -248,7 +254,9 @@ def test_shared_weights_are_parameters_and_follow_dtype():
     conv32 = conv.float()
     pos, src, dst = random_graph(5, 12)
     x = Irreps("4x0e+2x1o+1x2e").randn(5, -1).float()
-    out = conv32(x, src, dst, (pos[dst] - pos[src]).float(), torch.ones(len(src), conv.weight_numel, dtype=torch.float32))
+    out = conv32(
+        x, src, dst, (pos[dst] - pos[src]).float(), torch.ones(len(src), conv.weight_numel, dtype=torch.float32)
+    )
     assert out.dtype == torch.float32
 
 

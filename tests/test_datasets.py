@@ -238,7 +238,9 @@ def test_nbody_energy_conservation_small_dt():
     init = nbody.initial_conditions(16, (7,))
 
     def drift(dt, steps):
-        tr = nbody.integrate(init["pos"], init["vel"], init["charges"], steps=steps, sample_every=steps // 20, dt=dt, max_force=None)
+        tr = nbody.integrate(
+            init["pos"], init["vel"], init["charges"], steps=steps, sample_every=steps // 20, dt=dt, max_force=None
+        )
         e = nbody.total_energy(tr["pos"], tr["vel"], init["charges"][:, None])
         f = nbody.coulomb_forces(tr["pos"], init["charges"][:, None], max_force=None)
         return np.abs(e - e[:, :1]).max(1), np.abs(f).max((1, 2, 3))
@@ -328,7 +330,9 @@ def _atoms_of(g):
     from ase import Atoms
     from ase.calculators.emt import EMT
 
-    atoms = Atoms(numbers=g.atom_types.numpy(), positions=g.pos.double().numpy(), cell=g.cell.double().numpy(), pbc=True)
+    atoms = Atoms(
+        numbers=g.atom_types.numpy(), positions=g.pos.double().numpy(), cell=g.cell.double().numpy(), pbc=True
+    )
     atoms.calc = EMT()
     return atoms
 
@@ -354,7 +358,11 @@ def test_emt_split_by_trajectory(emt_data):
 
     graphs = {s: emt.emt_graphs(emt_data, split=s, dtype=torch.float64) for s in emt.SPLITS}
     trajs = {s: {int(g.graph_attrs["traj"]) for g in graphs[s]} for s in emt.SPLITS}
-    assert not (trajs["train"] & trajs["valid"]) and not (trajs["train"] & trajs["test"]) and not (trajs["valid"] & trajs["test"])
+    assert (
+        not (trajs["train"] & trajs["valid"])
+        and not (trajs["train"] & trajs["test"])
+        and not (trajs["valid"] & trajs["test"])
+    )
     assert set().union(*trajs.values()) == set(range(12))
     for s in emt.SPLITS:  # every kind is represented in every split
         assert {int(g.graph_attrs["kind"]) for g in graphs[s]} == {0, 1, 2, 3}
@@ -468,8 +476,12 @@ def test_nbody_speed_and_centroid_inputs_are_e3_equivariant_and_predict(tmp_path
     from escn.testing import equivariance_error
 
     plain = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64)
-    cent = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64, inputs="velocity_centroid")
-    speed = nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64, inputs="speed_velocity")
+    cent = nbody.nbody_task_graphs(
+        "train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64, inputs="velocity_centroid"
+    )
+    speed = nbody.nbody_task_graphs(
+        "train", num_traj=3, cache_dir=tmp_path, dtype=torch.float64, inputs="speed_velocity"
+    )
     for g, h, v in zip(plain, cent, speed):
         assert torch.equal(v.node_features, h.node_features[:, :4])  # speed, velocity
         assert h.node_features.shape == (5, 7)
@@ -479,29 +491,48 @@ def test_nbody_speed_and_centroid_inputs_are_e3_equivariant_and_predict(tmp_path
 
     g0 = cent[0]
     for name in ("speed_velocity", "velocity_centroid"):
+
         def inputs(pos, vel, name=name):
-            g = nbody.nbody_graphs({"pos": pos[None], "vel": vel[None], "charges": torch.ones(1, 5), "target": pos[None]},
-                                   dtype=torch.float64)
+            g = nbody.nbody_graphs(
+                {"pos": pos[None], "vel": vel[None], "charges": torch.ones(1, 5), "target": pos[None]},
+                dtype=torch.float64,
+            )
             return nbody._node_inputs(g, name)[0].node_features
 
-        errs = equivariance_error(inputs, [g0.pos, g0.node_attrs["vel"]], ["cartesian_points", "1o"], nbody.NODE_INPUTS[name])
+        errs = equivariance_error(
+            inputs, [g0.pos, g0.node_attrs["vel"]], ["cartesian_points", "1o"], nbody.NODE_INPUTS[name]
+        )
         assert max(errs.values()) < 1e-12, (name, errs)
 
     # a model taking these inputs predicts through the documented call, E(3)-equivariantly
     torch.manual_seed(0)
-    model = ESCN(num_atom_types=2, lmax=1, mmax=1, channels=4, num_layers=1, cutoff=20.0,
-                 node_input_irreps="1x0e + 2x1o", outputs=["node_vectors"]).double()
+    model = ESCN(
+        num_atom_types=2,
+        lmax=1,
+        mmax=1,
+        channels=4,
+        num_layers=1,
+        cutoff=20.0,
+        node_input_irreps="1x0e + 2x1o",
+        outputs=["node_vectors"],
+    ).double()
     d = nbody.load_nbody("train", 3, cache_dir=tmp_path)
     q = torch.from_numpy(d["charges"])
 
     def predict(pos, vel):
         return torch.from_numpy(nbody.predict_positions(model, pos.numpy(), vel.numpy(), q.numpy()))
 
-    errs = equivariance_error(predict, [torch.from_numpy(d["pos"]), torch.from_numpy(d["vel"])], ["cartesian_points", "1o"],
-                              "cartesian_points")
+    errs = equivariance_error(
+        predict,
+        [torch.from_numpy(d["pos"]), torch.from_numpy(d["vel"])],
+        ["cartesian_points", "1o"],
+        "cartesian_points",
+    )
     assert max(errs.values()) < 1e-10, errs
     with pytest.raises(ValueError, match="inputs"):
         nbody.nbody_task_graphs("train", num_traj=3, cache_dir=tmp_path, inputs="centroid")
-    other = ESCN(num_atom_types=2, lmax=1, channels=4, num_layers=1, node_input_irreps="2x0e", outputs=["node_vectors"]).double()
+    other = ESCN(
+        num_atom_types=2, lmax=1, channels=4, num_layers=1, node_input_irreps="2x0e", outputs=["node_vectors"]
+    ).double()
     with pytest.raises(ValueError, match="node inputs"):
         nbody.predict_positions(other, d["pos"], d["vel"], d["charges"])

@@ -24,8 +24,18 @@ API_DIR = ROOT / "docs" / "api"
 # The public modules: every subpackage and module of escn whose name has no leading underscore, except the
 # command line (documented by its --help) and the package entry point.
 PUBLIC_MODULES = [
-    "escn.o3", "escn.nn", "escn.models", "escn.data", "escn.datasets", "escn.train", "escn.testing",
-    "escn.ase", "escn.md", "escn.native", "escn.checkpoint", "escn.bench",
+    "escn.o3",
+    "escn.nn",
+    "escn.models",
+    "escn.data",
+    "escn.datasets",
+    "escn.train",
+    "escn.testing",
+    "escn.ase",
+    "escn.md",
+    "escn.native",
+    "escn.checkpoint",
+    "escn.bench",
 ]
 
 
@@ -39,8 +49,9 @@ def test_python_blocks_run_as_written(doc: str, tmp_path: Path) -> None:
     assert blocks, f"{doc} has no ```python block"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for i, code in enumerate(blocks):
-        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, f"{doc}, python block {i + 1}:\n{code}\n--- stderr ---\n{proc.stderr[-3000:]}"
         if i == 0:
             # The first block compares SO2Conv.from_tfn with TFNConv and measures three equivariance errors
@@ -60,8 +71,11 @@ def test_every_public_module_has_an_api_page() -> None:
         assert re.search(rf"^{short}$", index, flags=re.M), f"docs/api/index.md does not list {short}"
         found.add(short)
     assert set(pages) == found, f"pages without a listed public module: {sorted(set(pages) - found)}"
-    top = {p.stem if p.is_file() else p.name for p in (ROOT / "escn").iterdir()
-           if not p.name.startswith("_") and (p.suffix == ".py" or (p / "__init__.py").exists())}
+    top = {
+        p.stem if p.is_file() else p.name
+        for p in (ROOT / "escn").iterdir()
+        if not p.name.startswith("_") and (p.suffix == ".py" or (p / "__init__.py").exists())
+    }
     assert top - {"cli"} == found, f"public modules without an API page: {sorted(top - {'cli'} - found)}"
 
 

@@ -17,12 +17,12 @@ from torch import nn
 
 import escn.models
 import escn.nn
+from escn.bench.scaling import default_dtype
 from escn.data import AtomsGraph, collate
-from escn.models import ESCN, ESCNBackbone, EdgeFrameBlock, node_irreps
+from escn.models import ESCN, EdgeFrameBlock, ESCNBackbone, node_irreps
 from escn.nn import BesselBasis, Gate, Linear, PolynomialCutoff, RadialMLP, S2Activation, S2Grid, SO2Conv, TFNConv
 from escn.o3 import Irreps
 from escn.o3.edge_frame import edge_frame
-from escn.bench.scaling import default_dtype
 from escn.testing import CARTESIAN_POINTS, equivariance_error
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -55,7 +55,9 @@ MIXED_L6_IN = "2x0e + 1x0o + 2x1o + 1x1e + 2x2e + 1x3o + 1x3e + 1x4e + 1x5o + 1x
 MIXED_L6_OUT = "1x0e + 2x1o + 1x1e + 1x2e + 1x2o + 2x3o + 1x4e + 1x5e + 1x6e"
 
 
-def _conv_case(make: Callable[[], nn.Module], irreps_in: str, irreps_out: str, weight_numel: Callable[[nn.Module], int]) -> Case:
+def _conv_case(
+    make: Callable[[], nn.Module], irreps_in: str, irreps_out: str, weight_numel: Callable[[nn.Module], int]
+) -> Case:
     pos, src, dst = _graph()
     E = src.shape[0]
 
@@ -104,8 +106,17 @@ def _molecule() -> list[Any]:
 def _escn(activation: str) -> Callable[[], ESCN]:
     def build() -> ESCN:
         torch.manual_seed(0)
-        return ESCN(num_atom_types=3, lmax=6, mmax=2, channels=4, num_layers=2, cutoff=3.0, num_radial=6,
-                    radial_hidden=16, activation=activation).eval()
+        return ESCN(
+            num_atom_types=3,
+            lmax=6,
+            mmax=2,
+            channels=4,
+            num_layers=2,
+            cutoff=3.0,
+            num_radial=6,
+            radial_hidden=16,
+            activation=activation,
+        ).eval()
 
     return build
 
@@ -117,10 +128,25 @@ def _energy_forces(m: ESCN, pos: torch.Tensor, types: torch.Tensor):
 
 def _backbone() -> ESCNBackbone:
     torch.manual_seed(0)
-    return ESCNBackbone(num_atom_types=3, lmax=4, mmax=2, channels=3, num_layers=2, cutoff=3.0, num_radial=5,
-                        radial_basis="bessel", radial_hidden=8, inverse_distance_powers=0, inverse_distance_scale=0.5,
-                        type_embedding_dim=4, activation="gate", s2_resolution=None, avg_num_neighbors=4.0,
-                        pseudo=False, node_input_irreps=None)
+    return ESCNBackbone(
+        num_atom_types=3,
+        lmax=4,
+        mmax=2,
+        channels=3,
+        num_layers=2,
+        cutoff=3.0,
+        num_radial=5,
+        radial_basis="bessel",
+        radial_hidden=8,
+        inverse_distance_powers=0,
+        inverse_distance_scale=0.5,
+        type_embedding_dim=4,
+        activation="gate",
+        s2_resolution=None,
+        avg_num_neighbors=4.0,
+        pseudo=False,
+        node_input_irreps=None,
+    )
 
 
 def _backbone_call(m: ESCNBackbone, pos: torch.Tensor, types: torch.Tensor) -> torch.Tensor:
@@ -164,32 +190,66 @@ S2_IRREPS = "3x0e + 3x1o + 3x2e + 3x3o + 3x4e"
 GATE = ("2x0e + 1x0o", [torch.tanh, torch.tanh], "2x0e", [torch.sigmoid], "1x1o + 1x2e")
 
 CASES: dict[str, Case] = {
-    "SO2Conv per-edge weights, L = 6 mixed parity": _conv_case(_so2_per_edge, MIXED_L6_IN, MIXED_L6_OUT, lambda m: m.weight_numel),
-    "SO2Conv shared weights, L = 6 mixed parity": _conv_case(_so2_shared, MIXED_L6_IN, MIXED_L6_OUT, lambda m: m.weight_numel),
+    "SO2Conv per-edge weights, L = 6 mixed parity": _conv_case(
+        _so2_per_edge, MIXED_L6_IN, MIXED_L6_OUT, lambda m: m.weight_numel
+    ),
+    "SO2Conv shared weights, L = 6 mixed parity": _conv_case(
+        _so2_shared, MIXED_L6_IN, MIXED_L6_OUT, lambda m: m.weight_numel
+    ),
     "SO2Conv.from_tfn, L = 3": _conv_case(_so2_from_tfn, TFN_IN, TFN_OUT, lambda m: m.weight_numel),
     "TFNConv, L = 3": _conv_case(_tfn, TFN_IN, TFN_OUT, lambda m: m.weight_numel),
     # polynomial activation of degree 2 on a grid exact for it: the S2 activation is then exactly equivariant
-    "S2Activation (x^2, exact grid)": Case(_seeded(lambda: S2Activation("2x0e + 2x1o + 2x2e", act=lambda t: t * t, normalize_act=False, resolution=(8, 9))),
-                                           _features(18), irreps_in=["2x0e + 2x1o + 2x2e"], irreps_out="2x0e + 2x1o + 2x2e"),
+    "S2Activation (x^2, exact grid)": Case(
+        _seeded(
+            lambda: S2Activation("2x0e + 2x1o + 2x2e", act=lambda t: t * t, normalize_act=False, resolution=(8, 9))
+        ),
+        _features(18),
+        irreps_in=["2x0e + 2x1o + 2x2e"],
+        irreps_out="2x0e + 2x1o + 2x2e",
+    ),
     "S2Activation (SiLU)": Case(_seeded(lambda: S2Activation(S2_IRREPS)), _features(Irreps(S2_IRREPS).dim)),
-    "S2Grid": Case(_seeded(lambda: S2Grid(4, 2)), _features(3 * 1 + 3 * 3 + 3 * 5 * 3, rows=4),
-                   call=lambda m, x: m.activate(x.reshape(4, 3, -1), torch.nn.functional.silu)),
-    "Gate": Case(_seeded(lambda: Gate(*GATE)), _features(Irreps("2x0e + 1x0o + 2x0e + 1x1o + 1x2e").dim),
-                 irreps_in=["2x0e + 1x0o + 2x0e + 1x1o + 1x2e"], irreps_out="2x0e + 1x0o + 1x1o + 1x2e"),
-    "Linear": Case(_seeded(lambda: Linear("2x0e + 3x1o + 1x2e", "1x0e + 2x1o + 2x2e")), _features(Irreps("2x0e + 3x1o + 1x2e").dim),
-                   irreps_in=["2x0e + 3x1o + 1x2e"], irreps_out="1x0e + 2x1o + 2x2e"),
-    "BesselBasis": Case(_seeded(lambda: BesselBasis(4.0, 8, trainable=True)), lambda: [torch.linspace(0.1, 3.9, 11, dtype=torch.float64)]),
-    "PolynomialCutoff": Case(_seeded(lambda: PolynomialCutoff(4.0)), lambda: [torch.linspace(0.1, 3.9, 11, dtype=torch.float64)]),
+    "S2Grid": Case(
+        _seeded(lambda: S2Grid(4, 2)),
+        _features(3 * 1 + 3 * 3 + 3 * 5 * 3, rows=4),
+        call=lambda m, x: m.activate(x.reshape(4, 3, -1), torch.nn.functional.silu),
+    ),
+    "Gate": Case(
+        _seeded(lambda: Gate(*GATE)),
+        _features(Irreps("2x0e + 1x0o + 2x0e + 1x1o + 1x2e").dim),
+        irreps_in=["2x0e + 1x0o + 2x0e + 1x1o + 1x2e"],
+        irreps_out="2x0e + 1x0o + 1x1o + 1x2e",
+    ),
+    "Linear": Case(
+        _seeded(lambda: Linear("2x0e + 3x1o + 1x2e", "1x0e + 2x1o + 2x2e")),
+        _features(Irreps("2x0e + 3x1o + 1x2e").dim),
+        irreps_in=["2x0e + 3x1o + 1x2e"],
+        irreps_out="1x0e + 2x1o + 2x2e",
+    ),
+    "BesselBasis": Case(
+        _seeded(lambda: BesselBasis(4.0, 8, trainable=True)),
+        lambda: [torch.linspace(0.1, 3.9, 11, dtype=torch.float64)],
+    ),
+    "PolynomialCutoff": Case(
+        _seeded(lambda: PolynomialCutoff(4.0)), lambda: [torch.linspace(0.1, 3.9, 11, dtype=torch.float64)]
+    ),
     "RadialMLP": Case(_seeded(lambda: RadialMLP([6, 16, 5])), _features(6)),
     "ESCNBackbone": Case(_backbone, _molecule, _backbone_call, [CARTESIAN_POINTS, None], node_irreps(3, 4)),
-    "EdgeFrameBlock": Case(_block, _block_inputs, _block_call, [node_irreps(3, 4), CARTESIAN_POINTS], node_irreps(3, 4)),
-    "ESCN (gate): energy, forces": Case(_escn("gate"), _molecule, _energy_forces, [CARTESIAN_POINTS, None], ["0e", "1o"]),
+    "EdgeFrameBlock": Case(
+        _block, _block_inputs, _block_call, [node_irreps(3, 4), CARTESIAN_POINTS], node_irreps(3, 4)
+    ),
+    "ESCN (gate): energy, forces": Case(
+        _escn("gate"), _molecule, _energy_forces, [CARTESIAN_POINTS, None], ["0e", "1o"]
+    ),
     "ESCN (s2): energy, forces": Case(_escn("s2"), _molecule, _energy_forces),
 }
 
 #: the public module classes each case exercises
 COVERS: dict[type, list[str]] = {
-    SO2Conv: ["SO2Conv per-edge weights, L = 6 mixed parity", "SO2Conv shared weights, L = 6 mixed parity", "SO2Conv.from_tfn, L = 3"],
+    SO2Conv: [
+        "SO2Conv per-edge weights, L = 6 mixed parity",
+        "SO2Conv shared weights, L = 6 mixed parity",
+        "SO2Conv.from_tfn, L = 3",
+    ],
     TFNConv: ["TFNConv, L = 3"],
     S2Activation: ["S2Activation (x^2, exact grid)", "S2Activation (SiLU)"],
     S2Grid: ["S2Grid"],
@@ -237,8 +297,14 @@ def test_float32_build_moved_to_float64_equals_float64_build(name):
         assert g.dtype == torch.float64
         assert (g - e).abs().max().item() <= TOL * max(1.0, e.abs().max().item())
     if case.irreps_in is not None:
-        errors = equivariance_error(lambda *a: case.call(moved, *a), case.inputs(), case.irreps_in, case.irreps_out,
-                                    trials=1, generator=torch.Generator().manual_seed(7))
+        errors = equivariance_error(
+            lambda *a: case.call(moved, *a),
+            case.inputs(),
+            case.irreps_in,
+            case.irreps_out,
+            trials=1,
+            generator=torch.Generator().manual_seed(7),
+        )
         assert max(errors.values()) <= TOL, errors
 
 

@@ -25,7 +25,14 @@ def _special_edges(dtype=torch.float64) -> torch.Tensor:
     """The axes, edges 1e-9 off +-y, and edges just inside either side of the chart boundary."""
     eye = torch.eye(3, dtype=dtype)
     off_y = torch.tensor(
-        [[1e-9, 1.0, 0.0], [0.0, 1.0, 1e-9], [-1e-9, 1.0, 1e-9], [1e-9, -1.0, 0.0], [0.0, -1.0, -1e-9], [1e-9, -1.0, 1e-9]],
+        [
+            [1e-9, 1.0, 0.0],
+            [0.0, 1.0, 1e-9],
+            [-1e-9, 1.0, 1e-9],
+            [1e-9, -1.0, 0.0],
+            [0.0, -1.0, -1e-9],
+            [1e-9, -1.0, 1e-9],
+        ],
         dtype=dtype,
     )
     s = math.sin(math.pi / 4 - 1e-3)
@@ -130,7 +137,9 @@ def test_dtype_follows_input():
 # ---------------------------------------------------------------------------------- gradients
 
 
-def _scalar_per_edge(v: torch.Tensor, lmax: int, mmax: int, weights: list[torch.Tensor], w_rot: torch.Tensor) -> torch.Tensor:
+def _scalar_per_edge(
+    v: torch.Tensor, lmax: int, mmax: int, weights: list[torch.Tensor], w_rot: torch.Tensor
+) -> torch.Tensor:
     """A fixed random linear functional of every wigner row and of the rotation, per edge: (E,)."""
     f = edge_frame(v, lmax, mmax=mmax)
     out = (f.rotation * w_rot).sum((-1, -2))
@@ -202,12 +211,16 @@ def test_float32_accuracy():
 def test_zero_length_edges():
     v = _random_edges(5, seed=6)
     v[2] = 0.0
-    with pytest.raises(ValueError, match=r"edge_vec has 1 zero-length edge\(s\) \(first at edge 2\).*mask_zero_edges=True"):
+    with pytest.raises(
+        ValueError, match=r"edge_vec has 1 zero-length edge\(s\) \(first at edge 2\).*mask_zero_edges=True"
+    ):
         check_edge_vectors(v)
     # edge_frame reads no values: without masking the zero-length edge's frame is non-finite, the others exact
     plain = edge_frame(v, 4, mmax=2)
     assert plain.valid.tolist() == [True, True, False, True, True]
-    assert not bool(torch.isfinite(plain.rotation[2]).all()) and bool(torch.isfinite(plain.rotation[[0, 1, 3, 4]]).all())
+    assert not bool(torch.isfinite(plain.rotation[2]).all()) and bool(
+        torch.isfinite(plain.rotation[[0, 1, 3, 4]]).all()
+    )
 
     x = v.clone().requires_grad_(True)
     f = edge_frame(x, 4, mmax=2, mask_zero_edges=True)

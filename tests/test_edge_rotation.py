@@ -34,7 +34,9 @@ def test_dense_and_factorised_rotations_agree_with_gradients(float64_default, mm
     factorised = EdgeRotation(GROUPS, mmax, dense_lmax=-1, executor="torch")
     E = vec.shape[0]
     x = _full_input(dense, E).requires_grad_(True)
-    y = torch.randn(E, dense.rot_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    y = torch.randn(E, dense.rot_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(
+        True
+    )
     outs = []
     for rot in (dense, factorised):
         frame = edge_frame(vec, 3, mmax)

@@ -75,8 +75,27 @@ def test_emt_small_path_trains_tests_and_runs_md(tmp_path, restore_threads, caps
     pytest.importorskip("ase")
     pytest.importorskip("matplotlib")
     metrics = _load("emt").main(
-        ["--traj-per-kind", "3", "--frames", "4", "--epochs", "6", "--lmax", "1", "--channels", "8", "--threads", "1",
-         "--md-time", "0.05", "--md-size", "2", "--output-dir", str(tmp_path / "run"), "--no-progress"]
+        [
+            "--traj-per-kind",
+            "3",
+            "--frames",
+            "4",
+            "--epochs",
+            "6",
+            "--lmax",
+            "1",
+            "--channels",
+            "8",
+            "--threads",
+            "1",
+            "--md-time",
+            "0.05",
+            "--md-size",
+            "2",
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
     )
     # a few dozen steps already beat the zero-force baseline; the full default reaches far lower (module docstring)
     assert metrics["force_mae"] < metrics["baseline_force_mae"]

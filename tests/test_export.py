@@ -38,8 +38,21 @@ def _structure(n: int, seed: int, dtype=torch.float64, side: float = 4.0) -> Bat
 
 def _model(executor: str = "native", dtype=torch.float64) -> ESCN:
     torch.manual_seed(0)
-    return ESCN(lmax=1, mmax=1, channels=4, num_layers=2, cutoff=3.0, num_radial=4, radial_hidden=8,
-                atomic_numbers=[29, 47], executor=executor).to(dtype).eval()
+    return (
+        ESCN(
+            lmax=1,
+            mmax=1,
+            channels=4,
+            num_layers=2,
+            cutoff=3.0,
+            num_radial=4,
+            radial_hidden=8,
+            atomic_numbers=[29, 47],
+            executor=executor,
+        )
+        .to(dtype)
+        .eval()
+    )
 
 
 def test_batch_is_a_pytree():
@@ -55,7 +68,9 @@ def test_batch_is_a_pytree():
 
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_export_layers_with_dynamic_atoms_and_edges(executor):
-    so2 = SO2Conv("3x0e + 2x1o + 1x2e", "2x0e + 2x1o", mmax=1, shared_weights=True, executor=_executor(executor)).double()
+    so2 = SO2Conv(
+        "3x0e + 2x1o + 1x2e", "2x0e + 2x1o", mmax=1, shared_weights=True, executor=_executor(executor)
+    ).double()
     tfn = TFNConv("3x0e + 2x1o", "2x0e + 2x1o", lmax_filter=2).double()
 
     class Layers(torch.nn.Module):
@@ -70,18 +85,23 @@ def test_export_layers_with_dynamic_atoms_and_edges(executor):
         g = torch.Generator().manual_seed(seed)
         src = torch.randint(0, n, (e,), generator=g)
         dst = (src + torch.randint(1, n, (e,), generator=g)) % n
-        return (Irreps("3x0e + 2x1o + 1x2e").randn(n, -1, generator=g, dtype=torch.float64), src, dst,
-                torch.randn(e, 3, generator=g, dtype=torch.float64),
-                torch.randn(e, so2.weight_numel, generator=g, dtype=torch.float64),
-                torch.randn(e, tfn.weight_numel, generator=g, dtype=torch.float64))
+        return (
+            Irreps("3x0e + 2x1o + 1x2e").randn(n, -1, generator=g, dtype=torch.float64),
+            src,
+            dst,
+            torch.randn(e, 3, generator=g, dtype=torch.float64),
+            torch.randn(e, so2.weight_numel, generator=g, dtype=torch.float64),
+            torch.randn(e, tfn.weight_numel, generator=g, dtype=torch.float64),
+        )
 
     module = Layers()
     module(*inputs(5, 9, 0))  # first call fills the spherical-harmonics tables (not traceable)
     N, E = torch.export.Dim("N", min=2), torch.export.Dim("E", min=2)
     # opt_einsum chooses TFNConv's contraction order from the sizes, which would fix E: off while exporting
     with torch.backends.opt_einsum.flags(enabled=False):
-        ep = torch.export.export(module, inputs(7, 19, 1),
-                                 dynamic_shapes=({0: N}, {0: E}, {0: E}, {0: E}, {0: E}, {0: E}))
+        ep = torch.export.export(
+            module, inputs(7, 19, 1), dynamic_shapes=({0: N}, {0: E}, {0: E}, {0: E}, {0: E}, {0: E})
+        )
     for n, e, seed in ((7, 19, 1), (9, 23, 2), (4, 11, 3)):
         args = inputs(n, e, seed)
         for got, ref in zip(ep.module()(*args), module(*args)):
@@ -119,9 +139,18 @@ def _deploy_and_compare(tmp_path, dtype: torch.dtype, tol: float, cli: bool) -> 
     path = tmp_path / "model.pt2"
     if cli:
         ckpt = tmp_path / "best.pt"
-        atomic_save({"format": FORMAT, "version": VERSION, "model_name": "escn.models.escn:ESCN",
-                     "model_config": model.config, "dtype": "float64", "model_state": model.state_dict(),
-                     "ema_state": None}, ckpt)
+        atomic_save(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "model_name": "escn.models.escn:ESCN",
+                "model_config": model.config,
+                "dtype": "float64",
+                "model_state": model.state_dict(),
+                "ema_state": None,
+            },
+            ckpt,
+        )
         name = str(dtype).replace("torch.", "")
         assert main(["deploy", str(ckpt), "-o", str(path), "--dtype", name, "--executor", executor]) == 0
     else:
@@ -144,9 +173,15 @@ def _deploy_and_compare(tmp_path, dtype: torch.dtype, tol: float, cli: bool) -> 
         assert abs(s - b.get_stress()).max() <= tol
     # the package pickles and deep-copies by path: the copy loads the same package and gives the same numbers
     deployed = load_deployed(path)
-    batch = collate([AtomsGraph(pos=torch.as_tensor(atoms.positions, dtype=dtype),
-                                atom_types=torch.as_tensor([ref_model.atomic_numbers.index(z) for z in atoms.numbers]),
-                                cell=torch.as_tensor(atoms.cell.array, dtype=dtype))]).with_radius_graph(deployed.cutoff)
+    batch = collate(
+        [
+            AtomsGraph(
+                pos=torch.as_tensor(atoms.positions, dtype=dtype),
+                atom_types=torch.as_tensor([ref_model.atomic_numbers.index(z) for z in atoms.numbers]),
+                cell=torch.as_tensor(atoms.cell.array, dtype=dtype),
+            )
+        ]
+    ).with_radius_graph(deployed.cutoff)
     want = deployed(batch, compute_forces=True)
     for copy_ in (pickle.loads(pickle.dumps(deployed)), copy.deepcopy(deployed)):
         got = copy_(batch, compute_forces=True)

@@ -54,8 +54,11 @@ def _write(path: Path, frames: list, *, energy_key: str = "energy", forces_key: 
 def test_read_frames_default_and_custom_keys(tmp_path):
     frames = _molecules(4)
     plain = read_frames(_write(tmp_path / "a.extxyz", frames))
-    custom = read_frames(_write(tmp_path / "b.extxyz", frames, energy_key="REF_energy", forces_key="REF_forces"),
-                         energy_key="REF_energy", forces_key="REF_forces")
+    custom = read_frames(
+        _write(tmp_path / "b.extxyz", frames, energy_key="REF_energy", forces_key="REF_forces"),
+        energy_key="REF_energy",
+        forces_key="REF_forces",
+    )
     for graphs in (plain, custom):
         assert len(graphs) == 4
         for g, (pos, energy, forces) in zip(graphs, frames):
@@ -73,8 +76,9 @@ def test_read_frames_stress_voigt_and_index(tmp_path):
     frames = []
     for i, (pos, energy, forces) in enumerate(_molecules(3)):
         atoms = Atoms("COHHH", positions=pos, cell=np.eye(3) * 8.0, pbc=True)
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces,
-                                           stress=np.array([1.0, 2.0, 3.0, 0.4, 0.5, 0.6]) * (i + 1))
+        atoms.calc = SinglePointCalculator(
+            atoms, energy=energy, forces=forces, stress=np.array([1.0, 2.0, 3.0, 0.4, 0.5, 0.6]) * (i + 1)
+        )
         frames.append(atoms)
     ase_io.write(str(tmp_path / "s.extxyz"), frames, format="extxyz")
     graphs = read_frames(tmp_path / "s.extxyz", index="1:")
@@ -108,8 +112,11 @@ def test_nan_and_wrong_atom_counts_name_file_and_frame(tmp_path):
     bad_forces = forces.copy()
     bad_forces[3, 1] = np.nan
     path = _write(tmp_path / "nan.extxyz", [frames[0], (pos, energy, bad_forces), frames[2]])
-    with pytest.raises(ValueError, match=r"nan\.extxyz, frame 1: the forces \('forces'\) contain NaN or infinite "
-                                         r"values \(first at index \[3, 1\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"nan\.extxyz, frame 1: the forces \('forces'\) contain NaN or infinite "
+        r"values \(first at index \[3, 1\]\)",
+    ):
         read_frames(path)
     path = _write(tmp_path / "nane.extxyz", [frames[0], frames[1], (pos, float("nan"), forces)])
     with pytest.raises(ValueError, match=r"nane\.extxyz, frame 2: the energy \('energy'\) contains NaN"):
@@ -131,8 +138,11 @@ def test_nan_and_wrong_atom_counts_name_file_and_frame(tmp_path):
         atoms_list.append(a)
     traj = tmp_path / "short.traj"
     ase_io.write(str(traj), atoms_list)
-    with pytest.raises(ValueError, match=r"short\.traj, frame 1: the forces 'forces' have shape \(4, 3\) but the "
-                                         r"frame has 5 atoms; expected \(5, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"short\.traj, frame 1: the forces 'forces' have shape \(4, 3\) but the "
+        r"frame has 5 atoms; expected \(5, 3\)",
+    ):
         read_frames(traj)
 
 
@@ -148,12 +158,28 @@ def test_split_items_is_seeded_and_disjoint():
 
 
 def _config(tmp_path, data, **top):
-    cfg = {"seed": 0, "dtype": "float64", "batch_size": 4, "epochs": 2, "cutoff": 3.0, "progress": False,
-           "output_dir": str(tmp_path / "run"), "threads": 1,
-           "model": {"name": "escn", "lmax": 1, "mmax": 1, "channels": 4, "num_layers": 1, "cutoff": 3.0,
-                     "avg_num_neighbors": 4.0},
-           "data": data, "loss": {"energy": {"weight": 1.0, "per_atom": True}, "forces": 10.0},
-           "optimizer": {"lr": 3e-3}}
+    cfg = {
+        "seed": 0,
+        "dtype": "float64",
+        "batch_size": 4,
+        "epochs": 2,
+        "cutoff": 3.0,
+        "progress": False,
+        "output_dir": str(tmp_path / "run"),
+        "threads": 1,
+        "model": {
+            "name": "escn",
+            "lmax": 1,
+            "mmax": 1,
+            "channels": 4,
+            "num_layers": 1,
+            "cutoff": 3.0,
+            "avg_num_neighbors": 4.0,
+        },
+        "data": data,
+        "loss": {"energy": {"weight": 1.0, "per_atom": True}, "forces": 10.0},
+        "optimizer": {"lr": 3e-3},
+    }
     cfg.update(top)
     return cfg
 
@@ -165,8 +191,16 @@ def test_training_on_extxyz_files_and_evaluate_in_mev(tmp_path, capsys):
     train_file = _write(tmp_path / "train.extxyz", frames[:20], energy_key="REF_energy", forces_key="REF_forces")
     valid_file = _write(tmp_path / "valid.extxyz", frames[20:24], energy_key="REF_energy", forces_key="REF_forces")
     test_file = _write(tmp_path / "test.extxyz", frames[24:], energy_key="REF_energy", forces_key="REF_forces")
-    cfg = _config(tmp_path, {"train": str(train_file), "valid": str(valid_file), "test": str(test_file),
-                             "energy_key": "REF_energy", "forces_key": "REF_forces"})
+    cfg = _config(
+        tmp_path,
+        {
+            "train": str(train_file),
+            "valid": str(valid_file),
+            "test": str(test_file),
+            "energy_key": "REF_energy",
+            "forces_key": "REF_forces",
+        },
+    )
     result = train(cfg)
     assert result.completed and result.step == 10
     assert len(load_splits(load_config(cfg), ("test",))["test"]) == 6
@@ -185,9 +219,9 @@ def test_training_on_extxyz_files_and_evaluate_in_mev(tmp_path, capsys):
     assert float(rows["F/component"][0]) == pytest.approx(1000 * metrics["mae_forces"], abs=1e-3)
     assert rows["E/structure"][2] == "meV" and rows["E/atom"][2] == "meV/atom" and rows["F/component"][2] == "meV/A"
     # the metrics are those of the model on the file's targets
-    from escn.models.io import load
     from escn.data.extxyz import read_frames as rf
-    from escn.train.evaluate import evaluate_model, default_keys
+    from escn.models.io import load
+    from escn.train.evaluate import default_keys, evaluate_model
 
     items = rf(test_file, energy_key="REF_energy", forces_key="REF_forces")
     direct = evaluate_model(load(ckpt), items, default_keys(items[0]), dtype=torch.float64, cutoff=3.0)
@@ -196,8 +230,9 @@ def test_training_on_extxyz_files_and_evaluate_in_mev(tmp_path, capsys):
 
 def test_plain_path_with_fractional_split(tmp_path):
     path = _write(tmp_path / "all.extxyz", _molecules(40))
-    cfg = _config(tmp_path, {"train": str(path), "valid_fraction": 0.1, "test_fraction": 0.25, "split_seed": 5},
-                  epochs=1)
+    cfg = _config(
+        tmp_path, {"train": str(path), "valid_fraction": 0.1, "test_fraction": 0.25, "split_seed": 5}, epochs=1
+    )
     trainer = Trainer(cfg)
     assert (len(trainer.train_set), len(trainer.valid_set)) == (26, 4)
     parts = load_splits(load_config(cfg))
@@ -266,7 +301,8 @@ def test_shipped_aspirin_config():
     model = build_model(cfg.model.name, **cfg.model.kwargs, atomic_numbers=[1, 6, 8])
     assert model.cutoff == cfg.cutoff
     assert [cfg.data.train.source, cfg.data.valid.source, cfg.data.test.source] == [
-        f"examples/data/aspirin_{p}.extxyz" for p in ("train", "valid", "test")]
+        f"examples/data/aspirin_{p}.extxyz" for p in ("train", "valid", "test")
+    ]
 
 
 def test_aspirin_data_files():
@@ -291,13 +327,23 @@ def test_aspirin_data_files():
 
 def test_lr_over_time_reaches_the_end_of_the_schedule_at_max_time(tmp_path, monkeypatch):
     path = _write(tmp_path / "all.extxyz", _molecules(16))
-    cfg = _config(tmp_path, {"train": str(path), "valid_fraction": 0.25}, epochs=50, max_time=100.0,
-                  lr_over_time=True, schedule={"name": "cosine", "min_lr_ratio": 0.0}, log_every=1)
+    cfg = _config(
+        tmp_path,
+        {"train": str(path), "valid_fraction": 0.25},
+        epochs=50,
+        max_time=100.0,
+        lr_over_time=True,
+        schedule={"name": "cosine", "min_lr_ratio": 0.0},
+        log_every=1,
+    )
     monkeypatch.setattr(Trainer, "_elapsed", lambda self: 10.0 * self.state.step)  # 10 s per step
     result = train(cfg)
     assert result.step == 10  # 12 training items, batch 4: 150 steps planned, the clock stops it at 100 s
-    lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-           if json.loads(line)["type"] == "train"]
+    lrs = [
+        json.loads(line)["lr"]
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["type"] == "train"
+    ]
     # step k starts at 10 k seconds: schedule position max(k, 150 * 10 k / 100) = 15 k of 150
     expected = [3e-3 * 0.5 * (1 + math.cos(math.pi * 15 * k / 150)) for k in range(10)]
     assert lrs == pytest.approx(expected, rel=1e-12, abs=1e-15)

@@ -68,8 +68,18 @@ def _conv(layout: str, executor: str) -> SO2Conv:
 
 def _model(executor: str, activation: str) -> ESCN:
     torch.manual_seed(0)
-    return ESCN(num_atom_types=3, lmax=2, mmax=1, channels=4, num_layers=2, cutoff=3.0, num_radial=4, radial_hidden=8,
-                activation=activation, executor=executor)
+    return ESCN(
+        num_atom_types=3,
+        lmax=2,
+        mmax=1,
+        channels=4,
+        num_layers=2,
+        cutoff=3.0,
+        num_radial=4,
+        radial_hidden=8,
+        activation=activation,
+        executor=executor,
+    )
 
 
 def _batch():
@@ -105,13 +115,20 @@ def test_force_loss_parameter_gradient_by_torch_func(executor):
     ref_model = _model("torch", "s2").train()
     ref_loss = ((ref_model(batch)["forces"] - target) ** 2).sum()
     names = [n for n, p in ref_model.named_parameters() if p.requires_grad]
-    ref = dict(zip(names, torch.autograd.grad(ref_loss, [dict(ref_model.named_parameters())[n] for n in names], allow_unused=True)))
+    ref = dict(
+        zip(
+            names,
+            torch.autograd.grad(ref_loss, [dict(ref_model.named_parameters())[n] for n in names], allow_unused=True),
+        )
+    )
 
     model = _model(_executor(executor), "s2").train()
 
     def loss(params):
         def energy(pos):
-            out = torch.func.functional_call(model, params, (dataclasses.replace(batch, pos=pos),), {"compute_forces": False})
+            out = torch.func.functional_call(
+                model, params, (dataclasses.replace(batch, pos=pos),), {"compute_forces": False}
+            )
             return out["energy"].sum()
 
         return ((-grad(energy)(batch.pos) - target) ** 2).sum()
@@ -154,6 +171,7 @@ def test_edge_rotation_grad_and_jacrev_wrt_features_and_edge_vectors(executor):
             frame = edge_frame(v, 2, 1, rows_lmax=r.rows_lmax(x))
             y = r.to_frame(x, frame)
             return r.from_frame(torch.tanh(y), frame)
+
         return f
 
     leaves = [t.clone().requires_grad_() for t in (x, vec)]
@@ -208,14 +226,14 @@ def test_nested_vmap_grad_of_a_force_loss(executor, layout):
 
     def loss(w, x):
         f = grad(lambda v: (conv(x, src, dst, v, w) ** 2).sum())(vec)
-        return (f ** 2).sum()
+        return (f**2).sum()
 
     wr = w.clone().requires_grad_()
 
     def ref_grad(x):
         v = vec.clone().requires_grad_()
         (f,) = torch.autograd.grad((ref_conv(x, src, dst, v, wr) ** 2).sum(), v, create_graph=True)
-        return torch.autograd.grad((f ** 2).sum(), wr)[0]
+        return torch.autograd.grad((f**2).sum(), wr)[0]
 
     ref = torch.stack([ref_grad(x) for x in xs])
     _close(vmap(grad(loss), in_dims=(None, 0))(w, xs), ref, "vmap(grad)")
@@ -253,12 +271,20 @@ def test_operator_vmap_rules_equal_per_sample_calls():
     ops = torch.ops.escn
     x, t, y, plan = _rotation_args(g)
     B = 3
-    xb, yb, tb = torch.randn(B, *x.shape, generator=g), torch.randn(B, *y.shape, generator=g), torch.randn(B, *t[0].shape, generator=g)
+    xb, yb, tb = (
+        torch.randn(B, *x.shape, generator=g),
+        torch.randn(B, *y.shape, generator=g),
+        torch.randn(B, *t[0].shape, generator=g),
+    )
     mats = torch.stack([plan[1] * (1 + k) for k in range(B)])
     cases = [
         (ops.rotate_to_frame, lambda a, c, m: (a, c, *t[1:], plan[0], m, plan[2]), (xb, tb, mats)),
         (ops.rotate_from_frame, lambda a, c, m: (a, *t[:3], c, plan[0], m, plan[2]), (yb, tb, mats)),
-        (ops.rotation_adjoint, lambda a, c, m: (x, *t[:2], c, t[3], a, plan[0], m, plan[2], [True, True, False]), (yb, tb, mats)),
+        (
+            ops.rotation_adjoint,
+            lambda a, c, m: (x, *t[:2], c, t[3], a, plan[0], m, plan[2], [True, True, False]),
+            (yb, tb, mats),
+        ),
     ]
     for op, args, batched in cases:
         for in_dims in [(0, None, None), (None, 0, None), (0, 0, None), (1, None, None), (None, None, 0), (0, 0, 0)]:
@@ -273,8 +299,12 @@ def test_operator_vmap_rules_equal_per_sample_calls():
     targs = conv._native_plan.op_args()
     r, w = torch.randn(B, 7, conv.rot_in.rot_dim, generator=g), torch.randn(B, 7, conv.weight_numel, generator=g)
     gy = torch.randn(B, 7, conv.rot_out.rot_dim, generator=g)
-    for op, ins in [(ops.tfn_frame_map, (r, w)), (ops.tfn_frame_map_input_grad, (gy, w)),
-                    (ops.tfn_frame_map_weight_grad, (r, gy)), (ops.tfn_frame_map_backward, (gy, r, w))]:
+    for op, ins in [
+        (ops.tfn_frame_map, (r, w)),
+        (ops.tfn_frame_map_input_grad, (gy, w)),
+        (ops.tfn_frame_map_weight_grad, (r, gy)),
+        (ops.tfn_frame_map_backward, (gy, r, w)),
+    ]:
         got = vmap(lambda *a: op(*a, *targs), in_dims=(0,) + (None,) * (len(ins) - 1))(ins[0], *(i[0] for i in ins[1:]))
         for k in range(B):
             one = op(ins[0][k], *(i[0] for i in ins[1:]), *targs)
@@ -295,7 +325,9 @@ def test_forward_mode_raises_and_names_the_alternatives():
     conv = _conv("tfn", "native")
     x = Irreps(IRREPS_IN).randn(5, -1, generator=g)
     w = torch.randn(len(src), conv.weight_numel, generator=g)
-    with pytest.raises(NotImplementedError, match=r"escn::\w+ has no forward-mode derivative.*jacrev.*executor='torch'"):
+    with pytest.raises(
+        NotImplementedError, match=r"escn::\w+ has no forward-mode derivative.*jacrev.*executor='torch'"
+    ):
         jvp(lambda x: conv(x, src, dst, vec, w), (x,), (x,))
     # the torch executor has forward mode
     ref = jvp(lambda x: _conv("tfn", "torch")(x, src, dst, vec, w), (x,), (x,))

@@ -36,12 +36,12 @@ def test_gate_equivariance_structure_and_values(scalars, acts, gates, gate_acts,
     s_dim, g_dim = Irreps(scalars).dim, Irreps(gates).dim
     expected = []
     off = 0
-    for (mul, ir), act in zip(Irreps(scalars), acts):
+    for (mul, _ir), act in zip(Irreps(scalars), acts):
         expected.append(act(x[:, off : off + mul]) * second_moment_scale(act))
         off += mul
     g_vals = []
     off = s_dim
-    for (mul, ir), act in zip(Irreps(gates), gate_acts):
+    for (mul, _ir), act in zip(Irreps(gates), gate_acts):
         g_vals.append(act(x[:, off : off + mul]) * second_moment_scale(act))
         off += mul
     g_all = torch.cat(g_vals, dim=1) if g_vals else x[:, :0]

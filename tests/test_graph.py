@@ -15,7 +15,10 @@ from escn.data.graph import Graph, edge_vectors, radius_graph, vesin_available
 
 DTYPE = torch.float64
 # both neighbour searches; vesin's only where the optional package is installed
-SEARCHES = ["torch", pytest.param("vesin", marks=pytest.mark.skipif(not vesin_available(), reason="vesin not installed"))]
+SEARCHES = [
+    "torch",
+    pytest.param("vesin", marks=pytest.mark.skipif(not vesin_available(), reason="vesin not installed")),
+]
 
 
 # --------------------------------------------------------------------------- reference
@@ -322,14 +325,20 @@ def test_vesin_and_torch_searches_give_the_same_edges(dtype: torch.dtype) -> Non
     systems.append(dict(pos=torch.rand(3, 3, generator=gen, dtype=DTYPE) @ small, cutoff=3.1, cell=small))
     sizes = [7, 12, 1, 9]
     cells = torch.stack([random_cell(gen, scale=2.0) for _ in sizes])
-    systems.append(dict(pos=torch.cat([torch.rand(n, 3, generator=gen, dtype=DTYPE) @ c for n, c in zip(sizes, cells)]),
-                        cutoff=2.6, cell=cells, batch=torch.repeat_interleave(torch.arange(4), torch.tensor(sizes)),
-                        pbc=torch.tensor([[True, True, True], [True, False, True], [False, False, False],
-                                          [True, True, True]])))
+    systems.append(
+        dict(
+            pos=torch.cat([torch.rand(n, 3, generator=gen, dtype=DTYPE) @ c for n, c in zip(sizes, cells)]),
+            cutoff=2.6,
+            cell=cells,
+            batch=torch.repeat_interleave(torch.arange(4), torch.tensor(sizes)),
+            pbc=torch.tensor([[True, True, True], [True, False, True], [False, False, False], [True, True, True]]),
+        )
+    )
     checked = 0
     for system in systems:
-        system = {k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
-                  for k, v in system.items()}
+        system = {
+            k: (v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in system.items()
+        }
         for extra in ({}, {"self_interaction": True}, {"max_num_neighbors": 4}):
             a = radius_graph(**system, **extra, backend="torch")
             b = radius_graph(**system, **extra, backend="vesin")

@@ -76,8 +76,14 @@ print(json.dumps({"environ_before": environ_before, "environ_after": environ_aft
 
 
 def _run(what: str, env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _SNAPSHOT + _IMPORT_ALL + _ALLOCATOR, what], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SNAPSHOT + _IMPORT_ALL + _ALLOCATOR, what],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -89,9 +95,13 @@ def test_importing_every_module_changes_no_process_state(tmp_path):
     env["ESCN_CACHE_DIR"] = str(tmp_path / "cache")
     got, plain = _run("escn", env), _run("torch", env)  # escn and all its modules vs torch alone
     before, after = got["environ_before"], got["environ_after"]
-    assert before == after, {k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert before == after, {
+        k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)
+    }
     assert "THP_MEM_ALLOC_ENABLE" not in after
-    assert got["state"] == plain["state"], {k: (plain["state"][k], v) for k, v in got["state"].items() if plain["state"][k] != v}
+    assert got["state"] == plain["state"], {
+        k: (plain["state"][k], v) for k, v in got["state"].items() if plain["state"][k] != v
+    }
     assert not got["state"]["dynamo_imported"]
     assert len(got["skipped"]) <= 2 and all("ase" in s or "matplotlib" in s for s in got["skipped"]), got["skipped"]
     assert got["compiled"] == [] and not (tmp_path / "cache").exists()  # no C library built or loaded
@@ -102,15 +112,23 @@ def test_importing_every_module_changes_no_process_state(tmp_path):
 
 @pytest.mark.skipif(not LINUX, reason="transparent huge pages are Linux's")
 def test_enable_transparent_huge_pages_is_an_explicit_opt_in():
-    code = ("import torch\nfrom escn.bench.allocator import enable_transparent_huge_pages, huge_pages_in_use\n"
-            "import os, sys\nif sys.argv[1] == 'late':\n    torch.zeros(3)\n"
-            "print(enable_transparent_huge_pages(), os.environ.get('THP_MEM_ALLOC_ENABLE'), huge_pages_in_use())")
+    code = (
+        "import torch\nfrom escn.bench.allocator import enable_transparent_huge_pages, huge_pages_in_use\n"
+        "import os, sys\nif sys.argv[1] == 'late':\n    torch.zeros(3)\n"
+        "print(enable_transparent_huge_pages(), os.environ.get('THP_MEM_ALLOC_ENABLE'), huge_pages_in_use())"
+    )
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
 
     def run(arg: str, **extra: str) -> str:
-        proc = subprocess.run([sys.executable, "-c", code, arg], capture_output=True, text=True, timeout=120,
-                              env={**env, **extra}, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, arg],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**env, **extra},
+            cwd=ROOT,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout.strip()
 

@@ -20,7 +20,13 @@ def _conv_inputs(layer, dtype=torch.float64):
     src, dst = torch.tensor([0, 1, 2, 3, 4, 5]), torch.tensor([1, 2, 3, 4, 5, 0])
     x = torch.randn(6, layer.irreps_in.dim, generator=g, dtype=torch.float64)
     w = torch.randn(6, layer.weight_numel, generator=g, dtype=torch.float64)
-    return {"x": x.to(dtype), "edge_src": src, "edge_dst": dst, "edge_vec": (pos[dst] - pos[src]).to(dtype), "weight": w.to(dtype)}
+    return {
+        "x": x.to(dtype),
+        "edge_src": src,
+        "edge_dst": dst,
+        "edge_vec": (pos[dst] - pos[src]).to(dtype),
+        "weight": w.to(dtype),
+    }
 
 
 CONVS = {
@@ -89,7 +95,9 @@ def test_modules_refuse_mixed_and_unsupported_dtypes(name):
     with pytest.raises(TypeError, match=rf"{name}: {arg} has dtype torch.float32 but the module is in torch.float64"):
         module(inp(torch.float32))
     for dtype in UNSUPPORTED:
-        with pytest.raises(TypeError, match=rf"{name}: {arg} has dtype {dtype}; supported: torch.float32 and torch.float64"):
+        with pytest.raises(
+            TypeError, match=rf"{name}: {arg} has dtype {dtype}; supported: torch.float32 and torch.float64"
+        ):
             module(inp(dtype))
     with pytest.raises(ValueError, match=rf"{name}: {arg} is on device meta but the module is on cpu"):
         module(inp(torch.float64).to("meta"))
@@ -114,12 +122,16 @@ def _molecule(dtype):
 def test_model_mixed_dtypes(module_dtype, input_dtype):
     model = ESCN(num_atom_types=2, lmax=2, channels=4, num_layers=1, cutoff=3.0).to(module_dtype)
     assert model(_molecule(module_dtype))["energy"].dtype == module_dtype
-    with pytest.raises(TypeError, match=rf"ESCN: batch.pos has dtype {input_dtype} but the module is in {module_dtype}"):
+    with pytest.raises(
+        TypeError, match=rf"ESCN: batch.pos has dtype {input_dtype} but the module is in {module_dtype}"
+    ):
         model(_molecule(input_dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_model_unsupported_dtypes(dtype):
     model = ESCN(num_atom_types=2, lmax=2, channels=4, num_layers=1, cutoff=3.0)
-    with pytest.raises(TypeError, match=rf"ESCN: batch.pos has dtype {dtype}; supported: torch.float32 and torch.float64"):
+    with pytest.raises(
+        TypeError, match=rf"ESCN: batch.pos has dtype {dtype}; supported: torch.float32 and torch.float64"
+    ):
         model(_molecule(dtype))

@@ -74,7 +74,7 @@ def test_parse_matches_e3nn(o3, s: str) -> None:
         assert ours.lmax == ref.lmax
     else:
         with pytest.raises(ValueError):
-            ours.lmax
+            _ = ours.lmax
     assert str(ours.simplify()) == str(ref.simplify())
     assert str(ours.remove_zero_multiplicities()) == str(ref.remove_zero_multiplicities())
     assert str(ours.regroup()) == str(ref.regroup())
@@ -340,9 +340,9 @@ def test_bad_irreps_values() -> None:
     with pytest.raises(ValueError, match="'3x1q'"):
         Irreps([(2, "1o"), "3x1q"])
     with pytest.raises(ValueError, match="lmax of empty Irreps"):
-        Irreps("").lmax
+        _ = Irreps("").lmax
     with pytest.raises(ValueError, match="lmax of empty Irreps '0x1o'"):
-        Irreps("0x1o").lmax
+        _ = Irreps("0x1o").lmax
     with pytest.raises(TypeError, match="repetition count"):
         Irreps("1o") * 1.5
     with pytest.raises(NotImplementedError):
@@ -501,8 +501,12 @@ def test_equal_irreps_hash_equal_and_strings_are_never_equal():
     assert all(a == b and hash(a) == hash(b) for a in spellings for b in spellings)
     assert len(set(spellings)) == 1 and {Irreps("1x0e"): 5}[Irreps("0e")] == 5
     assert Irrep("1y") == Irrep("1o") == Irrep(1, -1) == (1, -1)
-    assert hash(Irrep("1y")) == hash(Irrep("1o")) == hash((1, -1)) and len({Irrep("1y"), Irrep("1o"), Irrep(1, -1)}) == 1
-    assert Irreps("2x1o+1x0e") == ((2, (1, -1)), (1, (0, 1))) and hash(Irreps("2x1o+1x0e")) == hash(((2, (1, -1)), (1, (0, 1))))
+    assert (
+        hash(Irrep("1y")) == hash(Irrep("1o")) == hash((1, -1)) and len({Irrep("1y"), Irrep("1o"), Irrep(1, -1)}) == 1
+    )
+    assert Irreps("2x1o+1x0e") == ((2, (1, -1)), (1, (0, 1))) and hash(Irreps("2x1o+1x0e")) == hash(
+        ((2, (1, -1)), (1, (0, 1)))
+    )
     # strings: never equal, in either order, so a string key never collides with an Irreps key
     for obj, text in ((Irreps("1x0e"), "1x0e"), (Irreps("0e"), "0e"), (Irrep("1o"), "1o"), (Irrep("1o"), "1y")):
         assert obj != text and text != obj and not (obj == text)

@@ -37,8 +37,16 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
     return found
 
 
-@pytest.mark.parametrize("lower, upper", [("escn/models", "escn.train"), ("escn/o3", "escn.nn"), ("escn/o3", "escn.models"),
-                                          ("escn/nn", "escn.models"), ("escn/nn", "escn.train")])
+@pytest.mark.parametrize(
+    "lower, upper",
+    [
+        ("escn/models", "escn.train"),
+        ("escn/o3", "escn.nn"),
+        ("escn/o3", "escn.models"),
+        ("escn/nn", "escn.models"),
+        ("escn/nn", "escn.train"),
+    ],
+)
 def test_lower_layers_do_not_import_upper_ones(lower, upper):
     for path in (ROOT.parent / lower).rglob("*.py"):
         bad = [m for m, _ in _imports(path) if m == upper or m.startswith(upper + ".")]
@@ -52,7 +60,9 @@ def test_models_and_train_import_at_module_level_only():
             assert not local, f"{path.relative_to(ROOT.parent)} imports {local} inside a function"
 
 
-@pytest.mark.parametrize("module", ["escn.checkpoint", "escn.models.io", "escn.models", "escn.train.evaluate", "escn.train.data"])
+@pytest.mark.parametrize(
+    "module", ["escn.checkpoint", "escn.models.io", "escn.models", "escn.train.evaluate", "escn.train.data"]
+)
 def test_each_module_imports_alone(module):
     proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

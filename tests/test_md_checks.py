@@ -17,7 +17,8 @@ from ase import Atoms  # noqa: E402
 from ase.calculators.singlepoint import SinglePointCalculator  # noqa: E402
 
 from escn.ase import Calculator  # noqa: E402
-from escn.bench.md import _grid, molecule_box, run as bench_run  # noqa: E402
+from escn.bench.md import _grid, molecule_box  # noqa: E402
+from escn.bench.md import run as bench_run
 from escn.md import bonded_pairs, molecule_integrity, run_langevin  # noqa: E402
 from escn.models import ESCN  # noqa: E402
 
@@ -25,14 +26,24 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _methanol() -> Atoms:
-    return Atoms("COHHHH", positions=[[0.0, 0.0, 0.0], [1.43, 0.0, 0.0], [-0.36, 1.03, 0.0], [-0.36, -0.51, 0.89],
-                                      [-0.36, -0.51, -0.89], [1.75, -0.9, 0.0]])
+    return Atoms(
+        "COHHHH",
+        positions=[
+            [0.0, 0.0, 0.0],
+            [1.43, 0.0, 0.0],
+            [-0.36, 1.03, 0.0],
+            [-0.36, -0.51, 0.89],
+            [-0.36, -0.51, -0.89],
+            [1.75, -0.9, 0.0],
+        ],
+    )
 
 
 def _model(seed: int = 0) -> ESCN:
     torch.manual_seed(seed)
-    return ESCN(lmax=1, mmax=1, channels=4, num_layers=1, cutoff=3.0, atomic_numbers=[1, 6, 8],
-                avg_num_neighbors=4.0).double()
+    return ESCN(
+        lmax=1, mmax=1, channels=4, num_layers=1, cutoff=3.0, atomic_numbers=[1, 6, 8], avg_num_neighbors=4.0
+    ).double()
 
 
 def test_bonded_pairs_and_integrity_report():
@@ -61,8 +72,19 @@ def test_langevin_is_seeded_and_thermostatted():
     runs = []
     for _ in range(2):
         atoms = _methanol()
-        runs.append(run_langevin(atoms, Calculator(model), 0.5, 20, 300.0, friction_per_fs=0.02, log_every=5, seed=7,
-                                 record_positions=True))
+        runs.append(
+            run_langevin(
+                atoms,
+                Calculator(model),
+                0.5,
+                20,
+                300.0,
+                friction_per_fs=0.02,
+                log_every=5,
+                seed=7,
+                record_positions=True,
+            )
+        )
     a, b = runs
     assert a["time_fs"].tolist() == [0.0, 2.5, 5.0, 7.5, 10.0]
     assert np.array_equal(a["positions"], b["positions"]) and np.array_equal(a["total_energy"], b["total_energy"])
@@ -86,7 +108,7 @@ def test_molecule_box_geometry():
     # every copy is the molecule rotated: the same internal distances
     ref = m.get_all_distances()
     for k in range(8):
-        assert np.allclose(box[k * 6:(k + 1) * 6].get_all_distances(), ref, atol=1e-12)
+        assert np.allclose(box[k * 6 : (k + 1) * 6].get_all_distances(), ref, atol=1e-12)
     with pytest.raises(ValueError, match="increase spacing"):
         molecule_box(m, 8, 1.0)
 
@@ -116,10 +138,24 @@ def test_aspirin_md_example_on_a_tiny_model(tmp_path):
     ase.io.write(str(data), frames, format="extxyz")
     relaxed = tmp_path / "relaxed.extxyz"
     ase.io.write(str(relaxed), m, format="extxyz")
-    cfg = {"dtype": "float64", "batch_size": 4, "max_steps": 1, "progress": False, "output_dir": str(tmp_path / "run"),
-           "model": {"name": "escn", "lmax": 1, "mmax": 1, "channels": 4, "num_layers": 1, "cutoff": 3.0,
-                     "avg_num_neighbors": 4.0},
-           "data": {"train": str(data)}, "loss": {"energy": 1.0, "forces": 1.0}}
+    cfg = {
+        "dtype": "float64",
+        "batch_size": 4,
+        "max_steps": 1,
+        "progress": False,
+        "output_dir": str(tmp_path / "run"),
+        "model": {
+            "name": "escn",
+            "lmax": 1,
+            "mmax": 1,
+            "channels": 4,
+            "num_layers": 1,
+            "cutoff": 3.0,
+            "avg_num_neighbors": 4.0,
+        },
+        "data": {"train": str(data)},
+        "loss": {"energy": 1.0, "forces": 1.0},
+    }
     train(cfg)
     sys.path.insert(0, str(REPO / "examples"))
     try:
@@ -127,9 +163,29 @@ def test_aspirin_md_example_on_a_tiny_model(tmp_path):
     finally:
         sys.path.pop(0)
     out = tmp_path / "md.json"
-    code = aspirin_md.main([str(tmp_path / "run" / "checkpoint.pt"), "--start", str(relaxed), "--nvt-ps", "0.005",
-                            "--nve-ps", "0.002", "--log-every", "2", "--bench-steps", "2", "--copies", "8",
-                            "--temperature", "100", "--drift-target", "1e9", "--json", str(out)])
+    code = aspirin_md.main(
+        [
+            str(tmp_path / "run" / "checkpoint.pt"),
+            "--start",
+            str(relaxed),
+            "--nvt-ps",
+            "0.005",
+            "--nve-ps",
+            "0.002",
+            "--log-every",
+            "2",
+            "--bench-steps",
+            "2",
+            "--copies",
+            "8",
+            "--temperature",
+            "100",
+            "--drift-target",
+            "1e9",
+            "--json",
+            str(out),
+        ]
+    )
     report = json.loads(out.read_text())
     assert report["bonds"] == 5 and report["nvt"]["steps"] == 10 and report["nve"]["steps"] == 4
     assert code == (0 if report["nvt"]["ok"] and report["nve"]["intact"] else 1)

@@ -57,7 +57,11 @@ def test_energy_invariant_forces_equivariant_gate_l6(mmax, radial_basis):
     model = _model(mmax=mmax, radial_basis=radial_basis)
     pos, types = _molecule()
     errors = equivariance_error(
-        _energy_forces(model), [pos, types], [CARTESIAN_POINTS, None], ["0e", "1o"], trials=2,
+        _energy_forces(model),
+        [pos, types],
+        [CARTESIAN_POINTS, None],
+        ["0e", "1o"],
+        trials=2,
         generator=torch.Generator().manual_seed(1),
     )
     assert max(errors.values()) <= 1e-12, errors
@@ -73,7 +77,11 @@ def test_s2_activation_error_is_small_and_stated():
     for seed in (0, 3):
         pos, types = _molecule(seed=seed)
         errors = equivariance_error(
-            _energy_forces(model), [pos, types], [CARTESIAN_POINTS, None], ["0e", "1o"], trials=2,
+            _energy_forces(model),
+            [pos, types],
+            [CARTESIAN_POINTS, None],
+            ["0e", "1o"],
+            trials=2,
             generator=torch.Generator().manual_seed(1),
         )
         assert errors["rotation"] < 3e-5 and errors["reflection"] < 3e-5, errors
@@ -124,8 +132,14 @@ def test_equivariance_with_edges_on_the_poles(activation):
     model = _model(activation=activation, s2_resolution=(14, 13) if activation == "s2" else None)
     pos = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.2, 0.0], [0.0, -1.1, 0.0], [1e-10, 2.3, -1e-10], [1.0, 0.3, 0.2]])
     types = torch.tensor([0, 1, 2, 0, 1])
-    errors = equivariance_error(_energy_forces(model), [pos, types], [CARTESIAN_POINTS, None], ["0e", "1o"], trials=2,
-                                generator=torch.Generator().manual_seed(3))
+    errors = equivariance_error(
+        _energy_forces(model),
+        [pos, types],
+        [CARTESIAN_POINTS, None],
+        ["0e", "1o"],
+        trials=2,
+        generator=torch.Generator().manual_seed(3),
+    )
     bar = 1e-12 if activation == "gate" else 1e-5  # the S2 grid is approximately equivariant (its stated error)
     assert max(errors.values()) <= bar, errors
 
@@ -177,7 +191,9 @@ def test_stress_equals_strain_derivative_and_is_equivariant():
         g = AtomsGraph(pos=pos @ m, atom_types=types, cell=cell @ m)
         return model(collate([g]).with_radius_graph(model.cutoff), compute_forces=False)["energy"].item()
 
-    out = model(collate([AtomsGraph(pos=pos, atom_types=types, cell=cell)]).with_radius_graph(model.cutoff), compute_stress=True)
+    out = model(
+        collate([AtomsGraph(pos=pos, atom_types=types, cell=cell)]).with_radius_graph(model.cutoff), compute_stress=True
+    )
     vol = torch.linalg.det(cell).abs().item()
     h = 1e-6
     for i, j in [(0, 0), (1, 2), (2, 1), (2, 2)]:
@@ -188,7 +204,9 @@ def test_stress_equals_strain_derivative_and_is_equivariant():
     assert (out["stress"][0] - out["stress"][0].T).abs().max() < 1e-12
 
     def fn(p: torch.Tensor, c: torch.Tensor):
-        o = model(collate([AtomsGraph(pos=p, atom_types=types, cell=c)]).with_radius_graph(model.cutoff), compute_stress=True)
+        o = model(
+            collate([AtomsGraph(pos=p, atom_types=types, cell=c)]).with_radius_graph(model.cutoff), compute_stress=True
+        )
         return o["energy"], o["forces"], o["stress"].reshape(1, 9)
 
     # cell rows are vectors ("1o"); stress is a symmetric Cartesian 2-tensor = 1o x 1o, checked by hand below
@@ -214,24 +232,41 @@ def test_node_vector_head_with_velocity_inputs_is_equivariant():
 
 
 def test_inverse_distance_features():
-    model = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1, inverse_distance_powers=2, inverse_distance_scale=0.5)
+    model = _model(
+        outputs=["node_vectors"],
+        node_input_irreps="1x1o",
+        num_atom_types=2,
+        lmax=1,
+        mmax=1,
+        inverse_distance_powers=2,
+        inverse_distance_scale=0.5,
+    )
     r = torch.tensor([0.5, 2.0])
     feats = model.backbone.radial_features(r)
     assert feats.shape == (2, 6 + 2)
     assert torch.equal(feats[:, :6], model.backbone.radial_basis(r))
-    assert torch.allclose(feats[:, 6:], torch.tensor([[0.5, 0.25], [0.2, 0.04]]), rtol=1e-15, atol=0)  # a/(r+a), squared
+    assert torch.allclose(
+        feats[:, 6:], torch.tensor([[0.5, 0.25], [0.2, 0.04]]), rtol=1e-15, atol=0
+    )  # a/(r+a), squared
     assert model.backbone.blocks[0].radial.dims[0] == 6 + 2 + 2 * 8  # radial basis, two powers, both type embeddings
     g = torch.Generator().manual_seed(3)
     pos, vel, types = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g), torch.tensor([0, 1, 1, 0, 1])
 
     def fn(p: torch.Tensor, v: torch.Tensor, t: torch.Tensor):
-        return model(collate([AtomsGraph(pos=p, atom_types=t, node_features=v)]).with_radius_graph(model.cutoff))["node_vectors"]
+        return model(collate([AtomsGraph(pos=p, atom_types=t, node_features=v)]).with_radius_graph(model.cutoff))[
+            "node_vectors"
+        ]
 
     errors = equivariance_error(fn, [pos, vel, types], [CARTESIAN_POINTS, "1x1o", None], "1o", trials=2, generator=g)
     assert max(errors.values()) <= 1e-12, errors
     # the features change the function (the extra MLP inputs are used)
     plain = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1)
-    assert (fn(pos, vel, types) - plain(collate([AtomsGraph(pos=pos, atom_types=types, node_features=vel)]).with_radius_graph(plain.cutoff))["node_vectors"]).abs().max() > 1e-6
+    assert (
+        fn(pos, vel, types)
+        - plain(collate([AtomsGraph(pos=pos, atom_types=types, node_features=vel)]).with_radius_graph(plain.cutoff))[
+            "node_vectors"
+        ]
+    ).abs().max() > 1e-6
     with pytest.raises(ValueError, match="inverse_distance_powers"):
         ESCN(inverse_distance_powers=-1)
     with pytest.raises(ValueError, match="inverse_distance_scale"):
@@ -269,7 +304,9 @@ def test_bad_input():
     pos, types = _molecule(4)
     # value checks happen where the batch is made (collate, the model's check_batch), not in forward
     with pytest.raises(ValueError, match=r"unknown atom types \[5\] in batch.atom_types: this model knows types 0..2"):
-        model.check_batch(collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, 5, 0]))]).with_radius_graph(model.cutoff))
+        model.check_batch(
+            collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, 5, 0]))]).with_radius_graph(model.cutoff)
+        )
     with pytest.raises(ValueError, match=r"unknown atom types \[-1\] in batch.atom_types: types must be >= 0"):
         collate([AtomsGraph(pos=pos, atom_types=torch.tensor([0, 1, -1, 0]))])
     bad = pos.clone()
@@ -277,7 +314,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"batch.pos has NaN or infinite values \(first at atom 2\)"):
         collate([AtomsGraph(pos=bad, atom_types=types)])
     with pytest.raises(ValueError, match=r"batch.pos has NaN or infinite values \(first at atom 2\)"):
-        model.check_batch(_with_edges_of(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff), bad))
+        model.check_batch(
+            _with_edges_of(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff), bad)
+        )
     flat = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0]])
     with pytest.raises(ValueError, match="zero volume"):
         collate([AtomsGraph(pos=pos, atom_types=types, cell=flat)])
@@ -302,7 +341,9 @@ def test_bad_input():
 def test_graph_outputs_with_a_pseudo_scalar_flip_under_reflection():
     # a pseudo-scalar needs three layers: layer 1 makes natural features, layer 2 pseudo ones at m != 0 in each
     # edge frame, layer 3 sees them from other frames (m = 0 parts) and can reach 0o
-    model = _model(pseudo=True, lmax=2, mmax=2, num_layers=3, outputs=["graph_outputs"], graph_output_irreps="3x0e+1x0o")
+    model = _model(
+        pseudo=True, lmax=2, mmax=2, num_layers=3, outputs=["graph_outputs"], graph_output_irreps="3x0e+1x0o"
+    )
     pos, types = _molecule(6, 11)
     pos = pos * 0.6  # dense enough that every atom sees the others: a chiral cluster
 
@@ -319,7 +360,9 @@ def test_graph_outputs_with_a_pseudo_scalar_flip_under_reflection():
 
 
 def test_class_logits_mirror_pairs_swap_under_reflection():
-    model = _model(pseudo=True, lmax=2, mmax=2, num_layers=3, outputs=["class_logits"], num_classes=5, mirror_pairs=[[3, 1]])
+    model = _model(
+        pseudo=True, lmax=2, mmax=2, num_layers=3, outputs=["class_logits"], num_classes=5, mirror_pairs=[[3, 1]]
+    )
     pos, types = _molecule(6, 11)
     pos = pos * 0.6
 
@@ -372,15 +415,18 @@ def test_graph_without_edges(activation):
 
 def test_type_permutations_make_outputs_exactly_invariant():
     """The charged n-body system with all charges negated: swapping types 0 <-> 1 changes no output."""
-    model = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=2, mmax=1,
-                   type_permutations=[[1, 0]])
+    model = _model(
+        outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=2, mmax=1, type_permutations=[[1, 0]]
+    )
     plain = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=2, mmax=1)
     g = torch.Generator().manual_seed(5)
     pos, vel = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
     types = torch.tensor([0, 1, 1, 0, 1])
 
     def run(m: ESCN, t: torch.Tensor) -> torch.Tensor:
-        return m(collate([AtomsGraph(pos=pos, atom_types=t, node_features=vel)]).with_radius_graph(m.cutoff))["node_vectors"]
+        return m(collate([AtomsGraph(pos=pos, atom_types=t, node_features=vel)]).with_radius_graph(m.cutoff))[
+            "node_vectors"
+        ]
 
     out, swapped = run(model, types), run(model, 1 - types)
     assert (out - swapped).abs().max() <= 1e-12 and out.abs().max() > 1e-3
@@ -389,7 +435,9 @@ def test_type_permutations_make_outputs_exactly_invariant():
     assert (out - 0.5 * (run(plain, types) + run(plain, 1 - types))).abs().max() <= 1e-12
 
     def fn(p: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return model(collate([AtomsGraph(pos=p, atom_types=types, node_features=v)]).with_radius_graph(model.cutoff))["node_vectors"]
+        return model(collate([AtomsGraph(pos=p, atom_types=types, node_features=v)]).with_radius_graph(model.cutoff))[
+            "node_vectors"
+        ]
 
     errors = equivariance_error(fn, [pos, vel], [CARTESIAN_POINTS, "1x1o"], "1o", trials=2, generator=g)
     assert max(errors.values()) <= 1e-10, errors
@@ -397,13 +445,24 @@ def test_type_permutations_make_outputs_exactly_invariant():
 
 
 def test_type_average_in_eval_mode_only():
-    kw = dict(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1, type_permutations=[[1, 0]])
+    kw = dict(
+        outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1, type_permutations=[[1, 0]]
+    )
     model = _model(**kw, type_average_in_training=False)
     plain = _model(outputs=["node_vectors"], node_input_irreps="1x1o", num_atom_types=2, lmax=1, mmax=1)
     g = torch.Generator().manual_seed(6)
-    batch = collate([AtomsGraph(pos=torch.randn(5, 3, generator=g), atom_types=torch.tensor([0, 1, 1, 0, 1]),
-                                node_features=torch.randn(5, 3, generator=g))]).with_radius_graph(3.0)
-    flipped = collate([AtomsGraph(pos=batch.pos, atom_types=1 - batch.atom_types, node_features=batch.node_features)]).with_radius_graph(3.0)
+    batch = collate(
+        [
+            AtomsGraph(
+                pos=torch.randn(5, 3, generator=g),
+                atom_types=torch.tensor([0, 1, 1, 0, 1]),
+                node_features=torch.randn(5, 3, generator=g),
+            )
+        ]
+    ).with_radius_graph(3.0)
+    flipped = collate(
+        [AtomsGraph(pos=batch.pos, atom_types=1 - batch.atom_types, node_features=batch.node_features)]
+    ).with_radius_graph(3.0)
     model.train(), plain.train()
     assert (model(batch)["node_vectors"] - plain(batch)["node_vectors"]).abs().max() <= 1e-12  # one pass
     model.eval()
@@ -416,9 +475,13 @@ def test_type_permutations_average_energy_offsets():
     model = _model(type_permutations=[[1, 0, 2]])
     model.set_atom_energies(torch.tensor([1.0, 3.0, -2.0]))
     pos, types = _molecule(6, seed=7, num_types=3)
-    e = model(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff), compute_forces=False)["energy"]
+    e = model(collate([AtomsGraph(pos=pos, atom_types=types)]).with_radius_graph(model.cutoff), compute_forces=False)[
+        "energy"
+    ]
     swapped = torch.tensor([1, 0, 2])[types]
-    e_swapped = model(collate([AtomsGraph(pos=pos, atom_types=swapped)]).with_radius_graph(model.cutoff), compute_forces=False)["energy"]
+    e_swapped = model(
+        collate([AtomsGraph(pos=pos, atom_types=swapped)]).with_radius_graph(model.cutoff), compute_forces=False
+    )["energy"]
     assert (e - e_swapped).abs().max() <= 1e-12
 
 
@@ -496,9 +559,13 @@ def test_executor_follows_the_argument_and_gives_the_same_numbers():
 def test_state_dict_of_the_single_module_layout_loads_with_identical_outputs():
     # checkpoints written before the backbone was its own module name its children at the top level
     model = _model()
+
     def earlier(k: str) -> str:  # the key names before the backbone and the heads were modules of their own
-        return (k.replace("backbone.", "", 1).replace("energy_head.mlp.", "energy_head.", 1)
-                .replace("energy_head.atom_energy.", "atom_energy.", 1))
+        return (
+            k.replace("backbone.", "", 1)
+            .replace("energy_head.mlp.", "energy_head.", 1)
+            .replace("energy_head.atom_energy.", "atom_energy.", 1)
+        )
 
     old_style = {earlier(k): v for k, v in model.state_dict().items()}
     assert "atom_energy.weight" in old_style and "energy_head.weights.0" in old_style
@@ -517,14 +584,34 @@ def test_task_arguments_moved_out_of_the_core_model():
     from escn.models import build_model
 
     # configs of earlier versions hold the moved arguments at their unused values: they still build
-    model = build_model("escn", num_atom_types=2, lmax=1, channels=2, num_layers=1, type_permutations=[],
-                        type_average_in_training=True, num_classes=None, mirror_pairs=[])
+    model = build_model(
+        "escn",
+        num_atom_types=2,
+        lmax=1,
+        channels=2,
+        num_layers=1,
+        type_permutations=[],
+        type_average_in_training=True,
+        num_classes=None,
+        mirror_pairs=[],
+    )
     assert "type_permutations" not in model.config and "num_classes" not in model.config
-    with pytest.raises(ValueError, match=r"type_permutations=\[\[1, 0\]\] moved to the task model "
-                                         r"'escn.datasets.nbody_model:NBodyESCN'"):
+    with pytest.raises(
+        ValueError,
+        match=r"type_permutations=\[\[1, 0\]\] moved to the task model "
+        r"'escn.datasets.nbody_model:NBodyESCN'",
+    ):
         build_model("escn", num_atom_types=2, lmax=1, channels=2, num_layers=1, type_permutations=[[1, 0]])
-    with pytest.raises(ValueError, match="num_classes=8 moved to the task model 'escn.datasets.tetris_model:TetrisESCN'"):
+    with pytest.raises(
+        ValueError, match="num_classes=8 moved to the task model 'escn.datasets.tetris_model:TetrisESCN'"
+    ):
         build_model("escn", num_atom_types=1, lmax=1, channels=2, num_layers=1, num_classes=8)
-    task = build_model("escn.datasets.nbody_model:NBodyESCN", num_atom_types=2, lmax=1, channels=2, num_layers=1,
-                       type_permutations=[[1, 0]])
+    task = build_model(
+        "escn.datasets.nbody_model:NBodyESCN",
+        num_atom_types=2,
+        lmax=1,
+        channels=2,
+        num_layers=1,
+        type_permutations=[[1, 0]],
+    )
     assert task.config["type_permutations"] == [[1, 0]]

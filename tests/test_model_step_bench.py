@@ -33,9 +33,25 @@ def test_quick_run_current_against_itself(tmp_path):
     out_json = tmp_path / "out.json"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        [sys.executable, "-m", "escn.bench.model_step", "--quick", "--baseline-dir", str(REPO), "--threads", "1",
-         "--activations", "gate,s2", "--json", str(out_json)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "escn.bench.model_step",
+            "--quick",
+            "--baseline-dir",
+            str(REPO),
+            "--threads",
+            "1",
+            "--activations",
+            "gate,s2",
+            "--json",
+            str(out_json),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()

@@ -21,11 +21,15 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from test_dtype_move import CASES as MOVE_CASES
+from test_dtype_move import COVERS as MOVE_COVERS
+from test_dtype_move import Case, _features, _graph, _molecule, _seeded
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import escn.models
 import escn.nn
+from escn.bench.scaling import default_dtype
 from escn.data import AtomsGraph, collate
 from escn.datasets.nbody_model import NBodyESCN
 from escn.datasets.tetris_model import TetrisESCN
@@ -35,9 +39,6 @@ from escn.nn import S2Activation
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import EdgeRotation
 from escn.o3.edge_frame import edge_frame
-from escn.bench.scaling import default_dtype
-
-from test_dtype_move import CASES as MOVE_CASES, COVERS as MOVE_COVERS, Case, _features, _graph, _molecule, _seeded
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -86,16 +87,28 @@ CASES: dict[str, Case] = {
     **{k: v for k, v in MOVE_CASES.items() if k != "S2Activation (x^2, exact grid)"},
     "S2Activation (x^2, exact grid)": Case(
         _seeded(lambda: S2Activation("2x0e + 2x1o + 2x2e", act=_square, normalize_act=False, resolution=(8, 9))),
-        _features(18)),
+        _features(18),
+    ),
     "ConstantModule": Case(_constant_module, lambda: [], lambda m: m.table),
     "EdgeRotation": _rotation_case(),
-    "EnergyHead": Case(_seeded(lambda: EnergyHead(4, 8, 3, scale=2.0, shift=-1.0)),
-                       lambda: [*_features(6, rows=10)(), _molecule()[1]]),
-    "GraphHead": Case(_seeded(lambda: GraphHead("2x0e + 1x1o", "1x0e + 1x1o")), _features(5, rows=10), _graph_head_call),
-    "NBodyESCN": Case(_seeded(lambda: NBodyESCN(type_permutations=[[1, 0]], num_atom_types=2, **_SMALL).eval()),
-                      lambda: [], _model_outputs),
-    "TetrisESCN": Case(_seeded(lambda: TetrisESCN(num_classes=4, mirror_pairs=[[0, 1]], pseudo=True, num_atom_types=3,
-                                                  **_SMALL).eval()), lambda: [], _model_outputs),
+    "EnergyHead": Case(
+        _seeded(lambda: EnergyHead(4, 8, 3, scale=2.0, shift=-1.0)), lambda: [*_features(6, rows=10)(), _molecule()[1]]
+    ),
+    "GraphHead": Case(
+        _seeded(lambda: GraphHead("2x0e + 1x1o", "1x0e + 1x1o")), _features(5, rows=10), _graph_head_call
+    ),
+    "NBodyESCN": Case(
+        _seeded(lambda: NBodyESCN(type_permutations=[[1, 0]], num_atom_types=2, **_SMALL).eval()),
+        lambda: [],
+        _model_outputs,
+    ),
+    "TetrisESCN": Case(
+        _seeded(
+            lambda: TetrisESCN(num_classes=4, mirror_pairs=[[0, 1]], pseudo=True, num_atom_types=3, **_SMALL).eval()
+        ),
+        lambda: [],
+        _model_outputs,
+    ),
 }
 
 COVERS: dict[type, list[str]] = {
@@ -130,7 +143,7 @@ def _public_module_classes() -> set[type]:
 #: public module classes whose serialization is tested elsewhere, and why
 ELSEWHERE: dict[type, str] = {
     DeployedModel: "a compiled AOTInductor package (dtype fixed at deploy time, no meta form); it pickles and "
-                   "deep-copies by path, tested in tests/test_export.py where a package is built",
+    "deep-copies by path, tested in tests/test_export.py where a package is built",
 }
 
 
@@ -191,8 +204,12 @@ def test_move_to_meta_keeps_every_shape(name):
 
 
 # ---------------------------------------------------------------- shape propagation: meta and FakeTensor inputs
-CONVS = ["SO2Conv per-edge weights, L = 6 mixed parity", "SO2Conv shared weights, L = 6 mixed parity",
-         "SO2Conv.from_tfn, L = 3", "TFNConv, L = 3"]
+CONVS = [
+    "SO2Conv per-edge weights, L = 6 mixed parity",
+    "SO2Conv shared weights, L = 6 mixed parity",
+    "SO2Conv.from_tfn, L = 3",
+    "TFNConv, L = 3",
+]
 MODELS = ["ESCN (gate): energy, forces", "ESCN (s2): energy, forces"]
 
 
@@ -215,8 +232,14 @@ def _model_batch(name: str):
 
 
 def _batch_tensors(batch, convert: Callable[[torch.Tensor], torch.Tensor]):
-    return dataclasses.replace(batch, **{f.name: convert(getattr(batch, f.name)) for f in dataclasses.fields(batch)
-                                         if isinstance(getattr(batch, f.name), torch.Tensor)})
+    return dataclasses.replace(
+        batch,
+        **{
+            f.name: convert(getattr(batch, f.name))
+            for f in dataclasses.fields(batch)
+            if isinstance(getattr(batch, f.name), torch.Tensor)
+        },
+    )
 
 
 @pytest.mark.parametrize("name", CONVS)
@@ -246,8 +269,9 @@ def test_model_on_meta_gives_the_output_shapes(name):
     module, batch, real = _model_batch(name)
     out = copy.deepcopy(module).to("meta")(_batch_tensors(batch, lambda t: t.to("meta")))
     assert out.keys() == real.keys()
-    assert all(out[k].device.type == "meta" and out[k].shape == real[k].shape and out[k].dtype == real[k].dtype
-               for k in out)
+    assert all(
+        out[k].device.type == "meta" and out[k].shape == real[k].shape and out[k].dtype == real[k].dtype for k in out
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)

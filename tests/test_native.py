@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from escn import native
-from escn.native import build
-from escn.native import tfn_kernel
+from escn.native import build, tfn_kernel
 from escn.nn import SO2Conv, TFNConv
 from escn.o3 import Irreps
 from escn.testing import CARTESIAN_POINTS, equivariance_error
@@ -172,8 +171,8 @@ def test_native_map_takes_strided_weight_rows_and_empty_edge_sets():
     layer = _layer(*CASES[0])
     rot, w = _inputs(layer, 50, seed=8)
     wide = torch.randn(50, layer.weight_numel + 7, dtype=torch.float64)
-    wide[:, 3:3 + layer.weight_numel] = w.detach()
-    view = wide[:, 3:3 + layer.weight_numel]  # row stride != width
+    wide[:, 3 : 3 + layer.weight_numel] = w.detach()
+    view = wide[:, 3 : 3 + layer.weight_numel]  # row stride != width
     assert (layer.frame_map(rot, view) - layer.frame_map(rot, w)).abs().max() == 0.0
     empty = layer.frame_map(rot[:0], w[:0])
     assert empty.shape == (0, layer.rot_out.rot_dim)
@@ -229,8 +228,10 @@ def test_damaged_or_foreign_cached_library_is_rebuilt_not_loaded(monkeypatch, tm
     assert build.is_valid_library(real)  # the session's own build has its stamp
     count = tmp_path / "builds"
     fake_cc = tmp_path / "fake-cc"
-    fake_cc.write_text('#!/bin/sh\nout=""\nwhile [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done\n'
-                       f'echo built >> "{count}"\ncp "{real}" "$out"\n')
+    fake_cc.write_text(
+        '#!/bin/sh\nout=""\nwhile [ $# -gt 0 ]; do [ "$1" = "-o" ] && out="$2"; shift; done\n'
+        f'echo built >> "{count}"\ncp "{real}" "$out"\n'
+    )
     fake_cc.chmod(0o755)
     monkeypatch.setenv("CC", str(fake_cc))
     monkeypatch.setenv("ESCN_CACHE_DIR", str(tmp_path / "cache"))
@@ -358,7 +359,9 @@ def test_native_rotation_higher_derivatives_equal_torch_rotation():
         rot.set_executor(executor)
         frame = edge_frame(vec, 5, 2)
         feats = x * vec.norm(dim=1, keepdim=True)  # features that also depend on the edges
-        (gv,) = torch.autograd.grad((rot.from_frame(rot.to_frame(feats, frame), frame) * cot).sum(), vec, create_graph=True)
+        (gv,) = torch.autograd.grad(
+            (rot.from_frame(rot.to_frame(feats, frame), frame) * cot).sum(), vec, create_graph=True
+        )
         gx2, gv2 = torch.autograd.grad((gv * probe).sum(), [x, vec], create_graph=True)
         third = torch.autograd.grad((gx2 * x).sum() + (gv2 * probe).sum(), [x, vec])
         results.append((gv, gx2, gv2, *third))
@@ -418,8 +421,11 @@ def test_kernels_are_the_default_and_the_executor_argument_turns_them_off():
     shared = SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True)
     assert shared.rot_in.executor == shared.rot_out.executor == "native"
     assert EdgeRotation([(0, 2), (1, 2)], 1).executor == "native"
-    for off in (SO2Conv.from_tfn(tfn, executor="torch"), SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True, executor="torch"),
-                SO2Conv.from_tfn(tfn).set_executor("torch")):
+    for off in (
+        SO2Conv.from_tfn(tfn, executor="torch"),
+        SO2Conv("4x0e + 4x1o", "4x0e + 4x1o", shared_weights=True, executor="torch"),
+        SO2Conv.from_tfn(tfn).set_executor("torch"),
+    ):
         assert off.executor == off.rot_in.executor == off.rot_out.executor == "torch"
     g = torch.Generator().manual_seed(11)
     rot, w = torch.randn(5, per_edge.rot_in.rot_dim, generator=g), torch.randn(5, per_edge.weight_numel, generator=g)
@@ -455,7 +461,9 @@ def test_kernel_operands_must_share_the_edge_count():
     strided = (wide[:, :width], frame.sin_alpha, frame.cos_beta, frame.sin_beta)  # row stride width + 3
     assert not strided[0].is_contiguous()
     a = rotation_kernel.rotate_to_frame(rot_layer._native_plan, x, strided)
-    b = rotation_kernel.rotate_to_frame(rot_layer._native_plan, x, (frame.cos_alpha, frame.sin_alpha, frame.cos_beta, frame.sin_beta))
+    b = rotation_kernel.rotate_to_frame(
+        rot_layer._native_plan, x, (frame.cos_alpha, frame.sin_alpha, frame.cos_beta, frame.sin_beta)
+    )
     assert (a - b).abs().max() == 0
 
 
@@ -472,14 +480,19 @@ def test_no_environment_variable_changes_the_executor():
         "print(native.available(), layer.executor, layer._use_native(x, w), SO2Conv('1x0e', '1x0e', executor='torch')._use_native(x, w))\n"
     )
     for value in ("0", "off", "1"):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "ESCN_NATIVE": value})
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "ESCN_NATIVE": value},
+        )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split() == ["True", "native", "True", "False"], (value, proc.stdout)
 
 
 def test_native_executor_runs_torch_ops_where_the_kernels_do_not_apply():
-    """"native" means the kernels where they apply: meta tensors (and other devices) take PyTorch ops."""
+    """ "native" means the kernels where they apply: meta tensors (and other devices) take PyTorch ops."""
     from escn.nn.edge_rotation import EdgeRotation
     from escn.o3.edge_frame import edge_frame
 

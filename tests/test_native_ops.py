@@ -23,7 +23,13 @@ DTYPES = [torch.float32, torch.float64]
 ROTATION_OPS = ("rotate_to_frame", "rotate_from_frame", "rotation_adjoint")
 TFN_OPS = ("tfn_frame_map", "tfn_frame_map_input_grad", "tfn_frame_map_weight_grad", "tfn_frame_map_backward")
 # (want_from_frame, want_table_grads, want_to_frame) of escn::rotation_adjoint
-ADJOINT_FLAGS = [(True, True, False), (False, True, True), (False, True, False), (True, False, True), (True, True, True)]
+ADJOINT_FLAGS = [
+    (True, True, False),
+    (False, True, True),
+    (False, True, False),
+    (True, False, True),
+    (True, True, True),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +73,9 @@ def _frame(tables):
 
 
 def _tfn_layer(dtype=torch.float64):
-    return _float64(lambda: SO2Conv.from_tfn(TFNConv("8x0e + 4x0o + 3x1o + 4x1e + 2x2e", "3x0e + 2x1o + 2x1e + 1x2e", 2))).to(dtype)
+    return _float64(
+        lambda: SO2Conv.from_tfn(TFNConv("8x0e + 4x0o + 3x1o + 4x1e + 2x2e", "3x0e + 2x1o + 2x1e + 1x2e", 2))
+    ).to(dtype)
 
 
 def _tfn_operands(layer, E, dtype, seed=0):
@@ -93,8 +101,10 @@ def test_rotation_ops_pass_opcheck(dtype):
     plan = _rotation(((0, 2), (1, 3), (2, 1)), 1)._native_plan
     x, y, t = _rotation_operands(plan, 5, dtype)
     args = plan.op_args(dtype)
-    cases = [(torch.ops.escn.rotate_to_frame.default, (x, *t, *args)),
-             (torch.ops.escn.rotate_from_frame.default, (y, *t, *args))]
+    cases = [
+        (torch.ops.escn.rotate_to_frame.default, (x, *t, *args)),
+        (torch.ops.escn.rotate_from_frame.default, (y, *t, *args)),
+    ]
     cases += [(torch.ops.escn.rotation_adjoint.default, (x, *t, y, *args, list(flags))) for flags in ADJOINT_FLAGS]
     for op, op_args in cases:
         result = torch.library.opcheck(op, op_args)
@@ -107,8 +117,12 @@ def test_tfn_ops_pass_opcheck(dtype):
     x, w, gy = _tfn_operands(layer, 4, dtype)
     args = layer._native_plan.op_args()
     ops = torch.ops.escn
-    cases = [(ops.tfn_frame_map.default, (x, w, *args)), (ops.tfn_frame_map_input_grad.default, (gy, w, *args)),
-             (ops.tfn_frame_map_weight_grad.default, (x, gy, *args)), (ops.tfn_frame_map_backward.default, (gy, x, w, *args))]
+    cases = [
+        (ops.tfn_frame_map.default, (x, w, *args)),
+        (ops.tfn_frame_map_input_grad.default, (gy, w, *args)),
+        (ops.tfn_frame_map_weight_grad.default, (x, gy, *args)),
+        (ops.tfn_frame_map_backward.default, (gy, x, w, *args)),
+    ]
     for op, op_args in cases:
         result = torch.library.opcheck(op, op_args)
         assert set(result.values()) == {"SUCCESS"}, (op, result)
@@ -133,7 +147,11 @@ def test_rotation_ops_equal_torch_ops_to_second_order():
         else:
             to, back = rot._to_frame_ops(x, _frame(t)), rot._from_frame_ops(y, _frame(t))
         # to then from: every slot meets every other one
-        loss = (to * c_to).sum() + (back * c_from).sum() + (to.sin() * rotation_kernel.rotate_to_frame(plan, back, t)).sum()
+        loss = (
+            (to * c_to).sum()
+            + (back * c_from).sum()
+            + (to.sin() * rotation_kernel.rotate_to_frame(plan, back, t)).sum()
+        )
         first = torch.autograd.grad(loss, inputs, create_graph=True)
         second = torch.autograd.grad(sum((a * p).sum() for a, p in zip(first, probes)), inputs)
         results.append((to, back, *first, *second))
@@ -151,6 +169,7 @@ def test_rotation_ops_third_derivatives_equal_torch_ops():
     p1 = [torch.randn(a.shape, generator=g, dtype=torch.float64) for a in t]
     results = []
     for use_ops in (True, False):
+
         def rotate(v, tables, back=False):
             if use_ops:
                 return (rotation_kernel.rotate_from_frame if back else rotation_kernel.rotate_to_frame)(plan, v, tables)
@@ -184,6 +203,7 @@ def test_rotation_ops_gradcheck_and_gradgradcheck():
     assert torch.autograd.gradcheck(from_frame, (y, *t))
     assert torch.autograd.gradgradcheck(from_frame, (y, *t))
     for flags in ADJOINT_FLAGS:
+
         def adjoint(x, y, *t, flags=flags):
             out = ops.rotation_adjoint(x, *t, y, *args, list(flags))
             return tuple(o for o in out if o.numel())
@@ -214,7 +234,7 @@ def test_rotation_adjoint_parts_equal_the_single_operators():
                 assert (o - r).abs().max() <= TOL * r.abs().max(), (flags, k)
             else:
                 assert o.shape == (0,), (flags, k)
-    assert grads[0][:, plan.lmax + 1:].abs().max() == 0  # columns past lmax: no dependence
+    assert grads[0][:, plan.lmax + 1 :].abs().max() == 0  # columns past lmax: no dependence
 
 
 def test_tfn_ops_equal_torch_ops_and_pass_gradcheck():
@@ -226,17 +246,24 @@ def test_tfn_ops_equal_torch_ops_and_pass_gradcheck():
     ref_gx, ref_gw = torch.autograd.grad(ref, (x, w), gy)
     layer.set_executor("native")
     with torch.no_grad():
-        got = [ops.tfn_frame_map(x, w, *args), ops.tfn_frame_map_input_grad(gy, w, *args),
-               ops.tfn_frame_map_weight_grad(x, gy, *args), *ops.tfn_frame_map_backward(gy, x, w, *args)]
+        got = [
+            ops.tfn_frame_map(x, w, *args),
+            ops.tfn_frame_map_input_grad(gy, w, *args),
+            ops.tfn_frame_map_weight_grad(x, gy, *args),
+            *ops.tfn_frame_map_backward(gy, x, w, *args),
+        ]
     for k, (a, b) in enumerate(zip(got, [ref, ref_gx, ref_gw, ref_gx, ref_gw])):
         assert b.abs().max() > 0.1
         _assert_close(a, b, what=k)
     layer = _float64(lambda: SO2Conv.from_tfn(TFNConv("2x0e + 1x1o + 1x2e", "1x0e + 2x1o + 1x3o", 1)))
     args = layer._native_plan.op_args()
     small = _tfn_operands(layer, 2, torch.float64, seed=8)
-    fns = [lambda x, w, gy: ops.tfn_frame_map(x, w, *args), lambda x, w, gy: ops.tfn_frame_map_input_grad(gy, w, *args),
-           lambda x, w, gy: ops.tfn_frame_map_weight_grad(x, gy, *args),
-           lambda x, w, gy: ops.tfn_frame_map_backward(gy, x, w, *args)]
+    fns = [
+        lambda x, w, gy: ops.tfn_frame_map(x, w, *args),
+        lambda x, w, gy: ops.tfn_frame_map_input_grad(gy, w, *args),
+        lambda x, w, gy: ops.tfn_frame_map_weight_grad(x, gy, *args),
+        lambda x, w, gy: ops.tfn_frame_map_backward(gy, x, w, *args),
+    ]
     for k, fn in enumerate(fns):
         assert torch.autograd.gradcheck(fn, small), k
         assert torch.autograd.gradgradcheck(fn, small), k
@@ -256,8 +283,11 @@ def _capturing_backend(graphs: list):
 
 
 def _escn_ops(gm) -> set[str]:
-    return {str(n.target).split(".")[1] for n in gm.graph.nodes
-            if n.op == "call_function" and str(n.target).startswith("escn.")}
+    return {
+        str(n.target).split(".")[1]
+        for n in gm.graph.nodes
+        if n.op == "call_function" and str(n.target).startswith("escn.")
+    }
 
 
 def test_compile_fullgraph_through_the_layers_keeps_the_ops_and_the_numbers():
@@ -322,7 +352,9 @@ def test_compile_fullgraph_of_each_op_forward_and_backward(name):
     compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
     got, ref = compiled(*inputs), loss(*inputs)
     _assert_close(got, ref)
-    for a, b in zip(torch.autograd.grad(got, inputs, allow_unused=True), torch.autograd.grad(ref, inputs, allow_unused=True)):
+    for a, b in zip(
+        torch.autograd.grad(got, inputs, allow_unused=True), torch.autograd.grad(ref, inputs, allow_unused=True)
+    ):
         assert (a is None) == (b is None)
         if a is not None:
             _assert_close(a, b)
@@ -349,7 +381,9 @@ def test_fake_tensor_and_meta_tracing_give_shapes_without_running_kernels():
     assert gw.shape == w.shape
 
     def f(x, ca, sa, cb, sb):
-        return rotation_kernel.rotate_from_frame(plan, rotation_kernel.rotate_to_frame(plan, x, (ca, sa, cb, sb)), (ca, sa, cb, sb))
+        return rotation_kernel.rotate_from_frame(
+            plan, rotation_kernel.rotate_to_frame(plan, x, (ca, sa, cb, sb)), (ca, sa, cb, sb)
+        )
 
     g = torch.Generator().manual_seed(13)
     xs = torch.randn(6, plan.x_dim, generator=g)
@@ -367,8 +401,9 @@ def test_fake_tensor_and_meta_tracing_give_shapes_without_running_kernels():
     assert _escn_ops(again) == {"rotate_to_frame", "rotate_from_frame"}
     assert torch.equal(again(x9, *t9), f(x9, *t9))
 
-    meta = rotation_kernel.rotate_to_frame(plan, torch.empty(5, plan.x_dim, device="meta"),
-                                           tuple(torch.empty(5, 3, device="meta") for _ in range(4)))
+    meta = rotation_kernel.rotate_to_frame(
+        plan, torch.empty(5, plan.x_dim, device="meta"), tuple(torch.empty(5, 3, device="meta") for _ in range(4))
+    )
     assert meta.shape == (5, plan.y_dim) and meta.device.type == "meta"
 
 
@@ -379,7 +414,9 @@ class _RotateAndMap(torch.nn.Module):
 
     def forward(self, x, ca, sa, cb, sb, r, w):
         y = rotation_kernel.rotate_to_frame(self.plan, x, (ca, sa, cb, sb))
-        return rotation_kernel.rotate_from_frame(self.plan, y, (ca, sa, cb, sb)), tfn_kernel.tfn_frame_map(self.tfn_plan, r, w)
+        return rotation_kernel.rotate_from_frame(self.plan, y, (ca, sa, cb, sb)), tfn_kernel.tfn_frame_map(
+            self.tfn_plan, r, w
+        )
 
 
 def test_export_with_dynamic_edge_count_saves_loads_and_runs():
@@ -389,10 +426,12 @@ def test_export_with_dynamic_edge_count_saves_loads_and_runs():
 
     def inputs(E, seed):
         g = torch.Generator().manual_seed(seed)
-        return (torch.randn(E, rot.full_dim, generator=g, dtype=torch.float64),
-                *(torch.randn(E, 4, generator=g, dtype=torch.float64) for _ in range(4)),
-                torch.randn(E, layer.rot_in.rot_dim, generator=g, dtype=torch.float64),
-                torch.randn(E, layer.weight_numel, generator=g, dtype=torch.float64))
+        return (
+            torch.randn(E, rot.full_dim, generator=g, dtype=torch.float64),
+            *(torch.randn(E, 4, generator=g, dtype=torch.float64) for _ in range(4)),
+            torch.randn(E, layer.rot_in.rot_dim, generator=g, dtype=torch.float64),
+            torch.randn(E, layer.weight_numel, generator=g, dtype=torch.float64),
+        )
 
     E = torch.export.Dim("E")
     ep = torch.export.export(model, inputs(8, 14), dynamic_shapes=[{0: E}] * 7)
@@ -430,7 +469,9 @@ def test_operators_reject_bad_arguments_by_name():
     plan = _rotation(((1, 2),), 1)._native_plan
     x, y, t = _rotation_operands(plan, 3, torch.float64)
     args = plan.op_args(torch.float64)
-    with pytest.raises(TypeError, match=r"rotate_to_frame: sin_beta must have the dtype of x \(torch.float64\), got torch.float32"):
+    with pytest.raises(
+        TypeError, match=r"rotate_to_frame: sin_beta must have the dtype of x \(torch.float64\), got torch.float32"
+    ):
         torch.ops.escn.rotate_to_frame(x, *t[:3], t[3].float(), *args)
     with pytest.raises(TypeError, match="mats must have the dtype of x"):
         torch.ops.escn.rotate_to_frame(x, *t, *plan.op_args(torch.float32))
@@ -440,7 +481,9 @@ def test_operators_reject_bad_arguments_by_name():
         torch.ops.escn.rotation_adjoint(x, *t, y, args[0][:, :7], *args[1:], [True, True, True])
     with pytest.raises(ValueError, match=r"y must have shape \(3, "):
         torch.ops.escn.rotation_adjoint(x, *t, y[:2], *args, [True, True, True])
-    with pytest.raises(ValueError, match=r"rotate_to_frame: dims must be \[x_dim, y_dim, lmax, dmax\], got \[8, 6, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"rotate_to_frame: dims must be \[x_dim, y_dim, lmax, dmax\], got \[8, 6, 1\]"
+    ):
         torch.ops.escn.rotate_to_frame(x, *t, args[0], args[1], args[2][:3])
     with pytest.raises(ValueError, match="parts must be three bools"):
         torch.ops.escn.rotation_adjoint(x, *t, y, *args, [True])

@@ -99,8 +99,13 @@ def test_family_members_equal_the_reference():
     lat, az, plan = _tables(grid, C)
     x, u, w = (_rand(7, K * C, seed=s) for s in (1, 2, 3))
     v = _rand(7, 4 * C, seed=4)
-    cases = [([], [], 0, 1, K), ([u], [1], 1, 0, K), ([u], [0], 1, 1, 4), ([u, v], [1, 0], 2, 0, K),
-             ([v, w], [0, 1], 2, 1, 6)]
+    cases = [
+        ([], [], 0, 1, K),
+        ([u], [1], 1, 0, K),
+        ([u], [0], 1, 1, 4),
+        ([u, v], [1, 0], 2, 0, K),
+        ([v, w], [0, 1], 2, 1, 6),
+    ]
     for us, sides, order, out_side, K_out in cases:
         got = OPS.s2_silu_grid(x, *(list(us) + [None, None])[:2], lat, az, plan, [order, out_side, K_out, *sides])
         ref = s2_grid_kernel.grid_silu_torch(x, us, sides, order, out_side, K_out, lat, az, plan)
@@ -137,12 +142,14 @@ def test_ops_pass_opcheck(dtype):
     x = _rand(6, K * C, dtype=dtype, seed=1, requires_grad=True)
     u = _rand(6, 5 * C, dtype=dtype, seed=2, requires_grad=True)
     w = _rand(6, K * C, dtype=dtype, seed=3, requires_grad=True)
-    cases = [(OPS.s2_silu_grid.default, (x, None, None, lat, az, plan, [0, 1, K])),
-             (OPS.s2_silu_grid.default, (x[:, : 5 * C], None, None, lat, az, plan, [0, 1, 5])),
-             (OPS.s2_silu_grid.default, (x, u, None, lat, az, plan, [1, 0, K, 1])),
-             (OPS.s2_silu_grid.default, (x, u, w, lat, az, plan, [2, 0, 7, 1, 0])),
-             (OPS.s2_silu_grid_backward.default, (x, u, w, lat, az, plan, [1, 1, K, 0])),
-             (OPS.s2_silu_grid.default, (x[:0], None, None, lat, az, plan, [0, 1, K]))]
+    cases = [
+        (OPS.s2_silu_grid.default, (x, None, None, lat, az, plan, [0, 1, K])),
+        (OPS.s2_silu_grid.default, (x[:, : 5 * C], None, None, lat, az, plan, [0, 1, 5])),
+        (OPS.s2_silu_grid.default, (x, u, None, lat, az, plan, [1, 0, K, 1])),
+        (OPS.s2_silu_grid.default, (x, u, w, lat, az, plan, [2, 0, 7, 1, 0])),
+        (OPS.s2_silu_grid_backward.default, (x, u, w, lat, az, plan, [1, 1, K, 0])),
+        (OPS.s2_silu_grid.default, (x[:0], None, None, lat, az, plan, [0, 1, K])),
+    ]
     for op, args in cases:
         result = torch.library.opcheck(op, args)
         assert all(v == "SUCCESS" for v in result.values()), (op, result)
@@ -192,8 +199,17 @@ def test_s2_model_kernels_equal_torch_executor(float64_default):
     """The s2 model (first block with m = 0 inputs only, last block with m = 0 outputs only, a middle block
     with all coefficients; 20 channels: past one vector of lanes) gives the same energies, forces and force-loss
     gradients with the kernels as with executor="torch" (1e-10), and the kernels run."""
-    kw = dict(num_atom_types=3, lmax=4, mmax=2, channels=20, num_layers=3, cutoff=3.0, num_radial=6,
-              radial_hidden=16, activation="s2")
+    kw = dict(
+        num_atom_types=3,
+        lmax=4,
+        mmax=2,
+        channels=20,
+        num_layers=3,
+        cutoff=3.0,
+        num_radial=6,
+        radial_hidden=16,
+        activation="s2",
+    )
     torch.manual_seed(0)
     reference = ESCN(executor="torch", **kw)
     model = ESCN(**kw)

@@ -34,8 +34,13 @@ def _native_kernels():
 def _points(dtype=torch.float64, n=400, seed=0, requires_grad=False):
     """Both signs, |x| up to 60 (sigmoid saturated, its complement tiny), zero, and random values."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.cat([torch.linspace(-60, 60, 241, dtype=torch.float64), torch.tensor([0.0, -0.0, 1e-30, -1e-30]),
-                   torch.randn(n, generator=g, dtype=torch.float64) * 4])
+    x = torch.cat(
+        [
+            torch.linspace(-60, 60, 241, dtype=torch.float64),
+            torch.tensor([0.0, -0.0, 1e-30, -1e-30]),
+            torch.randn(n, generator=g, dtype=torch.float64) * 4,
+        ]
+    )
     return x.to(dtype).requires_grad_(requires_grad)
 
 
@@ -65,10 +70,16 @@ def _op_cases(dtype):
     g = _rand(6, 5, dtype=dtype, seed=2, requires_grad=True)
     gg = _rand(6, 5, dtype=dtype, seed=3, requires_grad=True)
     xt = _rand(5, 6, dtype=dtype, seed=4, scale=3).t().requires_grad_()  # not contiguous
-    return [(OPS.silu.default, (x,)), (OPS.silu.default, (xt,)), (OPS.silu_grad.default, (g, x)),
-            (OPS.silu_grad.default, (g, xt)), (OPS.silu_grad2.default, (gg, g, x)),
-            (OPS.silu_grad_backward.default, (gg, g, x)), (OPS.silu.default, (x[0, 0].detach().requires_grad_(),)),
-            (OPS.silu_grad_backward.default, (gg[:0], g[:0], x[:0]))]
+    return [
+        (OPS.silu.default, (x,)),
+        (OPS.silu.default, (xt,)),
+        (OPS.silu_grad.default, (g, x)),
+        (OPS.silu_grad.default, (g, xt)),
+        (OPS.silu_grad2.default, (gg, g, x)),
+        (OPS.silu_grad_backward.default, (gg, g, x)),
+        (OPS.silu.default, (x[0, 0].detach().requires_grad_(),)),
+        (OPS.silu_grad_backward.default, (gg[:0], g[:0], x[:0])),
+    ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -84,8 +95,13 @@ def test_silu_ops_gradcheck_and_gradgradcheck():
     x = _rand(4, 3, seed=5, scale=3, requires_grad=True)
     g = _rand(4, 3, seed=6, requires_grad=True)
     gg = _rand(4, 3, seed=7, requires_grad=True)
-    cases = [(OPS.silu, (x,)), (OPS.silu_grad, (g, x)), (OPS.silu_grad2, (gg, g, x)),
-             (OPS.silu_grad_backward, (gg, g, x)), (silu, (x,))]
+    cases = [
+        (OPS.silu, (x,)),
+        (OPS.silu_grad, (g, x)),
+        (OPS.silu_grad2, (gg, g, x)),
+        (OPS.silu_grad_backward, (gg, g, x)),
+        (silu, (x,)),
+    ]
     for f, args in cases:
         assert torch.autograd.gradcheck(f, args), f
         assert torch.autograd.gradgradcheck(f, args), f
@@ -113,8 +129,9 @@ def test_ops_equal_the_closed_forms_of_torch_derivatives():
 def test_functional_silu_uses_the_ops_and_matches_torch_to_third_order():
     x = _points(requires_grad=True)
     assert "escn_silu" in type(silu(x).grad_fn).__name__
-    for k, (a, b, c) in enumerate(zip(_derivatives(silu, x), _derivatives(torch.nn.functional.silu, x),
-                                      _derivatives(silu_torch, x))):
+    for k, (a, b, c) in enumerate(
+        zip(_derivatives(silu, x), _derivatives(torch.nn.functional.silu, x), _derivatives(silu_torch, x))
+    ):
         assert _err(a, b) <= TOL, k
         assert _err(a, c) <= TOL, k
 
@@ -122,6 +139,7 @@ def test_functional_silu_uses_the_ops_and_matches_torch_to_third_order():
 def test_derivatives_with_every_argument_a_variable():
     """Second and third derivatives where the cotangents depend on x and on other variables (the fused
     backward operator with both outputs used, and its own backward), against the PyTorch path."""
+
     def grads(f):
         x = _rand(50, seed=10, scale=3, requires_grad=True)
         w = _rand(50, seed=11, requires_grad=True)
@@ -143,9 +161,12 @@ def test_float32_within_stated_tolerance():
     x32 = x64.float()
     g64, gg64 = _rand(x64.shape[0], seed=12).float().double(), _rand(x64.shape[0], seed=13).float().double()
     g32, gg32 = g64.float(), gg64.float()
-    pairs = [(OPS.silu(x32), OPS.silu(x64)), (OPS.silu_grad(g32, x32), OPS.silu_grad(g64, x64)),
-             (OPS.silu_grad2(gg32, g32, x32), OPS.silu_grad2(gg64, g64, x64)),
-             *zip(OPS.silu_grad_backward(gg32, g32, x32), OPS.silu_grad_backward(gg64, g64, x64))]
+    pairs = [
+        (OPS.silu(x32), OPS.silu(x64)),
+        (OPS.silu_grad(g32, x32), OPS.silu_grad(g64, x64)),
+        (OPS.silu_grad2(gg32, g32, x32), OPS.silu_grad2(gg64, g64, x64)),
+        *zip(OPS.silu_grad_backward(gg32, g32, x32), OPS.silu_grad_backward(gg64, g64, x64)),
+    ]
     for k, (a, b) in enumerate(pairs):
         assert a.dtype == torch.float32
         assert _err(a, b) <= TOL32, k
@@ -180,8 +201,9 @@ def test_float64_accuracy_against_40_digit_arithmetic():
 def test_non_finite_and_extreme_inputs_follow_torch(dtype):
     """NaN gives NaN, +-inf give torch's results (silu(inf) = inf, silu(-inf) = NaN, silu'(+-inf) = NaN); far
     below zero the results are zeros or subnormal-sized, within 1e-30 of torch's."""
-    x = torch.tensor([float("nan"), float("inf"), float("-inf"), -1000.0, -200.0, -100.0, -88.0, 100.0, 1000.0],
-                     dtype=dtype)
+    x = torch.tensor(
+        [float("nan"), float("inf"), float("-inf"), -1000.0, -200.0, -100.0, -88.0, 100.0, 1000.0], dtype=dtype
+    )
     one = torch.ones_like(x)
     ref_y = torch.nn.functional.silu(x)
     ref_d1 = torch.ops.aten.silu_backward(one, x)
@@ -228,8 +250,11 @@ def _capturing_backend(graphs: list):
 
 
 def _escn_ops(gm) -> set[str]:
-    return {str(n.target).split(".")[1] for n in gm.graph.nodes
-            if n.op == "call_function" and str(n.target).startswith("escn.")}
+    return {
+        str(n.target).split(".")[1]
+        for n in gm.graph.nodes
+        if n.op == "call_function" and str(n.target).startswith("escn.")
+    }
 
 
 def test_compile_fullgraph_keeps_the_ops_and_the_numbers():
@@ -317,13 +342,17 @@ def test_importing_registers_the_ops_without_building(tmp_path):
 
 def test_bad_arguments_are_named():
     x = _rand(3, 4)
-    with pytest.raises(TypeError, match=r"silu_grad: x must have the dtype of grad \(torch.float64\), got torch.float32"):
+    with pytest.raises(
+        TypeError, match=r"silu_grad: x must have the dtype of grad \(torch.float64\), got torch.float32"
+    ):
         OPS.silu_grad(x, x.float())
     with pytest.raises(TypeError, match="silu: x must be float32 or float64, got torch.int64"):
         OPS.silu(x.long())
     with pytest.raises(ValueError, match=r"silu_grad2: x must have the shape of grad_grad \(3, 4\), got \(4, 3\)"):
         OPS.silu_grad2(x, x, x.t())
-    with pytest.raises(ValueError, match=r"silu_grad_backward: grad must have the shape of grad_grad \(3, 4\), got \(3, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"silu_grad_backward: grad must have the shape of grad_grad \(3, 4\), got \(3, 1\)"
+    ):
         OPS.silu_grad_backward(x, x[:, :1], x)
     with pytest.raises(TypeError, match="silu: x must be a tensor, got list"):
         silu([1.0, 2.0])  # type: ignore[arg-type]

@@ -103,11 +103,11 @@ print(" ".join(loaded))
 
 _USE = {
     "irreps": "import torch; from escn.o3.irreps import Irreps; "
-              "print(abs(float(Irreps('1x1o').D_from_matrix(torch.eye(3, dtype=torch.float64)).trace()) - 3) < 1e-12)",
+    "print(abs(float(Irreps('1x1o').D_from_matrix(torch.eye(3, dtype=torch.float64)).trace()) - 3) < 1e-12)",
     "spherical_harmonics": "import torch; from escn.o3.spherical_harmonics import spherical_harmonics; "
-                           "print(spherical_harmonics('1x0e+1x1o', torch.ones(3), True).shape[-1])",
+    "print(spherical_harmonics('1x0e+1x1o', torch.ones(3), True).shape[-1])",
     "wigner": "import torch; from escn.o3.wigner import wigner_D_from_matrix; "
-              "print(abs(float(wigner_D_from_matrix(1, torch.eye(3, dtype=torch.float64)).trace()) - 3) < 1e-12)",
+    "print(abs(float(wigner_D_from_matrix(1, torch.eye(3, dtype=torch.float64)).trace()) - 3) < 1e-12)",
 }
 
 
@@ -115,8 +115,13 @@ _USE = {
 def test_each_module_imports_in_isolation(name):
     code = _ISOLATED + _USE.get(name, "").replace("; ", "\n")
     root = str(O3_DIR.parents[1])
-    proc = subprocess.run([sys.executable, "-c", code, root, name], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": root})
+    proc = subprocess.run(
+        [sys.executable, "-c", code, root, name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": root},
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split("\n")
     assert name in lines[0].split()

@@ -20,9 +20,24 @@ def test_wheel_ships_py_typed_kernel_sources_and_license(tmp_path):
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "escn", src / "escn", ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.o"))
-    run = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
-                          "--no-index", "-w", str(tmp_path / "dist"), "-q"], capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-w",
+            str(tmp_path / "dist"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("escn-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

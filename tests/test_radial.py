@@ -52,7 +52,7 @@ CASES = list(_cases())
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("start,end,number,basis,cutoff", CASES)
 def test_soft_one_hot_matches_e3nn(start, end, number, basis, cutoff):
-    e3nn = pytest.importorskip("e3nn")
+    pytest.importorskip("e3nn")
     from e3nn.math import soft_one_hot_linspace as ref_fn
 
     x = _points(start, end, number)
@@ -86,7 +86,7 @@ def test_soft_one_hot_gradients_finite(start, end, number, basis, cutoff):
 
 @pytest.mark.parametrize("start,end,number,basis,cutoff", [c for c in CASES if c[2] > 1 or c[4]])
 def test_soft_one_hot_gradients_match_e3nn(start, end, number, basis, cutoff):
-    e3nn = pytest.importorskip("e3nn")
+    pytest.importorskip("e3nn")
     from e3nn.math import soft_one_hot_linspace as ref_fn
 
     weights = torch.linspace(-1, 1, number, dtype=DT)
@@ -159,7 +159,7 @@ def test_soft_unit_step_matches_e3nn():
     (g,) = torch.autograd.grad(soft_unit_step(xg).sum(), xg)
     assert torch.isfinite(g).all()  # including x = 1e-300 (e3nn's backward: 0/0 there)
 
-    e3nn = pytest.importorskip("e3nn")
+    pytest.importorskip("e3nn")
     from e3nn.math import soft_unit_step as ref_fn
 
     torch.testing.assert_close(y, ref_fn(x), rtol=1e-15, atol=0)
@@ -176,8 +176,9 @@ def test_soft_one_hot_shapes_and_dtype():
     y = soft_one_hot_linspace(x32, 0.0, 1.0, 5, "smooth_finite", True)
     assert y.dtype == torch.float32
     # float32 agrees with float64 to float32 precision (tolerance 1e-5)
-    torch.testing.assert_close(y.double(), soft_one_hot_linspace(x32.double(), 0.0, 1.0, 5, "smooth_finite", True),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        y.double(), soft_one_hot_linspace(x32.double(), 0.0, 1.0, 5, "smooth_finite", True), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_guide_embedding_second_moment():
@@ -201,7 +202,7 @@ def test_bessel_basis_values(r_max, num_basis):
     expected = math.sqrt(2 / r_max) * torch.sin(n * math.pi * r[:, None] / r_max) / r[:, None]
     torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
 
-    e3nn = pytest.importorskip("e3nn")
+    pytest.importorskip("e3nn")
     from e3nn.math import soft_one_hot_linspace as ref_fn
 
     if num_basis == 1:
@@ -324,7 +325,7 @@ MLP_CONFIGS = [
 
 @pytest.mark.parametrize("cfg", MLP_CONFIGS, ids=lambda c: str(c["hs"]))
 def test_radial_mlp_from_e3nn_matches(cfg):
-    e3nn = pytest.importorskip("e3nn")
+    pytest.importorskip("e3nn")
     from e3nn.nn import FullyConnectedNet
 
     cfg = dict(cfg)

@@ -24,7 +24,12 @@ def _angles(n: int, seed: int):
 
 
 def test_axis_matrices_match_e3nn(e3nn_o3):
-    t = torch.cat([torch.linspace(-7, 7, 29, dtype=torch.float64), torch.tensor([0.0, math.pi, -math.pi / 2], dtype=torch.float64)])
+    t = torch.cat(
+        [
+            torch.linspace(-7, 7, 29, dtype=torch.float64),
+            torch.tensor([0.0, math.pi, -math.pi / 2], dtype=torch.float64),
+        ]
+    )
     for name in ("matrix_x", "matrix_y", "matrix_z"):
         ours = getattr(o3, name)(t)
         ref = getattr(e3nn_o3, name)(t)

@@ -41,7 +41,13 @@ def test_known_value_square_of_y(float64_default):
     expected[0, 4 + 2] = 2 / 5**0.5
     assert (y - expected).abs().max() < 1e-12
     # and the same through the spherical harmonics of a direction: Y_20(e_y) = sqrt(5)
-    assert abs(spherical_harmonics(2, torch.tensor([[0.0, 1.0, 0.0]]), normalize=True, normalization="component")[0, 2] - 5**0.5) < 1e-12
+    assert (
+        abs(
+            spherical_harmonics(2, torch.tensor([[0.0, 1.0, 0.0]]), normalize=True, normalization="component")[0, 2]
+            - 5**0.5
+        )
+        < 1e-12
+    )
 
 
 @pytest.mark.parametrize(

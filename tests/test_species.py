@@ -13,17 +13,26 @@ import pytest
 import torch
 from torch import nn
 
+from escn.checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
 from escn.data import AtomsGraph, collate
 from escn.data.species import SpeciesMap, check_atomic_numbers, element_name, species_of
 from escn.models import ESCN, load
 from escn.models.registry import accepts_argument, register_model
 from escn.train import ConfigError, LossTerm, Trainer, evaluate_model, train
-from escn.checkpoint import FORMAT, VERSION, atomic_save, load_checkpoint
 from escn.train.data import PreparedDataset, SpeciesMapped, training_species
 from escn.train.toy import lj_clusters
 
-SMALL = dict(lmax=1, mmax=1, channels=4, num_layers=1, cutoff=2.5, num_radial=4, radial_hidden=8,
-             type_embedding_dim=2, avg_num_neighbors=4.0)
+SMALL = dict(
+    lmax=1,
+    mmax=1,
+    channels=4,
+    num_layers=1,
+    cutoff=2.5,
+    num_radial=4,
+    radial_hidden=8,
+    type_embedding_dim=2,
+    avg_num_neighbors=4.0,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -155,8 +164,18 @@ def test_calculator_needs_species_for_a_model_without_them():
 
 # --------------------------------------------------------------------------- checkpoints
 def _save(path: Path, model: ESCN, config: Dict[str, Any]) -> Path:
-    atomic_save({"format": FORMAT, "version": VERSION, "model_name": "escn", "model_config": config,
-                 "dtype": "float64", "model_state": model.state_dict(), "ema_state": None}, path)
+    atomic_save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_name": "escn",
+            "model_config": config,
+            "dtype": "float64",
+            "model_state": model.state_dict(),
+            "ema_state": None,
+        },
+        path,
+    )
     return path
 
 
@@ -175,7 +194,9 @@ def test_old_checkpoints_load_with_the_identity_mapping_and_a_warning(tmp_path):
     old_model = _model(num_atom_types=30, cutoff=3.0)
     old_config = {k: v for k, v in old_model.config.items() if k != "atomic_numbers"}
     path = _save(tmp_path / "old.pt", old_model, old_config)
-    with pytest.warns(UserWarning, match=r"stores no atomic_numbers.*identity mapping atomic_numbers = \[0, \.\.\., 29\]"):
+    with pytest.warns(
+        UserWarning, match=r"stores no atomic_numbers.*identity mapping atomic_numbers = \[0, \.\.\., 29\]"
+    ):
         loaded = load(path)
     assert loaded.atomic_numbers == tuple(range(30))
     cu = bulk("Cu", "fcc", a=3.59, cubic=True).repeat((1, 1, 2))
@@ -236,8 +257,11 @@ def test_training_species_rules():
         training_species("escn", {}, energy, items, neon)
     assert training_species("escn", {}, energy, items, lj_clusters(n=2, atomic_numbers=[18])) == [18, 36]
     # a config written for atomic numbers used as types (num_atom_types = 30 for copper) is pointed at the fix
-    with pytest.raises(ConfigError, match=r"num_atom_types = 30, but the training data hold 2 element\(s\), "
-                                          r"Ar \(Z=18\), Kr \(Z=36\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"num_atom_types = 30, but the training data hold 2 element\(s\), "
+        r"Ar \(Z=18\), Kr \(Z=36\)",
+    ):
         training_species("escn", {"num_atom_types": 30}, energy, items)
     assert training_species("escn", {"num_atom_types": 2}, energy, items) == [18, 36]
 
@@ -262,9 +286,15 @@ def _config(tmp_path: Path, train_source: Any, valid_kwargs: Any = None, **over:
     cfg: Dict[str, Any] = {
         "model": {"name": "escn", **SMALL},
         "data": {"train": train_source, "valid": valid},
-        "cutoff": 2.5, "batch_size": 4, "max_steps": 2, "dtype": "float64", "seed": 0,
+        "cutoff": 2.5,
+        "batch_size": 4,
+        "max_steps": 2,
+        "dtype": "float64",
+        "seed": 0,
         "loss": {"energy": {"weight": 1.0, "per_atom": True}, "forces": 1.0},
-        "output_dir": str(tmp_path / "run"), "progress": False, "threads": 1,
+        "output_dir": str(tmp_path / "run"),
+        "progress": False,
+        "threads": 1,
     }
     cfg.update(over)
     return cfg
@@ -278,7 +308,9 @@ def test_a_run_on_argon_stores_its_species_and_the_checkpoint_drives_ase(tmp_pat
         # the per-type energy offset starts at the least-squares fit E_g ~ n_g e over the argon clusters (type 0)
         n = torch.tensor([float(g.num_nodes) for g in items])
         e = torch.stack([g.energy for g in items])
-        assert abs(float(trainer.model.atom_energy.weight[0, 0].detach()) - float((n * e).sum() / (n * n).sum())) <= 1e-12
+        assert (
+            abs(float(trainer.model.atom_energy.weight[0, 0].detach()) - float((n * e).sum() / (n * n).sum())) <= 1e-12
+        )
         result = trainer.fit()
     finally:
         trainer.close()
@@ -289,11 +321,15 @@ def test_a_run_on_argon_stores_its_species_and_the_checkpoint_drives_ase(tmp_pat
     assert model.atom_energy.weight.shape == (1, 1)
     # evaluation maps the data's atomic numbers through the model's species
     m = evaluate_model(model, lj_clusters(n=3, seed=2), {"energy": LossTerm()}, cutoff=2.5)
-    mapped = [AtomsGraph(pos=g.pos, atom_types=torch.zeros_like(g.atom_types), energy=g.energy)
-              for g in lj_clusters(n=3, seed=2)]
+    mapped = [
+        AtomsGraph(pos=g.pos, atom_types=torch.zeros_like(g.atom_types), energy=g.energy)
+        for g in lj_clusters(n=3, seed=2)
+    ]
     plain = ESCN(**{**model.config, "atomic_numbers": None}).double().eval()
     plain.load_state_dict(model.state_dict())
-    assert abs(m["mae_energy"] - evaluate_model(plain, mapped, {"energy": LossTerm()}, cutoff=2.5)["mae_energy"]) <= 1e-12
+    assert (
+        abs(m["mae_energy"] - evaluate_model(plain, mapped, {"energy": LossTerm()}, cutoff=2.5)["mae_energy"]) <= 1e-12
+    )
     # and ASE runs it on argon atoms
     atoms = Atoms(symbols=["Ar"] * items[0].num_nodes, positions=items[0].pos.numpy())
     atoms.calc = Calculator(str(result.checkpoint))
@@ -315,10 +351,17 @@ def test_a_two_element_run_and_a_resume_on_other_elements(tmp_path):
     with pytest.raises(ConfigError, match=r"model.atomic_numbers \(checkpoint: \[18, 36\], now: \[18, 54\]\)"):
         train(cfg, resume=True, stream=io.StringIO())
     # a config naming the species uses them as given; validation data with another element fail by name
-    cfg2 = _config(tmp_path / "b", str(data), valid_kwargs={"atomic_numbers": [10]},
-                   model={"name": "escn", **SMALL, "atomic_numbers": [18, 54, 36]})
-    with pytest.raises(ConfigError, match=r"data.valid item 0 contains Ne \(Z=10\).*knows Ar \(Z=18\), Xe \(Z=54\), "
-                                          r"Kr \(Z=36\)"):
+    cfg2 = _config(
+        tmp_path / "b",
+        str(data),
+        valid_kwargs={"atomic_numbers": [10]},
+        model={"name": "escn", **SMALL, "atomic_numbers": [18, 54, 36]},
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"data.valid item 0 contains Ne \(Z=10\).*knows Ar \(Z=18\), Xe \(Z=54\), "
+        r"Kr \(Z=36\)",
+    ):
         Trainer(cfg2, stream=io.StringIO())
 
 

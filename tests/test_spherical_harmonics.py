@@ -46,7 +46,14 @@ def _error(ours: torch.Tensor, ref: torch.Tensor, x: torch.Tensor, ls, normalize
 def test_matches_e3nn_every_l(e3nn_o3, normalization, normalize):
     x = _moderate_vectors(300, seed=1)
     # include the axes and a near-pole vector, where angle-based formulas are delicate
-    x = torch.cat([x, torch.eye(3, dtype=x.dtype), -torch.eye(3, dtype=x.dtype), torch.tensor([[1e-9, 1.0, -1e-9]], dtype=x.dtype)])
+    x = torch.cat(
+        [
+            x,
+            torch.eye(3, dtype=x.dtype),
+            -torch.eye(3, dtype=x.dtype),
+            torch.tensor([[1e-9, 1.0, -1e-9]], dtype=x.dtype),
+        ]
+    )
     for l in range(13):
         ours = o3.spherical_harmonics(l, x, normalize, normalization)
         ref = e3nn_o3.spherical_harmonics(l, x, normalize, normalization)
@@ -157,13 +164,19 @@ def test_homogeneous_polynomial_without_normalize():
     x = _vectors(100, seed=9)
     c = 1.7
     for l, (a, b) in enumerate(
-        zip(o3.spherical_harmonics_blocks(LMAX_HIGH, c * x, False, "norm"), o3.spherical_harmonics_blocks(LMAX_HIGH, x, False, "norm"))
+        zip(
+            o3.spherical_harmonics_blocks(LMAX_HIGH, c * x, False, "norm"),
+            o3.spherical_harmonics_blocks(LMAX_HIGH, x, False, "norm"),
+        )
     ):
         scale = (c * x.norm(dim=-1, keepdim=True)) ** l
         assert ((a - c**l * b) / scale).abs().max() <= 1e-12, l
     # and normalize=True is normalize=False at the unit vector
     u = torch.nn.functional.normalize(x, dim=-1)
-    assert (o3.spherical_harmonics(list(range(LMAX_HIGH + 1)), x, True) - o3.spherical_harmonics(list(range(LMAX_HIGH + 1)), u, False)).abs().max() <= 1e-12
+    assert (
+        o3.spherical_harmonics(list(range(LMAX_HIGH + 1)), x, True)
+        - o3.spherical_harmonics(list(range(LMAX_HIGH + 1)), u, False)
+    ).abs().max() <= 1e-12
 
 
 def test_equivariance_up_to_l24():
@@ -181,7 +194,10 @@ def test_equivariance_up_to_l24():
 def test_parity_up_to_l24():
     x = _vectors(200, seed=11)
     for l, (a, b) in enumerate(
-        zip(o3.spherical_harmonics_blocks(LMAX_HIGH, -x, True, "component"), o3.spherical_harmonics_blocks(LMAX_HIGH, x, True, "component"))
+        zip(
+            o3.spherical_harmonics_blocks(LMAX_HIGH, -x, True, "component"),
+            o3.spherical_harmonics_blocks(LMAX_HIGH, x, True, "component"),
+        )
     ):
         assert (a - (-1) ** l * b).abs().max() <= 1e-12, l
 
@@ -262,7 +278,9 @@ def test_low_order_matmul_path_equals_the_recursion(ls, normalization):
         w = torch.randn_like(a)
         (ga,) = torch.autograd.grad((a * w).sum(), xa, retain_graph=True)
         (gb,) = torch.autograd.grad((b * w).sum(), xb, retain_graph=True)
-        assert (ga[1:] - gb[1:]).abs().max() <= 1e-13 * ga[1:].abs().max().clamp(min=1.0)  # at 0 both are normalize's 1/eps-sized gradient
+        assert (ga[1:] - gb[1:]).abs().max() <= 1e-13 * ga[1:].abs().max().clamp(
+            min=1.0
+        )  # at 0 both are normalize's 1/eps-sized gradient
         assert torch.allclose(ga[0], gb[0], rtol=1e-9, atol=0)
         if max(ls) == 1 and not normalize:
             continue  # linear in x: no second derivative

@@ -98,7 +98,9 @@ def test_several_inputs_and_outputs_with_invariant_arguments():
 
 
 def test_selected_kinds_and_trials():
-    errors = equivariance_error(_sh, [_vectors()], ["1o"], SH_IRREPS, rotations=True, reflections=False, translations=False, trials=5)
+    errors = equivariance_error(
+        _sh, [_vectors()], ["1o"], SH_IRREPS, rotations=True, reflections=False, translations=False, trials=5
+    )
     assert list(errors) == ["rotation"] and errors["rotation"] <= 1e-12
     errors = equivariance_error(_sh, [_vectors()], ["1o"], SH_IRREPS, rotations=False, translations=False)
     assert list(errors) == ["reflection"]

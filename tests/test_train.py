@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -25,10 +24,10 @@ import pytest
 import torch
 from torch import nn
 
+from escn.checkpoint import load_checkpoint
 from escn.data import AtomsGraph, Batch, edge_vectors
 from escn.models.registry import build_model, get_model_class, register_model, registered_models
 from escn.train import ConfigError, Trainer, load_config, train
-from escn.checkpoint import load_checkpoint
 from escn.train.toy import lj_clusters
 
 TESTS = Path(__file__).resolve().parent
@@ -47,11 +46,26 @@ class PairPotential(nn.Module):
     forward pass (1-based), i.e. during global step k: a crash at an exact, load-independent point.
     """
 
-    def __init__(self, cutoff: float = 2.5, num_basis: int = 6, hidden: int = 8, num_types: int = 2,
-                 vector_head: bool = False, num_classes: int = 0, dropout: float = 0.0):
+    def __init__(
+        self,
+        cutoff: float = 2.5,
+        num_basis: int = 6,
+        hidden: int = 8,
+        num_types: int = 2,
+        vector_head: bool = False,
+        num_classes: int = 0,
+        dropout: float = 0.0,
+    ):
         super().__init__()
-        self.config = dict(cutoff=cutoff, num_basis=num_basis, hidden=hidden, num_types=num_types,
-                           vector_head=vector_head, num_classes=num_classes, dropout=dropout)
+        self.config = dict(
+            cutoff=cutoff,
+            num_basis=num_basis,
+            hidden=hidden,
+            num_types=num_types,
+            vector_head=vector_head,
+            num_classes=num_classes,
+            dropout=dropout,
+        )
         self.cutoff = cutoff
         self.register_buffer("centers", torch.linspace(0.8, cutoff, num_basis))
         self.width = (cutoff - 0.8) / num_basis
@@ -61,7 +75,9 @@ class PairPotential(nn.Module):
         self.vec = nn.Linear(num_basis, 1) if vector_head else None
         self.cls = nn.Linear(num_basis, num_classes) if num_classes else None
 
-    def forward(self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, batch: Batch, compute_forces: bool = True, compute_stress: bool = False
+    ) -> Dict[str, torch.Tensor]:
         if self.training:
             self.training_calls += 1
             if self.training_calls == int(os.environ.get("ESCN_TEST_KILL_AT_STEP", "0")):
@@ -108,8 +124,10 @@ PAIR = "test_train:PairPotential"  # importable name for subprocesses (PYTHONPAT
 def base_config(tmp_path: Path, **over: Any) -> Dict[str, Any]:
     cfg: Dict[str, Any] = {
         "model": {"name": "pair", "hidden": 8},
-        "data": {"train": {"source": "test_train:make_data", "kwargs": {"n": 22, "seed": 0}},
-                 "valid": {"source": "test_train:make_data", "kwargs": {"n": 6, "seed": 1}}},
+        "data": {
+            "train": {"source": "test_train:make_data", "kwargs": {"n": 22, "seed": 0}},
+            "valid": {"source": "test_train:make_data", "kwargs": {"n": 6, "seed": 1}},
+        },
         "cutoff": 2.5,
         "batch_size": 4,
         "epochs": 3,
@@ -155,8 +173,18 @@ def _escn_kwargs() -> Dict[str, Any]:
     """Small settings for whichever of these parameters the eSCN model takes."""
     import escn.models as models
 
-    small = {"num_atom_types": 2, "lmax": 2, "mmax": 1, "channels": 4, "num_layers": 1, "cutoff": 2.5,
-             "num_radial": 4, "radial_hidden": 8, "type_embedding_dim": 2, "avg_num_neighbors": 4.0}
+    small = {
+        "num_atom_types": 2,
+        "lmax": 2,
+        "mmax": 1,
+        "channels": 4,
+        "num_layers": 1,
+        "cutoff": 2.5,
+        "num_radial": 4,
+        "radial_hidden": 8,
+        "type_embedding_dim": 2,
+        "avg_num_neighbors": 4.0,
+    }
     params = inspect.signature(models.ESCN).parameters
     return {k: v for k, v in small.items() if k in params}
 
@@ -199,7 +227,8 @@ def test_config_toml_yaml_and_dict_agree(tmp_path):
         '[model]\nname = "pair"\nhidden = 4\n'
         '[data]\ntrain = { source = "test_train:make_data", kwargs = { n = 4 } }\n'
         '[schedule]\nname = "cosine"\n'
-        '[loss]\nenergy = { weight = 1.0, per_atom = true }\nforces = 10.0\n')
+        "[loss]\nenergy = { weight = 1.0, per_atom = true }\nforces = 10.0\n"
+    )
     cfg = load_config(toml)
     assert cfg.model.kwargs == {"hidden": 4} and cfg.loss["forces"].weight == 10.0 and cfg.loss["energy"].per_atom
     assert load_config(cfg.to_dict()) == cfg
@@ -217,19 +246,34 @@ def test_yaml_without_pyyaml_is_a_clear_error(tmp_path, monkeypatch):
         load_config(y)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"dtype": "flaot64"}, r"'dtype': expected one of 'float32', 'float64', got 'flaot64' \(did you mean 'float64'\?\)"),
-    ({"batch_sise": 3}, r"unknown config key 'batch_sise' \(did you mean 'batch_size'\?\); allowed keys: model, data"),
-    ({"optimizer": {"learning_rate": 1.0}}, r"unknown config key 'optimizer.learning_rate'.*allowed keys in \[optimizer\]: name, lr"),
-    ({"batch_size": 0}, r"'batch_size': expected a value >= 1, got 0"),
-    ({"batch_size": "4"}, r"'batch_size': expected an integer, got '4'"),
-    ({"schedule": {"name": "cosin"}}, r"'schedule.name': expected one of .*got 'cosin' \(did you mean 'cosine'\?\)"),
-    ({"loss": {"energy": {"wieght": 1.0}}}, r"unknown config key 'loss.energy.wieght'"),
-    ({"loss": {"energy": "big"}}, r"'loss.energy': expected a weight"),
-    ({"loss": {}}, r"\[loss\] is required|\[loss\] is empty"),
-    ({"epochs": None}, r"needs 'epochs' or 'max_steps'"),
-    ({"ema_decay": 1.5}, r"'ema_decay': expected a value in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"dtype": "flaot64"},
+            r"'dtype': expected one of 'float32', 'float64', got 'flaot64' \(did you mean 'float64'\?\)",
+        ),
+        (
+            {"batch_sise": 3},
+            r"unknown config key 'batch_sise' \(did you mean 'batch_size'\?\); allowed keys: model, data",
+        ),
+        (
+            {"optimizer": {"learning_rate": 1.0}},
+            r"unknown config key 'optimizer.learning_rate'.*allowed keys in \[optimizer\]: name, lr",
+        ),
+        ({"batch_size": 0}, r"'batch_size': expected a value >= 1, got 0"),
+        ({"batch_size": "4"}, r"'batch_size': expected an integer, got '4'"),
+        (
+            {"schedule": {"name": "cosin"}},
+            r"'schedule.name': expected one of .*got 'cosin' \(did you mean 'cosine'\?\)",
+        ),
+        ({"loss": {"energy": {"wieght": 1.0}}}, r"unknown config key 'loss.energy.wieght'"),
+        ({"loss": {"energy": "big"}}, r"'loss.energy': expected a weight"),
+        ({"loss": {}}, r"\[loss\] is required|\[loss\] is empty"),
+        ({"epochs": None}, r"needs 'epochs' or 'max_steps'"),
+        ({"ema_decay": 1.5}, r"'ema_decay': expected a value in \[0, 1\)"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, change, message):
     cfg = base_config(tmp_path)
     for k, v in change.items():
@@ -248,7 +292,10 @@ def test_setup_errors(tmp_path):
         load_config(tmp_path / "missing.toml")
     with pytest.raises(ValueError, match=r"unknown model 'transformer'; registered models: .*'pair'"):
         Trainer(base_config(tmp_path, model={"name": "transformer"}))
-    with pytest.raises(ConfigError, match=r"'loss.dipole': the training data has no target for 'dipole'.*targets present: energy, forces"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'loss.dipole': the training data has no target for 'dipole'.*targets present: energy, forces",
+    ):
         Trainer(base_config(tmp_path, loss={"dipole": 1.0}))
     with pytest.raises(ConfigError, match=r"'loss.forces.per_atom': 'forces' is a per-node target"):
         Trainer(base_config(tmp_path, loss={"forces": {"per_atom": True}}))
@@ -324,8 +371,12 @@ def test_resume_mid_epoch_is_exact(tmp_path, model_name):
 def test_resume_plateau_schedule_from_an_end_of_epoch_checkpoint(tmp_path):
     """A periodic checkpoint taken on the last batch of an epoch (before that epoch's validation) replays
     validation, the plateau schedule and best-epoch bookkeeping exactly; the log is cut back and rewritten."""
-    over = dict(epochs=5, checkpoint_every=6, optimizer={"lr": 0.05},
-                schedule={"name": "plateau", "patience": 0, "factor": 0.5, "threshold": 0.3, "warmup_steps": 0})
+    over = dict(
+        epochs=5,
+        checkpoint_every=6,
+        optimizer={"lr": 0.05},
+        schedule={"name": "plateau", "patience": 0, "factor": 0.5, "threshold": 0.3, "warmup_steps": 0},
+    )
     cfg = base_config(tmp_path, **over)
     keep = tmp_path / "step12.pt"
 
@@ -352,8 +403,11 @@ def test_resume_with_a_different_config_is_refused(tmp_path):
     cfg = base_config(tmp_path, max_steps=4, epochs=None)
     train(cfg, until_step=2)
     changed = base_config(tmp_path, max_steps=8, epochs=None, optimizer={"lr": 1e-2}, model={"hidden": 9})
-    with pytest.raises(ConfigError, match=r"differs from the checkpoint's in model.hidden \(checkpoint: 8, now: 9\); "
-                                          r"optimizer.lr \(checkpoint: 0.005, now: 0.01\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"differs from the checkpoint's in model.hidden \(checkpoint: 8, now: 9\); "
+        r"optimizer.lr \(checkpoint: 0.005, now: 0.01\)",
+    ):
         Trainer(changed, resume=True)
     # horizon and bookkeeping keys may change
     more = base_config(tmp_path, max_steps=6, epochs=None, checkpoint_every=2)
@@ -395,17 +449,25 @@ def test_chained_resume_is_bitwise_equal(tmp_path, capsys):
     """Stopped at step 5 (mid-epoch 1) and 11 (mid-epoch 2) and resumed each time == 16 steps straight, bit for
     bit: weights, EMA, optimizer, schedule, RNG states, progress and the metrics log. The model draws from the
     global generator (dropout), so any extra draw after a resume would change the weights."""
-    over = dict(model={"name": "pair", "hidden": 8, "dropout": 0.2}, max_steps=16, epochs=None,
-                schedule={"name": "plateau", "patience": 0, "warmup_steps": 0})
+    over = dict(
+        model={"name": "pair", "hidden": 8, "dropout": 0.2},
+        max_steps=16,
+        epochs=None,
+        schedule={"name": "plateau", "patience": 0, "warmup_steps": 0},
+    )
     full = train(base_config(tmp_path / "a", **over))
     cfg = base_config(tmp_path / "b", **over)
     assert train(cfg, until_step=5).step == 5
     capsys.readouterr()
     assert train(cfg, resume=True, until_step=11).step == 11
     out = Path(cfg["output_dir"])
-    assert f"resuming from {out / 'checkpoint.pt'}: step 5, epoch 1 (5 of its 6 batches done)" in capsys.readouterr().out
+    assert (
+        f"resuming from {out / 'checkpoint.pt'}: step 5, epoch 1 (5 of its 6 batches done)" in capsys.readouterr().out
+    )
     resumed = train(cfg, resume=True)
-    assert f"resuming from {out / 'checkpoint.pt'}: step 11, epoch 2 (5 of its 6 batches done)" in capsys.readouterr().out
+    assert (
+        f"resuming from {out / 'checkpoint.pt'}: step 11, epoch 2 (5 of its 6 batches done)" in capsys.readouterr().out
+    )
     assert resumed.step == 16 and resumed.history == full.history and resumed.best == full.best
     a_dir = Path(full.checkpoint).parent
     for name in ("checkpoint.pt", "best.pt"):
@@ -446,18 +508,33 @@ def stopped_run(tmp_path):
     return path, Path(cfg["output_dir"]) / "checkpoint.pt"
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ("truncate", r"escn train: error: checkpoint '.*checkpoint.pt' \(\d+ bytes\) is truncated or corrupt: "
-                 r"torch.load failed \(.+\); expected a complete file written by escn train"),
-    ("garbage", r"is truncated or corrupt: torch.load failed \(.+\); expected a complete file"),
-    ("foreign", r"is not an escn training checkpoint: expected a dict with format 'escn-train-checkpoint', "
-                r"got a dict with format None"),
-    ("incomplete", r"lacks the entries optimizer_state, rng \(expected every entry"),
-    ("weights", r"the checkpoint's weights do not fit the model built from the config: shapes differ: "
-                r"atom_energy.weight \(3, 1\) in the checkpoint, \(2, 1\) in the model"),
-    ("model_config", r"the config differs from the checkpoint's in model.num_types \(checkpoint: 3, now: 2\)\. "
-                     r"Only epochs, .* may change\."),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (
+            "truncate",
+            r"escn train: error: checkpoint '.*checkpoint.pt' \(\d+ bytes\) is truncated or corrupt: "
+            r"torch.load failed \(.+\); expected a complete file written by escn train",
+        ),
+        ("garbage", r"is truncated or corrupt: torch.load failed \(.+\); expected a complete file"),
+        (
+            "foreign",
+            r"is not an escn training checkpoint: expected a dict with format 'escn-train-checkpoint', "
+            r"got a dict with format None",
+        ),
+        ("incomplete", r"lacks the entries optimizer_state, rng \(expected every entry"),
+        (
+            "weights",
+            r"the checkpoint's weights do not fit the model built from the config: shapes differ: "
+            r"atom_energy.weight \(3, 1\) in the checkpoint, \(2, 1\) in the model",
+        ),
+        (
+            "model_config",
+            r"the config differs from the checkpoint's in model.num_types \(checkpoint: 3, now: 2\)\. "
+            r"Only epochs, .* may change\.",
+        ),
+    ],
+)
 def test_resume_from_an_unusable_checkpoint_is_one_line(stopped_run, capsys, damage, expected):
     path, ckpt_path = stopped_run
     data = ckpt_path.read_bytes()
@@ -482,13 +559,22 @@ def test_resume_from_an_unusable_checkpoint_is_one_line(stopped_run, capsys, dam
         assert ckpt_path.read_bytes() != data
 
 
-@pytest.mark.parametrize("change, expected", [
-    (["--set", "model.hidden=9"], r"differs from the checkpoint's in model.hidden \(checkpoint: 8, now: 9\)\. "
-                                  r"Only epochs, max_steps, .* may change\."),
-    (["--set", "model.num_types=3"], r"differs from the checkpoint's in model.num_types \(checkpoint: 2, now: 3\)"),
-    (["--set", "model.hiden=9"], r"unknown config key 'model.hiden' \(did you mean 'hidden'\?\); model 'pair' "
-                                 r"\(PairPotential\) takes: cutoff, num_basis, hidden, num_types"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            ["--set", "model.hidden=9"],
+            r"differs from the checkpoint's in model.hidden \(checkpoint: 8, now: 9\)\. "
+            r"Only epochs, max_steps, .* may change\.",
+        ),
+        (["--set", "model.num_types=3"], r"differs from the checkpoint's in model.num_types \(checkpoint: 2, now: 3\)"),
+        (
+            ["--set", "model.hiden=9"],
+            r"unknown config key 'model.hiden' \(did you mean 'hidden'\?\); model 'pair' "
+            r"\(PairPotential\) takes: cutoff, num_basis, hidden, num_types",
+        ),
+    ],
+)
 def test_resume_with_another_model_is_one_line(stopped_run, capsys, change, expected):
     path, _ = stopped_run
     line = _one_line_error(["train", str(path), "--resume", *change], capsys)
@@ -502,10 +588,14 @@ def test_escn_resume_with_other_lmax_channels_or_species_is_one_line(tmp_path, c
     path = tmp_path / "cfg.toml"
     path.write_text(_to_toml(cfg))
     lmax, channels = model["lmax"], model["channels"]
-    line = _one_line_error(["train", str(path), "--resume", "--set", f"model.lmax={lmax + 1}",
-                            "--set", f"model.channels={channels * 2}"], capsys)
-    assert (f"model.channels (checkpoint: {channels}, now: {channels * 2}); model.lmax (checkpoint: {lmax}, now: "
-            f"{lmax + 1})") in line, line
+    line = _one_line_error(
+        ["train", str(path), "--resume", "--set", f"model.lmax={lmax + 1}", "--set", f"model.channels={channels * 2}"],
+        capsys,
+    )
+    assert (
+        f"model.channels (checkpoint: {channels}, now: {channels * 2}); model.lmax (checkpoint: {lmax}, now: "
+        f"{lmax + 1})"
+    ) in line, line
     line = _one_line_error(["train", str(path), "--overwrite", "--set", "model.lmx=3"], capsys)
     assert "unknown config key 'model.lmx' (did you mean 'lmax'?)" in line
     # (other species: tests/test_species.py) the same weights under a config of another width: the differing
@@ -515,23 +605,28 @@ def test_escn_resume_with_other_lmax_channels_or_species_is_one_line(tmp_path, c
     ckpt["config"]["model"]["channels"] = ckpt["model_config"]["channels"] = channels * 2
     torch.save(ckpt, ckpt_path)
     line = _one_line_error(["train", str(path), "--resume", "--set", f"model.channels={channels * 2}"], capsys)
-    assert re.search(r"weights do not fit the model built from the config: shapes differ: \S+ \(.*\) in the checkpoint, "
-                     r"\(.*\) in the model", line), line
+    assert re.search(
+        r"weights do not fit the model built from the config: shapes differ: \S+ \(.*\) in the checkpoint, "
+        r"\(.*\) in the model",
+        line,
+    ), line
 
 
 def test_load_and_evaluate_name_the_weights_that_do_not_fit(stopped_run, capsys):
+    from escn.checkpoint import CheckpointError
     from escn.cli import main
     from escn.models.io import load
-    from escn.checkpoint import CheckpointError
 
     _, ckpt_path = stopped_run
     ckpt = load_checkpoint(ckpt_path)
     ckpt["ema_state"]["atom_energy.weight"] = torch.zeros(3, 1, dtype=torch.float64)
     del ckpt["ema_state"]["mlp.0.bias"]
     torch.save(ckpt, ckpt_path)
-    expected = (f"checkpoint {str(ckpt_path)!r}: its EMA weights do not fit the 'pair' model its model_config builds: "
-                "shapes differ: atom_energy.weight (3, 1) in the checkpoint, (2, 1) in the model; missing from the "
-                "checkpoint: mlp.0.bias")
+    expected = (
+        f"checkpoint {str(ckpt_path)!r}: its EMA weights do not fit the 'pair' model its model_config builds: "
+        "shapes differ: atom_energy.weight (3, 1) in the checkpoint, (2, 1) in the model; missing from the "
+        "checkpoint: mlp.0.bias"
+    )
     with pytest.raises(CheckpointError) as e:
         load(ckpt_path)
     assert str(e.value) == expected
@@ -546,13 +641,14 @@ def test_debug_flag_shows_the_traceback_and_the_default_does_not(stopped_run):
     path, ckpt_path = stopped_run
     ckpt_path.write_bytes(ckpt_path.read_bytes()[:1000])
     path.write_text(path.read_text().replace('name = "pair"', f'name = "{PAIR}"'))  # importable in a subprocess
-    proc = subprocess.run([sys.executable, "-m", "escn", "train", str(path), "--resume"], capture_output=True,
-                          text=True, env=_env())
+    proc = subprocess.run(
+        [sys.executable, "-m", "escn", "train", str(path), "--resume"], capture_output=True, text=True, env=_env()
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("escn train: error: checkpoint ") and "is truncated or corrupt" in proc.stderr
-    from escn.cli import main
     from escn.checkpoint import CheckpointError
+    from escn.cli import main
 
     with pytest.raises(CheckpointError, match="is truncated or corrupt"):
         main(["train", str(path), "--resume", "--debug"])
@@ -580,16 +676,19 @@ def test_killed_while_writing_the_first_checkpoint(tmp_path, capsys):
     path = tmp_path / "cfg.toml"
     path.write_text(_to_toml(cfg))
     out = Path(cfg["output_dir"])
-    proc = subprocess.run([sys.executable, "-c", _DIE_WHILE_SAVING, str(path)], capture_output=True, text=True,
-                          env=_env(), cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DIE_WHILE_SAVING, str(path)], capture_output=True, text=True, env=_env(), cwd=tmp_path
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     partial = list(out.glob(".checkpoint.pt.*.tmp"))
     assert len(partial) == 1 and not (out / "checkpoint.pt").exists()
 
     line = _one_line_error(["train", str(path), "--resume"], capsys)
-    assert line == (f"escn train: error: cannot resume: checkpoint {str(out / 'checkpoint.pt')!r} not found: the run "
-                    "was killed while writing its first checkpoint (the partial file was removed); start it afresh "
-                    "without --resume")
+    assert line == (
+        f"escn train: error: cannot resume: checkpoint {str(out / 'checkpoint.pt')!r} not found: the run "
+        "was killed while writing its first checkpoint (the partial file was removed); start it afresh "
+        "without --resume"
+    )
     assert not partial[0].exists()
 
     (out / partial[0].name).write_bytes(b"PK\x03\x04 partial")  # as if killed again
@@ -605,21 +704,35 @@ def test_killed_while_writing_the_first_checkpoint(tmp_path, capsys):
 
 
 def test_task_keys_from_node_and_graph_attrs(tmp_path):
-    cfg = base_config(tmp_path, model={"name": "pair", "vector_head": True, "num_classes": 2},
-                      data={"train": {"source": "test_train:make_data", "kwargs": {"n": 12, "tasks": True}},
-                            "valid": {"source": "test_train:make_data", "kwargs": {"n": 4, "seed": 1, "tasks": True}}},
-                      loss={"node_vectors": {"weight": 1.0, "type": "huber", "delta": 0.5},
-                            "logits": {"type": "cross_entropy"}},
-                      epochs=2)
+    cfg = base_config(
+        tmp_path,
+        model={"name": "pair", "vector_head": True, "num_classes": 2},
+        data={
+            "train": {"source": "test_train:make_data", "kwargs": {"n": 12, "tasks": True}},
+            "valid": {"source": "test_train:make_data", "kwargs": {"n": 4, "seed": 1, "tasks": True}},
+        },
+        loss={"node_vectors": {"weight": 1.0, "type": "huber", "delta": 0.5}, "logits": {"type": "cross_entropy"}},
+        epochs=2,
+    )
     result = train(cfg)
     last = result.history[-1]
     assert 0.0 <= last["valid_acc_logits"] <= 1.0 and last["valid_mae_node_vectors"] > 0
     assert "valid_mae_energy" not in last  # only the loss keys are tracked
-    bad = base_config(tmp_path / "x", model={"name": "pair"}, loss={"node_vectors": 1.0},
-                      data={"train": {"source": "test_train:make_data", "kwargs": {"n": 4, "tasks": True}},
-                            "valid": {"source": "test_train:make_data", "kwargs": {"n": 2, "tasks": True}}}, epochs=1)
-    with pytest.raises(ValueError, match=r"loss key 'node_vectors': the model returned no 'node_vectors' output "
-                                         r"\(it returned energy\)"):
+    bad = base_config(
+        tmp_path / "x",
+        model={"name": "pair"},
+        loss={"node_vectors": 1.0},
+        data={
+            "train": {"source": "test_train:make_data", "kwargs": {"n": 4, "tasks": True}},
+            "valid": {"source": "test_train:make_data", "kwargs": {"n": 2, "tasks": True}},
+        },
+        epochs=1,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"loss key 'node_vectors': the model returned no 'node_vectors' output "
+        r"\(it returned energy\)",
+    ):
         train(bad)
 
 
@@ -645,8 +758,9 @@ def test_extxyz_source(tmp_path):
         frames.append(atoms)
     path = tmp_path / "data.extxyz"
     ase_io.write(str(path), frames)
-    cfg = base_config(tmp_path, model={"name": "pair", "num_types": 3}, data={"train": str(path), "valid": str(path)},
-                      epochs=1)
+    cfg = base_config(
+        tmp_path, model={"name": "pair", "num_types": 3}, data={"train": str(path), "valid": str(path)}, epochs=1
+    )
     trainer = Trainer(cfg)
     g = trainer.train_set[2]
     assert torch.allclose(g.energy, make_data(5)[2].energy) and g.forces.shape == (g.num_nodes, 3)
@@ -673,8 +787,19 @@ def test_cli_train_evaluate_and_load(tmp_path, capsys):
     text = capsys.readouterr().out
     rows = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines()[2:]}
     assert {"energy", "forces", "energy_per_atom", "loss"} <= set(rows), text
-    assert main(["evaluate", str(out / "checkpoint.pt"), "test_train:make_data", "--kwargs", '{"n": 5, "seed": 9}',
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(out / "checkpoint.pt"),
+                "test_train:make_data",
+                "--kwargs",
+                '{"n": 5, "seed": 9}',
+                "--json",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["num_items"] == 5 and float(rows["energy"][0]) == pytest.approx(metrics["mae_energy"], rel=1e-3)
     # without DATA: the config's validation source (n = 6, seed = 1), its kwargs updated by --kwargs
@@ -733,8 +858,11 @@ def _to_toml(d: Dict[str, Any], prefix: str = "") -> str:
         raise TypeError(v)
 
     scalars = [f"{k} = {lit(v)}" for k, v in d.items() if not isinstance(v, dict) and v is not None]
-    tables = [f"\n[{prefix}{k}]\n" + "\n".join(f"{kk} = {lit(vv)}" for kk, vv in v.items() if vv is not None)
-              for k, v in d.items() if isinstance(v, dict)]
+    tables = [
+        f"\n[{prefix}{k}]\n" + "\n".join(f"{kk} = {lit(vv)}" for kk, vv in v.items() if vv is not None)
+        for k, v in d.items()
+        if isinstance(v, dict)
+    ]
     return "\n".join(scalars) + "\n" + "\n".join(tables) + "\n"
 
 
@@ -764,8 +892,10 @@ def test_progress_off_a_terminal_is_plain_lines():
     bar.update({"loss": 0.5, "lr": 1e-3})
     bar.update({"loss": 0.25, "lr": 1e-3})
     bar.close()
-    assert log.getvalue().splitlines() == ["epoch 1 [2/3] loss 0.5000 lr 1.000e-03",
-                                           "epoch 1 [3/3] loss 0.2500 lr 1.000e-03"]
+    assert log.getvalue().splitlines() == [
+        "epoch 1 [2/3] loss 0.5000 lr 1.000e-03",
+        "epoch 1 [3/3] loss 0.2500 lr 1.000e-03",
+    ]
     quiet = io.StringIO()
     bar = EpochProgress(epoch=0, total=2, interval=0.0, stream=quiet, enabled=False)
     bar.update({"loss": 0.5})
@@ -799,13 +929,24 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, capsys
     """SIGKILL during step 23 (checkpoints every 5 steps, 15 batches per epoch): the checkpoint of step 20,
     mid-epoch 2, is intact, and resuming it from the command line ends where the uninterrupted run does."""
     steps, every, kill_at = 40, 5, 23
-    cfg = base_config(tmp_path / "killed", model={"name": PAIR, "hidden": 8}, max_steps=steps, epochs=None,
-                      checkpoint_every=every, data={"train": {"source": "test_train:make_data", "kwargs": {"n": 60}}})
+    cfg = base_config(
+        tmp_path / "killed",
+        model={"name": PAIR, "hidden": 8},
+        max_steps=steps,
+        epochs=None,
+        checkpoint_every=every,
+        data={"train": {"source": "test_train:make_data", "kwargs": {"n": 60}}},
+    )
     path = tmp_path / "cfg.toml"
     path.write_text(_to_toml(cfg))
     out = Path(cfg["output_dir"])
-    proc = subprocess.run([sys.executable, "-m", "escn", "train", str(path)], cwd=tmp_path,
-                          env=_env(ESCN_TEST_KILL_AT_STEP=str(kill_at)), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "escn", "train", str(path)],
+        cwd=tmp_path,
+        env=_env(ESCN_TEST_KILL_AT_STEP=str(kill_at)),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     log = out / "metrics.jsonl"
     logged = [json.loads(r) for r in log.read_text().splitlines() if r.endswith("}")]
@@ -821,9 +962,16 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, monkeypatch, capsys
     assert f"resuming from {out / 'checkpoint.pt'}: step 20, epoch 2 (5 of its 15 batches done)" in printed
     assert "training finished: 40 steps" in printed
 
-    straight = train(base_config(tmp_path / "straight", model={"name": PAIR, "hidden": 8}, max_steps=steps,
-                                 epochs=None, checkpoint_every=every,
-                                 data={"train": {"source": "test_train:make_data", "kwargs": {"n": 60}}}))
+    straight = train(
+        base_config(
+            tmp_path / "straight",
+            model={"name": PAIR, "hidden": 8},
+            max_steps=steps,
+            epochs=None,
+            checkpoint_every=every,
+            data={"train": {"source": "test_train:make_data", "kwargs": {"n": 60}}},
+        )
+    )
     final = load_checkpoint(out / "checkpoint.pt")
     assert final["progress"]["step"] == steps
     assert_same_state(final["model_state"], params_of(straight.model), tol=0.0)
@@ -876,8 +1024,9 @@ def test_ema_is_an_averaged_model_with_exact_warm_up_values():
     other = EMA(model, 0.95)
     other.load_state_dict(state, updates=ema.updates)
     model_out = model(torch.ones(1, 3, dtype=torch.float64))
-    assert other.updates == 40 and torch.equal(other.module(torch.ones(1, 3, dtype=torch.float64)),
-                                               ema.module(torch.ones(1, 3, dtype=torch.float64)))
+    assert other.updates == 40 and torch.equal(
+        other.module(torch.ones(1, 3, dtype=torch.float64)), ema.module(torch.ones(1, 3, dtype=torch.float64))
+    )
     assert not torch.equal(model_out, ema.module(torch.ones(1, 3, dtype=torch.float64)))
 
 
@@ -945,15 +1094,21 @@ def test_resume_reads_the_schedule_state_of_earlier_checkpoints(tmp_path):
     train(cfg, until_step=4)
     path = Path(cfg["output_dir"]) / "checkpoint.pt"
     ckpt = load_checkpoint(path)
-    ckpt["schedule_state"] = {"scale": 1.0, "best": None, "bad_epochs": 0,
-                              "total_steps": ckpt["schedule_state"]["total_steps"]}
+    ckpt["schedule_state"] = {
+        "scale": 1.0,
+        "best": None,
+        "bad_epochs": 0,
+        "total_steps": ckpt["schedule_state"]["total_steps"],
+    }
     for group in ckpt["optimizer_state"]["param_groups"]:
         group.pop("initial_lr")
         group["lr"] = 123.0  # the earlier loop set the rate at the start of each step
     torch.save(ckpt, path)
     resumed = train(cfg, resume=True)
     assert_same_state(params_of(full.model), params_of(resumed.model), tol=0.0)
-    assert read_log(Path(full.checkpoint).parent / "metrics.jsonl") == read_log(Path(cfg["output_dir"]) / "metrics.jsonl")
+    assert read_log(Path(full.checkpoint).parent / "metrics.jsonl") == read_log(
+        Path(cfg["output_dir"]) / "metrics.jsonl"
+    )
 
 
 # --------------------------------------------------------------------------- fitted per-type energies
@@ -965,8 +1120,11 @@ def test_fit_atom_energies_recovers_exact_references():
     graphs = []
     for n in (3, 5, 4, 7, 6):
         types = torch.tensor([0, 1, 3] * 3)[:n][torch.randperm(n, generator=gen)]
-        graphs.append(AtomsGraph(pos=torch.randn(n, 3, generator=gen, dtype=torch.float64), atom_types=types,
-                                 energy=ref[types].sum()))
+        graphs.append(
+            AtomsGraph(
+                pos=torch.randn(n, 3, generator=gen, dtype=torch.float64), atom_types=types, energy=ref[types].sum()
+            )
+        )
     graphs.append(AtomsGraph(pos=torch.zeros(2, 3), atom_types=torch.tensor([0, 1])))  # no energy: skipped
     fit = fit_atom_energies(graphs, 4)
     assert fit.shape == (4,)
@@ -1012,15 +1170,25 @@ def test_checkpoint_with_the_earlier_key_names_loads_with_identical_outputs(tmp_
     for key in ("model_state", "ema_state"):
         if ckpt.get(key) is not None:
             assert any(k.startswith("backbone.") for k in ckpt[key])
-            ckpt[key] = {k.replace("backbone.", "", 1).replace("energy_head.mlp.", "energy_head.", 1)
-                         .replace("energy_head.atom_energy.", "atom_energy.", 1): v for k, v in ckpt[key].items()}
+            ckpt[key] = {
+                k.replace("backbone.", "", 1)
+                .replace("energy_head.mlp.", "energy_head.", 1)
+                .replace("energy_head.atom_energy.", "atom_energy.", 1): v
+                for k, v in ckpt[key].items()
+            }
             assert "atom_energy.weight" in ckpt[key]
     old_path = tmp_path / "old.pt"
     torch.save(ckpt, old_path)
     new, old = load(ckpt_path), load(old_path)
     g = torch.Generator().manual_seed(0)
-    batch = collate([AtomsGraph(pos=torch.randn(6, 3, generator=g, dtype=torch.float64) * 1.3,
-                                atom_types=torch.tensor([0, 1, 0, 1, 1, 0]))]).with_radius_graph(new.cutoff)
+    batch = collate(
+        [
+            AtomsGraph(
+                pos=torch.randn(6, 3, generator=g, dtype=torch.float64) * 1.3,
+                atom_types=torch.tensor([0, 1, 0, 1, 1, 0]),
+            )
+        ]
+    ).with_radius_graph(new.cutoff)
     batch = batch.to(dtype=next(new.parameters()).dtype)
     a, b = new(batch), old(batch)
     assert torch.equal(a["energy"], b["energy"]) and torch.equal(a["forces"], b["forces"])

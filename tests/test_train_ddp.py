@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import PAIR, PairPotential, _env, _to_toml, base_config, make_data, read_log, train
 
+from escn.checkpoint import load_checkpoint
 from escn.data import collate
 from escn.train import LossTerm
-from escn.checkpoint import load_checkpoint
 from escn.train.data import epoch_permutation, global_batches, rank_batches, shard
 from escn.train.losses import LossFunction
-
-from test_train import PAIR, PairPotential, _env, _to_toml, base_config, make_data, read_log, train
 
 TESTS = Path(__file__).resolve().parent
 
@@ -72,11 +71,14 @@ def test_distributed_sampler_shards_are_the_global_batches(n, batch_size, world)
     data = list(range(n))
     for epoch, shuffle in ((0, True), (3, True), (0, False)):
         batches = global_batches(epoch_permutation(n, seed=5, epoch=epoch, shuffle=shuffle), batch_size)
-        shards = [rank_batches(data, batch_size, rank, world, seed=5, epoch=epoch, shuffle=shuffle)
-                  for rank in range(world)]
+        shards = [
+            rank_batches(data, batch_size, rank, world, seed=5, epoch=epoch, shuffle=shuffle) for rank in range(world)
+        ]
         for rank in range(world):
-            assert shards[rank] == [[item for i, item in enumerate(b) if (k * batch_size + i) % world == rank]
-                                    for k, b in enumerate(batches)]
+            assert shards[rank] == [
+                [item for i, item in enumerate(b) if (k * batch_size + i) % world == rank]
+                for k, b in enumerate(batches)
+            ]
             if batch_size % world == 0:
                 assert shards[rank] == [shard(b, rank, world) for b in batches]
         assert [sorted(sum((s[k] for s in shards), [])) for k in range(len(batches))] == [sorted(b) for b in batches]
@@ -84,19 +86,36 @@ def test_distributed_sampler_shards_are_the_global_batches(n, batch_size, world)
         assert rank_batches(data, batch_size, 1, world, seed=5)[-1] == []
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="torch.distributed with gloo is not available")
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="torch.distributed with gloo is not available",
+)
 def test_two_gloo_ranks_match_single_process(tmp_path):
-    over = dict(model={"name": PAIR, "hidden": 8}, epochs=2, batch_size=4, checkpoint_every=3,
-                data={"train": {"source": "test_train:make_data", "kwargs": {"n": 9, "seed": 0}},
-                      "valid": {"source": "test_train:make_data", "kwargs": {"n": 5, "seed": 1}}})
+    over = dict(
+        model={"name": PAIR, "hidden": 8},
+        epochs=2,
+        batch_size=4,
+        checkpoint_every=3,
+        data={
+            "train": {"source": "test_train:make_data", "kwargs": {"n": 9, "seed": 0}},
+            "valid": {"source": "test_train:make_data", "kwargs": {"n": 5, "seed": 1}},
+        },
+    )
     cfg = base_config(tmp_path / "ddp", **over)
     path = tmp_path / "ddp.toml"
     path.write_text(_to_toml(cfg))
-    launcher = [shutil.which("torchrun")] if shutil.which("torchrun") else [sys.executable, "-m", "torch.distributed.run"]
+    launcher = (
+        [shutil.which("torchrun")] if shutil.which("torchrun") else [sys.executable, "-m", "torch.distributed.run"]
+    )
     env = _env(OMP_NUM_THREADS="1")
-    run = subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", "-m", "escn", "train", str(path)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [*launcher, "--standalone", "--nproc_per_node=2", "-m", "escn", "train", str(path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("training finished: 6 steps") == 1  # only rank 0 reports
     assert run.stdout.count("data parallel: 2 ranks (DistributedDataParallel, gloo)") == 1

@@ -54,7 +54,9 @@ def test_wigner_D_broadcasts_like_e3nn(e3nn_o3, float64_default):
         assert ours.shape == ref.shape == (4, 3, 2 * l + 1, 2 * l + 1)
         assert (ours - ref).abs().max() <= 1e-12
     # plain floats are accepted
-    assert (o3.wigner_D(2, 0.3, 1.1, -0.4) - e3nn_o3.wigner_D(2, torch.tensor(0.3), torch.tensor(1.1), torch.tensor(-0.4))).abs().max() <= 1e-12
+    assert (
+        o3.wigner_D(2, 0.3, 1.1, -0.4) - e3nn_o3.wigner_D(2, torch.tensor(0.3), torch.tensor(1.1), torch.tensor(-0.4))
+    ).abs().max() <= 1e-12
 
 
 def test_wigner_3j_matches_e3nn_every_triple_up_to_8(e3nn_o3):
@@ -91,7 +93,9 @@ def test_D_is_a_homomorphism_up_to_l24():
         # inverse and identity
         inv = o3.wigner_D_from_matrix(l, R1.transpose(-1, -2))
         assert (inv - o3.wigner_D_from_matrix(l, R1).transpose(-1, -2)).abs().max() <= 1e-10, l
-        assert (o3.wigner_D(l, *torch.zeros(3, dtype=torch.float64)) - torch.eye(2 * l + 1, dtype=torch.float64)).abs().max() <= 1e-12, l
+        assert (
+            o3.wigner_D(l, *torch.zeros(3, dtype=torch.float64)) - torch.eye(2 * l + 1, dtype=torch.float64)
+        ).abs().max() <= 1e-12, l
 
 
 def test_irreps_D_from_matrix_is_a_homomorphism():

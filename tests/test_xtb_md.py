@@ -12,8 +12,16 @@ import pytest
 
 pytest.importorskip("ase")
 
-from escn.datasets.xtb_md import (ASPIRIN_BONDS, XtbMDSettings, aspirin, autocorrelation, bonded_pairs,  # noqa: E402
-                                  check_bonds, generate_xtb_md, statistical_inefficiency)
+from escn.datasets.xtb_md import (  # noqa: E402
+    ASPIRIN_BONDS,
+    XtbMDSettings,
+    aspirin,
+    autocorrelation,
+    bonded_pairs,
+    check_bonds,
+    generate_xtb_md,
+    statistical_inefficiency,
+)
 
 
 def test_aspirin_geometry_has_its_connectivity():
@@ -82,8 +90,22 @@ def test_generator_runs_a_few_steps_of_water(tmp_path, capsys):
     from escn.data.extxyz import read_frames
     from escn.datasets.xtb_md import xtb_calculator
 
-    args = ["data", "xtb-md", "--molecule", "water", "--equilibration", "5", "--pilot", "20", "--frames", "6",
-            "--split", "3,1,2", "--seed", "3"]
+    args = [
+        "data",
+        "xtb-md",
+        "--molecule",
+        "water",
+        "--equilibration",
+        "5",
+        "--pilot",
+        "20",
+        "--frames",
+        "6",
+        "--split",
+        "3,1,2",
+        "--seed",
+        "3",
+    ]
     # an interval measured on a 20 fs pilot needs max_interval_fs <= 10 fs: give the interval instead
     assert main(args + ["--interval", "2", "--out", str(tmp_path / "a")]) == 0
     assert main(args + ["--interval", "2", "--out", str(tmp_path / "b")]) == 0
@@ -91,8 +113,10 @@ def test_generator_runs_a_few_steps_of_water(tmp_path, capsys):
     assert "sampling every 2 fs (4 steps)" in out
     meta = json.loads((tmp_path / "a" / "water_meta.json").read_text())
     assert meta["interval_steps"] == 4 and meta["md_steps_total"] == 10 + 6 * 4
-    parts = {n: read_frames(tmp_path / "a" / f"water_{n}.extxyz", require=("energy", "forces"))
-             for n in ("train", "valid", "test")}
+    parts = {
+        n: read_frames(tmp_path / "a" / f"water_{n}.extxyz", require=("energy", "forces"))
+        for n in ("train", "valid", "test")
+    }
     assert [len(parts[n]) for n in ("train", "valid", "test")] == [3, 1, 2]
     # same seed, same frames
     for n in ("train", "valid", "test"):
@@ -111,8 +135,15 @@ def test_generator_runs_a_few_steps_of_water(tmp_path, capsys):
     assert len(trajectory) == 6
     assert sorted(float(t.energy) for t in trajectory) == sorted(float(x.energy) for p in parts.values() for x in p)
     # the measured interval: a 100 fs pilot with the interval bounded to [2, 10] fs
-    s = XtbMDSettings(molecule="water", equilibration_fs=0.0, pilot_fs=100.0, min_interval_fs=2.0,
-                      max_interval_fs=10.0, n_frames=2, split=(("train", 1), ("test", 1)))
+    s = XtbMDSettings(
+        molecule="water",
+        equilibration_fs=0.0,
+        pilot_fs=100.0,
+        min_interval_fs=2.0,
+        max_interval_fs=10.0,
+        n_frames=2,
+        split=(("train", 1), ("test", 1)),
+    )
     meta = generate_xtb_md(s, tmp_path / "c", log=None)
     assert 4 <= meta["interval_steps"] <= 20 and math.isclose(meta["interval_fs"], meta["interval_steps"] * 0.5)
     pilot = meta["pilot"]

@@ -18,7 +18,9 @@ from escn.bench.scaling import make_graph
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def time_backend(messages: torch.Tensor, dst: torch.Tensor, nodes: int, backend: str, repeats: int) -> tuple[float, float]:
+def time_backend(
+    messages: torch.Tensor, dst: torch.Tensor, nodes: int, backend: str, repeats: int
+) -> tuple[float, float]:
     """(forward ms, forward+backward ms) of one aggregation backend."""
     fwd = make_aggregation(messages.detach(), dst, nodes, backend)
     leaf = messages.detach().requires_grad_()
@@ -52,7 +54,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"E = {g.num_edges} edges into {args.nodes} nodes, {args.dtype}; median of {args.repeats} (ms)")
     if len(backends) == 1:
         print("torch_scatter is not installed: index_add_ only (pip install torch-scatter)")
-    print(f"{'L':>3s} {'width':>6s}  " + "  ".join(f"{b + ' fwd':>14s}  {b + ' f+b':>14s}" for b in backends) + ("  index_add/scatter (f+b)" if len(backends) == 2 else ""))
+    print(
+        f"{'L':>3s} {'width':>6s}  "
+        + "  ".join(f"{b + ' fwd':>14s}  {b + ' f+b':>14s}" for b in backends)
+        + ("  index_add/scatter (f+b)" if len(backends) == 2 else "")
+    )
     for L in args.ls:
         width = args.channels * (L + 1) ** 2
         msg = torch.randn(g.num_edges, width, generator=torch.Generator().manual_seed(L), dtype=torch.float64).to(dtype)

@@ -122,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m escn.bench.allocator``: time a fresh, a reused and an ``empty`` + ``fill_`` block (see above)."""
     from escn.bench.blocks import median_time
 
-    ap = argparse.ArgumentParser(description="What fresh memory costs: writing a large tensor into a new "
-                                             "allocation vs into a reused one.")
+    ap = argparse.ArgumentParser(
+        description="What fresh memory costs: writing a large tensor into a new allocation vs into a reused one."
+    )
     ap.add_argument("--mb", type=float, default=186.0, help="tensor size in MB (default 186)")
     ap.add_argument("--reuse", action="store_true", help="call reuse_freed_memory() first")
     ap.add_argument("--huge-pages", action="store_true", help="call enable_transparent_huge_pages() first")
@@ -141,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     t_old = median_time(lambda: dst.copy_(src), args.repeats, warmup=1)
     t_fill = median_time(lambda: torch.empty_like(src).fill_(1.0), args.repeats, warmup=1)
     mb = src.numel() * 4 / 1e6
-    print(f"{mb:.0f} MB, {args.threads} threads, allocator: {'reuse' if args.reuse else 'default'}, "
-          f"huge pages: {'on' if huge else 'off'}")
+    print(
+        f"{mb:.0f} MB, {args.threads} threads, allocator: {'reuse' if args.reuse else 'default'}, "
+        f"huge pages: {'on' if huge else 'off'}"
+    )
     print(f"  clone (fresh block)       {1e3 * t_new:7.1f} ms")
     print(f"  copy into a reused block  {1e3 * t_old:7.1f} ms")
     print(f"  empty + fill_             {1e3 * t_fill:7.1f} ms")

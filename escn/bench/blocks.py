@@ -51,7 +51,9 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
-def gemm_gflops(dtype: torch.dtype = torch.float32, m: int = 4096, k: int = 512, n: int = 512, repeats: int = 5) -> float:
+def gemm_gflops(
+    dtype: torch.dtype = torch.float32, m: int = 4096, k: int = 512, n: int = 512, repeats: int = 5
+) -> float:
     """Throughput in GFLOP/s of one dense ``(m x k) @ (k x n)`` matmul (``2 m k n`` flops), median of ``repeats``."""
     a = torch.randn(m, k, dtype=dtype)
     b = torch.randn(k, n, dtype=dtype)
@@ -110,7 +112,9 @@ def tfn_frame_map_bytes(layer: torch.nn.Module, num_edges: int, itemsize: int) -
     return num_edges * (layer.weight_numel + layer.rot_in.rot_dim + layer.rot_out.rot_dim) * itemsize
 
 
-def make_tfn_frame_map(layer: torch.nn.Module, weight: Tensor, generator: torch.Generator | None = None) -> Callable[[], Tensor]:
+def make_tfn_frame_map(
+    layer: torch.nn.Module, weight: Tensor, generator: torch.Generator | None = None
+) -> Callable[[], Tensor]:
     """The edge-frame map of ``SO2Conv.from_tfn`` layer alone, forward, as the layer runs it (the compiled kernel
     when available, else PyTorch ops), on random edge-frame inputs and the given (E, weight_numel) weights."""
     rot = torch.randn(weight.shape[0], layer.rot_in.rot_dim, dtype=weight.dtype, generator=generator)
@@ -123,7 +127,9 @@ def make_tfn_frame_map(layer: torch.nn.Module, weight: Tensor, generator: torch.
     return run
 
 
-def make_so2_stage(layer: torch.nn.Module, num_edges: int, dtype: torch.dtype, generator: torch.Generator | None = None) -> Callable[[], list[Tensor]]:
+def make_so2_stage(
+    layer: torch.nn.Module, num_edges: int, dtype: torch.dtype, generator: torch.Generator | None = None
+) -> Callable[[], list[Tensor]]:
     """The SO(2) matmuls of ``layer`` on random inputs: per stage ``v (E, ncol, n_in)`` times ``B^T``, with ``B``
     per edge ``(E, n_out, n_in)`` (``torch.bmm``) or shared ``(n_out, n_in)`` when ``layer.shared_weights``.
 
@@ -178,7 +184,9 @@ def has_torch_scatter() -> bool:
     return importlib.util.find_spec("torch_scatter") is not None
 
 
-def make_aggregation(messages: Tensor, edge_dst: Tensor, num_nodes: int, backend: str = "index_add") -> Callable[[], Tensor]:
+def make_aggregation(
+    messages: Tensor, edge_dst: Tensor, num_nodes: int, backend: str = "index_add"
+) -> Callable[[], Tensor]:
     """Sum of ``messages`` (E, F) into ``num_nodes`` rows by ``edge_dst``: ``"index_add"`` (torch) or ``"scatter"``
     (``torch_scatter.scatter(..., reduce="sum")``)."""
     if backend == "index_add":

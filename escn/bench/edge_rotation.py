@@ -60,15 +60,23 @@ def main(argv: list[str] | None = None) -> None:
     if min(args.ls) < 1 or args.channels < 1 or args.repeats < 1:
         p.error("--ls must be >= 1, --channels and --repeats >= 1")
     torch.set_num_threads(args.threads)
-    print(f"SO2Conv fwd+bwd, shared weights, C = {args.channels}, guide graph, {args.threads} threads, median of {args.repeats}")
+    print(
+        f"SO2Conv fwd+bwd, shared weights, C = {args.channels}, guide graph, {args.threads} threads, median of {args.repeats}"
+    )
     names = {-1: "factorised", "kernel": "kernel"}
-    print(f"{'L':>3} {'mmax':>5} " + " ".join(f"{names.get(k, f'dense<={k}'):>11}" for k in SETTINGS)
-          + f" {'fact/d3':>8} {'d3/kernel':>10}")
+    print(
+        f"{'L':>3} {'mmax':>5} "
+        + " ".join(f"{names.get(k, f'dense<={k}'):>11}" for k in SETTINGS)
+        + f" {'fact/d3':>8} {'d3/kernel':>10}"
+    )
     for L in args.ls:
         for mmax in sorted({L, min(2, L)}):
             t = time_layer(L, mmax, args.channels, args.repeats)
-            print(f"{L:>3} {mmax:>5} " + " ".join(f"{t[k]:>9.1f}ms" for k in SETTINGS)
-                  + f" {t[-1] / t[3]:>8.2f} {t[3] / t['kernel']:>10.2f}")
+            print(
+                f"{L:>3} {mmax:>5} "
+                + " ".join(f"{t[k]:>9.1f}ms" for k in SETTINGS)
+                + f" {t[-1] / t[3]:>8.2f} {t[3] / t['kernel']:>10.2f}"
+            )
 
 
 if __name__ == "__main__":

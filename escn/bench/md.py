@@ -51,8 +51,9 @@ def _grid(copies: int) -> tuple[int, int, int]:
     return best
 
 
-def molecule_box(molecule: Any, copies: int, spacing: float, seed: int = 0, min_distance: float = 2.0,
-                 max_tries: int = 200) -> Any:
+def molecule_box(
+    molecule: Any, copies: int, spacing: float, seed: int = 0, min_distance: float = 2.0, max_tries: int = 200
+) -> Any:
     """A periodic ``ase.Atoms`` of ``copies`` randomly rotated copies of ``molecule`` (see the module docstring).
 
     Raises:
@@ -79,9 +80,13 @@ def molecule_box(molecule: Any, copies: int, spacing: float, seed: int = 0, min_
                     q = rng.standard_normal(4)
                     q /= np.linalg.norm(q)
                     w, x, y, z = q
-                    rot = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                                    [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                                    [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+                    rot = np.array(
+                        [
+                            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+                        ]
+                    )
                     pos = base @ rot.T + centre
                     if not placed:
                         break
@@ -89,15 +94,16 @@ def molecule_box(molecule: Any, copies: int, spacing: float, seed: int = 0, min_
                     if d.min() >= min_distance:
                         break
                 else:
-                    raise ValueError(f"no rotation of copy {len(placed)} keeps {min_distance} A from the others at "
-                                     f"spacing {spacing} A; increase spacing")
+                    raise ValueError(
+                        f"no rotation of copy {len(placed)} keeps {min_distance} A from the others at "
+                        f"spacing {spacing} A; increase spacing"
+                    )
                 placed.append(pos)
                 numbers.append(molecule.numbers)
     return Atoms(numbers=np.concatenate(numbers), positions=np.concatenate(placed), cell=cell, pbc=True)
 
 
-def time_md(atoms: Any, calculator: Any, steps: int, warmup: int = 5, timestep_fs: float = 0.5,
-            seed: int = 0) -> float:
+def time_md(atoms: Any, calculator: Any, steps: int, warmup: int = 5, timestep_fs: float = 0.5, seed: int = 0) -> float:
     """Milliseconds per velocity-Verlet step of ``atoms`` with ``calculator`` (``atoms`` is advanced in place)."""
     from ase import units
     from ase.md.verlet import VelocityVerlet
@@ -122,9 +128,17 @@ def _edges(atoms: Any, cutoff: float) -> int:
     return int(AtomsGraph.from_ase(atoms).with_radius_graph(cutoff).edge_src.numel())
 
 
-def run(model: Any, molecule: Any, copies: int = 32, steps: int = 200, box_steps: Optional[int] = None,
-        spacing: float = 8.0, threads: Optional[int] = None, dtype: torch.dtype = torch.float64,
-        seed: int = 0) -> List[MDTiming]:
+def run(
+    model: Any,
+    molecule: Any,
+    copies: int = 32,
+    steps: int = 200,
+    box_steps: Optional[int] = None,
+    spacing: float = 8.0,
+    threads: Optional[int] = None,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 0,
+) -> List[MDTiming]:
     """Time one molecule and a box of ``copies`` (``box_steps`` steps, default ``max(10, steps // 10)``).
 
     Args:
@@ -143,25 +157,45 @@ def run(model: Any, molecule: Any, copies: int = 32, steps: int = 200, box_steps
     single = molecule.copy()
     single.pbc = False
     single.cell = None
-    out.append(MDTiming("1 molecule", len(single), _edges(single, cutoff), time_md(single, calc, steps, seed=seed),
-                        steps, torch.get_num_threads()))
+    out.append(
+        MDTiming(
+            "1 molecule",
+            len(single),
+            _edges(single, cutoff),
+            time_md(single, calc, steps, seed=seed),
+            steps,
+            torch.get_num_threads(),
+        )
+    )
     if copies > 1:
         box = molecule_box(molecule, copies, spacing, seed=seed)
         n_box = box_steps if box_steps is not None else max(10, steps // 10)
         density = float(box.get_masses().sum() * 1.66053906660 / box.get_volume())
-        out.append(MDTiming(f"{copies} molecules, periodic", len(box), _edges(box, cutoff),
-                            time_md(box, Calculator(calc.model, dtype=dtype), n_box, seed=seed), n_box,
-                            torch.get_num_threads(), density))
+        out.append(
+            MDTiming(
+                f"{copies} molecules, periodic",
+                len(box),
+                _edges(box, cutoff),
+                time_md(box, Calculator(calc.model, dtype=dtype), n_box, seed=seed),
+                n_box,
+                torch.get_num_threads(),
+                density,
+            )
+        )
     return out
 
 
 def format_timings(rows: Sequence[MDTiming]) -> str:
     """A table of :func:`run`'s timings."""
-    lines = [f"{'system':28s}{'atoms':>7s}{'edges':>8s}{'ms/step':>10s}{'us/atom':>9s}{'steps':>7s}{'threads':>8s}  density"]
+    lines = [
+        f"{'system':28s}{'atoms':>7s}{'edges':>8s}{'ms/step':>10s}{'us/atom':>9s}{'steps':>7s}{'threads':>8s}  density"
+    ]
     for r in rows:
         dens = "-" if r.density_g_cm3 is None else f"{r.density_g_cm3:.2f} g/cm^3"
-        lines.append(f"{r.name:28s}{r.atoms:7d}{r.edges:8d}{r.ms_per_step:10.2f}{1000 * r.ms_per_step / r.atoms:9.1f}"
-                     f"{r.steps:7d}{r.threads:8d}  {dens}")
+        lines.append(
+            f"{r.name:28s}{r.atoms:7d}{r.edges:8d}{r.ms_per_step:10.2f}{1000 * r.ms_per_step / r.atoms:9.1f}"
+            f"{r.steps:7d}{r.threads:8d}  {dens}"
+        )
     return "\n".join(lines)
 
 
@@ -180,8 +214,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--float32", action="store_true", help="run the model in float32 (default float64)")
     args = p.parse_args(argv)
     molecule = ase.io.read(args.molecule, index=0)
-    rows = run(args.checkpoint, molecule, args.copies, args.steps, args.box_steps, args.spacing, args.threads,
-               torch.float32 if args.float32 else torch.float64)
+    rows = run(
+        args.checkpoint,
+        molecule,
+        args.copies,
+        args.steps,
+        args.box_steps,
+        args.spacing,
+        args.threads,
+        torch.float32 if args.float32 else torch.float64,
+    )
     print(format_timings(rows))
     return 0
 

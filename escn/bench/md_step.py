@@ -51,8 +51,10 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     model = _model(dtype)
-    print(f"model: {model.extra_repr()}, cutoff {model.cutoff}; {args.dtype}; threads {torch.get_num_threads()}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"model: {model.extra_repr()}, cutoff {model.cutoff}; {args.dtype}; threads {torch.get_num_threads()}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         path = deploy(model, example_batch(model), os.path.join(tmp, "model.pt2"), compute_stress=False)

@@ -84,7 +84,15 @@ GAP_S = 0.01  # pause before each timed rep, so the other worker's OpenMP thread
 #: Self time of these profiler events is "matmul-family" time; the first group are the kernels whose operand
 #: dimensions identify an SO(2) matmul (operand positions in the recorded input shapes).
 MM_KERNELS = {"aten::mm": (0, 1), "aten::bmm": (0, 1), "aten::addmm": (1, 2), "aten::baddbmm": (1, 2)}
-MM_OTHERS = {"aten::matmul", "aten::linear", "aten::addbmm", "aten::addmv", "aten::mv", "aten::dot", "aten::_addmm_activation"}
+MM_OTHERS = {
+    "aten::matmul",
+    "aten::linear",
+    "aten::addbmm",
+    "aten::addmv",
+    "aten::mv",
+    "aten::dot",
+    "aten::_addmm_activation",
+}
 SO2_SCOPE = "so2_map"
 
 
@@ -131,8 +139,14 @@ def _build_escn_52446bf(cfg: dict[str, Any], structure: dict[str, Any], activati
     E = int(batch.edge_src.shape[0])
     torch.manual_seed(cfg["seed"])
     model = ESCN(
-        num_atom_types=100, lmax=cfg["lmax"], mmax=cfg["mmax"], channels=cfg["channels"], num_layers=cfg["num_layers"],
-        cutoff=cfg["cutoff"], activation=activation, avg_num_neighbors=E / pos.shape[0],
+        num_atom_types=100,
+        lmax=cfg["lmax"],
+        mmax=cfg["mmax"],
+        channels=cfg["channels"],
+        num_layers=cfg["num_layers"],
+        cutoff=cfg["cutoff"],
+        activation=activation,
+        avg_num_neighbors=E / pos.shape[0],
     )
 
     def forward() -> tuple[Any, Any]:
@@ -168,7 +182,9 @@ BUILDERS = {"current": build_current, "baseline": build_baseline}
 class _Runner:
     """One implementation's model, batch, loss targets and optimizer, and the two kinds of step."""
 
-    def __init__(self, side: str, cfg: dict[str, Any], structure: dict[str, Any], activation: str, threads: int) -> None:
+    def __init__(
+        self, side: str, cfg: dict[str, Any], structure: dict[str, Any], activation: str, threads: int
+    ) -> None:
         import torch
 
         torch.set_num_threads(threads)
@@ -259,14 +275,20 @@ def _profile_step(runner: _Runner, kind: str) -> dict[str, Any]:
     in_scope = {sig for e, sig in kernels if sig is not None and under(e, lambda n: n == SO2_SCOPE)}
     so2_us = sum(e.self_cpu_time_total for e, sig in kernels if sig in in_scope)
     ambiguous = sum(
-        1 for e, sig in kernels
-        if sig in in_scope and not under(e, lambda n: n == SO2_SCOPE or n.startswith("autograd::engine::evaluate_function"))
+        1
+        for e, sig in kernels
+        if sig in in_scope
+        and not under(e, lambda n: n == SO2_SCOPE or n.startswith("autograd::engine::evaluate_function"))
     )
     all_us = sum(e.self_cpu_time_total for e in events if e.name in MM_KERNELS or e.name in MM_OTHERS)
     records = [(r.start_ns(), r.nbytes()) for r in prof.profiler.kineto_results.events() if r.name() == "[memory]"]
     return {
-        "step_ms": total_us / 1e3, "so2_mm_ms": so2_us / 1e3, "all_mm_ms": all_us / 1e3,
-        "so2_found": bool(in_scope), "ambiguous": ambiguous, "peak_bytes": peak_rise(records),
+        "step_ms": total_us / 1e3,
+        "so2_mm_ms": so2_us / 1e3,
+        "all_mm_ms": all_us / 1e3,
+        "so2_found": bool(in_scope),
+        "ambiguous": ambiguous,
+        "peak_bytes": peak_rise(records),
     }
 
 
@@ -302,8 +324,15 @@ def _worker_main(side: str) -> int:
                     runner.infer()
                     runner.train()
                 w = runner.work
-                send({"num_atoms": w.num_atoms, "num_edges": w.num_edges, "energy": energy,
-                      "num_params": sum(p.numel() for p in w.model.parameters()), "threads": torch.get_num_threads()})
+                send(
+                    {
+                        "num_atoms": w.num_atoms,
+                        "num_edges": w.num_edges,
+                        "energy": energy,
+                        "num_params": sum(p.numel() for p in w.model.parameters()),
+                        "threads": torch.get_num_threads(),
+                    }
+                )
             elif cmd == "time":
                 assert runner is not None, "setup first"
                 step = runner.train if req["kind"] == "train" else runner.infer
@@ -332,8 +361,14 @@ class Worker:
         self._log = tempfile.TemporaryFile(mode="w+")
         # run as a file, not with -m: sys.path[0] is then this file's folder, and escn comes from PYTHONPATH only
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", side], env=env, cwd=str(self.checkout),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
+            [sys.executable, str(Path(__file__).resolve()), "--worker", side],
+            env=env,
+            cwd=str(self.checkout),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
         )
         try:
             self.hello = self._receive()
@@ -401,7 +436,9 @@ def ensure_baseline(rev: str, directory: str | None) -> tuple[Path, str]:
     if (d / "escn" / "__init__.py").is_file():
         head = _git("rev-parse", "HEAD", cwd=d)
         if head != sha:
-            raise ValueError(f"{d} holds commit {head[:12]}, not the baseline {sha[:12]}; remove it or pass --baseline-dir")
+            raise ValueError(
+                f"{d} holds commit {head[:12]}, not the baseline {sha[:12]}; remove it or pass --baseline-dir"
+            )
     else:
         if d.exists() and any(d.iterdir()):
             raise ValueError(f"{d} exists but holds no escn checkout; remove it or pass another --baseline-dir")
@@ -416,7 +453,9 @@ def _csv(kind: type, name: str, allowed: tuple[str, ...] | None = None) -> Calla
         try:
             values = [kind(t) for t in items]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name}: expected a comma-separated list of {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"{name}: expected a comma-separated list of {kind.__name__}, got {text!r}"
+            ) from None
         if not values:
             raise argparse.ArgumentTypeError(f"{name}: empty list")
         if kind is int and min(values) < 1:
@@ -447,14 +486,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         header_done = False
         for threads in args.threads:
             for activation in args.activations:
-                info = {s: w.ask(cmd="setup", model=cfg, structure=structure, activation=activation, threads=threads)
-                        for s, w in workers.items()}
+                info = {
+                    s: w.ask(cmd="setup", model=cfg, structure=structure, activation=activation, threads=threads)
+                    for s, w in workers.items()
+                }
                 if not header_done:
                     c, i = cfg, info["current"]
-                    print(f"ESCN step: lmax {c['lmax']}, mmax {c['mmax']}, {c['channels']} channels, {c['num_layers']} layers, "
-                          f"{i['num_atoms']} atoms, {i['num_edges']:,} edges, cutoff {c['cutoff']} A, float32, "
-                          f"{i['num_params']:,} parameters"
-                          + (" (--quick: plumbing check, not a measurement)" if args.quick else ""))
+                    print(
+                        f"ESCN step: lmax {c['lmax']}, mmax {c['mmax']}, {c['channels']} channels, {c['num_layers']} layers, "
+                        f"{i['num_atoms']} atoms, {i['num_edges']:,} edges, cutoff {c['cutoff']} A, float32, "
+                        f"{i['num_params']:,} parameters"
+                        + (" (--quick: plumbing check, not a measurement)" if args.quick else "")
+                    )
                     print(f"baseline: {base_desc}")
                     print(f"current:  {REPO}")
                     print(f"{reps} reps each, interleaved (order alternating)")
@@ -483,12 +526,16 @@ def _print_block(entry: dict[str, Any]) -> None:
     for kind, label in (("infer", "inference"), ("train", "training step")):
         ratio = statistics.median(b[kind]) / statistics.median(c[kind])
         paired = [tb / tc for tb, tc in zip(b[kind], c[kind])]  # the two runs of one rep, back to back
-        print(f"  {label:<15} baseline {_fmt_times(b[kind])}  current {_fmt_times(c[kind])}  baseline/current {ratio:.2f}x"
-              f" (per rep {min(paired):.2f} - {max(paired):.2f})")
+        print(
+            f"  {label:<15} baseline {_fmt_times(b[kind])}  current {_fmt_times(c[kind])}  baseline/current {ratio:.2f}x"
+            f" (per rep {min(paired):.2f} - {max(paired):.2f})"
+        )
     for kind, label in (("train", "training peak"), ("infer", "inference peak")):
         pb, pc = prof["baseline"][kind]["peak_bytes"], prof["current"][kind]["peak_bytes"]
         ratio = f"{pb / pc:.2f}x" if pc else "n/a"
-        print(f"  {label:<15} baseline {pb / 1e6:7.1f} MB{'':15}  current {pc / 1e6:7.1f} MB{'':15}  baseline/current {ratio}")
+        print(
+            f"  {label:<15} baseline {pb / 1e6:7.1f} MB{'':15}  current {pc / 1e6:7.1f} MB{'':15}  baseline/current {ratio}"
+        )
     shares = []
     for s in ("baseline", "current"):
         p = prof[s]["train"]
@@ -496,8 +543,10 @@ def _print_block(entry: dict[str, Any]) -> None:
         if p["ambiguous"]:
             so2 += f" ({p['ambiguous']} ambiguous)"
         shares.append((so2, f"{100 * p['all_mm_ms'] / p['step_ms']:.1f} %", p["step_ms"]))
-    print(f"  SO(2) matmuls   baseline {shares[0][0]} of training step, current {shares[1][0]} "
-          f"(all matmul-family ops: {shares[0][1]}, {shares[1][1]}; profiled steps {shares[0][2]:.0f}, {shares[1][2]:.0f} ms)")
+    print(
+        f"  SO(2) matmuls   baseline {shares[0][0]} of training step, current {shares[1][0]} "
+        f"(all matmul-family ops: {shares[0][1]}, {shares[1][1]}; profiled steps {shares[0][2]:.0f}, {shares[1][2]:.0f} ms)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -506,11 +555,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", type=int, default=None, help="timed reps of each step per side (default 10, --quick 1)")
     p.add_argument("--threads", type=_csv(int, "--threads"), default=[1, 2], help="comma-separated, default 1,2")
-    p.add_argument("--activations", type=_csv(str, "--activations", ("gate", "s2")), default=["gate", "s2"],
-                   help="comma-separated, default gate,s2")
+    p.add_argument(
+        "--activations",
+        type=_csv(str, "--activations", ("gate", "s2")),
+        default=["gate", "s2"],
+        help="comma-separated, default gate,s2",
+    )
     p.add_argument("--baseline", default=DEFAULT_BASELINE, help=f"baseline commit (default {DEFAULT_BASELINE})")
-    p.add_argument("--baseline-dir", default=None,
-                   help="baseline checkout: used as it is if it holds escn, else the worktree is added there")
+    p.add_argument(
+        "--baseline-dir",
+        default=None,
+        help="baseline checkout: used as it is if it holds escn, else the worktree is added there",
+    )
     p.add_argument("--quick", action="store_true", help="tiny model and structure, 1 rep: checks the plumbing only")
     p.add_argument("--json", default=None, help="also write all numbers to this file")
     args = p.parse_args(argv)

@@ -37,7 +37,9 @@ from escn import o3 as escn_o3
 from escn.o3.edge_frame import edge_frame
 
 
-def median_ms_pair(ours: Callable[[], object], theirs: Callable[[], object], repeats: int, min_time: float = 0.2) -> tuple[float, float]:
+def median_ms_pair(
+    ours: Callable[[], object], theirs: Callable[[], object], repeats: int, min_time: float = 0.2
+) -> tuple[float, float]:
     """Median wall times in ms of ``ours`` and ``theirs`` after one warm-up call each.
 
     The two are called alternately, so that a change of machine load affects both alike; at least
@@ -102,7 +104,8 @@ def cases(e3nn_o3, x: torch.Tensor, lmax: int):
 
 def profile(e3nn_o3, x: torch.Tensor, lmax: int, name: str) -> None:
     """Operator-level profile of escn's side of one case."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     fn = cases(e3nn_o3, x, lmax)[name][0]
     fn()
@@ -130,8 +133,10 @@ def main(argv: List[str] | None = None) -> None:
         raise SystemExit("this benchmark needs e3nn (pip install 'escn[bench]')") from exc
 
     torch.set_num_threads(args.threads)
-    print(f"N = {args.n} vectors, threads = {torch.get_num_threads()}, torch {torch.__version__}; "
-          "times in ms (median), ratio = e3nn / escn (> 1: escn faster)")
+    print(
+        f"N = {args.n} vectors, threads = {torch.get_num_threads()}, torch {torch.__version__}; "
+        "times in ms (median), ratio = e3nn / escn (> 1: escn faster)"
+    )
     header = f"{'dtype':8} {'lmax':>4} | " + " | ".join(f"{n:^26}" for n in ("sh", "sh f+b", "D"))
     sub = f"{'':8} {'':>4} | " + " | ".join(f"{'escn':>8} {'e3nn':>8} {'ratio':>7}" for _ in range(3))
     print(header)

@@ -94,28 +94,45 @@ def compare_backends(repeats: List[int], cutoff: float, dtype: torch.dtype, seed
     import vesin
 
     gen = torch.Generator().manual_seed(seed)
-    print(f"radius_graph on periodic FCC Cu: cutoff {cutoff} A, {dtype}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, vesin {vesin.__version__}; medians of {reps} alternating reps, ratio = median "
-          "of the per-rep ratios")
-    header = (f"{'atoms':>7} {'edges/atom':>10} {'torch [ms]':>11} {'vesin [ms]':>11} {'torch/vesin':>12} "
-              f"{'search: torch [ms]':>19} {'vesin [ms]':>11} {'torch/vesin':>12}")
+    print(
+        f"radius_graph on periodic FCC Cu: cutoff {cutoff} A, {dtype}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, vesin {vesin.__version__}; medians of {reps} alternating reps, ratio = median "
+        "of the per-rep ratios"
+    )
+    header = (
+        f"{'atoms':>7} {'edges/atom':>10} {'torch [ms]':>11} {'vesin [ms]':>11} {'torch/vesin':>12} "
+        f"{'search: torch [ms]':>19} {'vesin [ms]':>11} {'torch/vesin':>12}"
+    )
     print(header)
     print("-" * len(header))
     for r in repeats:
         pos, cell = copper(r, dtype, gen)
         a = radius_graph(pos, cutoff, cell=cell, backend="torch")
         b = radius_graph(pos, cutoff, cell=cell, backend="vesin")
-        if not (torch.equal(a.edge_src, b.edge_src) and torch.equal(a.edge_dst, b.edge_dst)
-                and torch.equal(a.shift, b.shift)):
+        if not (
+            torch.equal(a.edge_src, b.edge_src)
+            and torch.equal(a.edge_dst, b.edge_dst)
+            and torch.equal(a.shift, b.shift)
+        ):
             raise RuntimeError(f"{pos.shape[0]} atoms: the torch and vesin searches give different edges")
         pos64, cell64 = pos.double(), cell.double().unsqueeze(0)
         pbc = torch.ones(1, 3, dtype=torch.bool)
         batch = torch.zeros(pos.shape[0], dtype=torch.long)
         radius = _search_radius(pos64, cutoff, cell64, dtype)
-        full = _paired_times([lambda: radius_graph(pos, cutoff, cell=cell, backend="torch"),
-                              lambda: radius_graph(pos, cutoff, cell=cell, backend="vesin")], reps)
-        search = _paired_times([lambda: _candidate_pairs(pos64, radius, cell64, pbc, batch),
-                                lambda: _vesin_pairs(pos64, radius, cell64, pbc, batch, False)], reps)
+        full = _paired_times(
+            [
+                lambda: radius_graph(pos, cutoff, cell=cell, backend="torch"),
+                lambda: radius_graph(pos, cutoff, cell=cell, backend="vesin"),
+            ],
+            reps,
+        )
+        search = _paired_times(
+            [
+                lambda: _candidate_pairs(pos64, radius, cell64, pbc, batch),
+                lambda: _vesin_pairs(pos64, radius, cell64, pbc, batch, False),
+            ],
+            reps,
+        )
         cols = []
         for t in (full, search):
             ratio = statistics.median(x / y for x, y in zip(*t))
@@ -131,8 +148,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--copper", action="store_true", help="torch against vesin search on periodic FCC copper")
-    parser.add_argument("--repeats", type=int, nargs="+", default=[6, 8, 10, 12, 14],
-                        help="--copper: cubic unit cells per edge of each supercell")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        nargs="+",
+        default=[6, 8, 10, 12, 14],
+        help="--copper: cubic unit cells per edge of each supercell",
+    )
     parser.add_argument("--reps", type=int, default=7, help="--copper: timed rounds per size")
     parser.add_argument("--threads", type=int, default=None, help="torch (and vesin) threads; default torch's")
     args = parser.parse_args(argv)
@@ -144,8 +166,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         return
     gen = torch.Generator().manual_seed(args.seed)
 
-    print(f"radius_graph: density {args.density} /A^3, cutoff {args.cutoff} A, {args.dtype}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"radius_graph: density {args.density} /A^3, cutoff {args.cutoff} A, {args.dtype}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     header = f"{'atoms':>7} {'boundary':>9} {'edges/atom':>10} {'ours [ms]':>10} {'N^2 ref [ms]':>13} {'ref/ours':>9}"
     print(header)
     print("-" * len(header))
@@ -161,7 +185,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             if float(n) * n * n_shifts <= _BRUTE_FORCE_LIMIT:
                 count = brute_force_count(pos, args.cutoff, cell)
                 if count != graph.edge_src.numel():
-                    raise RuntimeError(f"edge count mismatch: brute force {count}, radius_graph {graph.edge_src.numel()}")
+                    raise RuntimeError(
+                        f"edge count mismatch: brute force {count}, radius_graph {graph.edge_src.numel()}"
+                    )
                 t_ref = median_time(lambda: brute_force_count(pos, args.cutoff, cell), 1 if n >= 3000 else 3)
                 ref_cols = f"{1e3 * t_ref:>13.1f} {t_ref / t_ours:>9.1f}"
             else:

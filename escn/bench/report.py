@@ -21,8 +21,21 @@ from escn.bench.scaling import METHODS, Row, SweepConfig, SweepResult
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Progress", "Series", "anchor_summary", "fit_exponent", "fit_exponents", "format_table", "plot_scaling", "plot_series", "skip_reason",
-           "write_csv", "write_json", "write_png", "write_all"]
+__all__ = [
+    "Progress",
+    "Series",
+    "anchor_summary",
+    "fit_exponent",
+    "fit_exponents",
+    "format_table",
+    "plot_scaling",
+    "plot_series",
+    "skip_reason",
+    "write_csv",
+    "write_json",
+    "write_png",
+    "write_all",
+]
 
 
 class Progress:
@@ -94,8 +107,20 @@ def _note(r: Row) -> str:
 
 
 _COLUMNS: list[tuple[str, int]] = [
-    ("method", 18), ("L", 3), ("status", 16), ("n", 2), ("fwd ms", 9), ("fwd+bwd ms", 10), ("peak MB", 8),
-    ("par/edge", 8), ("x tfn", 7), ("x e3nn", 7), ("SO2 GF/s", 8), ("%GEMM", 6), ("SO2 GB/s", 8), ("%copy", 5),
+    ("method", 18),
+    ("L", 3),
+    ("status", 16),
+    ("n", 2),
+    ("fwd ms", 9),
+    ("fwd+bwd ms", 10),
+    ("peak MB", 8),
+    ("par/edge", 8),
+    ("x tfn", 7),
+    ("x e3nn", 7),
+    ("SO2 GF/s", 8),
+    ("%GEMM", 6),
+    ("SO2 GB/s", 8),
+    ("%copy", 5),
 ]
 
 
@@ -103,10 +128,20 @@ def _cells(r: Row) -> list[str]:
     pct = None if r.so2_gemm_fraction is None else 100 * r.so2_gemm_fraction
     pct_bw = None if r.so2_bandwidth_fraction is None else 100 * r.so2_bandwidth_fraction
     return [
-        r.method, str(r.L), r.status if len(r.status) <= 16 else r.status[:15] + "~", str(r.repeats) if r.ran else "-",
-        _num(r.fwd_ms, ".1f"), _num(r.fwd_bwd_ms, ".1f"), _num(r.peak_mem_mb, ".0f"), _num(r.params_per_edge, "d"),
-        _num(r.speedup_vs_tfn, ".1f"), _num(r.speedup_vs_e3nn, ".1f"), _num(r.so2_gflops, ".2f"), _num(pct, ".1f"),
-        _num(r.so2_gbs, ".2f"), _num(pct_bw, ".0f"),
+        r.method,
+        str(r.L),
+        r.status if len(r.status) <= 16 else r.status[:15] + "~",
+        str(r.repeats) if r.ran else "-",
+        _num(r.fwd_ms, ".1f"),
+        _num(r.fwd_bwd_ms, ".1f"),
+        _num(r.peak_mem_mb, ".0f"),
+        _num(r.params_per_edge, "d"),
+        _num(r.speedup_vs_tfn, ".1f"),
+        _num(r.speedup_vs_e3nn, ".1f"),
+        _num(r.so2_gflops, ".2f"),
+        _num(pct, ".1f"),
+        _num(r.so2_gbs, ".2f"),
+        _num(pct_bw, ".0f"),
     ]
 
 
@@ -140,7 +175,9 @@ def anchor_summary(result: SweepResult) -> str | None:
     for r in at:
         if r.method in ("tfn", "e3nn") or not r.ran:
             continue
-        ratios = [f"{v:.1f}x {ref}" for ref, v in (("tfn", r.speedup_vs_tfn), ("e3nn", r.speedup_vs_e3nn)) if v is not None]
+        ratios = [
+            f"{v:.1f}x {ref}" for ref, v in (("tfn", r.speedup_vs_tfn), ("e3nn", r.speedup_vs_e3nn)) if v is not None
+        ]
         if ratios:
             parts.append(f"{r.method} " + ", ".join(ratios))
     missing = [f"{r.method} {r.status}" for r in refs if not r.ran]
@@ -168,22 +205,36 @@ def header_lines(result: SweepResult) -> list[str]:
         "allocator, the same for every method: transparent huge pages for large CPU tensors "
         + ("on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off")
         + " (THP_MEM_ALLOC_ENABLE); freed memory "
-        + ("kept for reuse (--allocator reuse)" if result.allocator == "reuse" else "returned to the system (--allocator system)")
-        + (" -- reuse was asked for but is unavailable here (needs glibc)" if c.allocator == "reuse" and result.allocator != "reuse" else ""),
+        + (
+            "kept for reuse (--allocator reuse)"
+            if result.allocator == "reuse"
+            else "returned to the system (--allocator system)"
+        )
+        + (
+            " -- reuse was asked for but is unavailable here (needs glibc)"
+            if c.allocator == "reuse" and result.allocator != "reuse"
+            else ""
+        ),
     ]
     if result.native:
-        lines.append(f"SO2Conv rows rotate (and so2_equal applies its TFN-layout weights) with: {result.native} (--executor torch: PyTorch ops)")
+        lines.append(
+            f"SO2Conv rows rotate (and so2_equal applies its TFN-layout weights) with: {result.native} (--executor torch: PyTorch ops)"
+        )
     warning = "  -- WARNING: other processes were using the CPU; timings are unreliable"
     if result.other_cores is not None:
-        lines.append(f"other processes kept {result.other_cores:.2f} cores busy on average during the sweep"
-                     + (warning if result.other_cores > 0.25 else ""))
+        lines.append(
+            f"other processes kept {result.other_cores:.2f} cores busy on average during the sweep"
+            + (warning if result.other_cores > 0.25 else "")
+        )
     if result.load_avg is not None:
         start, end = result.load_avg
         # without the CPU-time measurement, fall back on the load average (it lags: it still counts a
         # program that exited up to a minute before the sweep)
         busy = result.other_cores is None and (start > 0.5 or end > result.num_threads + 0.5)
-        lines.append(f"load average (1 min) at start/end: {result.load_avg[0]:.2f} / {result.load_avg[1]:.2f}"
-                     + (warning if busy else ""))
+        lines.append(
+            f"load average (1 min) at start/end: {result.load_avg[0]:.2f} / {result.load_avg[1]:.2f}"
+            + (warning if busy else "")
+        )
     return lines
 
 
@@ -203,8 +254,10 @@ def format_table(result: SweepResult) -> str:
     summary = anchor_summary(result)
     if summary is not None:
         lines.append(summary)
-    lines.append("fitted exponent of fwd+bwd time in L (L >= 2, rows that ran): " + ", ".join(
-        f"{m} {'-' if k is None else f'{k:.2f}'}" for m, k in fits.items()))
+    lines.append(
+        "fitted exponent of fwd+bwd time in L (L >= 2, rows that ran): "
+        + ", ".join(f"{m} {'-' if k is None else f'{k:.2f}'}" for m, k in fits.items())
+    )
     lines.append(f"wall time of the sweep: {result.wall_seconds:.1f} s")
     return "\n".join(lines)
 
@@ -213,14 +266,32 @@ def format_table(result: SweepResult) -> str:
 def _meta(result: SweepResult) -> dict:
     c = result.config
     return {
-        "nodes": c.nodes, "num_edges": result.num_edges, "radius": c.radius, "channels": c.channels, "ls": list(c.ls),
-        "dtype": str(c.dtype).replace("torch.", ""), "threads": result.num_threads, "threads_source": _threads_source(c),
-        "repeats": c.repeats, "budget_seconds": c.budget_seconds, "anchor_l": c.anchor_l, "max_memory_gb": c.max_memory_gb, "methods": list(c.methods), "seed": c.seed,
-        "gemm_gflops_float32": result.gemm_gflops_float32, "gemm_gflops_dtype": result.gemm_gflops_dtype,
+        "nodes": c.nodes,
+        "num_edges": result.num_edges,
+        "radius": c.radius,
+        "channels": c.channels,
+        "ls": list(c.ls),
+        "dtype": str(c.dtype).replace("torch.", ""),
+        "threads": result.num_threads,
+        "threads_source": _threads_source(c),
+        "repeats": c.repeats,
+        "budget_seconds": c.budget_seconds,
+        "anchor_l": c.anchor_l,
+        "max_memory_gb": c.max_memory_gb,
+        "methods": list(c.methods),
+        "seed": c.seed,
+        "gemm_gflops_float32": result.gemm_gflops_float32,
+        "gemm_gflops_dtype": result.gemm_gflops_dtype,
         "copy_bandwidth_gbs": result.copy_gbs,
-        "wall_seconds": result.wall_seconds, "torch": result.torch_version, "python": platform.python_version(),
-        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "load_avg_start_end": result.load_avg, "other_cores": result.other_cores, "allocator": result.allocator,
+        "wall_seconds": result.wall_seconds,
+        "torch": result.torch_version,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_start_end": result.load_avg,
+        "other_cores": result.other_cores,
+        "allocator": result.allocator,
         "so2_equal_weights": result.native,
         "memory_method": "rise of VmHWM over VmRSS during the warm-up fwd+bwd (clear_refs reset, after malloc_trim)",
     }
@@ -228,7 +299,11 @@ def _meta(result: SweepResult) -> dict:
 
 def write_json(result: SweepResult, path: str) -> None:
     """``{"meta": ..., "fits": {method: exponent}, "rows": [...]}``."""
-    data = {"meta": _meta(result), "fits": fit_exponents(result.rows), "rows": [dataclasses.asdict(r) for r in result.rows]}
+    data = {
+        "meta": _meta(result),
+        "fits": fit_exponents(result.rows),
+        "rows": [dataclasses.asdict(r) for r in result.rows],
+    }
     with open(path, "w") as f:
         json.dump(data, f, indent=2)
 
@@ -259,7 +334,7 @@ def skip_reason(row: Row) -> str | None:
     if row.ran:
         return None
     if row.status.startswith("skipped (") and row.status.endswith(")"):
-        return row.status[len("skipped ("):-1]
+        return row.status[len("skipped (") : -1]
     return "error"
 
 
@@ -292,10 +367,10 @@ def _broken_at_gaps(s: Series) -> tuple[list[float], list[float]]:
 def _time_ticks(lo: float, hi: float) -> list[float]:
     """Ticks for a log time axis over [lo, hi]: the powers of ten, or 1-2-5 steps if fewer than three powers fit."""
     ks = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
-    decades = [10.0 ** k for k in ks if lo <= 10.0 ** k <= hi]
+    decades = [10.0**k for k in ks if lo <= 10.0**k <= hi]
     if len(decades) >= 3:
         return decades
-    return [m * 10.0 ** k for k in ks for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+    return [m * 10.0**k for k in ks for m in (1, 2, 5) if lo <= m * 10.0**k <= hi]
 
 
 # plot layout, in fractions of the axes height: one row of skip markers per method with skips, then the labels
@@ -328,15 +403,33 @@ def plot_scaling(result: SweepResult) -> "Figure":
         xs, ys = _broken_at_gaps(s)
         (line,) = ax.plot(xs, ys, marker="o", label=label)
         for L, reason in s.skipped:
-            ax.plot([L], [_SKIP_TOP - _SKIP_ROW * row_of[s.method]], transform=strip, linestyle="none", marker="x",
-                    markersize=7, markeredgewidth=1.5, color=line.get_color(), gid=f"skipped {s.method} L={L} {reason}")
+            ax.plot(
+                [L],
+                [_SKIP_TOP - _SKIP_ROW * row_of[s.method]],
+                transform=strip,
+                linestyle="none",
+                marker="x",
+                markersize=7,
+                markeredgewidth=1.5,
+                color=line.get_color(),
+                gid=f"skipped {s.method} L={L} {reason}",
+            )
             if reason not in reasons.setdefault(L, []):
                 reasons[L].append(reason)
     order = {"time": 0, "memory": 1, "error": 2}
     for L, rs in sorted(reasons.items()):
         rs = sorted(rs, key=lambda r: order.get(r, len(order)))
-        ax.text(L, label_top, f"skipped ({', '.join(rs)})", transform=strip, rotation=90, ha="center", va="top",
-                fontsize=7, color="0.3")
+        ax.text(
+            L,
+            label_top,
+            f"skipped ({', '.join(rs)})",
+            transform=strip,
+            rotation=90,
+            ha="center",
+            va="top",
+            fontsize=7,
+            color="0.3",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ls = sorted(set(result.config.ls))
@@ -346,7 +439,9 @@ def plot_scaling(result: SweepResult) -> "Figure":
     ax.set_xlabel("L (node irreps 0..L, filter 0..2L)")
     ax.set_ylabel("forward + backward time [ms]")
     c = result.config
-    ax.set_title(f"{result.num_edges} edges, C = {c.channels}, {str(c.dtype).replace('torch.', '')}, {result.num_threads} threads")
+    ax.set_title(
+        f"{result.num_edges} edges, C = {c.channels}, {str(c.dtype).replace('torch.', '')}, {result.num_threads} threads"
+    )
     ax.grid(True, which="both", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if with_skips:
@@ -365,7 +460,9 @@ def plot_scaling(result: SweepResult) -> "Figure":
             free = max(0.3, min([label_top, *bottoms]) - 0.03)
         ax.set_ylim(lo, lo * (hi / lo) ** (1.0 / free))
         if with_skips:  # the strip has no time axis: shade it and keep the time ticks below it
-            ax.add_patch(Rectangle((0.0, free), 1.0, 1.0 - free, transform=ax.transAxes, color="0.93", zorder=0, linewidth=0))
+            ax.add_patch(
+                Rectangle((0.0, free), 1.0, 1.0 - free, transform=ax.transAxes, color="0.93", zorder=0, linewidth=0)
+            )
         ticks = _time_ticks(lo, hi)
         ax.set_yticks(ticks)
         ax.set_yticklabels([f"{t:g}" for t in ticks])

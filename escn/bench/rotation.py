@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'L':>3s} {'mmax':>4s}  {'frame':>9s}  {'apply':>9s}  {'total':>9s}")
     for L in args.ls:
         mmax = L if args.mmax is None else min(args.mmax, L)
-        times = [1e3 * median_time(make_rotation(vec, L, mmax, args.channels, part), args.repeats) for part in ("frame", "apply", "all")]
+        times = [
+            1e3 * median_time(make_rotation(vec, L, mmax, args.channels, part), args.repeats)
+            for part in ("frame", "apply", "all")
+        ]
         print(f"{L:3d} {mmax:4d}  {times[0]:9.2f}  {times[1]:9.2f}  {times[2]:9.2f}")
 
 

@@ -49,8 +49,18 @@ import torch
 
 from escn import native
 from escn.bench.allocator import reuse_freed_memory
-from escn.bench.blocks import (copy_bandwidth_gbs, gemm_gflops, has_torch_scatter, make_so2_stage, make_tfn_frame_map, median_time,
-                               so2_stage_bytes, so2_stage_flops, tfn_frame_map_bytes, tfn_frame_map_flops)
+from escn.bench.blocks import (
+    copy_bandwidth_gbs,
+    gemm_gflops,
+    has_torch_scatter,
+    make_so2_stage,
+    make_tfn_frame_map,
+    median_time,
+    so2_stage_bytes,
+    so2_stage_flops,
+    tfn_frame_map_bytes,
+    tfn_frame_map_flops,
+)
 from escn.data import radius_graph
 from escn.nn import SO2Conv, TFNConv
 from escn.nn.tfn_conv import tfn_paths
@@ -292,7 +302,9 @@ class Problem:
         """Random per-edge weights in TFN's path layout, (E, weight_numel), shared by the TFN-layout methods."""
         if self._tfn_weight is None:
             n = tfn_weight_numel(self.irreps, self.L)
-            self._tfn_weight = torch.randn(self.graph.num_edges, n, generator=self.gen, dtype=self.dtype).requires_grad_()
+            self._tfn_weight = torch.randn(
+                self.graph.num_edges, n, generator=self.gen, dtype=self.dtype
+            ).requires_grad_()
         return self._tfn_weight
 
     def random_weight(self, numel: int) -> Tensor:
@@ -455,8 +467,9 @@ def _repeats_that_fit(warmup_s: float, budget_s: float, wanted: int) -> int:
     return max(0, min(wanted, int((budget_s - warmup_s) / (_REPEAT_COST * warmup_s))))
 
 
-def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float,
-            bandwidth_gbs: float = 0.0) -> Row:
+def measure(
+    method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float, bandwidth_gbs: float = 0.0
+) -> Row:
     """Run one configuration under the budget (at ``cfg.anchor_l`` under the memory budget only, with at least
     one repeat); append its point to ``history``; return its row.
 
@@ -465,7 +478,9 @@ def measure(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], ge
     row = Row(method, p.L, p.channels, p.dim, p.graph.num_edges)
     row.params_per_edge = params_per_edge(method, p)
     if method in _PER_EDGE_TFN_WEIGHTS and bandwidth_gbs > 0:
-        row.weight_floor_ms = weight_traffic_floor_ms(row.params_per_edge, p.graph.num_edges, p.x.element_size(), bandwidth_gbs)
+        row.weight_floor_ms = weight_traffic_floor_ms(
+            row.params_per_edge, p.graph.num_edges, p.x.element_size(), bandwidth_gbs
+        )
     t_pred, mem_pred = predict(method, p.L, history)
     mem_floor = memory_lower_bound(method, p, row.params_per_edge, cfg.executor)
     mem_limit = cfg.max_memory_gb * 1e9
@@ -531,7 +546,9 @@ def _compare_with_tfn(method: str, p: Problem, out: Tensor, row: Row) -> None:
         row.max_rel_diff_vs_tfn = float((out - p.tfn_output).abs().max()) / scale
 
 
-def _measure_so2_stage(layer: SO2Conv, p: Problem, repeats: int, gemm_dtype: float, bandwidth_gbs: float, row: Row) -> None:
+def _measure_so2_stage(
+    layer: SO2Conv, p: Problem, repeats: int, gemm_dtype: float, bandwidth_gbs: float, row: Row
+) -> None:
     """Time the SO(2) stage alone, forward, as the layer runs it: the per-m matmuls on random inputs of the
     layer's shapes, or for TFN-layout per-edge weights the edge-frame map (:func:`make_tfn_frame_map`) on the
     problem's weights. GFLOP/s and fraction of GEMM, and for per-edge weights GB/s and fraction of the copy
@@ -583,9 +600,13 @@ def run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | None
     With ``cfg.threads`` set, torch's thread count is that number during the sweep and restored afterwards."""
     if cfg.allocator not in ALLOCATORS:
         raise ValueError(f"allocator must be one of {ALLOCATORS}, got {cfg.allocator!r}")
-    if cfg.threads is not None and (isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1):
+    if cfg.threads is not None and (
+        isinstance(cfg.threads, bool) or not isinstance(cfg.threads, int) or cfg.threads < 1
+    ):
         raise ValueError(f"threads must be None (torch.get_num_threads() as it is) or an int >= 1, got {cfg.threads!r}")
-    if cfg.anchor_l is not None and (isinstance(cfg.anchor_l, bool) or not isinstance(cfg.anchor_l, int) or cfg.anchor_l < 1):
+    if cfg.anchor_l is not None and (
+        isinstance(cfg.anchor_l, bool) or not isinstance(cfg.anchor_l, int) or cfg.anchor_l < 1
+    ):
         raise ValueError(f"anchor_l must be None (no anchor) or an int >= 1, got {cfg.anchor_l!r}")
     native.check_executor(cfg.executor)
     previous_threads = torch.get_num_threads()
@@ -605,7 +626,9 @@ def _run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | Non
     num_threads = torch.get_num_threads()
     graph = make_graph(cfg.nodes, cfg.radius, cfg.dtype, cfg.seed)
     if graph.num_edges == 0:
-        raise ValueError(f"the radius graph of {cfg.nodes} nodes with radius {cfg.radius} has no edges; raise --radius or --nodes")
+        raise ValueError(
+            f"the radius graph of {cfg.nodes} nodes with radius {cfg.radius} has no edges; raise --radius or --nodes"
+        )
     gemm32 = gemm_gflops(torch.float32)
     gemm_dt = gemm32 if cfg.dtype == torch.float32 else gemm_gflops(cfg.dtype)
     bandwidth = copy_bandwidth_gbs()
@@ -635,9 +658,20 @@ def _run_sweep(cfg: SweepConfig, progress: Callable[[int, int, str], None] | Non
         busy, own, wall = (b - a for a, b in zip(cpu_start, cpu_end))
         other = max(0.0, (busy - own) / wall)
     load = (load_start, load_end) if load_start is not None and load_end is not None else None
-    return SweepResult(cfg, rows, graph.num_edges, gemm32, gemm_dt, bandwidth, time.perf_counter() - start,
-                       num_threads=num_threads, load_avg=load, other_cores=other, allocator=allocator,
-                       native=native_status(cfg.executor))
+    return SweepResult(
+        cfg,
+        rows,
+        graph.num_edges,
+        gemm32,
+        gemm_dt,
+        bandwidth,
+        time.perf_counter() - start,
+        num_threads=num_threads,
+        load_avg=load,
+        other_cores=other,
+        allocator=allocator,
+        native=native_status(cfg.executor),
+    )
 
 
 def _cpu_seconds() -> tuple[float, float, float] | None:
@@ -667,8 +701,9 @@ def _load_average() -> float | None:
         return None
 
 
-def _measure_safely(method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float,
-                    bandwidth_gbs: float = 0.0) -> Row:
+def _measure_safely(
+    method: str, p: Problem, cfg: SweepConfig, history: list[_Point], gemm_dtype: float, bandwidth_gbs: float = 0.0
+) -> Row:
     """:func:`measure`, turning an out-of-memory or runtime failure into an "error" row."""
     try:
         return measure(method, p, cfg, history, gemm_dtype, bandwidth_gbs)

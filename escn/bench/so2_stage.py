@@ -19,23 +19,36 @@ import argparse
 
 import torch
 
-from escn.bench.blocks import (copy_bandwidth_gbs, gemm_gflops, make_so2_stage, median_time, so2_stage_bytes, so2_stage_flops,
-                               so2_stage_shapes)
+from escn.bench.blocks import (
+    copy_bandwidth_gbs,
+    gemm_gflops,
+    make_so2_stage,
+    median_time,
+    so2_stage_bytes,
+    so2_stage_flops,
+    so2_stage_shapes,
+)
 from escn.bench.scaling import default_dtype, node_irreps
 from escn.nn import SO2Conv
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def stage_row(L: int, channels: int, edges: int, mmax: int | None, shared: bool, dtype: torch.dtype, repeats: int) -> tuple[int, float, float, float]:
+def stage_row(
+    L: int, channels: int, edges: int, mmax: int | None, shared: bool, dtype: torch.dtype, repeats: int
+) -> tuple[int, float, float, float]:
     """(number of stages, milliseconds, GFLOP/s, GB/s) of the SO(2) stage for one configuration."""
     irreps = node_irreps(L, channels)
     with default_dtype(dtype):
         layer = SO2Conv(irreps, irreps, mmax=mmax, shared_weights=shared)
     run = make_so2_stage(layer, edges, dtype, generator=torch.Generator().manual_seed(L))
     seconds = median_time(run, repeats, warmup=1)
-    return (len(so2_stage_shapes(layer)), 1e3 * seconds, so2_stage_flops(layer, edges) / seconds / 1e9,
-            so2_stage_bytes(layer, edges, dtype.itemsize) / seconds / 1e9)
+    return (
+        len(so2_stage_shapes(layer)),
+        1e3 * seconds,
+        so2_stage_flops(layer, edges) / seconds / 1e9,
+        so2_stage_bytes(layer, edges, dtype.itemsize) / seconds / 1e9,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,14 +68,20 @@ def main(argv: list[str] | None = None) -> None:
     dtype = _DTYPES[args.dtype]
     gemm = gemm_gflops(dtype)
     copy = copy_bandwidth_gbs()
-    print(f"dense GEMM (4096x512 @ 512x512, {args.dtype}): {gemm:.1f} GFLOP/s; copy bandwidth {copy:.1f} GB/s; "
-          f"E = {args.edges}, C = {args.channels}")
-    print(f"{'L':>3s}  {'weights':8s}  {'stages':>6s}  {'ms':>9s}  {'GFLOP/s':>8s}  {'% GEMM':>6s}  {'GB/s':>7s}  {'% copy':>6s}")
+    print(
+        f"dense GEMM (4096x512 @ 512x512, {args.dtype}): {gemm:.1f} GFLOP/s; copy bandwidth {copy:.1f} GB/s; "
+        f"E = {args.edges}, C = {args.channels}"
+    )
+    print(
+        f"{'L':>3s}  {'weights':8s}  {'stages':>6s}  {'ms':>9s}  {'GFLOP/s':>8s}  {'% GEMM':>6s}  {'GB/s':>7s}  {'% copy':>6s}"
+    )
     for L in args.ls:
         for shared in (False, True):
             n, ms, gf, gb = stage_row(L, args.channels, args.edges, args.mmax, shared, dtype, args.repeats)
-            print(f"{L:3d}  {'shared' if shared else 'per-edge':8s}  {n:6d}  {ms:9.2f}  {gf:8.2f}  {100 * gf / gemm:6.1f}  "
-                  f"{gb:7.2f}  {100 * gb / copy:6.0f}")
+            print(
+                f"{L:3d}  {'shared' if shared else 'per-edge':8s}  {n:6d}  {ms:9.2f}  {gf:8.2f}  {100 * gf / gemm:6.1f}  "
+                f"{gb:7.2f}  {100 * gb / copy:6.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,10 @@ def main() -> None:
     if not native.available():
         raise SystemExit(f"the compiled kernels are unavailable: {native.unavailable_reason()}")
     gbs = copy_bandwidth_gbs()
-    print(f"{args.edges} edges, C = {args.channels}, float32, {args.threads} threads; copy bandwidth {gbs:.1f} GB/s; "
-          f"median of {args.repeats} after 3 warm-up calls; allocator {allocator}")
+    print(
+        f"{args.edges} edges, C = {args.channels}, float32, {args.threads} threads; copy bandwidth {gbs:.1f} GB/s; "
+        f"median of {args.repeats} after 3 warm-up calls; allocator {allocator}"
+    )
     print(f"{'L':>3} {'timing':<14} {'kernel ms':>10} {'torch ms':>10} {'torch/kernel':>13} {'floor ms':>9}")
     for L in args.ls:
         irreps = node_irreps(L, args.channels)
@@ -85,8 +87,10 @@ def main() -> None:
             for use in (True, False):
                 layer.set_executor("native" if use else "torch")
                 ms[use] = 1e3 * median_time(fn, args.repeats, warmup=3)
-            print(f"{L:>3} {name:<14} {ms[True]:>10.1f} {ms[False]:>10.1f} {ms[False] / ms[True]:>12.2f}x "
-                  f"{floor if name != 'map fwd' else floor / 3:>9.1f}")
+            print(
+                f"{L:>3} {name:<14} {ms[True]:>10.1f} {ms[False]:>10.1f} {ms[False] / ms[True]:>12.2f}x "
+                f"{floor if name != 'map fwd' else floor / 3:>9.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -394,4 +394,6 @@ def make_dataloader(
     if not isinstance(dataset, Dataset):
         dataset = GraphDataset(dataset)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator, **kwargs)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator, **kwargs
+    )

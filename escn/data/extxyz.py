@@ -56,8 +56,10 @@ def _stress_3x3(value: Any, where: str) -> np.ndarray:
         return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
     if arr.size == 9:
         return arr.reshape(3, 3)
-    raise ValueError(f"{where}: the stress has {arr.size} numbers (shape {arr.shape}); expected a Voigt 6-vector, "
-                     "9 numbers or a (3, 3) matrix")
+    raise ValueError(
+        f"{where}: the stress has {arr.size} numbers (shape {arr.shape}); expected a Voigt 6-vector, "
+        "9 numbers or a (3, 3) matrix"
+    )
 
 
 def _finite(arr: np.ndarray, what: str, where: str) -> None:
@@ -68,9 +70,16 @@ def _finite(arr: np.ndarray, what: str, where: str) -> None:
         raise ValueError(f"{where}: the {what} contain{'s' if arr.ndim == 0 else ''} NaN or infinite values{at}")
 
 
-def read_frames(path: str | os.PathLike, *, energy_key: str = "energy", forces_key: str = "forces",
-                stress_key: str = "stress", index: str = ":", require: Sequence[str] = (),
-                format: Optional[str] = None) -> List[AtomsGraph]:
+def read_frames(
+    path: str | os.PathLike,
+    *,
+    energy_key: str = "energy",
+    forces_key: str = "forces",
+    stress_key: str = "stress",
+    index: str = ":",
+    require: Sequence[str] = (),
+    format: Optional[str] = None,
+) -> List[AtomsGraph]:
     """Read every frame of an ASE-readable file (see the module docstring) as float64 :class:`AtomsGraph`.
 
     Args:
@@ -92,7 +101,12 @@ def read_frames(path: str | os.PathLike, *, energy_key: str = "energy", forces_k
         FileNotFoundError: no such file.
     """
     keys = {"energy": energy_key, "forces": forces_key, "stress": stress_key}
-    for name, key in (("energy_key", energy_key), ("forces_key", forces_key), ("stress_key", stress_key), ("index", index)):
+    for name, key in (
+        ("energy_key", energy_key),
+        ("forces_key", forces_key),
+        ("stress_key", stress_key),
+        ("index", index),
+    ):
         if not isinstance(key, str) or not key:
             raise TypeError(f"{name} must be a non-empty string, got {key!r}")
     unknown = [r for r in require if r not in TARGETS]
@@ -129,13 +143,17 @@ def read_frames(path: str | os.PathLike, *, energy_key: str = "energy", forces_k
             present = value is not None
             first = seen.setdefault(target, (i, present))
             if target in require and not present:
-                raise ValueError(f"{where}: no {target} (looked for {key!r} in the calculator results and "
-                                 f"{'atoms.arrays' if target == 'forces' else 'atoms.info'}; "
-                                 f"{_found(atoms, results)})")
+                raise ValueError(
+                    f"{where}: no {target} (looked for {key!r} in the calculator results and "
+                    f"{'atoms.arrays' if target == 'forces' else 'atoms.info'}; "
+                    f"{_found(atoms, results)})"
+                )
             if present != first[1]:
                 had, lacked = (first[0], i) if first[1] else (i, first[0])
-                raise ValueError(f"{name}: frame {lacked} has no {target} ({key!r}) but frame {had} has; every "
-                                 f"frame must have the same targets")
+                raise ValueError(
+                    f"{name}: frame {lacked} has no {target} ({key!r}) but frame {had} has; every "
+                    f"frame must have the same targets"
+                )
             if not present:
                 values[target] = None
                 continue
@@ -150,8 +168,10 @@ def read_frames(path: str | os.PathLike, *, energy_key: str = "energy", forces_k
             elif target == "forces":
                 arr = np.asarray(value, dtype=np.float64)
                 if arr.shape != (n, 3):
-                    raise ValueError(f"{where}: the forces {key!r} have shape {tuple(arr.shape)} but the frame has "
-                                     f"{n} atoms; expected ({n}, 3)")
+                    raise ValueError(
+                        f"{where}: the forces {key!r} have shape {tuple(arr.shape)} but the frame has "
+                        f"{n} atoms; expected ({n}, 3)"
+                    )
             else:
                 arr = _stress_3x3(value, where)
             _finite(arr, f"{target} ({key!r})", where)
@@ -164,7 +184,9 @@ def read_frames(path: str | os.PathLike, *, energy_key: str = "energy", forces_k
 
 
 def _found(atoms: Any, results: Dict[str, Any]) -> str:
-    parts = [f"results: {', '.join(sorted(results)) or 'none'}",
-             f"info: {', '.join(sorted(map(str, atoms.info))) or 'none'}",
-             f"arrays: {', '.join(sorted(atoms.arrays))}"]
+    parts = [
+        f"results: {', '.join(sorted(results)) or 'none'}",
+        f"info: {', '.join(sorted(map(str, atoms.info))) or 'none'}",
+        f"arrays: {', '.join(sorted(atoms.arrays))}",
+    ]
     return "; ".join(parts)

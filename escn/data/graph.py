@@ -156,7 +156,9 @@ def _check_cell(cell: Tensor, num_graphs: int, pos: Tensor) -> Tensor:
     else:
         raise ValueError(f"cell must have shape (3, 3) or (B, 3, 3) (rows = lattice vectors), got {tuple(cell.shape)}")
     if cell.dtype != pos.dtype or cell.device != pos.device:
-        raise TypeError(f"cell must have the dtype and device of pos ({pos.dtype}, {pos.device}), got ({cell.dtype}, {cell.device})")
+        raise TypeError(
+            f"cell must have the dtype and device of pos ({pos.dtype}, {pos.device}), got ({cell.dtype}, {cell.device})"
+        )
     c = cell.detach().double()
     if not bool(torch.isfinite(c).all()):
         raise ValueError("cell contains NaN or infinite values")
@@ -189,7 +191,9 @@ def _check_pbc(pbc: Optional[PbcLike], has_cell: bool, num_graphs: int, device: 
     if flags.dim() == 1 and flags.shape[0] == 3:
         flags = flags.unsqueeze(0).expand(num_graphs, 3)
     elif not (flags.dim() == 2 and flags.shape[1] == 3 and flags.shape[0] >= num_graphs):
-        raise ValueError(f"pbc must have length 3 (or shape (B, 3) = ({num_graphs}, 3)), got shape {tuple(flags.shape)}")
+        raise ValueError(
+            f"pbc must have length 3 (or shape (B, 3) = ({num_graphs}, 3)), got shape {tuple(flags.shape)}"
+        )
     flags = flags[:num_graphs]
     if bool(flags.any()) and not has_cell:
         raise ValueError("pbc has a periodic axis but no cell was given")
@@ -431,8 +435,10 @@ def _vesin_pairs(
     """
     vesin = _vesin()
     if vesin is None:
-        raise ValueError("backend='vesin' needs the vesin package, which is not installed "
-                         "(pip install 'escn[vesin]'); use backend='torch' or 'auto'")
+        raise ValueError(
+            "backend='vesin' needs the vesin package, which is not installed "
+            "(pip install 'escn[vesin]'); use backend='torch' or 'auto'"
+        )
     device = pos.device
     if cells is not None and bool(pbc.any()):
         _image_counts(pbc, radius * torch.linalg.inv(cells).norm(dim=1))  # same refusal as the torch search
@@ -445,7 +451,7 @@ def _vesin_pairs(
     srcs, dsts, shifts = [], [], []
     start = 0
     for g in range(num_graphs):
-        atoms = order[start:start + counts[g]]
+        atoms = order[start : start + counts[g]]
         start += counts[g]
         if atoms.numel() == 0:
             continue
@@ -474,7 +480,9 @@ def _lexsort_edges(dst: Tensor, src: Tensor, shift: Tensor, num_atoms: int) -> T
     s_range = (shift.amax(dim=0) - s_min + 1).tolist()
     total = float(num_atoms) ** 2 * s_range[0] * s_range[1] * s_range[2]
     if total < 2.0**62:  # one composite int64 key
-        code = ((shift[:, 0] - s_min[0]) * s_range[1] + (shift[:, 1] - s_min[1])) * s_range[2] + (shift[:, 2] - s_min[2])
+        code = ((shift[:, 0] - s_min[0]) * s_range[1] + (shift[:, 1] - s_min[1])) * s_range[2] + (
+            shift[:, 2] - s_min[2]
+        )
         key = (dst * num_atoms + src) * (s_range[0] * s_range[1] * s_range[2]) + code
         return torch.sort(key).indices
     perm = torch.arange(dst.shape[0], device=dst.device)
@@ -591,8 +599,10 @@ def radius_graph(
         if bool(coincide.any()):
             k = int(coincide.nonzero()[0, 0])
             image = f" (its periodic image {shift[k].tolist()})" if bool((shift[k] != 0).any()) else ""
-            raise ValueError(f"pos: atoms {int(dst[k])} and {int(src[k])}{image} are at the same position, so the "
-                             "edge between them has zero length; remove or move one of them")
+            raise ValueError(
+                f"pos: atoms {int(dst[k])} and {int(src[k])}{image} are at the same position, so the "
+                "edge between them has zero length; remove or move one of them"
+            )
         if max_num_neighbors is not None:
             keep = _nearest_per_dst(dst, dist2, max_num_neighbors, num_atoms)
             dst, src, shift = dst[keep], src[keep], shift[keep]

@@ -48,15 +48,21 @@ def check_atomic_numbers(value: object, name: str = "atomic_numbers") -> List[in
         raise TypeError(f"{name} must be a list of atomic numbers (ints), got {value!r}")
     if isinstance(value, Tensor):
         if value.dim() != 1 or value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-            raise TypeError(f"{name} must be a 1-D integer tensor or a list of ints, got {value.dtype} of shape "
-                            f"{tuple(value.shape)}")
+            raise TypeError(
+                f"{name} must be a 1-D integer tensor or a list of ints, got {value.dtype} of shape "
+                f"{tuple(value.shape)}"
+            )
         value = value.tolist()
     out: List[int] = []
     for z in value:
         if isinstance(z, bool) or not isinstance(z, Integral):
-            raise TypeError(f"{name} must hold ints (atomic numbers), got {z!r} ({type(z).__name__}) in {list(value)!r}")
+            raise TypeError(
+                f"{name} must hold ints (atomic numbers), got {z!r} ({type(z).__name__}) in {list(value)!r}"
+            )
         if not 0 <= z <= MAX_ATOMIC_NUMBER:
-            raise ValueError(f"{name} must hold atomic numbers in [0, {MAX_ATOMIC_NUMBER}], got {int(z)} in {list(value)!r}")
+            raise ValueError(
+                f"{name} must hold atomic numbers in [0, {MAX_ATOMIC_NUMBER}], got {int(z)} in {list(value)!r}"
+            )
         out.append(int(z))
     if not out:
         raise ValueError(f"{name} must name at least one element, got an empty list")
@@ -122,7 +128,12 @@ class SpeciesMap:
         return sorted(int(z) for z in torch.unique(numbers.detach().reshape(-1).cpu()).tolist() if int(z) not in known)
 
     def __call__(self, numbers: Tensor, where: str = "the input") -> Tensor:
-        if not isinstance(numbers, Tensor) or numbers.is_floating_point() or numbers.is_complex() or numbers.dtype == torch.bool:
+        if (
+            not isinstance(numbers, Tensor)
+            or numbers.is_floating_point()
+            or numbers.is_complex()
+            or numbers.dtype == torch.bool
+        ):
             got = numbers.dtype if isinstance(numbers, Tensor) else type(numbers).__name__
             raise TypeError(f"atomic numbers of {where} must be an integer tensor, got {got}")
         table = self._tables.get(numbers.device)

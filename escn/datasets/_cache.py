@@ -17,7 +17,15 @@ import numpy as np
 
 from escn._util import atomic_write
 
-__all__ = ["default_cache_dir", "resolve_cache_dir", "cache_file_name", "save_npz_atomic", "load_npz", "cached_arrays", "array_digest"]
+__all__ = [
+    "default_cache_dir",
+    "resolve_cache_dir",
+    "cache_file_name",
+    "save_npz_atomic",
+    "load_npz",
+    "cached_arrays",
+    "array_digest",
+]
 
 PathLike = Union[str, os.PathLike]
 

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from escn._util import check_int as _check_int
+
 from ..data.batch import AtomsGraph
 from ._cache import PathLike, cached_arrays
 
@@ -77,8 +78,6 @@ def _require_ase() -> Any:
             "escn.datasets.emt needs the Atomic Simulation Environment: pip install escn[ase]  (or pip install ase)"
         ) from exc
     return ase
-
-
 
 
 def _check_sizes(sizes: object) -> Tuple[int, ...]:
@@ -120,7 +119,9 @@ def _record(atoms: Any) -> Dict[str, np.ndarray]:
     }
 
 
-def _md_frames(kind: str, size: int, rng: np.random.Generator, frames: int, equilibration: int, interval: int) -> List[Dict[str, np.ndarray]]:
+def _md_frames(
+    kind: str, size: int, rng: np.random.Generator, frames: int, equilibration: int, interval: int
+) -> List[Dict[str, np.ndarray]]:
     from ase import units
     from ase.calculators.emt import EMT
     from ase.constraints import FixCom
@@ -262,7 +263,12 @@ def generate_emt(
     return cached_arrays("emt_cu", params, generate, cache_dir, use_cache)
 
 
-def emt_graphs(data: Dict[str, np.ndarray], split: Optional[str] = None, kinds: Optional[Sequence[str]] = None, dtype: Optional[torch.dtype] = None) -> List[AtomsGraph]:
+def emt_graphs(
+    data: Dict[str, np.ndarray],
+    split: Optional[str] = None,
+    kinds: Optional[Sequence[str]] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> List[AtomsGraph]:
     """Turn :func:`generate_emt` arrays into graphs, optionally filtered by split and kinds.
 
     Returns:

@@ -76,6 +76,7 @@ import numpy as np
 import torch
 
 from escn._util import check_int as _check_int
+
 from ..data.batch import AtomsGraph
 from ..o3.irreps import Irreps
 from ._cache import PathLike, cached_arrays
@@ -117,8 +118,6 @@ SeedLike = Union[int, Sequence[int]]
 
 
 # --------------------------------------------------------------------------- checks
-
-
 
 
 def _check_positive(name: str, value: object, allow_inf: bool = False) -> float:
@@ -429,7 +428,9 @@ def nbody_graphs(data: Mapping[str, np.ndarray], dtype: Optional[torch.dtype] = 
     charges = torch.as_tensor(np.asarray(data["charges"]), dtype=dtype)
     target = torch.as_tensor(np.asarray(data["target"]), dtype=dtype)
     if pos.dim() != 3 or pos.shape[-1] != 3 or vel.shape != pos.shape or target.shape != pos.shape:
-        raise ValueError(f"pos, vel and target must all have shape (B, N, 3), got {tuple(pos.shape)}, {tuple(vel.shape)}, {tuple(target.shape)}")
+        raise ValueError(
+            f"pos, vel and target must all have shape (B, N, 3), got {tuple(pos.shape)}, {tuple(vel.shape)}, {tuple(target.shape)}"
+        )
     if charges.shape != pos.shape[:2]:
         raise ValueError(f"charges must have shape (B, N) = {tuple(pos.shape[:2])}, got {tuple(charges.shape)}")
     src, dst = _full_graph(pos.shape[1])
@@ -466,7 +467,11 @@ def baseline_mse(
     train = load_nbody("train", num_train, seed, cache_dir, use_cache)
     disp = train["target"] - train["pos"]
     t = float((train["vel"] * disp).sum() / (train["vel"] * train["vel"]).sum())
-    data = train if (split == "train" and num_traj == num_train) else load_nbody(split, num_traj, seed, cache_dir, use_cache)
+    data = (
+        train
+        if (split == "train" and num_traj == num_train)
+        else load_nbody(split, num_traj, seed, cache_dir, use_cache)
+    )
     return {
         "no_motion": float(((data["target"] - data["pos"]) ** 2).mean()),
         "constant_velocity": float(((data["target"] - data["pos"] - t * data["vel"]) ** 2).mean()),
@@ -510,7 +515,11 @@ def nbody_task_graphs(
     _check_inputs(inputs)
     data = load_nbody(split, num_traj, seed, cache_dir)
     if charge_flip:
-        data = {k: np.concatenate([v, -v if k == "charges" else v]) for k, v in data.items() if k in ("pos", "vel", "charges", "target")}
+        data = {
+            k: np.concatenate([v, -v if k == "charges" else v])
+            for k, v in data.items()
+            if k in ("pos", "vel", "charges", "target")
+        }
     graphs = _node_inputs(nbody_graphs(data, dtype=dtype), inputs)
     for g in graphs:
         g.node_attrs["node_vectors"] = g.node_attrs["target"] - g.pos

@@ -39,7 +39,6 @@ def _type_group(perms: Sequence[Sequence[int]], num_types: int) -> list[list[int
     return group
 
 
-
 class NBodyESCN(ESCN):
     """:class:`escn.models.ESCN` whose outputs are exactly invariant under relabellings of the atom types.
 
@@ -54,14 +53,17 @@ class NBodyESCN(ESCN):
         **kwargs: the arguments of :class:`escn.models.ESCN`.
     """
 
-    def __init__(self, type_permutations: Sequence[Sequence[int]] = (), type_average_in_training: bool = True,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, type_permutations: Sequence[Sequence[int]] = (), type_average_in_training: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         group = _type_group(type_permutations, self.num_atom_types)
         if not isinstance(type_average_in_training, bool):
             raise TypeError(f"type_average_in_training must be a bool, got {type(type_average_in_training).__name__}")
         self.type_average_in_training = type_average_in_training
-        self.config.update(type_permutations=[list(g) for g in group[1:]], type_average_in_training=type_average_in_training)
+        self.config.update(
+            type_permutations=[list(g) for g in group[1:]], type_average_in_training=type_average_in_training
+        )
         # (|G|, num_atom_types) relabellings, identity first
         self.register_buffer("_type_group", torch.tensor(group, dtype=torch.long), persistent=False)
 

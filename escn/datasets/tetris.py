@@ -197,6 +197,8 @@ def mirror_partners(tol: float = 1e-6) -> Tensor:
     for s in range(len(_SHAPES)):
         hits = [t for t in range(len(_SHAPES)) if rigid_rmsd(mirror[s], shapes[t]) < tol]
         if len(hits) != 1:
-            raise ValueError(f"mirror image of shape {s} ({TETRIS_NAMES[s]}) matches shapes {hits}, expected exactly one")
+            raise ValueError(
+                f"mirror image of shape {s} ({TETRIS_NAMES[s]}) matches shapes {hits}, expected exactly one"
+            )
         out.append(hits[0])
     return torch.tensor(out, dtype=torch.long)

@@ -12,7 +12,7 @@ import torch
 
 from escn._util import check_int
 from escn.data.batch import Batch
-from escn.models.escn import OUTPUTS, ESCN
+from escn.models.escn import ESCN, OUTPUTS
 from escn.nn.linear import Linear
 
 Tensor = torch.Tensor
@@ -40,8 +40,14 @@ class TetrisESCN(ESCN):
         check_int("num_classes", num_classes, 1)
         pairs = [tuple(int(c) for c in pr) for pr in mirror_pairs]
         flat = [c for pr in pairs for c in pr]
-        if any(len(pr) != 2 for pr in pairs) or len(set(flat)) != len(flat) or any(not 0 <= c < num_classes for c in flat):
-            raise ValueError(f"mirror_pairs must be disjoint pairs of classes in [0, {num_classes}), got {mirror_pairs!r}")
+        if (
+            any(len(pr) != 2 for pr in pairs)
+            or len(set(flat)) != len(flat)
+            or any(not 0 <= c < num_classes for c in flat)
+        ):
+            raise ValueError(
+                f"mirror_pairs must be disjoint pairs of classes in [0, {num_classes}), got {mirror_pairs!r}"
+            )
         if pairs and not kwargs.get("pseudo", False):
             raise ValueError("mirror_pairs need pseudo-scalars: set pseudo=True")
         if "class_logits" not in kwargs["outputs"]:

@@ -37,11 +37,24 @@ import numpy as np
 
 from escn.md import bonded_pairs as md_bonded_pairs
 
-__all__ = ["ASPIRIN_BONDS", "aspirin", "bonded_pairs", "check_bonds", "autocorrelation", "statistical_inefficiency",
-           "XtbMDSettings", "xtb_calculator", "relax", "generate_xtb_md", "MOLECULES"]
+__all__ = [
+    "ASPIRIN_BONDS",
+    "aspirin",
+    "bonded_pairs",
+    "check_bonds",
+    "autocorrelation",
+    "statistical_inefficiency",
+    "XtbMDSettings",
+    "xtb_calculator",
+    "relax",
+    "generate_xtb_md",
+    "MOLECULES",
+]
 
 
-def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle_deg: float, dihedral_deg: float) -> np.ndarray:
+def _place(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle_deg: float, dihedral_deg: float
+) -> np.ndarray:
     """The position of atom d with |cd| = bond, angle(b, c, d) = angle and dihedral(a, b, c, d) = dihedral."""
     angle, dihedral = math.radians(angle_deg), math.radians(dihedral_deg)
     bc = c - b
@@ -49,8 +62,13 @@ def _place(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle_deg: 
     n = np.cross(b - a, bc)
     n /= np.linalg.norm(n)
     m = np.cross(n, bc)
-    d_local = np.array([-bond * math.cos(angle), bond * math.sin(angle) * math.cos(dihedral),
-                        bond * math.sin(angle) * math.sin(dihedral)])
+    d_local = np.array(
+        [
+            -bond * math.cos(angle),
+            bond * math.sin(angle) * math.cos(dihedral),
+            bond * math.sin(angle) * math.sin(dihedral),
+        ]
+    )
     return c + d_local[0] * bc + d_local[1] * m + d_local[2] * n
 
 
@@ -64,14 +82,14 @@ _ASPIRIN_ZMATRIX: Tuple[Tuple[str, int, int, int, float, float, float], ...] = (
     ("C", 2, 1, 0, 1.39, 120.0, 0.0),
     ("C", 3, 2, 1, 1.39, 120.0, 0.0),
     ("C", 4, 3, 2, 1.39, 120.0, 0.0),
-    ("C", 0, 1, 2, 1.48, 120.0, 180.0),      # carboxyl C
-    ("O", 6, 0, 1, 1.22, 123.0, 0.0),        # C=O, towards the ester oxygen
-    ("O", 6, 0, 1, 1.35, 113.0, 180.0),      # O-H oxygen
+    ("C", 0, 1, 2, 1.48, 120.0, 180.0),  # carboxyl C
+    ("O", 6, 0, 1, 1.22, 123.0, 0.0),  # C=O, towards the ester oxygen
+    ("O", 6, 0, 1, 1.35, 113.0, 180.0),  # O-H oxygen
     ("H", 8, 6, 0, 0.97, 106.0, 180.0),
-    ("O", 1, 0, 6, 1.40, 120.0, 0.0),        # ester oxygen on the ring
-    ("C", 10, 1, 0, 1.36, 118.0, 90.0),      # acetyl C, out of the ring plane
+    ("O", 1, 0, 6, 1.40, 120.0, 0.0),  # ester oxygen on the ring
+    ("C", 10, 1, 0, 1.36, 118.0, 90.0),  # acetyl C, out of the ring plane
     ("O", 11, 10, 1, 1.20, 123.0, 0.0),
-    ("C", 11, 10, 1, 1.50, 110.0, 180.0),    # methyl C
+    ("C", 11, 10, 1, 1.50, 110.0, 180.0),  # methyl C
     ("H", 13, 11, 10, 1.09, 109.5, 180.0),
     ("H", 13, 11, 10, 1.09, 109.5, 60.0),
     ("H", 13, 11, 10, 1.09, 109.5, -60.0),
@@ -82,10 +100,12 @@ _ASPIRIN_ZMATRIX: Tuple[Tuple[str, int, int, int, float, float, float], ...] = (
 )
 
 #: the 21 bonds of aspirin in the atom order of :func:`aspirin` (i < j)
-ASPIRIN_BONDS: Tuple[Tuple[int, int], ...] = tuple(sorted(
-    [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (0, 5)]
-    + [(min(i, z[1]), max(i, z[1])) for i, z in enumerate(_ASPIRIN_ZMATRIX) if i >= 6]
-))
+ASPIRIN_BONDS: Tuple[Tuple[int, int], ...] = tuple(
+    sorted(
+        [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (0, 5)]
+        + [(min(i, z[1]), max(i, z[1])) for i, z in enumerate(_ASPIRIN_ZMATRIX) if i >= 6]
+    )
+)
 
 
 def _from_zmatrix(rows: Sequence[Tuple[str, int, int, int, float, float, float]]) -> Tuple[List[str], np.ndarray]:
@@ -138,8 +158,10 @@ def check_bonds(atoms: Any, bonds: Sequence[Tuple[int, int]], what: str) -> None
     """Raise ValueError naming ``what`` when the bonds found by :func:`bonded_pairs` differ from ``bonds``."""
     found, expected = set(bonded_pairs(atoms)), {tuple(sorted(b)) for b in bonds}
     if found != expected:
-        raise ValueError(f"{what}: the bonds found from covalent radii differ from the molecule's connectivity: "
-                         f"extra {sorted(found - expected)}, missing {sorted(expected - found)}")
+        raise ValueError(
+            f"{what}: the bonds found from covalent radii differ from the molecule's connectivity: "
+            f"extra {sorted(found - expected)}, missing {sorted(expected - found)}"
+        )
 
 
 def autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
@@ -155,8 +177,9 @@ def autocorrelation(x: np.ndarray, max_lag: int) -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim not in (1, 2) or not 0 <= max_lag < x.shape[0]:
-        raise ValueError(f"autocorrelation: expected a (T,) or (T, K) series with T > max_lag = {max_lag}, "
-                         f"got shape {x.shape}")
+        raise ValueError(
+            f"autocorrelation: expected a (T,) or (T, K) series with T > max_lag = {max_lag}, got shape {x.shape}"
+        )
     if x.ndim == 1:
         x = x[:, None]
     dx = x - x.mean(axis=0)
@@ -178,8 +201,10 @@ def statistical_inefficiency(c: np.ndarray, window: float = 5.0) -> Optional[flo
     as they are, for anticorrelated ones)."""
     a = np.asarray(c, dtype=np.float64).reshape(-1)
     if a.size < 2 or abs(a[0] - 1.0) > 1e-9:
-        raise ValueError(f"statistical_inefficiency: expected a normalised autocorrelation with c[0] = 1, got "
-                         f"{a[:1].tolist()} (length {a.size})")
+        raise ValueError(
+            f"statistical_inefficiency: expected a normalised autocorrelation with c[0] = 1, got "
+            f"{a[:1].tolist()} (length {a.size})"
+        )
     g = 1.0 + 2.0 * np.cumsum(a[1:])
     for m in range(1, a.size):
         if m >= window * g[m - 1] / 2.0:
@@ -227,8 +252,15 @@ class XtbMDSettings:
     def __post_init__(self) -> None:
         if self.molecule not in MOLECULES:
             raise ValueError(f"molecule: expected one of {', '.join(MOLECULES)}, got {self.molecule!r}")
-        for name in ("temperature_K", "timestep_fs", "friction_per_fs", "relax_fmax", "min_interval_fs",
-                     "max_interval_fs", "sokal_window"):
+        for name in (
+            "temperature_K",
+            "timestep_fs",
+            "friction_per_fs",
+            "relax_fmax",
+            "min_interval_fs",
+            "max_interval_fs",
+            "sokal_window",
+        ):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
@@ -237,21 +269,35 @@ class XtbMDSettings:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
         if self.interval_fs is None and self.pilot_fs < 8 * self.max_interval_fs:
-            raise ValueError(f"pilot_fs: the measured interval needs a pilot of at least 8 * max_interval_fs = "
-                             f"{8 * self.max_interval_fs:g} fs, got {self.pilot_fs:g} (or give interval_fs)")
-        if self.interval_fs is not None and not (math.isfinite(self.interval_fs) and self.interval_fs >= self.timestep_fs):
-            raise ValueError(f"interval_fs: expected a number >= timestep_fs = {self.timestep_fs:g}, got {self.interval_fs!r}")
+            raise ValueError(
+                f"pilot_fs: the measured interval needs a pilot of at least 8 * max_interval_fs = "
+                f"{8 * self.max_interval_fs:g} fs, got {self.pilot_fs:g} (or give interval_fs)"
+            )
+        if self.interval_fs is not None and not (
+            math.isfinite(self.interval_fs) and self.interval_fs >= self.timestep_fs
+        ):
+            raise ValueError(
+                f"interval_fs: expected a number >= timestep_fs = {self.timestep_fs:g}, got {self.interval_fs!r}"
+            )
         if self.min_interval_fs > self.max_interval_fs:
-            raise ValueError(f"min_interval_fs = {self.min_interval_fs:g} exceeds max_interval_fs = {self.max_interval_fs:g}")
+            raise ValueError(
+                f"min_interval_fs = {self.min_interval_fs:g} exceeds max_interval_fs = {self.max_interval_fs:g}"
+            )
         if isinstance(self.n_frames, bool) or not isinstance(self.n_frames, int) or self.n_frames < 1:
             raise ValueError(f"n_frames: expected an int >= 1, got {self.n_frames!r}")
         names = [s[0] for s in self.split]
         counts = [s[1] for s in self.split]
-        if (not self.split or len(set(names)) != len(names) or any(not isinstance(n, str) or not n for n in names)
-                or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts)
-                or sum(counts) != self.n_frames):
-            raise ValueError(f"split: expected distinct (name, count) pairs with counts summing to n_frames = "
-                             f"{self.n_frames}, got {self.split!r}")
+        if (
+            not self.split
+            or len(set(names)) != len(names)
+            or any(not isinstance(n, str) or not n for n in names)
+            or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts)
+            or sum(counts) != self.n_frames
+        ):
+            raise ValueError(
+                f"split: expected distinct (name, count) pairs with counts summing to n_frames = "
+                f"{self.n_frames}, got {self.split!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed: expected an int >= 0, got {self.seed!r}")
 
@@ -265,7 +311,9 @@ def xtb_calculator(method: str = "GFN2-xTB") -> Any:
     try:
         from tblite.ase import TBLite
     except ImportError as exc:
-        raise ImportError("the xTB data generator needs tblite: pip install 'escn[xtb]' (or pip install tblite)") from exc
+        raise ImportError(
+            "the xTB data generator needs tblite: pip install 'escn[xtb]' (or pip install tblite)"
+        ) from exc
     return TBLite(method=method, verbosity=0)
 
 
@@ -280,8 +328,10 @@ def relax(atoms: Any, calculator: Any, fmax: float, max_steps: int = 1000) -> in
     atoms.calc = calculator
     opt = BFGS(atoms, logfile=None)
     if not opt.run(fmax=fmax, steps=max_steps):
-        raise RuntimeError(f"BFGS did not reach fmax = {fmax} eV/A in {max_steps} steps "
-                           f"(max force {np.abs(atoms.get_forces()).max():.3g})")
+        raise RuntimeError(
+            f"BFGS did not reach fmax = {fmax} eV/A in {max_steps} steps "
+            f"(max force {np.abs(atoms.get_forces()).max():.3g})"
+        )
     return int(opt.nsteps)
 
 
@@ -291,13 +341,20 @@ def _snapshot(atoms: Any) -> Any:
     frame = atoms.copy()
     frame.set_constraint()
     frame.arrays.pop("momenta", None)
-    frame.calc = SinglePointCalculator(frame, energy=float(atoms.get_potential_energy()),
-                                       forces=np.array(atoms.get_forces(apply_constraint=False), dtype=np.float64))
+    frame.calc = SinglePointCalculator(
+        frame,
+        energy=float(atoms.get_potential_energy()),
+        forces=np.array(atoms.get_forces(apply_constraint=False), dtype=np.float64),
+    )
     return frame
 
 
-def generate_xtb_md(settings: XtbMDSettings, out_dir: os.PathLike | str, prefix: Optional[str] = None,
-                    log: Optional[Callable[[str], None]] = print) -> Dict[str, Any]:
+def generate_xtb_md(
+    settings: XtbMDSettings,
+    out_dir: os.PathLike | str,
+    prefix: Optional[str] = None,
+    log: Optional[Callable[[str], None]] = print,
+) -> Dict[str, Any]:
     """Run the generation described in the module docstring and write its files to ``out_dir``.
 
     Returns:
@@ -333,8 +390,14 @@ def generate_xtb_md(settings: XtbMDSettings, out_dir: os.PathLike | str, prefix:
     Stationary(atoms)
     ZeroRotation(atoms)
     atoms.set_constraint(FixCom())  # the centre of mass stays put; recorded forces are the unconstrained ones
-    dyn = Langevin(atoms, timestep=s.timestep_fs * units.fs, temperature_K=s.temperature_K,
-                   friction=s.friction_per_fs / units.fs, fixcm=False, rng=rng)
+    dyn = Langevin(
+        atoms,
+        timestep=s.timestep_fs * units.fs,
+        temperature_K=s.temperature_K,
+        friction=s.friction_per_fs / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
 
     t0 = time.perf_counter()
     n_eq = s.steps(s.equilibration_fs)
@@ -362,13 +425,18 @@ def generate_xtb_md(settings: XtbMDSettings, out_dir: os.PathLike | str, prefix:
         g_e, g_f = statistical_inefficiency(c_e, s.sokal_window), statistical_inefficiency(c_f, s.sokal_window)
         g = max(g_e if g_e is not None else max_lag, g_f if g_f is not None else max_lag)
         interval_steps = min(max(int(math.ceil(g)), s.steps(s.min_interval_fs)), s.steps(s.max_interval_fs))
-        pilot = {"steps": n_pilot, "max_lag_steps": max_lag,
-                 "inefficiency_energy_fs": None if g_e is None else round(g_e * s.timestep_fs, 2),
-                 "inefficiency_forces_fs": None if g_f is None else round(g_f * s.timestep_fs, 2),
-                 "autocorrelation_energy": [round(float(v), 5) for v in c_e],
-                 "autocorrelation_forces": [round(float(v), 5) for v in c_f]}
-        say(f"pilot {s.pilot_fs:g} fs: statistical inefficiency {pilot['inefficiency_energy_fs']} fs (energy), "
-            f"{pilot['inefficiency_forces_fs']} fs (forces)")
+        pilot = {
+            "steps": n_pilot,
+            "max_lag_steps": max_lag,
+            "inefficiency_energy_fs": None if g_e is None else round(g_e * s.timestep_fs, 2),
+            "inefficiency_forces_fs": None if g_f is None else round(g_f * s.timestep_fs, 2),
+            "autocorrelation_energy": [round(float(v), 5) for v in c_e],
+            "autocorrelation_forces": [round(float(v), 5) for v in c_f],
+        }
+        say(
+            f"pilot {s.pilot_fs:g} fs: statistical inefficiency {pilot['inefficiency_energy_fs']} fs (energy), "
+            f"{pilot['inefficiency_forces_fs']} fs (forces)"
+        )
     else:
         interval_steps = s.steps(s.interval_fs)
     interval_fs = interval_steps * s.timestep_fs
@@ -392,7 +460,7 @@ def generate_xtb_md(settings: XtbMDSettings, out_dir: os.PathLike | str, prefix:
     start = 0
     for name, count in s.split:
         path = out / f"{prefix}_{name}.extxyz"
-        ase.io.write(str(path), [frames[i] for i in order[start:start + count]], format="extxyz")
+        ase.io.write(str(path), [frames[i] for i in order[start : start + count]], format="extxyz")
         files[name] = path.name
         start += count
     ase.io.write(str(out / f"{prefix}_relaxed.extxyz"), relaxed, format="extxyz")
@@ -400,14 +468,25 @@ def generate_xtb_md(settings: XtbMDSettings, out_dir: os.PathLike | str, prefix:
     meta = {
         "settings": {**asdict(s), "split": [list(p) for p in s.split]},
         "tblite_version": _tblite_version(),
-        "natoms": len(atoms), "relaxed_energy_eV": e_min, "bfgs_steps": n_bfgs,
-        "pilot": pilot, "interval_fs": interval_fs, "interval_steps": interval_steps,
+        "natoms": len(atoms),
+        "relaxed_energy_eV": e_min,
+        "bfgs_steps": n_bfgs,
+        "pilot": pilot,
+        "interval_fs": interval_fs,
+        "interval_steps": interval_steps,
         "md_steps_total": n_eq + pilot.get("steps", 0) + interval_steps * s.n_frames,
-        "energy_eV": {"mean": float(energies.mean()), "std": float(energies.std()),
-                      "min": float(energies.min()), "max": float(energies.max())},
+        "energy_eV": {
+            "mean": float(energies.mean()),
+            "std": float(energies.std()),
+            "min": float(energies.min()),
+            "max": float(energies.max()),
+        },
         "files": {**files, "relaxed": f"{prefix}_relaxed.extxyz", "trajectory": stream.name},
-        "wall_time_s": {"equilibration": round(t_eq, 1), "production": round(t_prod, 1),
-                        "total": round(time.perf_counter() - t_start, 1)},
+        "wall_time_s": {
+            "equilibration": round(t_eq, 1),
+            "production": round(t_prod, 1),
+            "total": round(time.perf_counter() - t_start, 1),
+        },
         "cpu_time_s": round(time.process_time() - cpu_start, 1),
     }
     (out / f"{prefix}_meta.json").write_text(json.dumps(meta, indent=1) + "\n")

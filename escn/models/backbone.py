@@ -25,7 +25,8 @@ from escn.nn.edge_rotation import EdgeRotation
 from escn.nn.linear import Linear
 from escn.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP, second_moment_scale, soft_one_hot_linspace
 from escn.nn.s2_activation import S2Grid
-from escn.nn.so2_conv import SO2Conv, grouped_permutation, take_columns as _take_columns
+from escn.nn.so2_conv import SO2Conv, grouped_permutation
+from escn.nn.so2_conv import take_columns as _take_columns
 from escn.o3.edge_frame import EdgeFrame, edge_frame
 from escn.o3.irreps import Irreps
 
@@ -121,7 +122,9 @@ class EdgeFrameBlock(ConstantModule):
         perm = grouped_permutation(irreps)
         self.register_buffer("_to_grouped", torch.tensor(perm, dtype=torch.long), persistent=False)
         slot_of = {col: k for k, col in enumerate(perm) if col < irreps.dim}
-        self.register_buffer("_from_grouped", torch.tensor([slot_of[j] for j in range(irreps.dim)], dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "_from_grouped", torch.tensor([slot_of[j] for j in range(irreps.dim)], dtype=torch.long), persistent=False
+        )
 
         if activation == "gate":
             scalars = Irreps([(mul, (ir.l, ir.p)) for mul, ir in irreps if ir.l == 0 and ir.p == 1])
@@ -147,7 +150,7 @@ class EdgeFrameBlock(ConstantModule):
         # each entry of _doubled(irreps); input_index then picks the stage layout. Both composed into one gather.
         rot_dim = self.rot.rot_dim
         concat: list[int] = []
-        for (l, n_l), roff in zip(self.rot.groups, self.rot.rot_offsets):
+        for (l, _n_l), roff in zip(self.rot.groups, self.rot.rot_offsets):
             c0 = 0
             for mul, ir in irreps:
                 if ir.l != l:
@@ -169,14 +172,21 @@ class EdgeFrameBlock(ConstantModule):
         self.register_buffer("_scalar_edge_index", torch.tensor(scalar_edge_index, dtype=torch.long), persistent=False)
         # natural parity: the l = 0 channels of both endpoints are the first 2 C0 columns of conv1's first stage
         # (src channels, then dst channels), and every other stage has only l >= 1 columns
-        self._scalar_stage_input = (self.conv1.stages[0].m == 0 and all(st.m > 0 for st in self.conv1.stages[1:])
-                                    and self.conv1.stage_columns()[0][: 2 * C0] == [(0, u) for u in range(2 * C0)]
-                                    and all(ir.l == 0 for _, ir in irreps[:1]) and groups.get(0) == irreps[0].mul)
+        self._scalar_stage_input = (
+            self.conv1.stages[0].m == 0
+            and all(st.m > 0 for st in self.conv1.stages[1:])
+            and self.conv1.stage_columns()[0][: 2 * C0] == [(0, u) for u in range(2 * C0)]
+            and all(ir.l == 0 for _, ir in irreps[:1])
+            and groups.get(0) == irreps[0].mul
+        )
         # scalar output: the 0e channels are the first entry of irreps, the first columns of conv2's first stage
         # and the first channels of the l = 0 group
         self.num_0e = irreps[0].mul if irreps[0].ir.l == 0 and irreps[0].ir.p == 1 else 0
-        if self.scalar_output and not (self.num_0e and self.conv2.stages[0].m == 0
-                                       and self.conv2.stage_columns(output=True)[0][: self.num_0e] == [(0, u) for u in range(self.num_0e)]):
+        if self.scalar_output and not (
+            self.num_0e
+            and self.conv2.stages[0].m == 0
+            and self.conv2.stage_columns(output=True)[0][: self.num_0e] == [(0, u) for u in range(self.num_0e)]
+        ):
             raise ValueError(f"scalar_output needs irreps starting with the 0e channels, got {irreps}")
 
         # the activation maps conv1's output stages onto conv2's input stages column by column (checked here)
@@ -207,8 +217,12 @@ class EdgeFrameBlock(ConstantModule):
                     self.register_buffer(f"_gate_index{s}", torch.tensor(ids, dtype=torch.long), persistent=False)
             # the stages' gates, when they tile the gate vector in order: one split instead of a slice per stage
             bounds = [(a, b) for _, _, a, b in self._gate_slices]
-            tiles = (all(a >= 0 for a, _ in bounds) and bounds[0][0] == 0 and bounds[-1][1] == self.num_gates
-                     and all(b0 == a1 for (_, b0), (a1, _) in zip(bounds, bounds[1:])))
+            tiles = (
+                all(a >= 0 for a, _ in bounds)
+                and bounds[0][0] == 0
+                and bounds[-1][1] == self.num_gates
+                and all(b0 == a1 for (_, b0), (a1, _) in zip(bounds, bounds[1:]))
+            )
             self._gate_split: list[int] | None = [b - a for a, b in bounds] if tiles else None
         else:
             # the stage layout is (E, K, C): coefficient rows (per stage: +m then -m rows of l = m..lmax), channels
@@ -217,12 +231,17 @@ class EdgeFrameBlock(ConstantModule):
             coefficients: list[tuple[int, int]] = []
             for st, cols in zip(self.conv1.stages, out1):
                 ls = [irreps[i].ir.l for i, u in cols if u == 0]
-                for sign in ((1,) if st.m == 0 else (1, -1)):
+                for sign in (1,) if st.m == 0 else (1, -1):
                     coefficients += [(l, sign * st.m) for l in ls]
             self.channels = C
-            resolution = None if s2_resolution is None else (s2_resolution if isinstance(s2_resolution, int) else (int(s2_resolution[0]), int(s2_resolution[1])))
-            self.grid = S2Grid(self.lmax, self.mmax, resolution,
-                               coefficients=coefficients)
+            resolution = (
+                None
+                if s2_resolution is None
+                else (
+                    s2_resolution if isinstance(s2_resolution, int) else (int(s2_resolution[0]), int(s2_resolution[1]))
+                )
+            )
+            self.grid = S2Grid(self.lmax, self.mmax, resolution, coefficients=coefficients)
 
     def to_grouped(self, x: Tensor) -> Tensor:
         """Irreps layout (N, irreps.dim) -> grouped layout (N, rot.full_dim) (padding slots zero)."""
@@ -274,8 +293,10 @@ class EdgeFrameBlock(ConstantModule):
                 break
         return out
 
-    def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, frame: EdgeFrame, edge_feat: Tensor, envelope: Tensor) -> Tensor:
-        N, E = x.shape[0], edge_src.shape[0]
+    def forward(
+        self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, frame: EdgeFrame, edge_feat: Tensor, envelope: Tensor
+    ) -> Tensor:
+        _N, E = x.shape[0], edge_src.shape[0]
         C0 = self.num_l0
         if self.scalar_input:  # x holds only l = 0 channels (the first block of a network without node inputs)
             x0 = x[:, 0 : 2 * C0 : 2]  # the m = 0 slots of the l = 0 group
@@ -296,9 +317,11 @@ class EdgeFrameBlock(ConstantModule):
         h = self._act(self.conv1.stage_map(self.conv1.split_stages(v), self.radial(edge_feat)))
         return self._output(h, x, edge_dst, frame, envelope)
 
-    def _output(self, h: list[Tensor | None], x: Tensor, edge_dst: Tensor, frame: EdgeFrame, envelope: Tensor) -> Tensor:
+    def _output(
+        self, h: list[Tensor | None], x: Tensor, edge_dst: Tensor, frame: EdgeFrame, envelope: Tensor
+    ) -> Tensor:
         """conv2 on the activated stages, the rotation back and the aggregation -> the update (N, full_dim)."""
-        N, E = x.shape[0], edge_dst.shape[0]
+        N, _E = x.shape[0], edge_dst.shape[0]
         scale = 1.0 / math.sqrt(self.avg_num_neighbors)
         if self.scalar_output:  # only the 0e channels are read after this block: m = 0 rows, no rotation back
             n = self.num_0e
@@ -322,11 +345,27 @@ class ESCNBackbone(ConstantModule):
     strained copies of the batch's), atom types (N,) int64 -> node features (N, irreps.dim).
     """
 
-    def __init__(self, num_atom_types: int, lmax: int, mmax: int, channels: int, num_layers: int, cutoff: float,
-                 num_radial: int, radial_basis: str, radial_hidden: int, inverse_distance_powers: int,
-                 inverse_distance_scale: float, type_embedding_dim: int, activation: str,
-                 s2_resolution: int | Sequence[int] | None, avg_num_neighbors: float, pseudo: bool,
-                 node_input_irreps: str | None, scalar_output: bool = False) -> None:
+    def __init__(
+        self,
+        num_atom_types: int,
+        lmax: int,
+        mmax: int,
+        channels: int,
+        num_layers: int,
+        cutoff: float,
+        num_radial: int,
+        radial_basis: str,
+        radial_hidden: int,
+        inverse_distance_powers: int,
+        inverse_distance_scale: float,
+        type_embedding_dim: int,
+        activation: str,
+        s2_resolution: int | Sequence[int] | None,
+        avg_num_neighbors: float,
+        pseudo: bool,
+        node_input_irreps: str | None,
+        scalar_output: bool = False,
+    ) -> None:
         super().__init__()
         self.irreps = node_irreps(channels, lmax, pseudo)
         self.channels = channels
@@ -345,8 +384,14 @@ class ESCNBackbone(ConstantModule):
         # block an energy-only model reads only the 0e channels: those blocks skip the rotations they do not need
         self.blocks = nn.ModuleList(
             EdgeFrameBlock(
-                self.irreps, mmax, num_radial + inverse_distance_powers + 2 * type_embedding_dim, radial_hidden, activation, s2_resolution,
-                avg_num_neighbors, scalar_input=k == 0 and node_input_irreps is None,
+                self.irreps,
+                mmax,
+                num_radial + inverse_distance_powers + 2 * type_embedding_dim,
+                radial_hidden,
+                activation,
+                s2_resolution,
+                avg_num_neighbors,
+                scalar_input=k == 0 and node_input_irreps is None,
                 scalar_output=k == num_layers - 1 and scalar_output,
             )
             for k in range(num_layers)

@@ -32,14 +32,13 @@ from torch import nn
 from escn._util import check_int as _check_int
 from escn.data.batch import Batch, check_values
 from escn.data.species import check_atomic_numbers
-from escn.models.backbone import ACTIVATIONS, RADIAL_BASES, ESCNBackbone, EdgeFrameBlock, node_irreps
+from escn.models.backbone import ACTIVATIONS, RADIAL_BASES, EdgeFrameBlock, ESCNBackbone, node_irreps
 from escn.models.heads import EnergyHead, GraphHead
 from escn.native._runtime import ReplacedAttribute, check_executor
 from escn.nn.checks import check_float_input, module_tensor
 from escn.nn.constants import ConstantModule
 from escn.nn.edge_rotation import EdgeRotation
 from escn.nn.linear import Linear
-from escn.nn.radial import RadialMLP
 from escn.nn.so2_conv import SO2Conv
 from escn.o3.irreps import Irreps
 
@@ -63,7 +62,7 @@ def _backbone_keys(state_dict: dict, prefix: str, *args: Any) -> None:
     """Load a checkpoint written before the backbone was its own module: ``blocks.0.…`` -> ``backbone.blocks.0.…``
     (same tensors, same outputs). Renames in place."""
     for key in list(state_dict):
-        rest = key[len(prefix):] if key.startswith(prefix) else None
+        rest = key[len(prefix) :] if key.startswith(prefix) else None
         if rest is None:
             continue
         head = rest.split(".", 1)[0]
@@ -72,9 +71,9 @@ def _backbone_keys(state_dict: dict, prefix: str, *args: Any) -> None:
         elif head == "atom_energy":  # the offsets moved into the energy head
             state_dict[prefix + "energy_head." + rest] = state_dict.pop(key)
         elif rest.startswith("energy_head.weights."):  # the energy MLP is the head's mlp
-            state_dict[prefix + "energy_head.mlp." + rest[len("energy_head."):]] = state_dict.pop(key)
+            state_dict[prefix + "energy_head.mlp." + rest[len("energy_head.") :]] = state_dict.pop(key)
         elif rest.startswith("graph_head.") and not rest.startswith("graph_head.linear."):
-            state_dict[prefix + "graph_head.linear." + rest[len("graph_head."):]] = state_dict.pop(key)
+            state_dict[prefix + "graph_head.linear." + rest[len("graph_head.") :]] = state_dict.pop(key)
 
 
 def _check_positive(name: str, value: Any) -> float:
@@ -146,8 +145,10 @@ class ESCN(ConstantModule):
         for name, (unused, where) in MOVED_ARGUMENTS.items():
             if name in out and name not in inspect.signature(cls).parameters:
                 if out[name] not in (unused, () if unused == [] else unused):
-                    raise ValueError(f"model argument {name}={out[name]!r} moved to the task model {where!r}: build that "
-                                     f"model (model name {where!r}) instead of {cls.__name__}")
+                    raise ValueError(
+                        f"model argument {name}={out[name]!r} moved to the task model {where!r}: build that "
+                        f"model (model name {where!r}) instead of {cls.__name__}"
+                    )
                 del out[name]
         return out
 
@@ -184,8 +185,10 @@ class ESCN(ConstantModule):
             num_atom_types = 100 if species is None else len(species)
         _check_int("num_atom_types", num_atom_types, 1)
         if species is not None and num_atom_types != len(species):
-            raise ValueError(f"num_atom_types={num_atom_types} disagrees with atomic_numbers={species} ({len(species)} "
-                             "species): leave num_atom_types out, it defaults to len(atomic_numbers)")
+            raise ValueError(
+                f"num_atom_types={num_atom_types} disagrees with atomic_numbers={species} ({len(species)} "
+                "species): leave num_atom_types out, it defaults to len(atomic_numbers)"
+            )
         _check_int("lmax", lmax, 0)
         if mmax is None:
             mmax = lmax
@@ -204,7 +207,9 @@ class ESCN(ConstantModule):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if activation == "s2" and pseudo:
-            raise ValueError("activation='s2' works on natural-parity features only; use activation='gate' with pseudo=True")
+            raise ValueError(
+                "activation='s2' works on natural-parity features only; use activation='gate' with pseudo=True"
+            )
         allowed = type(self).OUTPUTS
         if isinstance(outputs, str) or not all(o in allowed for o in outputs) or len(outputs) == 0:
             raise ValueError(f"outputs must be a non-empty list drawn from {allowed}, got {outputs!r}")
@@ -214,14 +219,29 @@ class ESCN(ConstantModule):
             raise TypeError("energy_scale and energy_shift must be numbers")
         check_executor(executor)
         self.config: dict[str, Any] = dict(
-            num_atom_types=num_atom_types, lmax=lmax, mmax=mmax, channels=channels, num_layers=num_layers,
-            cutoff=float(cutoff), num_radial=num_radial, radial_basis=radial_basis, radial_hidden=radial_hidden,
-            inverse_distance_powers=inverse_distance_powers, inverse_distance_scale=float(inverse_distance_scale),
-            type_embedding_dim=type_embedding_dim, activation=activation,
-            s2_resolution=None if s2_resolution is None else (s2_resolution if isinstance(s2_resolution, int) else list(s2_resolution)),
-            avg_num_neighbors=float(avg_num_neighbors), pseudo=bool(pseudo), node_input_irreps=node_input_irreps,
-            outputs=list(outputs), graph_output_irreps=graph_output_irreps,
-            energy_scale=float(energy_scale), energy_shift=float(energy_shift),
+            num_atom_types=num_atom_types,
+            lmax=lmax,
+            mmax=mmax,
+            channels=channels,
+            num_layers=num_layers,
+            cutoff=float(cutoff),
+            num_radial=num_radial,
+            radial_basis=radial_basis,
+            radial_hidden=radial_hidden,
+            inverse_distance_powers=inverse_distance_powers,
+            inverse_distance_scale=float(inverse_distance_scale),
+            type_embedding_dim=type_embedding_dim,
+            activation=activation,
+            s2_resolution=None
+            if s2_resolution is None
+            else (s2_resolution if isinstance(s2_resolution, int) else list(s2_resolution)),
+            avg_num_neighbors=float(avg_num_neighbors),
+            pseudo=bool(pseudo),
+            node_input_irreps=node_input_irreps,
+            outputs=list(outputs),
+            graph_output_irreps=graph_output_irreps,
+            energy_scale=float(energy_scale),
+            energy_shift=float(energy_shift),
             atomic_numbers=species,
         )
         #: the chemical species (type index -> atomic number), or None for plain type labels
@@ -232,14 +252,32 @@ class ESCN(ConstantModule):
         self.irreps = node_irreps(channels, lmax, pseudo)
         self.channels = channels
         self.backbone = ESCNBackbone(
-            num_atom_types, lmax, mmax, channels, num_layers, cutoff, num_radial, radial_basis, radial_hidden,
-            inverse_distance_powers, inverse_distance_scale, type_embedding_dim, activation, s2_resolution,
-            avg_num_neighbors, pseudo, node_input_irreps, scalar_output=tuple(outputs) == ("energy",),
+            num_atom_types,
+            lmax,
+            mmax,
+            channels,
+            num_layers,
+            cutoff,
+            num_radial,
+            radial_basis,
+            radial_hidden,
+            inverse_distance_powers,
+            inverse_distance_scale,
+            type_embedding_dim,
+            activation,
+            s2_resolution,
+            avg_num_neighbors,
+            pseudo,
+            node_input_irreps,
+            scalar_output=tuple(outputs) == ("energy",),
         )
         self.node_input_irreps = self.backbone.node_input_irreps
         self.set_executor(executor)
-        self.energy_head = (EnergyHead(channels, radial_hidden, num_atom_types, energy_scale, energy_shift)
-                            if "energy" in outputs else None)
+        self.energy_head = (
+            EnergyHead(channels, radial_hidden, num_atom_types, energy_scale, energy_shift)
+            if "energy" in outputs
+            else None
+        )
         self.vector_head = Linear(self.irreps, "1x1o") if "node_vectors" in outputs else None
         self.graph_head = None
         if graph_output_irreps is not None:
@@ -260,9 +298,12 @@ class ESCN(ConstantModule):
         for a force field with species, how to map atomic numbers). It reads tensor values (a host
         synchronisation on an accelerator); ``forward`` checks only metadata (types, dtypes, devices, shapes)."""
         self._check_batch(batch)
-        hint = ("" if self.atomic_numbers is None else
-                f" (type indices into atomic_numbers={list(self.atomic_numbers)}; map atomic numbers with "
-                "escn.data.species.SpeciesMap where the batch is made)")
+        hint = (
+            ""
+            if self.atomic_numbers is None
+            else f" (type indices into atomic_numbers={list(self.atomic_numbers)}; map atomic numbers with "
+            "escn.data.species.SpeciesMap where the batch is made)"
+        )
         check_values(batch, self.num_atom_types, hint)
 
     def _check_batch(self, batch: Batch, compute_stress: bool = False) -> None:
@@ -280,10 +321,14 @@ class ESCN(ConstantModule):
                     f"node_input_irreps={self.node_input_irreps}, got {got}"
                 )
         if batch.edge_src is None:
-            raise ValueError("ESCN: the batch has no edges; build the graph where the data is made, e.g. "
-                             "batch.with_radius_graph(model.cutoff)")
+            raise ValueError(
+                "ESCN: the batch has no edges; build the graph where the data is made, e.g. "
+                "batch.with_radius_graph(model.cutoff)"
+            )
         if compute_stress and batch.cell is None:
-            raise ValueError("compute_stress needs periodic cells (batch.cell with pbc on all axes); the batch has no cell")
+            raise ValueError(
+                "compute_stress needs periodic cells (batch.cell with pbc on all axes); the batch has no cell"
+            )
 
     # ------------------------------------------------------------------ forward
     def _types(self, batch: Batch, n: int, device: torch.device) -> Tensor:

@@ -28,8 +28,17 @@ from escn.data.batch import AtomsGraph, Batch, collate
 
 Tensor = torch.Tensor
 
-__all__ = ["example_batch", "export_batch", "DeployedModel", "batch_dynamic_shapes", "trace_energy_model", "export_energy_model", "deploy", "load_deployed",
-           "EXPORTED_FIELDS"]
+__all__ = [
+    "example_batch",
+    "export_batch",
+    "DeployedModel",
+    "batch_dynamic_shapes",
+    "trace_energy_model",
+    "export_energy_model",
+    "deploy",
+    "load_deployed",
+    "EXPORTED_FIELDS",
+]
 
 #: the Batch fields an exported energy model takes (the others must be None)
 EXPORTED_FIELDS = ("pos", "batch", "ptr", "pbc", "atom_types", "cell", "edge_src", "edge_dst", "shift")
@@ -44,8 +53,10 @@ def export_batch(batch: Batch) -> Batch:
         raise TypeError(f"batch must be an escn.data.Batch, got {type(batch).__name__}")
     missing = [f for f in EXPORTED_FIELDS if getattr(batch, f) is None]
     if missing:
-        raise ValueError(f"an exported energy model takes batches with {list(EXPORTED_FIELDS)}; this one has no "
-                         f"{missing} (give a cell, even for a molecule, and build the graph with with_radius_graph)")
+        raise ValueError(
+            f"an exported energy model takes batches with {list(EXPORTED_FIELDS)}; this one has no "
+            f"{missing} (give a cell, even for a molecule, and build the graph with with_radius_graph)"
+        )
     return Batch(**{f: getattr(batch, f) for f in EXPORTED_FIELDS})
 
 
@@ -97,16 +108,19 @@ def trace_energy_model(model: nn.Module, batch: Batch, compute_stress: bool = Tr
     from torch.fx.experimental.proxy_tensor import make_fx
 
     if model.training:
-        raise ValueError("trace_energy_model needs the model in eval mode (model.eval()): the traced graph "
-                         "computes forces without the training graph")
+        raise ValueError(
+            "trace_energy_model needs the model in eval mode (model.eval()): the traced graph "
+            "computes forces without the training graph"
+        )
     batch = export_batch(batch)
     wrapper = _EnergyOutputs(model, compute_stress)
     with _no_duck_shapes():
         return make_fx(wrapper, tracing_mode="symbolic", _allow_non_fake_inputs=True)(batch)
 
 
-def export_energy_model(model: nn.Module, batch: Batch, compute_stress: bool = True,
-                        min_atoms: int = 2, min_edges: int = 1) -> torch.export.ExportedProgram:
+def export_energy_model(
+    model: nn.Module, batch: Batch, compute_stress: bool = True, min_atoms: int = 2, min_edges: int = 1
+) -> torch.export.ExportedProgram:
     """``torch.export`` of the energy model (energy, forces and, with ``compute_stress``, stress) with dynamic
     numbers of atoms (``>= min_atoms``) and edges (``>= min_edges``); the number of graphs is the example's."""
     traced = trace_energy_model(model, batch, compute_stress)
@@ -127,7 +141,9 @@ def example_batch(model: nn.Module, dtype: torch.dtype | None = None) -> Batch:
     grid = grid + torch.linspace(0.0, 0.05 * a, 8, dtype=dtype)[:, None]  # not a perfect lattice
     types = torch.arange(8) % int(getattr(model, "num_atom_types", 1))
     cell = torch.eye(3, dtype=dtype) * 2 * a
-    return collate([AtomsGraph(pos=grid, atom_types=types, cell=cell)]).with_radius_graph(float(cast(Any, model).cutoff))
+    return collate([AtomsGraph(pos=grid, atom_types=types, cell=cell)]).with_radius_graph(
+        float(cast(Any, model).cutoff)
+    )
 
 
 #: key of the package metadata that holds escn's own (JSON: cutoff, atomic_numbers, dtype, stress, num_graphs)
@@ -143,11 +159,18 @@ def deploy(model: nn.Module, example: Batch, path: str | os.PathLike, compute_st
 
     ep = export_energy_model(model, example, compute_stress)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    info = {"cutoff": float(cast(Any, model).cutoff), "atomic_numbers": None if getattr(model, "atomic_numbers", None) is None
-            else list(cast(Any, model).atomic_numbers), "dtype": str(dtype).replace("torch.", ""), "stress": bool(compute_stress),
-            "num_graphs": int(example.num_graphs)}
+    info = {
+        "cutoff": float(cast(Any, model).cutoff),
+        "atomic_numbers": None
+        if getattr(model, "atomic_numbers", None) is None
+        else list(cast(Any, model).atomic_numbers),
+        "dtype": str(dtype).replace("torch.", ""),
+        "stress": bool(compute_stress),
+        "num_graphs": int(example.num_graphs),
+    }
     return torch._inductor.aoti_compile_and_package(
-        ep, package_path=os.fspath(path), inductor_configs={"aot_inductor.metadata": {METADATA_KEY: json.dumps(info)}})
+        ep, package_path=os.fspath(path), inductor_configs={"aot_inductor.metadata": {METADATA_KEY: json.dumps(info)}}
+    )
 
 
 class DeployedModel(nn.Module):
@@ -163,8 +186,10 @@ class DeployedModel(nn.Module):
         self.runner = torch._inductor.aoti_load_package(self.path)
         meta = self.runner.get_metadata()
         if METADATA_KEY not in meta:
-            raise ValueError(f"{self.path} is an AOTInductor package without escn's metadata; write it with "
-                             "escn deploy (escn.models.export.deploy)")
+            raise ValueError(
+                f"{self.path} is an AOTInductor package without escn's metadata; write it with "
+                "escn deploy (escn.models.export.deploy)"
+            )
         info = json.loads(meta[METADATA_KEY])
         self.cutoff: float = info["cutoff"]
         self.atomic_numbers = None if info["atomic_numbers"] is None else tuple(info["atomic_numbers"])

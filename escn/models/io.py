@@ -18,8 +18,14 @@ __all__ = ["load"]
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def load(checkpoint_path: Union[str, os.PathLike], map_location: Any = "cpu", *, ema: bool = True,
-         checkpoint: Optional[Dict[str, Any]] = None, trusted: bool = False) -> nn.Module:
+def load(
+    checkpoint_path: Union[str, os.PathLike],
+    map_location: Any = "cpu",
+    *,
+    ema: bool = True,
+    checkpoint: Optional[Dict[str, Any]] = None,
+    trusted: bool = False,
+) -> nn.Module:
     """The model stored in a training checkpoint, in eval mode.
 
     The architecture is rebuilt from the checkpoint's model name (registry name or import path) and
@@ -52,7 +58,9 @@ def load(checkpoint_path: Union[str, os.PathLike], map_location: Any = "cpu", *,
     require_entries(ckpt, MODEL_ENTRIES, checkpoint_path)
     dtype = ckpt.get("dtype", "float32")
     if dtype not in _DTYPES:
-        raise CheckpointError(f"checkpoint {str(checkpoint_path)!r}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint_path)!r}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}"
+        )
     config = _with_species(ckpt["model_name"], ckpt["model_config"], checkpoint_path)
     model = build_model(ckpt["model_name"], **config)
     model = model.to(dtype=_DTYPES[dtype])
@@ -63,8 +71,10 @@ def load(checkpoint_path: Union[str, os.PathLike], map_location: Any = "cpu", *,
         state = upgrade(state)
     problem = state_mismatch(model.state_dict(), state)
     if problem:
-        raise CheckpointError(f"checkpoint {str(checkpoint_path)!r}: its {'EMA ' if use_ema else ''}weights do not fit "
-                              f"the {ckpt['model_name']!r} model its model_config builds: {problem}")
+        raise CheckpointError(
+            f"checkpoint {str(checkpoint_path)!r}: its {'EMA ' if use_ema else ''}weights do not fit "
+            f"the {ckpt['model_name']!r} model its model_config builds: {problem}"
+        )
     model.load_state_dict(state)
     if isinstance(map_location, (str, torch.device)):
         model = model.to(torch.device(map_location))
@@ -79,9 +89,12 @@ def _with_species(name: str, config: Dict[str, Any], path: Any) -> Dict[str, Any
         return config
     n = config["num_atom_types"]
     if n > MAX_ATOMIC_NUMBER + 1:
-        warnings.warn(f"checkpoint {str(path)!r} stores no atomic_numbers and has {n} atom types, more than there are "
-                      "elements: loading it without species (escn.ase.Calculator then needs atomic_numbers=...)",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"checkpoint {str(path)!r} stores no atomic_numbers and has {n} atom types, more than there are "
+            "elements: loading it without species (escn.ase.Calculator then needs atomic_numbers=...)",
+            UserWarning,
+            stacklevel=3,
+        )
         return config
     warnings.warn(
         f"checkpoint {str(path)!r} stores no atomic_numbers (it predates species in model configs): loading it with "

@@ -65,8 +65,9 @@ def get_model_class(name: str) -> Type[nn.Module]:
     if ":" in name:
         return _import_class(name)
     known = ", ".join(repr(n) for n in registered_models()) or "none"
-    raise ValueError(f"unknown model {name!r}; registered models: {known} "
-                     "(or give an import path 'package.module:ClassName')")
+    raise ValueError(
+        f"unknown model {name!r}; registered models: {known} (or give an import path 'package.module:ClassName')"
+    )
 
 
 def build_model(name: str, **config: Any) -> nn.Module:

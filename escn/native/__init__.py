@@ -17,8 +17,8 @@ first call), so ``torch.compile``, ``torch.export`` and FakeTensor tracing see e
 changes it. :func:`available` says whether they can be built, :func:`unavailable_reason` why not.
 """
 
-from escn.native.build import error as unavailable_reason
 from escn.native._runtime import EXECUTORS, available, check_executor, supports, use_kernels
+from escn.native.build import error as unavailable_reason
 from escn.native.tfn_kernel import TFNFramePlan, make_plan, tfn_frame_map
 from escn.native.transforms import TransformableOp, register_rowwise_vmap, transformable
 

@@ -226,5 +226,3 @@ def function(name: str, argtypes: list, restype=ctypes.c_int):
     if fn.argtypes is None:
         fn.argtypes, fn.restype = argtypes, restype
     return fn
-
-

@@ -173,7 +173,9 @@ def load() -> ctypes.CDLL | None:
             lib = ctypes.CDLL(str(ensure_library(cc)))
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             _errors["lib"] = str(exc)
-            warnings.warn(f"escn: native kernels unavailable, using PyTorch ops instead ({exc})", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"escn: native kernels unavailable, using PyTorch ops instead ({exc})", RuntimeWarning, stacklevel=2
+            )
         _loaded["lib"] = lib
         return lib
 

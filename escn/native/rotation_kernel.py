@@ -83,7 +83,9 @@ def make_rotation_plan(groups: list[tuple[int, int, Tensor, Tensor]]) -> Rotatio
         d = 2 * l + 2
         r = JrT.shape[1]
         if J.shape != (d, d) or JrT.shape[0] != d or r > 2 * l + 1:
-            raise ValueError(f"order {l}: J must be ({d}, {d}) and JrT ({d}, r <= {2 * l + 1}), got {tuple(J.shape)}, {tuple(JrT.shape)}")
+            raise ValueError(
+                f"order {l}: J must be ({d}, {d}) and JrT ({d}, r <= {2 * l + 1}), got {tuple(J.shape)}, {tuple(JrT.shape)}"
+            )
         table.append((l, M, d, r, xo, yo, mo, mo + d * d))
         mats += [J.reshape(-1), JrT.reshape(-1)]
         xo, yo, mo = xo + M * d, yo + M * r, mo + d * d + d * r
@@ -92,15 +94,25 @@ def make_rotation_plan(groups: list[tuple[int, int, Tensor, Tensor]]) -> Rotatio
         group=torch.tensor(table, dtype=torch.int64).reshape(-1, 8),
         mats64=mats64,
         mats32=mats64.to(torch.float32),
-        x_dim=xo, y_dim=yo,
+        x_dim=xo,
+        y_dim=yo,
         lmax=max((l for l, *_ in groups), default=0),
         dmax=max((2 * l + 2 for l, *_ in groups), default=2),
     )
 
 
 # ------------------------------------------------------------------ argument checks (metadata only)
-def _check(op: str, x: Tensor | None, t: Tables, y: Tensor | None, group: Tensor, mats: Tensor,
-           x_dim: int, y_dim: int, lmax: int) -> int:
+def _check(
+    op: str,
+    x: Tensor | None,
+    t: Tables,
+    y: Tensor | None,
+    group: Tensor,
+    mats: Tensor,
+    x_dim: int,
+    y_dim: int,
+    lmax: int,
+) -> int:
     """Shapes and dtypes of a rotation operator's arguments (x and y: (E, x_dim), (E, y_dim); the four tables
     (E, > lmax), one shape; group (Q, 8) int64; mats 1-D in the features' dtype); returns E."""
     named = {"x": x, "y": y}
@@ -126,7 +138,34 @@ def _check(op: str, x: Tensor | None, t: Tables, y: Tensor | None, group: Tensor
 
 # ------------------------------------------------------------------ kernel calls (CPU)
 _TO = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, I64, I64]
-_ADJ = [I64, I64, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, PTR, PTR, PTR, PTR, I64, I64, I64, PTR, I64, I64]
+_ADJ = [
+    I64,
+    I64,
+    I64,
+    PTR,
+    PTR,
+    PTR,
+    I64,
+    PTR,
+    PTR,
+    PTR,
+    PTR,
+    I64,
+    PTR,
+    I64,
+    PTR,
+    I64,
+    PTR,
+    PTR,
+    PTR,
+    PTR,
+    I64,
+    I64,
+    I64,
+    PTR,
+    I64,
+    I64,
+]
 
 
 def _contiguous_tables(t: Tables) -> Tables:
@@ -140,14 +179,38 @@ def _to_frame_kernel(x: Tensor, t: Tables, group: Tensor, mats: Tensor, y_dim: i
     group, mats = group.contiguous(), mats.contiguous()
     y = x.new_empty(x.shape[0], y_dim)
     fn = function("escn_rot_to_frame" + suffix(x.dtype), _TO)
-    run_over_edges(fn, x.shape[0], group.shape[0], group.data_ptr(), mats.data_ptr(), x.data_ptr(), x.stride(0),
-                   ca.data_ptr(), sa.data_ptr(), cb.data_ptr(), sb.data_ptr(), ca.stride(0), y.data_ptr(), y.stride(0),
-                   dmax)
+    run_over_edges(
+        fn,
+        x.shape[0],
+        group.shape[0],
+        group.data_ptr(),
+        mats.data_ptr(),
+        x.data_ptr(),
+        x.stride(0),
+        ca.data_ptr(),
+        sa.data_ptr(),
+        cb.data_ptr(),
+        sb.data_ptr(),
+        ca.stride(0),
+        y.data_ptr(),
+        y.stride(0),
+        dmax,
+    )
     return y
 
 
-def _adjoint_kernel(gy: Tensor, t: Tables, x: Tensor | None, group: Tensor, mats: Tensor, x_dim: int, lmax: int,
-                    dmax: int, want_gx: bool, want_x_to_frame: bool) -> tuple[Tensor | None, Tables | None, Tensor | None]:
+def _adjoint_kernel(
+    gy: Tensor,
+    t: Tables,
+    x: Tensor | None,
+    group: Tensor,
+    mats: Tensor,
+    x_dim: int,
+    lmax: int,
+    dmax: int,
+    want_gx: bool,
+    want_x_to_frame: bool,
+) -> tuple[Tensor | None, Tables | None, Tensor | None]:
     """(to_frame^T gy if want_gx, gradients of <to_frame(x), gy> w.r.t. the tables if x is given, and
     to_frame(x) if want_x_to_frame, x given), in one pass."""
     gy = rows(gy, "y", gy.shape[1])
@@ -165,10 +228,30 @@ def _adjoint_kernel(gy: Tensor, t: Tables, x: Tensor | None, group: Tensor, mats
         gt = None
     fn = function("escn_rot_adjoint" + suffix(gy.dtype), _ADJ)
     gp = (None,) * 4 if gt is None else tuple(a.data_ptr() for a in gt)
-    run_over_edges(fn, E, group.shape[0], group.data_ptr(), mats.data_ptr(), gy.data_ptr(), gy.stride(0),
-                   ca.data_ptr(), sa.data_ptr(), cb.data_ptr(), sb.data_ptr(), ca.stride(0), ptr(gx),
-                   0 if gx is None else gx.stride(0), ptr(x), 0 if x is None else x.stride(0), *gp, width, lmax, dmax,
-                   ptr(xy), 0 if xy is None else xy.stride(0))
+    run_over_edges(
+        fn,
+        E,
+        group.shape[0],
+        group.data_ptr(),
+        mats.data_ptr(),
+        gy.data_ptr(),
+        gy.stride(0),
+        ca.data_ptr(),
+        sa.data_ptr(),
+        cb.data_ptr(),
+        sb.data_ptr(),
+        ca.stride(0),
+        ptr(gx),
+        0 if gx is None else gx.stride(0),
+        ptr(x),
+        0 if x is None else x.stride(0),
+        *gp,
+        width,
+        lmax,
+        dmax,
+        ptr(xy),
+        0 if xy is None else xy.stride(0),
+    )
     return gx, gt, xy  # type: ignore[return-value]
 
 
@@ -188,13 +271,19 @@ def _dims(op: str, dims) -> tuple[int, int, int, int]:
 
 def _parts_flags(parts) -> tuple[bool, bool, bool]:
     if len(parts) != 3:
-        raise ValueError(f"rotation_adjoint: parts must be three bools (from_frame, table_grads, to_frame), got {list(parts)}")
+        raise ValueError(
+            f"rotation_adjoint: parts must be three bools (from_frame, table_grads, to_frame), got {list(parts)}"
+        )
     return bool(parts[0]), bool(parts[1]), bool(parts[2])
 
 
 @transformable
-@torch.library.custom_op(f"{OPS_NAMESPACE}::rotate_to_frame", mutates_args=(), device_types="cpu",
-                         schema=f"(Tensor x, {_TABLES_SCHEMA}, {_PLAN_SCHEMA}) -> Tensor")
+@torch.library.custom_op(
+    f"{OPS_NAMESPACE}::rotate_to_frame",
+    mutates_args=(),
+    device_types="cpu",
+    schema=f"(Tensor x, {_TABLES_SCHEMA}, {_PLAN_SCHEMA}) -> Tensor",
+)
 def _rotate_to_frame_op(x, cos_a, sin_a, cos_b, sin_b, group, mats, dims):
     x_dim, y_dim, lmax, dmax = _dims("rotate_to_frame", dims)
     t = (cos_a, sin_a, cos_b, sin_b)
@@ -210,8 +299,12 @@ def _(x, cos_a, sin_a, cos_b, sin_b, group, mats, dims):
 
 
 @transformable
-@torch.library.custom_op(f"{OPS_NAMESPACE}::rotate_from_frame", mutates_args=(), device_types="cpu",
-                         schema=f"(Tensor y, {_TABLES_SCHEMA}, {_PLAN_SCHEMA}) -> Tensor")
+@torch.library.custom_op(
+    f"{OPS_NAMESPACE}::rotate_from_frame",
+    mutates_args=(),
+    device_types="cpu",
+    schema=f"(Tensor y, {_TABLES_SCHEMA}, {_PLAN_SCHEMA}) -> Tensor",
+)
 def _rotate_from_frame_op(y, cos_a, sin_a, cos_b, sin_b, group, mats, dims):
     x_dim, y_dim, lmax, dmax = _dims("rotate_from_frame", dims)
     t = (cos_a, sin_a, cos_b, sin_b)
@@ -228,16 +321,21 @@ def _(y, cos_a, sin_a, cos_b, sin_b, group, mats, dims):
 
 @transformable
 @torch.library.custom_op(
-    f"{OPS_NAMESPACE}::rotation_adjoint", mutates_args=(), device_types="cpu",
+    f"{OPS_NAMESPACE}::rotation_adjoint",
+    mutates_args=(),
+    device_types="cpu",
     schema=f"(Tensor x, {_TABLES_SCHEMA}, Tensor y, {_PLAN_SCHEMA}, bool[] parts) "
-           "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
 def _rotation_adjoint_op(x, cos_a, sin_a, cos_b, sin_b, y, group, mats, dims, parts):
     x_dim, y_dim, lmax, dmax = _dims("rotation_adjoint", dims)
     want_from_frame, want_table_grads, want_to_frame = _parts_flags(parts)
     t = (cos_a, sin_a, cos_b, sin_b)
     _check("rotation_adjoint", x, t, y, group, mats, x_dim, y_dim, lmax)
     use_x = want_table_grads or want_to_frame
-    gx, gt, xy = _adjoint_kernel(y, t, x if use_x else None, group, mats, x_dim, lmax, dmax, want_from_frame, want_to_frame)
+    gx, gt, xy = _adjoint_kernel(
+        y, t, x if use_x else None, group, mats, x_dim, lmax, dmax, want_from_frame, want_to_frame
+    )
     if gt is None or not want_table_grads:
         gt = tuple(y.new_empty(0) for _ in range(4))
     return (y.new_empty(0) if gx is None else gx, *gt, y.new_empty(0) if xy is None else xy)
@@ -279,11 +377,13 @@ def _add_tables(a: tuple | None, b: tuple | None) -> tuple | None:
     return tuple(add(u, v) for u, v in zip(a, b))
 
 
-def _vjp_tables_slot(c: tuple, x: Tensor, t: Tables, y: Tensor, plan: tuple, need_x: bool, need_t: tuple,
-                     need_y: bool) -> tuple[Tensor | None, tuple | None, Tensor | None]:
+def _vjp_tables_slot(
+    c: tuple, x: Tensor, t: Tables, y: Tensor, plan: tuple, need_x: bool, need_t: tuple, need_y: bool
+) -> tuple[Tensor | None, tuple | None, Tensor | None]:
     """Gradients of ``<c, T(x, t, y)>`` (T: the table gradients of ``F(x, t, y) = <to_frame(x; t), y>``) w.r.t.
     x, the four tables and y. ``c``: four cotangents, None for zero. ``<c, T> = F(x, c_A, B, y) +
     F(x, A, c_B, y)`` with ``c_A = (c[0], c[1])``, ``c_B = (c[2], c[3])``."""
+
     def pair(u, v, like_u, like_v):
         if u is None and v is None:
             return None
@@ -360,7 +460,9 @@ def _check_entry(plan: RotationPlan, t: Tables) -> None:
     if not isinstance(plan, RotationPlan):
         raise TypeError(f"plan must be a RotationPlan, got {type(plan).__name__}")
     if not isinstance(t, (tuple, list)) or len(t) != 4:
-        raise TypeError(f"tables must be four tensors (cos_alpha, sin_alpha, cos_beta, sin_beta), got {type(t).__name__}")
+        raise TypeError(
+            f"tables must be four tensors (cos_alpha, sin_alpha, cos_beta, sin_beta), got {type(t).__name__}"
+        )
 
 
 def rotate_to_frame(plan: RotationPlan, x: Tensor, tables: Tables) -> Tensor:

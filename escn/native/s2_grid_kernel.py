@@ -32,8 +32,18 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from escn.native._runtime import (I64, OPS_NAMESPACE, PTR, add, check_float_operands, function, restored_args,
-                                  run_over_edges, saved_args, suffix)
+from escn.native._runtime import (
+    I64,
+    OPS_NAMESPACE,
+    PTR,
+    add,
+    check_float_operands,
+    function,
+    restored_args,
+    run_over_edges,
+    saved_args,
+    suffix,
+)
 from escn.native.silu_kernel import silu_third_derivative
 from escn.native.transforms import TransformableOp, transformable
 
@@ -53,8 +63,9 @@ def grid_plan(channels: int, lat: Tensor, az: Tensor, azimuth_rows: Sequence[int
 
 
 # ------------------------------------------------------------------ checks (metadata only)
-def _check(op: str, x: Tensor, us: Sequence[Tensor], lat: Tensor, az: Tensor, plan: Sequence[int],
-           spec: Sequence[int]) -> tuple[int, int, int]:
+def _check(
+    op: str, x: Tensor, us: Sequence[Tensor], lat: Tensor, az: Tensor, plan: Sequence[int], spec: Sequence[int]
+) -> tuple[int, int, int]:
     """Shapes, dtypes and the plan of one call; returns (E, C, K_out)."""
     check_float_operands(op, x=x, lat=lat, az=az, **{f"us[{i}]": u for i, u in enumerate(us)})
     if len(plan) < 5:
@@ -64,23 +75,34 @@ def _check(op: str, x: Tensor, us: Sequence[Tensor], lat: Tensor, az: Tensor, pl
     if C < 1 or K < 1 or len(mrow) != K or any(not 0 <= r < R for r in mrow):
         raise ValueError(f"{op}: plan must be [C >= 1, K >= 1, B, A, R, K rows in [0, R)], got {list(plan)}")
     if tuple(lat.shape) != (2, K, B) or tuple(az.shape) != (R, A):
-        raise ValueError(f"{op}: lat must have shape (2, {K}, {B}) and az ({R}, {A}), got {tuple(lat.shape)}, {tuple(az.shape)}")
+        raise ValueError(
+            f"{op}: lat must have shape (2, {K}, {B}) and az ({R}, {A}), got {tuple(lat.shape)}, {tuple(az.shape)}"
+        )
     if lat.requires_grad or az.requires_grad:
         raise ValueError(f"{op}: the tables lat and az are constants; they must not require grad")
     if len(spec) < 3:
         raise ValueError(f"{op}: spec must be [order, out_side, K_out, *sides], got {list(spec)}")
     order, out_side, K_out = (int(v) for v in spec[:3])
     sides = list(spec[3:])
-    if not 0 <= order <= 2 or len(us) != order or len(sides) != order or any(s not in (0, 1) for s in [out_side, *sides]):
-        raise ValueError(f"{op}: spec must be [order in 0..2, out_side, K_out, one side (0 or 1) per u], with "
-                         f"len(us) = order; got {list(spec)} and {len(us)} us")
+    if (
+        not 0 <= order <= 2
+        or len(us) != order
+        or len(sides) != order
+        or any(s not in (0, 1) for s in [out_side, *sides])
+    ):
+        raise ValueError(
+            f"{op}: spec must be [order in 0..2, out_side, K_out, one side (0 or 1) per u], with "
+            f"len(us) = order; got {list(spec)} and {len(us)} us"
+        )
     if not 1 <= K_out <= K:
         raise ValueError(f"{op}: K_out must be in [1, {K}], got {K_out}")
     if x.dim() != 2 or x.shape[1] % C or not 1 <= x.shape[1] // C <= K:
         raise ValueError(f"{op}: x must have shape (E, K_x * {C}) with 1 <= K_x <= {K}, got {tuple(x.shape)}")
     for i, u in enumerate(us):
         if u.dim() != 2 or u.shape[0] != x.shape[0] or u.shape[1] % C or not 1 <= u.shape[1] // C <= K:
-            raise ValueError(f"{op}: us[{i}] must have shape ({x.shape[0]}, K_u * {C}) with 1 <= K_u <= {K}, got {tuple(u.shape)}")
+            raise ValueError(
+                f"{op}: us[{i}] must have shape ({x.shape[0]}, K_u * {C}) with 1 <= K_u <= {K}, got {tuple(u.shape)}"
+            )
     return x.shape[0], C, K_out
 
 
@@ -99,8 +121,18 @@ def _dims(plan: Sequence[int], head: list[int]) -> tuple[Tensor, Tensor]:
     return hit
 
 
-def _run(mode: int, x: Tensor, u0: Tensor | None, u1: Tensor | None, lat: Tensor, az: Tensor, plan: Sequence[int],
-         side0: int, side1: int, out: tuple[tuple[int, int], ...]) -> list[Tensor]:
+def _run(
+    mode: int,
+    x: Tensor,
+    u0: Tensor | None,
+    u1: Tensor | None,
+    lat: Tensor,
+    az: Tensor,
+    plan: Sequence[int],
+    side0: int,
+    side1: int,
+    out: tuple[tuple[int, int], ...],
+) -> list[Tensor]:
     C = int(plan[0])
     x = x.contiguous()
     u0 = None if u0 is None else u0.contiguous()
@@ -113,8 +145,20 @@ def _run(mode: int, x: Tensor, u0: Tensor | None, u1: Tensor | None, lat: Tensor
     outs = [x.new_empty(E, K * C) for K, _ in out]
     fn = function("escn_s2_silu_grid" + suffix(x.dtype), _ARGTYPES)
     p = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-    run_over_edges(fn, E, dims.data_ptr(), mrow.data_ptr(), lat.data_ptr(), az.data_ptr(), x.data_ptr(), p(u0), p(u1),
-                   outs[0].data_ptr(), outs[1].data_ptr() if len(outs) > 1 else None, grain=_GRAIN)
+    run_over_edges(
+        fn,
+        E,
+        dims.data_ptr(),
+        mrow.data_ptr(),
+        lat.data_ptr(),
+        az.data_ptr(),
+        x.data_ptr(),
+        p(u0),
+        p(u1),
+        outs[0].data_ptr(),
+        outs[1].data_ptr() if len(outs) > 1 else None,
+        grain=_GRAIN,
+    )
     return outs
 
 
@@ -124,8 +168,11 @@ def _op(name: str, args: str, returns: str = "Tensor") -> Callable[[Callable[...
     (:mod:`escn.native.transforms`; vmap falls back to PyTorch's per-sample loop)."""
 
     def register(fn: Callable[..., Any]) -> TransformableOp:
-        return transformable(torch.library.custom_op(f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(),
-                                                     device_types="cpu", schema=f"({args}) -> {returns}"))
+        return transformable(
+            torch.library.custom_op(
+                f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(), device_types="cpu", schema=f"({args}) -> {returns}"
+            )
+        )
 
     return register
 
@@ -140,15 +187,26 @@ def _present(u0: Tensor | None, u1: Tensor | None) -> list[Tensor]:
 # The multipliers are two optional tensors rather than a Tensor[] list: each is then an input of its own to
 # autograd and to torch.func's autograd.Function (escn.native.transforms), which gives no gradient to a list.
 @_op("s2_silu_grid", f"Tensor x, Tensor? u0, Tensor? u1, {_TABLES}")
-def _grid_op(x: Tensor, u0: Tensor | None, u1: Tensor | None, lat: Tensor, az: Tensor, plan: list[int],
-             spec: list[int]) -> Tensor:
+def _grid_op(
+    x: Tensor, u0: Tensor | None, u1: Tensor | None, lat: Tensor, az: Tensor, plan: list[int], spec: list[int]
+) -> Tensor:
     us = _present(u0, u1)
     _check("s2_silu_grid", x, us, lat, az, plan, spec)
     order, out_side, K_out, *sides = spec
     u0 = us[0] if order >= 1 else None
     u1 = us[1] if order >= 2 else None
-    return _run(order, x, u0, u1, lat, az, plan, sides[0] if order >= 1 else 0, sides[1] if order >= 2 else 0,
-                ((K_out, out_side),))[0]
+    return _run(
+        order,
+        x,
+        u0,
+        u1,
+        lat,
+        az,
+        plan,
+        sides[0] if order >= 1 else 0,
+        sides[1] if order >= 2 else 0,
+        ((K_out, out_side),),
+    )[0]
 
 
 @_grid_op.register_fake
@@ -158,8 +216,9 @@ def _(x, u0, u1, lat, az, plan, spec):
 
 
 @_op("s2_silu_grid_backward", f"Tensor x, Tensor u, Tensor w, {_TABLES}", "(Tensor, Tensor)")
-def _grid_backward_op(x: Tensor, u: Tensor, w: Tensor, lat: Tensor, az: Tensor, plan: list[int],
-                      spec: list[int]) -> tuple[Tensor, Tensor]:
+def _grid_backward_op(
+    x: Tensor, u: Tensor, w: Tensor, lat: Tensor, az: Tensor, plan: list[int], spec: list[int]
+) -> tuple[Tensor, Tensor]:
     C, K_out = _check_backward(x, u, w, lat, az, plan, spec)
     _, out_side, _, side = spec
     # a0 = S_side(u), a1 = S_out_side(w): d_u = A_side(a1 silu'), d_x = A_0(a0 a1 silu'')
@@ -184,8 +243,17 @@ def _(x, u, w, lat, az, plan, spec):
 
 
 # ------------------------------------------------------------------ derivatives
-def _member(x: Tensor, us: list[Tensor], sides: list[int], order: int, out_side: int, K_out: int, lat: Tensor,
-            az: Tensor, plan: list[int]) -> Tensor:
+def _member(
+    x: Tensor,
+    us: list[Tensor],
+    sides: list[int],
+    order: int,
+    out_side: int,
+    K_out: int,
+    lat: Tensor,
+    az: Tensor,
+    plan: list[int],
+) -> Tensor:
     """The family member (module docstring): the operator up to order 2, PyTorch ops beyond."""
     if order <= 2:
         u0, u1 = (list(us) + [None, None])[:2]
@@ -193,7 +261,9 @@ def _member(x: Tensor, us: list[Tensor], sides: list[int], order: int, out_side:
     return grid_silu_torch(x, us, sides, order, out_side, K_out, lat, az, plan)
 
 
-def _member_backward(x, us, sides, order, out_side, lat, az, plan, w, needs) -> tuple[Tensor | None, list[Tensor | None]]:
+def _member_backward(
+    x, us, sides, order, out_side, lat, az, plan, w, needs
+) -> tuple[Tensor | None, list[Tensor | None]]:
     """Gradients w.r.t. x and each u of ``<member(x, us), w>`` (None where not needed)."""
     C = int(plan[0])
     Kx = x.shape[1] // C
@@ -204,8 +274,10 @@ def _member_backward(x, us, sides, order, out_side, lat, az, plan, w, needs) -> 
     d_us: list[Tensor | None] = []
     for j in range(len(us)):
         if needs[1 + j]:
-            rest, rest_sides = us[:j] + us[j + 1:], sides[:j] + sides[j + 1:]
-            d_us.append(_member(x, rest + [w], rest_sides + [out_side], order, sides[j], us[j].shape[1] // C, lat, az, plan))
+            rest, rest_sides = us[:j] + us[j + 1 :], sides[:j] + sides[j + 1 :]
+            d_us.append(
+                _member(x, rest + [w], rest_sides + [out_side], order, sides[j], us[j].shape[1] // C, lat, az, plan)
+            )
         else:
             d_us.append(None)
     return d_x, d_us
@@ -277,8 +349,17 @@ def dense_tables(lat: Tensor, az: Tensor, plan: Sequence[int]) -> Tensor:
     return (lat[:, :, :, None] * azk[None, :, None, :]).reshape(lat.shape[0], lat.shape[1], -1)
 
 
-def grid_silu_torch(x: Tensor, us: Sequence[Tensor], sides: Sequence[int], order: int, out_side: int, K_out: int,
-                    lat: Tensor, az: Tensor, plan: Sequence[int]) -> Tensor:
+def grid_silu_torch(
+    x: Tensor,
+    us: Sequence[Tensor],
+    sides: Sequence[int],
+    order: int,
+    out_side: int,
+    K_out: int,
+    lat: Tensor,
+    az: Tensor,
+    plan: Sequence[int],
+) -> Tensor:
     """The family member of the module docstring with PyTorch ops (dense tables, (E C, G) grid tensors; any
     order up to 3 and differentiable by autograd): the reference of the compiled pass."""
     C = int(plan[0])

@@ -25,9 +25,18 @@ from __future__ import annotations
 
 import torch
 
-from escn.native._runtime import (I64, OPS_NAMESPACE, PTR, add, check_float_operands, function, restored_args,
-                                  run_over_edges, saved_args, suffix)
-
+from escn.native._runtime import (
+    I64,
+    OPS_NAMESPACE,
+    PTR,
+    add,
+    check_float_operands,
+    function,
+    restored_args,
+    run_over_edges,
+    saved_args,
+    suffix,
+)
 from escn.native.transforms import TransformableOp, register_rowwise_vmap, transformable
 
 Tensor = torch.Tensor
@@ -45,7 +54,9 @@ def _check(op: str, *tensors: Tensor) -> None:
     check_float_operands(op, **dict(zip(names, tensors)))
     for name, t in zip(names[1:], tensors[1:]):
         if t.shape != tensors[0].shape:
-            raise ValueError(f"{op}: {name} must have the shape of {names[0]} {tuple(tensors[0].shape)}, got {tuple(t.shape)}")
+            raise ValueError(
+                f"{op}: {name} must have the shape of {names[0]} {tuple(tensors[0].shape)}, got {tuple(t.shape)}"
+            )
 
 
 def _run(kernel: str, inputs: tuple[Tensor, ...], num_outputs: int) -> list[Tensor]:
@@ -60,8 +71,12 @@ def _run(kernel: str, inputs: tuple[Tensor, ...], num_outputs: int) -> list[Tens
 
 def _op(name: str, args: str, returns: str = "Tensor"):
     def register(fn) -> TransformableOp:
-        return transformable(torch.library.custom_op(f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(), device_types="cpu",
-                                                     schema=f"({args}) -> {returns}"))
+        return transformable(
+            torch.library.custom_op(
+                f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(), device_types="cpu", schema=f"({args}) -> {returns}"
+            )
+        )
+
     return register
 
 
@@ -111,8 +126,10 @@ def _silu_grad_backward_op(grad_grad: Tensor, grad: Tensor, x: Tensor) -> tuple[
 @_silu_grad_backward_op.register_fake
 def _(grad_grad, grad, x):
     _check("silu_grad_backward", grad_grad, grad, x)
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            torch.empty_like(x, memory_format=torch.contiguous_format))
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+        torch.empty_like(x, memory_format=torch.contiguous_format),
+    )
 
 
 # ------------------------------------------------------------------ derivatives

@@ -28,9 +28,18 @@ from dataclasses import dataclass
 import torch
 
 from escn.native._runtime import I64 as _I64
-from escn.native._runtime import OPS_NAMESPACE
+from escn.native._runtime import (
+    OPS_NAMESPACE,
+    check_float_operands,
+    check_rows,
+    check_table,
+    function,
+    ptr,
+    rows,
+    run_over_edges,
+    suffix,
+)
 from escn.native._runtime import PTR as _PTR
-from escn.native._runtime import check_float_operands, check_rows, check_table, function, ptr, rows, run_over_edges, suffix
 from escn.native.bilinear import register_bilinear_autograd
 from escn.native.transforms import TransformableOp, register_rowwise_vmap, transformable
 
@@ -69,12 +78,22 @@ class TFNFramePlan:
 
     def op_args(self) -> tuple:
         """The plan's arguments of the ``escn`` TFN-map operators."""
-        return (self.path, self.term, self.coef, self.perm_in, self.perm_out,
-                [self.weight_numel, self.block_max, self.terms_max, self.row_max])
+        return (
+            self.path,
+            self.term,
+            self.coef,
+            self.perm_in,
+            self.perm_out,
+            [self.weight_numel, self.block_max, self.terms_max, self.row_max],
+        )
 
 
-def make_plan(paths: list[tuple[int, int, int]], terms: list[list[tuple[int, int, float]]],
-              perm_in: list[int], perm_out: list[int]) -> TFNFramePlan:
+def make_plan(
+    paths: list[tuple[int, int, int]],
+    terms: list[list[tuple[int, int, float]]],
+    perm_in: list[int],
+    perm_out: list[int],
+) -> TFNFramePlan:
     """Build a plan from per-path ``(weight offset, mul_in, mul_out)`` and per-path term lists
     ``[(in_offset, out_offset, coef), ...]`` (offsets into the (entry, m, channel) buffers)."""
     if len(paths) != len(terms):
@@ -102,9 +121,52 @@ def make_plan(paths: list[tuple[int, int, int]], terms: list[list[tuple[int, int
     )
 
 
-_ARGTYPES_FWD = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64]
-_ARGTYPES_BWD = [_I64, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _I64, _PTR,
-                 _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _PTR, _I64, _I64, _I64, _I64, _I64]
+_ARGTYPES_FWD = [
+    _I64,
+    _I64,
+    _I64,
+    _PTR,
+    _PTR,
+    _PTR,
+    _I64,
+    _PTR,
+    _I64,
+    _PTR,
+    _PTR,
+    _I64,
+    _PTR,
+    _I64,
+    _PTR,
+    _I64,
+    _I64,
+    _I64,
+]
+_ARGTYPES_BWD = [
+    _I64,
+    _I64,
+    _I64,
+    _PTR,
+    _PTR,
+    _PTR,
+    _I64,
+    _PTR,
+    _I64,
+    _PTR,
+    _PTR,
+    _I64,
+    _PTR,
+    _I64,
+    _PTR,
+    _I64,
+    _PTR,
+    _I64,
+    _PTR,
+    _I64,
+    _I64,
+    _I64,
+    _I64,
+    _I64,
+]
 
 
 def _check(op: str, first: tuple[str, Tensor, str], others: list[tuple[str, Tensor, str]], plan: tuple) -> int:
@@ -128,8 +190,16 @@ def _check(op: str, first: tuple[str, Tensor, str], others: list[tuple[str, Tens
 def _plan_pointers(plan: tuple) -> tuple:
     path, term, coef, perm_in, perm_out = (t.contiguous() for t in plan[:5])
     keep = (path, term, coef, perm_in, perm_out)  # alive for the call
-    return keep, (path.shape[0], ptr(path), ptr(term), ptr(coef), perm_in.shape[0], ptr(perm_in), perm_out.shape[0],
-                  ptr(perm_out))
+    return keep, (
+        path.shape[0],
+        ptr(path),
+        ptr(term),
+        ptr(coef),
+        perm_in.shape[0],
+        ptr(perm_in),
+        perm_out.shape[0],
+        ptr(perm_out),
+    )
 
 
 def _forward(x: Tensor, w: Tensor, plan: tuple) -> Tensor:
@@ -141,7 +211,9 @@ def _forward(x: Tensor, w: Tensor, plan: tuple) -> Tensor:
     keep, args = _plan_pointers(plan)
     y = x.new_empty(E, keep[4].shape[0])
     fn = function("escn_tfn_forward" + suffix(x.dtype), _ARGTYPES_FWD)
-    run_over_edges(fn, E, *args, x.data_ptr(), x.stride(0), w.data_ptr(), w.stride(0), y.data_ptr(), y.stride(0), row_max)
+    run_over_edges(
+        fn, E, *args, x.data_ptr(), x.stride(0), w.data_ptr(), w.stride(0), y.data_ptr(), y.stride(0), row_max
+    )
     return y
 
 
@@ -159,8 +231,24 @@ def _backward(gy: Tensor, x: Tensor | None, w: Tensor | None, plan: tuple) -> tu
     fn = function("escn_tfn_backward" + suffix(gy.dtype), _ARGTYPES_BWD)
     sx, sw = (0 if x is None else x.stride(0)), (0 if w is None else w.stride(0))
     sgx, sgw = (0 if gx is None else gx.stride(0)), (0 if gw is None else gw.stride(0))
-    run_over_edges(fn, E, *args, gy.data_ptr(), gy.stride(0), ptr(x), sx, ptr(w), sw, ptr(gx), sgx, ptr(gw), sgw,
-                   block_max, terms_max, row_max)
+    run_over_edges(
+        fn,
+        E,
+        *args,
+        gy.data_ptr(),
+        gy.stride(0),
+        ptr(x),
+        sx,
+        ptr(w),
+        sw,
+        ptr(gx),
+        sgx,
+        ptr(gw),
+        sgw,
+        block_max,
+        terms_max,
+        row_max,
+    )
     return gx, gw
 
 
@@ -176,8 +264,16 @@ def _plan(path: Tensor, term: Tensor, coef: Tensor, perm_in: Tensor, perm_out: T
 
 def _op(name: str, args: str, returns: str = "Tensor"):
     def register(fn) -> TransformableOp:
-        return transformable(torch.library.custom_op(f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(), device_types="cpu",
-                                                     schema=f"({args}, {_PLAN_SCHEMA}) -> {returns}"))
+        return transformable(
+            torch.library.custom_op(
+                f"{OPS_NAMESPACE}::{name}",
+                fn,
+                mutates_args=(),
+                device_types="cpu",
+                schema=f"({args}, {_PLAN_SCHEMA}) -> {returns}",
+            )
+        )
+
     return register
 
 

@@ -2,8 +2,8 @@
 
 from escn.nn.gate import Gate
 from escn.nn.linear import Linear
-from escn.nn.s2_activation import S2Activation, S2Grid
 from escn.nn.radial import BesselBasis, PolynomialCutoff, RadialMLP, soft_one_hot_linspace, soft_unit_step
+from escn.nn.s2_activation import S2Activation, S2Grid
 from escn.nn.so2_conv import SO2Conv
 from escn.nn.tfn_conv import TFNConv, tfn_paths
 

@@ -91,6 +91,10 @@ def check_conv_inputs(
     if not isinstance(weight, Tensor) or not weight.is_floating_point():
         raise TypeError(f"{layer}: weight must be a floating-point tensor of shape (E, {weight_numel})")
     if weight.shape != (E, weight_numel):
-        raise ValueError(f"{layer}: weight must have shape (E, weight_numel) = ({E}, {weight_numel}), got {tuple(weight.shape)}")
+        raise ValueError(
+            f"{layer}: weight must have shape (E, weight_numel) = ({E}, {weight_numel}), got {tuple(weight.shape)}"
+        )
     if x.dtype != edge_vec.dtype or x.dtype != weight.dtype:
-        raise TypeError(f"{layer}: x, edge_vec and weight must share a dtype, got {x.dtype}, {edge_vec.dtype}, {weight.dtype}")
+        raise TypeError(
+            f"{layer}: x, edge_vec and weight must share a dtype, got {x.dtype}, {edge_vec.dtype}, {weight.dtype}"
+        )

@@ -25,7 +25,6 @@ l = 3: L = 1 24.4 -> 16.5 ms, L = 2 49.5 -> 41.1 ms (dense up to 2), L = 3 69.9 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from escn.native._runtime import ReplacedAttribute, check_executor, use_kernels
 from escn.native.rotation_kernel import make_rotation_plan, rotate_from_frame, rotate_to_frame
@@ -113,7 +112,9 @@ class EdgeRotation(ConstantModule):
             self.register_constant(f"_JrowsT{l}", rows.T)
             plan_groups.append((l, M, J_new, rows.T.contiguous()))
             # standard column -> full-layout slot (PAD slots read an appended zero column)
-            self.register_buffer(f"_slot{l}", torch.tensor([2 * l + 1 if j == PAD else j for j in order]), persistent=False)
+            self.register_buffer(
+                f"_slot{l}", torch.tensor([2 * l + 1 if j == PAD else j for j in order]), persistent=False
+            )
         self.full_dim = off
         self.rot_dim = roff
         self._native_plan = make_rotation_plan(plan_groups)

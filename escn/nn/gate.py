@@ -81,7 +81,9 @@ class Gate(nn.Module):
         self.irreps_gates = Irreps(irreps_gates)
         self.irreps_gated = Irreps(irreps_gated)
         if len(act_scalars) != len(self.irreps_scalars):
-            raise ValueError(f"act_scalars needs one activation per entry of {self.irreps_scalars}, got {len(act_scalars)}")
+            raise ValueError(
+                f"act_scalars needs one activation per entry of {self.irreps_scalars}, got {len(act_scalars)}"
+            )
         if len(act_gates) != len(self.irreps_gates):
             raise ValueError(f"act_gates needs one activation per entry of {self.irreps_gates}, got {len(act_gates)}")
         if self.irreps_gates.num_irreps != self.irreps_gated.num_irreps:
@@ -127,7 +129,9 @@ class Gate(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_float_input("Gate", "x", x, None)
         if x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(f"Gate: x must have last dimension {self.irreps_in.dim} ({self.irreps_in}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"Gate: x must have last dimension {self.irreps_in.dim} ({self.irreps_in}), got {tuple(x.shape)}"
+            )
         s, g, v = torch.split(x, [self.irreps_scalars.dim, self.irreps_gates.dim, self.irreps_gated.dim], dim=-1)
         pieces = []
         if self.irreps_scalars.dim:

@@ -49,7 +49,9 @@ class Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_float_input("Linear", "x", x, self.weight)
         if x.shape[-1] != self.irreps_in.dim:
-            raise ValueError(f"Linear: x must have last dimension {self.irreps_in.dim} ({self.irreps_in}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"Linear: x must have last dimension {self.irreps_in.dim} ({self.irreps_in}), got {tuple(x.shape)}"
+            )
         lead = x.shape[:-1]
         xs = torch.split(x, [mul * ir.dim for mul, ir in self.irreps_in], dim=-1)
         outs: list[Tensor | None] = [None] * len(self.irreps_out)

@@ -79,8 +79,6 @@ def _check_real(name: str, value: object) -> float:
     return value
 
 
-
-
 def _sin_u_over_u(u: Tensor) -> Tensor:
     r"""``sin(u) / u`` with the value 1 at ``u = 0`` and finite derivatives everywhere.
 
@@ -478,9 +476,7 @@ class RadialMLP(torch.nn.Module):
         """Apply the net. ``x``: ``(..., dims[0])`` -> ``(..., dims[-1])``."""
         check_float_input("RadialMLP", "x", x, self.weights[0])
         if x.dim() == 0 or x.shape[-1] != self.dims[0]:
-            raise ValueError(
-                f"x must have shape (..., {self.dims[0]}) for dims={self.dims}, got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have shape (..., {self.dims[0]}) for dims={self.dims}, got {tuple(x.shape)}")
         n = len(self.weights)
         for k, w in enumerate(self.weights):
             last = k == n - 1

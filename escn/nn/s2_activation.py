@@ -41,9 +41,9 @@ from torch import nn
 
 from escn.native._runtime import use_kernels
 from escn.native.s2_grid_kernel import grid_plan, grid_silu
+from escn.nn.checks import check_float_input
 from escn.nn.constants import ConstantModule
 from escn.nn.functional import silu
-from escn.nn.checks import check_float_input
 from escn.nn.radial import second_moment_scale
 from escn.o3.irreps import Irrep, Irreps
 from escn.o3.spherical_harmonics import spherical_harmonics
@@ -110,8 +110,13 @@ class S2Grid(ConstantModule):
     to_latitude: Tensor
     from_latitude: Tensor
 
-    def __init__(self, lmax: int, mmax: int | None = None, resolution: int | tuple[int, int] | None = None,
-                 coefficients: Sequence[tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        lmax: int,
+        mmax: int | None = None,
+        resolution: int | tuple[int, int] | None = None,
+        coefficients: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(lmax, bool) or not isinstance(lmax, int) or lmax < 0:
             raise ValueError(f"lmax must be an int >= 0, got {lmax!r}")
@@ -129,15 +134,23 @@ class S2Grid(ConstantModule):
         rho = torch.sqrt((1 - y * y).clamp_min(0))
         # points s = (rho sin(alpha), y, rho cos(alpha)): beta from +y, alpha about y
         pts = torch.stack(
-            [rho[:, None] * torch.sin(alpha)[None, :], y[:, None].expand(-1, self.res_alpha), rho[:, None] * torch.cos(alpha)[None, :]],
+            [
+                rho[:, None] * torch.sin(alpha)[None, :],
+                y[:, None].expand(-1, self.res_alpha),
+                rho[:, None] * torch.cos(alpha)[None, :],
+            ],
             dim=-1,
         ).reshape(-1, 3)
         w = (wy[:, None] * (2 * math.pi / self.res_alpha)).expand(-1, self.res_alpha).reshape(-1)  # sums to 4 pi
-        Y = spherical_harmonics(list(range(lmax + 1)), pts, normalize=False, normalization="component")  # (G, (lmax+1)^2)
+        Y = spherical_harmonics(
+            list(range(lmax + 1)), pts, normalize=False, normalization="component"
+        )  # (G, (lmax+1)^2)
         if coefficients is None:
             coefficients = [(l, m) for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)]
         coefficients = [(int(l), int(m)) for l, m in coefficients]
-        if sorted(coefficients) != sorted((l, m) for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)):
+        if sorted(coefficients) != sorted(
+            (l, m) for l in range(lmax + 1) for m in range(-min(l, mmax), min(l, mmax) + 1)
+        ):
             raise ValueError(f"coefficients must list every (l, m) with l <= {lmax}, |m| <= min(l, {mmax}) once")
         self.coefficients = coefficients
         keep = [l * l + l + m for l, m in coefficients]
@@ -153,8 +166,12 @@ class S2Grid(ConstantModule):
                 orders.append(m)
         self.azimuth_orders = orders
         self.azimuth_rows = [orders.index(m) for _, m in coefficients]
-        az = torch.stack([torch.ones_like(alpha) if m == 0 else torch.cos(m * alpha) if m > 0 else torch.sin(-m * alpha)
-                          for m in orders])  # (R, res_alpha)
+        az = torch.stack(
+            [
+                torch.ones_like(alpha) if m == 0 else torch.cos(m * alpha) if m > 0 else torch.sin(-m * alpha)
+                for m in orders
+            ]
+        )  # (R, res_alpha)
         Yk = Y.T.reshape(len(keep), self.res_beta, self.res_alpha)  # (K, res_beta, res_alpha)
         azk = az[self.azimuth_rows]  # (K, res_alpha)
         norm = (azk * azk).sum(1)
@@ -167,8 +184,9 @@ class S2Grid(ConstantModule):
         self.register_constant("to_latitude", lat)
         self.register_constant("from_latitude", lat * (wy / (2 * self.res_alpha))[None, :])
 
-    def silu_stages(self, x: Tensor, channels: int, num_out: int | None = None, scale: float = 1.0,
-                    executor: str = "native") -> Tensor:
+    def silu_stages(
+        self, x: Tensor, channels: int, num_out: int | None = None, scale: float = 1.0, executor: str = "native"
+    ) -> Tensor:
         """``scale * silu`` of the represented functions on coefficients laid out channels fastest:
         (E, K_in * channels) -> (E, K_out * channels), row ``k`` of the coefficients being ``self.coefficients[k]``.
         ``K_in`` (from x's width) and ``K_out = num_out`` (default ``K``) keep only the first coefficients: the
@@ -253,7 +271,9 @@ class S2Activation(nn.Module):
                 c = seen.get(ir.l, 0)
                 where[(ir.l, c)] = sl.start + u * ir.dim
                 seen[ir.l] = c + 1
-        index = [where[(l, c)] + (m + l) for c in range(self.channels) for l in range(lmax + 1) for m in range(-l, l + 1)]
+        index = [
+            where[(l, c)] + (m + l) for c in range(self.channels) for l in range(lmax + 1) for m in range(-l, l + 1)
+        ]
         self.register_buffer("_to_channels", torch.tensor(index, dtype=torch.long), persistent=False)
         inverse = [0] * len(index)
         for k, col in enumerate(index):
@@ -267,7 +287,9 @@ class S2Activation(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         check_float_input("S2Activation", "x", x, self.grid.to_grid)
         if x.shape[-1] != self.irreps.dim:
-            raise ValueError(f"S2Activation: x must have last dimension {self.irreps.dim} ({self.irreps}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"S2Activation: x must have last dimension {self.irreps.dim} ({self.irreps}), got {tuple(x.shape)}"
+            )
         lead = x.shape[:-1]
         xc = x.index_select(-1, self._to_channels).reshape(*lead, self.channels, self.grid.num_coefficients)
         y = self.on_channels(xc).reshape(*lead, self.irreps.dim)

@@ -129,8 +129,10 @@ class _Layout:
         for m in range(0, mmax + 1):
             cin, cout = comps(irreps_in, in_pos, m), comps(irreps_out, out_pos, m)
             if m == 0:
-                classes = [(+1, [c for c in cin if c[2] == 1], [c for c in cout if c[2] == 1]),
-                           (-1, [c for c in cin if c[2] == -1], [c for c in cout if c[2] == -1])]
+                classes = [
+                    (+1, [c for c in cin if c[2] == 1], [c for c in cout if c[2] == 1]),
+                    (-1, [c for c in cin if c[2] == -1], [c for c in cout if c[2] == -1]),
+                ]
                 for _, ci, co in classes:
                     st = SO2Stage(0, len(ci), len(co), n_w, n_g, n_v, n_p)
                     self.stages.append(st)
@@ -167,7 +169,7 @@ class _Layout:
         scatter_idx = [0] * out_size
         scatter_sign = [0.0] * out_size
         for st, rows in zip(self.stages, self.out_rows):
-            for r, (i, u, eps, pos_p, pos_m) in enumerate(rows):
+            for r, (_i, _u, eps, pos_p, pos_m) in enumerate(rows):
                 if st.m == 0:
                     scatter_idx[pos_p] = st.out_offset + r
                     scatter_sign[pos_p] = 1.0
@@ -277,14 +279,18 @@ class SO2Conv(ConstantModule):
         self.irreps_in = Irreps(irreps_in)
         self.irreps_out = Irreps(irreps_out)
         if self.irreps_in.dim == 0 or self.irreps_out.dim == 0:
-            raise ValueError(f"irreps_in and irreps_out must be non-empty, got {self.irreps_in!s} -> {self.irreps_out!s}")
+            raise ValueError(
+                f"irreps_in and irreps_out must be non-empty, got {self.irreps_in!s} -> {self.irreps_out!s}"
+            )
         lmax = max(max(ir.l for _, ir in self.irreps_in), max(ir.l for _, ir in self.irreps_out))
         if mmax is None:
             mmax = lmax
         if isinstance(mmax, bool) or not isinstance(mmax, int) or mmax < 0:
             raise ValueError(f"mmax must be an int >= 0, got {mmax!r}")
         mmax = min(mmax, lmax)
-        if lmax_filter is not None and (isinstance(lmax_filter, bool) or not isinstance(lmax_filter, int) or lmax_filter < 0):
+        if lmax_filter is not None and (
+            isinstance(lmax_filter, bool) or not isinstance(lmax_filter, int) or lmax_filter < 0
+        ):
             raise ValueError(f"lmax_filter must be None or an int >= 0, got {lmax_filter!r}")
         if avg_num_neighbors is not None and not avg_num_neighbors > 0:
             raise ValueError(f"avg_num_neighbors must be > 0, got {avg_num_neighbors!r}")
@@ -298,9 +304,15 @@ class SO2Conv(ConstantModule):
         dt = torch.get_default_dtype()
         self.rot_in = EdgeRotation([(l, len(g["channels"])) for l, g in L.in_groups.items()], mmax, executor=executor)
         self.rot_out = EdgeRotation([(l, len(g["channels"])) for l, g in L.out_groups.items()], mmax, executor=executor)
-        self.register_buffer("_perm_in", torch.tensor(grouped_permutation(self.irreps_in), dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "_perm_in", torch.tensor(grouped_permutation(self.irreps_in), dtype=torch.long), persistent=False
+        )
         slot_of = {col: k for k, col in enumerate(grouped_permutation(self.irreps_out)) if col < self.irreps_out.dim}
-        self.register_buffer("_perm_out_inv", torch.tensor([slot_of[j] for j in range(self.irreps_out.dim)], dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "_perm_out_inv",
+            torch.tensor([slot_of[j] for j in range(self.irreps_out.dim)], dtype=torch.long),
+            persistent=False,
+        )
         self.stages: list[SO2Stage] = L.stages
         # rotated (l-major) input -> stage layout and stage layout -> rotated output: one gather each; the signs
         # of the class adjustment (pseudo-parity entries only) are a multiply only where one of them is -1
@@ -316,7 +328,18 @@ class SO2Conv(ConstantModule):
             self.weight_layout = "so2"
             self.param_numel = L.so2_numel
             # variance-preserving: each output sums fan_in = n_in products of unit-variance terms
-            scale = torch.cat([torch.full((st.n_in * st.n_out,), 1 / math.sqrt(st.n_in) if st.n_in else 0.0, dtype=torch.float64) for st in L.stages]) if L.stages else torch.zeros(0, dtype=torch.float64)
+            scale = (
+                torch.cat(
+                    [
+                        torch.full(
+                            (st.n_in * st.n_out,), 1 / math.sqrt(st.n_in) if st.n_in else 0.0, dtype=torch.float64
+                        )
+                        for st in L.stages
+                    ]
+                )
+                if L.stages
+                else torch.zeros(0, dtype=torch.float64)
+            )
             self.register_constant("_so2_scale", scale)
         else:
             self.weight_layout = "tfn"
@@ -348,9 +371,7 @@ class SO2Conv(ConstantModule):
         paths = tfn_paths(self.irreps_in, lmax_filter, self.irreps_out)
         self.tfn_paths = paths
         self.param_numel = sum(p.mul_in * p.mul_out for p in paths)
-        path_coefs = [
-            [self._path_coefficient(p, m) for m in range(min(p.l_in, p.l_out, self.mmax) + 1)] for p in paths
-        ]
+        path_coefs = [[self._path_coefficient(p, m) for m in range(min(p.l_in, p.l_out, self.mmax) + 1)] for p in paths]
 
         # Shared weights: per (input entry, output entry) pair, one small GEMM
         # (E, mul_in*mul_out, n_paths) @ (n_paths, n_m), then each stage's B_m assembled from blocks once.
@@ -490,7 +511,7 @@ class SO2Conv(ConstantModule):
         E = w.shape[0]
         chunks = torch.split(w, [p.mul_in * p.mul_out for p in self.tfn_paths], dim=1)
         mapped: dict[tuple[int, int], Tensor] = {}
-        for n, (i_in, i_out, ks, n_m) in enumerate(self._pairs):
+        for n, (i_in, i_out, ks, _n_m) in enumerate(self._pairs):
             stacked = torch.stack([chunks[k] for k in ks], dim=-1)  # (E, mul_in*mul_out, n_p)
             mapped[(i_in, i_out)] = stacked @ getattr(self, f"_pairT{n}")  # (E, mul_in*mul_out, n_m)
         out = []
@@ -526,13 +547,22 @@ class SO2Conv(ConstantModule):
         the constructor), in ``tfn``'s dtype and on its device."""
         if not isinstance(tfn, TFNConv):
             raise TypeError(f"from_tfn expects a TFNConv, got {type(tfn).__name__}")
-        conv = cls(tfn.irreps_in, tfn.irreps_out, mmax=None, lmax_filter=tfn.lmax_filter, avg_num_neighbors=tfn.avg_num_neighbors, executor=executor)
+        conv = cls(
+            tfn.irreps_in,
+            tfn.irreps_out,
+            mmax=None,
+            lmax_filter=tfn.lmax_filter,
+            avg_num_neighbors=tfn.avg_num_neighbors,
+            executor=executor,
+        )
         table = next((b for b in tfn.buffers() if b.is_floating_point()), None)
         return conv if table is None else conv.to(device=table.device, dtype=table.dtype)
 
     def extra_repr(self) -> str:
-        return (f"{self.irreps_in} -> {self.irreps_out}, lmax={self.lmax}, mmax={self.mmax}, "
-                f"layout={self.weight_layout}, shared_weights={self.shared_weights}, weight_numel={self.weight_numel}")
+        return (
+            f"{self.irreps_in} -> {self.irreps_out}, lmax={self.lmax}, mmax={self.mmax}, "
+            f"layout={self.weight_layout}, shared_weights={self.shared_weights}, weight_numel={self.weight_numel}"
+        )
 
     # ------------------------------------------------------------------ forward
     def _stage_weights(self, weight: Tensor) -> list[Tensor]:
@@ -545,7 +575,9 @@ class SO2Conv(ConstantModule):
     def _frame_and_rotated(self, x: Tensor, edge_src: Tensor, edge_vec: Tensor) -> tuple[EdgeFrame, Tensor]:
         """The edge frames (with the dense rows the PyTorch-ops rotations read, formed once) and the rotated
         input (E, rot_in.rot_dim) of rows ``edge_src`` of ``x`` (N, irreps_in.dim)."""
-        frame = edge_frame(edge_vec, self.lmax, self.mmax, rows_lmax=max(self.rot_in.rows_lmax(x), self.rot_out.rows_lmax(x)))
+        frame = edge_frame(
+            edge_vec, self.lmax, self.mmax, rows_lmax=max(self.rot_in.rows_lmax(x), self.rot_out.rows_lmax(x))
+        )
         grouped = take_columns(torch.cat([x, x.new_zeros(x.shape[0], 1)], dim=1), self._perm_in)  # padded slots read 0
         return frame, self.rot_in.gather_to_frame(self.rot_in.chart_table(grouped), edge_src, frame)
 
@@ -592,7 +624,9 @@ class SO2Conv(ConstantModule):
                 ys.append(rotated.new_zeros(E, R * mul_o))
                 continue
             w = torch.cat([path_w[k] for k in ks], dim=1) if len(ks) > 1 else path_w[ks[0]]  # (E, K * mul_o)
-            x_o = take_columns(padded, getattr(self, f"_xidx{o}")).mul_(getattr(self, f"_xcoef{o}"))  # (E, R * K); in place: gather keeps no output for its backward
+            x_o = take_columns(padded, getattr(self, f"_xidx{o}")).mul_(
+                getattr(self, f"_xcoef{o}")
+            )  # (E, R * K); in place: gather keeps no output for its backward
             ys.append(torch.bmm(x_o.view(E, R, K), w.view(E, K, mul_o)).reshape(E, R * mul_o))
         y = torch.cat(ys, dim=1) if len(ys) > 1 else ys[0]
         return take_columns(y, self._out_idx) * self._out_sign
@@ -626,7 +660,9 @@ class SO2Conv(ConstantModule):
     def split_stages(self, V: Tensor) -> list[Tensor]:
         """(E, sum of ncol * n_in) in stage order -> one ``(E, ncol, n_in)`` view per stage."""
         E = V.shape[0]
-        parts = torch.split(V, [st.ncol * st.n_in for st in self.stages], dim=1)  # one split: no per-slice zero-filled grads
+        parts = torch.split(
+            V, [st.ncol * st.n_in for st in self.stages], dim=1
+        )  # one split: no per-slice zero-filled grads
         return [v.view(E, st.ncol, st.n_in) for v, st in zip(parts, self.stages)]
 
     def stage_map(self, parts: Sequence[Tensor | None], weight: Tensor | None) -> list[Tensor | None]:
@@ -674,8 +710,13 @@ class SO2Conv(ConstantModule):
         (E, rot_out.rot_dim)."""
         ref = next(p for p in parts if p is not None)
         E = ref.shape[0]
-        P = torch.cat([p.reshape(E, p.shape[1] * p.shape[2]) if p is not None else ref.new_zeros(E, st.ncol * st.n_out)
-                       for p, st in zip(parts, self.stages)], dim=1)  # explicit sizes: E may be 0
+        P = torch.cat(
+            [
+                p.reshape(E, p.shape[1] * p.shape[2]) if p is not None else ref.new_zeros(E, st.ncol * st.n_out)
+                for p, st in zip(parts, self.stages)
+            ],
+            dim=1,
+        )  # explicit sizes: E may be 0
         y = take_columns(P, self.output_index)
         return y if self.output_sign is None else y * self.output_sign
 
@@ -690,7 +731,18 @@ class SO2Conv(ConstantModule):
         return take_columns(y, self._perm_out_inv)
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
-        check_conv_inputs("SO2Conv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
+        check_conv_inputs(
+            "SO2Conv",
+            x,
+            self.irreps_in.dim,
+            edge_src,
+            edge_dst,
+            edge_vec,
+            weight,
+            self.weight_numel,
+            x.shape[0],
+            module_tensor(self),
+        )
         check_edge_vectors(edge_vec)  # reads values only in eager mode on real tensors
         frame, rotated = self._frame_and_rotated(x, edge_src, edge_vec)
         out = self.rot_out.aggregate_from_frame(self.frame_map(rotated, weight), edge_dst, frame, x.shape[0])

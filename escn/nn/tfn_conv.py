@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from escn.nn.checks import check_conv_inputs, module_tensor
 from escn.nn.constants import ConstantModule
@@ -85,7 +84,13 @@ class TFNConv(ConstantModule):
     float16, bfloat16 and integer inputs are refused) and device.
     """
 
-    def __init__(self, irreps_in: Irreps | str, irreps_out: Irreps | str, lmax_filter: int, avg_num_neighbors: float | None = None) -> None:
+    def __init__(
+        self,
+        irreps_in: Irreps | str,
+        irreps_out: Irreps | str,
+        lmax_filter: int,
+        avg_num_neighbors: float | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(lmax_filter, bool) or not isinstance(lmax_filter, int) or lmax_filter < 0:
             raise ValueError(f"lmax_filter must be an int >= 0, got {lmax_filter!r}")
@@ -126,7 +131,18 @@ class TFNConv(ConstantModule):
         return torch.cat(pieces, dim=1) if pieces else x_src.new_zeros(E, 0)
 
     def forward(self, x: Tensor, edge_src: Tensor, edge_dst: Tensor, edge_vec: Tensor, weight: Tensor) -> Tensor:
-        check_conv_inputs("TFNConv", x, self.irreps_in.dim, edge_src, edge_dst, edge_vec, weight, self.weight_numel, x.shape[0], module_tensor(self))
+        check_conv_inputs(
+            "TFNConv",
+            x,
+            self.irreps_in.dim,
+            edge_src,
+            edge_dst,
+            edge_vec,
+            weight,
+            self.weight_numel,
+            x.shape[0],
+            module_tensor(self),
+        )
         messages = self.message(x[edge_src], edge_vec, weight)
         out = x.new_zeros(x.shape[0], self.irreps_out.dim).index_add_(0, edge_dst, messages)
         if self.avg_num_neighbors is not None:

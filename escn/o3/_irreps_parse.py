@@ -60,9 +60,7 @@ def parse_irreps(text: str) -> list[tuple[int, int, int]]:
             if mul_s.startswith("-") and mul_s[1:].isascii() and mul_s[1:].isdigit():
                 raise ValueError(f"{prefix}: term {term!r}: multiplicity must be non-negative, got {mul_s}")
             if not (mul_s.isascii() and mul_s.isdigit()):
-                raise ValueError(
-                    f"{prefix}: term {term!r}: multiplicity must be a non-negative integer, got {mul_s!r}"
-                )
+                raise ValueError(f"{prefix}: term {term!r}: multiplicity must be a non-negative integer, got {mul_s!r}")
             if ir_s == "":
                 raise ValueError(f"{prefix}: term {term!r} is missing the irrep after 'x' (e.g. '{mul_s}x1o')")
             mul = int(mul_s)

@@ -91,7 +91,9 @@ class EdgeFrame:
         return [self.wigner_rows(l) for l in range(self.lmax + 1)]
 
 
-def _standard_rows(cos_alpha: Tensor, sin_alpha: Tensor, cos_beta: Tensor, sin_beta: Tensor, l: int, mmax: int) -> Tensor:
+def _standard_rows(
+    cos_alpha: Tensor, sin_alpha: Tensor, cos_beta: Tensor, sin_beta: Tensor, l: int, mmax: int
+) -> Tensor:
     """Rows ``|m| <= mmax`` of ``J Y(-beta) J^T Y(-alpha)`` from the (E, >= l+1) angle tables: (E, r, 2l+1)."""
     J = J_matrix(l, cos_alpha.dtype, cos_alpha.device)
     k = min(l, mmax)
@@ -181,10 +183,26 @@ def edge_frame(
 
     # R = R_x(-beta) R_y(-alpha) [G]
     zero, one = torch.zeros_like(cos_a), torch.ones_like(cos_a)
-    Rx = torch.stack([torch.stack([one, zero, zero], -1), torch.stack([zero, cos_b, -sin_b], -1), torch.stack([zero, sin_b, cos_b], -1)], -2)
-    Ry = torch.stack([torch.stack([cos_a, zero, sin_a], -1), torch.stack([zero, one, zero], -1), torch.stack([-sin_a, zero, cos_a], -1)], -2)
+    Rx = torch.stack(
+        [
+            torch.stack([one, zero, zero], -1),
+            torch.stack([zero, cos_b, -sin_b], -1),
+            torch.stack([zero, sin_b, cos_b], -1),
+        ],
+        -2,
+    )
+    Ry = torch.stack(
+        [
+            torch.stack([cos_a, zero, sin_a], -1),
+            torch.stack([zero, one, zero], -1),
+            torch.stack([-sin_a, zero, cos_a], -1),
+        ],
+        -2,
+    )
     R = Rx @ Ry
     G = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=R.dtype, device=R.device)
     R = torch.where(chart[:, None, None], R @ G, R)
-    rows = tuple(_standard_rows(cos_alpha, sin_alpha, cos_beta, sin_beta, l, mmax) for l in range(min(rows_lmax, lmax) + 1))
+    rows = tuple(
+        _standard_rows(cos_alpha, sin_alpha, cos_beta, sin_beta, l, mmax) for l in range(min(rows_lmax, lmax) + 1)
+    )
     return EdgeFrame(R, cos_alpha, sin_alpha, cos_beta, sin_beta, chart, valid, lmax, mmax, rows)

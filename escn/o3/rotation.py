@@ -115,14 +115,24 @@ def matrix_to_angles(R: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return alpha, beta, gamma
 
 
-def rand_matrix(*shape: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> Tensor:
+def rand_matrix(
+    *shape: int,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Uniformly (Haar) distributed random rotations of shape ``shape + (3, 3)``."""
     q = torch.randn(*shape, 4, dtype=dtype, device=device, generator=generator)
     q = q / q.norm(dim=-1, keepdim=True)
     return quaternion_to_matrix(q)
 
 
-def rand_angles(*shape: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def rand_angles(
+    *shape: int,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Euler angles of Haar-random rotations, each of shape ``shape``."""
     alpha, gamma = 2 * math.pi * torch.rand(2, *shape, dtype=dtype, device=device, generator=generator)
     beta = torch.rand(*shape, dtype=dtype, device=device, generator=generator).mul(2).sub(1).acos()

@@ -69,7 +69,9 @@ def _parse_ls(l: LSpec) -> list[int]:
 
 
 @lru_cache(maxsize=None)
-def _recursion_coefficients(lmax: int) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
+def _recursion_coefficients(
+    lmax: int,
+) -> tuple[tuple[float, ...], tuple[tuple[float, ...], ...], tuple[tuple[float, ...], ...]]:
     """Coefficients of the normalised recursion (component normalisation).
 
     Returns ``(diag, a, b)``: ``diag[m] = A^m_m`` (a constant), and for ``l >= 1``
@@ -129,7 +131,11 @@ def _tables(lmax: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.
                 A[l, m] = a[l][m]
                 if m <= l - 2:
                     B[l, m] = -b[l][m]
-        _TABLES[key] = (A.to(dtype=dtype, device=device), B.to(dtype=dtype, device=device), C.to(dtype=dtype, device=device))
+        _TABLES[key] = (
+            A.to(dtype=dtype, device=device),
+            B.to(dtype=dtype, device=device),
+            C.to(dtype=dtype, device=device),
+        )
     return _TABLES[key]
 
 
@@ -139,7 +145,9 @@ def _output_index(ls: tuple[int, ...], lmax: int, normalization: str) -> tuple[l
     [l, |m|] Legendre table, into cat(cos(0..L), sin(1..L)), and its normalisation factor."""
     leg, cs, scale = [], [], []
     for l in ls:
-        f = {"component": 1.0, "norm": 1.0 / math.sqrt(2 * l + 1), "integral": 1.0 / math.sqrt(4 * math.pi)}[normalization]
+        f = {"component": 1.0, "norm": 1.0 / math.sqrt(2 * l + 1), "integral": 1.0 / math.sqrt(4 * math.pi)}[
+            normalization
+        ]
         for m in range(-l, l + 1):
             leg.append(l * (lmax + 1) + abs(m))
             cs.append(m if m >= 0 else lmax + abs(m))
@@ -147,7 +155,9 @@ def _output_index(ls: tuple[int, ...], lmax: int, normalization: str) -> tuple[l
     return leg, cs, scale
 
 
-def _spherical_harmonics_flat(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
+def _spherical_harmonics_flat(
+    ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str
+) -> torch.Tensor:
     """(N, 3) -> (N, sum(2l+1)): the requested orders concatenated. Two fused multiply-adds per order on
     (N, lmax+1) rows, then two gathers and one multiply for all components at once."""
     lmax = max(ls)
@@ -271,7 +281,9 @@ def _small_coefficients(
         # orders <= 1: each column is a constant or one coordinate times a number (u @ C = u[:, rows] * values)
         rows = C.abs().argmax(dim=0)
         values = C.gather(0, rows[None])[0]
-        if lmax == 1 and not torch.equal(F @ C, F[:, rows] * values):  # pragma: no cover - Y^1 ~ one coordinate per column
+        if lmax == 1 and not torch.equal(
+            F @ C, F[:, rows] * values
+        ):  # pragma: no cover - Y^1 ~ one coordinate per column
             raise RuntimeError("first-order coefficients mix coordinates")
         tensors = tuple(t.to(dtype=dtype, device=device).contiguous() for t in (constant, C, vjp, values))
         _SMALL_COEFFICIENTS[key] = tensors[:3] + (rows.to(device), tensors[3])
@@ -284,7 +296,9 @@ def _unit_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x / norm, norm
 
 
-def _small_orders_vjp(x: torch.Tensor, grad: torch.Tensor, lmax: int, vjp: torch.Tensor, normalize: bool) -> torch.Tensor:
+def _small_orders_vjp(
+    x: torch.Tensor, grad: torch.Tensor, lmax: int, vjp: torch.Tensor, normalize: bool
+) -> torch.Tensor:
     """Gradient of ``sum(grad * Y(x))`` with respect to ``x`` for the monomial evaluation (differentiable)."""
     N = x.shape[0]
     u, norm = _unit_rows(x) if normalize else (x, x.new_ones(()))
@@ -298,7 +312,9 @@ def _small_orders_vjp(x: torch.Tensor, grad: torch.Tensor, lmax: int, vjp: torch
     return (g - u * radial) / norm
 
 
-def _small_orders_value(x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+def _small_orders_value(
+    x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor
+) -> torch.Tensor:
     """``constant + monomials(x / |x| or x) @ C`` (no autograd of its own)."""
     return torch.addmm(constant, _monomials(_unit_rows(x)[0] if normalize else x, lmax), C)
 
@@ -310,7 +326,9 @@ class _SmallOrders(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor, vjp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(
+        x: torch.Tensor, lmax: int, normalize: bool, constant: torch.Tensor, C: torch.Tensor, vjp: torch.Tensor
+    ) -> torch.Tensor:  # type: ignore[override]
         return _small_orders_value(x, lmax, normalize, constant, C)
 
     @staticmethod
@@ -325,7 +343,9 @@ class _SmallOrders(torch.autograd.Function):
         return _small_orders_vjp(x, grad, ctx.lmax, vjp, ctx.normalize), None, None, None, None, None
 
 
-def _spherical_harmonics_small(ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str) -> torch.Tensor:
+def _spherical_harmonics_small(
+    ls: tuple[int, ...], x: torch.Tensor, normalize: bool, normalization: str
+) -> torch.Tensor:
     """As :func:`_spherical_harmonics_flat` for orders <= 4 (needs ``max(ls) >= 1``)."""
     constant, C, vjp, rows, values = _small_coefficients(ls, normalization, x.dtype, x.device)
     if max(ls) == 1:  # every column is a constant or one coordinate times a number: no matmul (2x faster than addmm)
@@ -383,9 +403,7 @@ def spherical_harmonics_blocks(
     return list(torch.split(flat, [2 * l + 1 for l in range(lmax + 1)], dim=-1))
 
 
-def spherical_harmonics(
-    l: LSpec, x: torch.Tensor, normalize: bool, normalization: str = "integral"
-) -> torch.Tensor:
+def spherical_harmonics(l: LSpec, x: torch.Tensor, normalize: bool, normalization: str = "integral") -> torch.Tensor:
     """Real spherical harmonics ``Y^l(x)`` in e3nn's basis and ordering.
 
     Args:

@@ -58,7 +58,9 @@ def wigner_D_of_fixed_matrix(l: int, R: np.ndarray) -> np.ndarray:
     pts, w = _sphere_quadrature(2 * l)
     x = torch.from_numpy(pts)
     y_x = spherical_harmonics_blocks(l, x, normalize=False, normalization="integral")[l].numpy()
-    y_rx = spherical_harmonics_blocks(l, x @ torch.from_numpy(np.asarray(R, dtype=np.float64)).T, False, "integral")[l].numpy()
+    y_rx = spherical_harmonics_blocks(l, x @ torch.from_numpy(np.asarray(R, dtype=np.float64)).T, False, "integral")[
+        l
+    ].numpy()
     return (y_rx * w[:, None]).T @ y_x
 
 
@@ -160,12 +162,23 @@ def _clebsch_gordan_complex(l1: int, l2: int, l3: int) -> np.ndarray:
             # Common multiple of every term's denominator: each factorial below is >= the
             # corresponding factorial of any term, so the sum is an exact integer over `common`.
             common = (
-                f(kmax) * f(l1 + l2 - l3 - kmin) * f(l1 - m1 - kmin) * f(l2 + m2 - kmin)
-                * f(l3 - l2 + m1 + kmax) * f(l3 - l1 - m2 + kmax)
+                f(kmax)
+                * f(l1 + l2 - l3 - kmin)
+                * f(l1 - m1 - kmin)
+                * f(l2 + m2 - kmin)
+                * f(l3 - l2 + m1 + kmax)
+                * f(l3 - l1 - m2 + kmax)
             )
             total = 0
             for k in range(kmin, kmax + 1):
-                den = f(k) * f(l1 + l2 - l3 - k) * f(l1 - m1 - k) * f(l2 + m2 - k) * f(l3 - l2 + m1 + k) * f(l3 - l1 - m2 + k)
+                den = (
+                    f(k)
+                    * f(l1 + l2 - l3 - k)
+                    * f(l1 - m1 - k)
+                    * f(l2 + m2 - k)
+                    * f(l3 - l2 + m1 + k)
+                    * f(l3 - l1 - m2 + k)
+                )
                 total += (-1) ** k * (common // den)
             if total == 0:
                 continue
@@ -202,7 +215,9 @@ def _wigner_3j_float64(l1: int, l2: int, l3: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(C))
 
 
-def wigner_3j(l1: int, l2: int, l3: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Tensor:
+def wigner_3j(
+    l1: int, l2: int, l3: int, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> Tensor:
     """The real Wigner 3j tensor of shape (2l1+1, 2l2+1, 2l3+1) with unit Frobenius norm,
     invariant under ``D^l1 (x) D^l2 (x) D^l3``; zero-free only when the triangle inequality holds
     (``ValueError`` otherwise). Equal to e3nn's ``wigner_3j``."""

@@ -7,13 +7,38 @@ See :mod:`escn.train.config` for the configuration format and :mod:`escn.train.e
 """
 
 from escn.checkpoint import atomic_save, load_checkpoint
-from escn.train.config import (ConfigError, DataConfig, DataSource, LossTerm, ModelConfig, OptimizerConfig,
-                               ScheduleConfig, TrainConfig, load_config)
+from escn.train.config import (
+    ConfigError,
+    DataConfig,
+    DataSource,
+    LossTerm,
+    ModelConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    TrainConfig,
+    load_config,
+)
 from escn.train.engine import BEST_NAME, CHECKPOINT_NAME, METRICS_NAME, Trainer, TrainResult, train
 from escn.train.evaluate import evaluate_checkpoint, evaluate_model
 
 __all__ = [
-    "ConfigError", "TrainConfig", "ModelConfig", "DataConfig", "DataSource", "OptimizerConfig", "ScheduleConfig",
-    "LossTerm", "load_config", "Trainer", "TrainResult", "train", "evaluate_model", "evaluate_checkpoint",
-    "atomic_save", "load_checkpoint", "CHECKPOINT_NAME", "BEST_NAME", "METRICS_NAME",
+    "ConfigError",
+    "TrainConfig",
+    "ModelConfig",
+    "DataConfig",
+    "DataSource",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "LossTerm",
+    "load_config",
+    "Trainer",
+    "TrainResult",
+    "train",
+    "evaluate_model",
+    "evaluate_checkpoint",
+    "atomic_save",
+    "load_checkpoint",
+    "CHECKPOINT_NAME",
+    "BEST_NAME",
+    "METRICS_NAME",
 ]

@@ -56,10 +56,23 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = [
-    "ConfigError", "TrainConfig", "ModelConfig", "DataConfig", "DataSource", "OptimizerConfig",
-    "ScheduleConfig", "LossTerm", "load_config", "parse_config", "apply_overrides", "config_differences",
+    "ConfigError",
+    "TrainConfig",
+    "ModelConfig",
+    "DataConfig",
+    "DataSource",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "LossTerm",
+    "load_config",
+    "parse_config",
+    "apply_overrides",
+    "config_differences",
     "check_model_kwargs",
-    "DTYPES", "SCHEDULES", "LOSS_TYPES", "RESUMABLE_CHANGES",
+    "DTYPES",
+    "SCHEDULES",
+    "LOSS_TYPES",
+    "RESUMABLE_CHANGES",
 ]
 
 DTYPES = ("float32", "float64")
@@ -68,8 +81,20 @@ LOSS_TYPES = ("mse", "mae", "huber", "cross_entropy")
 OPTIMIZERS = ("adamw",)
 # keys that may differ between a checkpoint's config and the config used to resume it (the learning-rate
 # schedule keeps the horizon it started with, so a resumed run continues exactly)
-RESUMABLE_CHANGES = ("epochs", "max_steps", "checkpoint_every", "log_every", "progress", "output_dir",
-                     "threads", "eval_batch_size", "max_time", "data.num_workers", "data.test.source", "data.test.kwargs")
+RESUMABLE_CHANGES = (
+    "epochs",
+    "max_steps",
+    "checkpoint_every",
+    "log_every",
+    "progress",
+    "output_dir",
+    "threads",
+    "eval_batch_size",
+    "max_time",
+    "data.num_workers",
+    "data.test.source",
+    "data.test.kwargs",
+)
 
 
 class ConfigError(ValueError):
@@ -87,8 +112,10 @@ def _check_keys(section: Mapping[str, Any], allowed: Sequence[str], where: str) 
     if unknown:
         k = unknown[0]
         name = f"{where}.{k}" if where else k
-        raise ConfigError(f"unknown config key {name!r}{_suggest(str(k), allowed)}; allowed keys"
-                          f"{' in [' + where + ']' if where else ''}: {', '.join(allowed)}")
+        raise ConfigError(
+            f"unknown config key {name!r}{_suggest(str(k), allowed)}; allowed keys"
+            f"{' in [' + where + ']' if where else ''}: {', '.join(allowed)}"
+        )
 
 
 def check_model_kwargs(cls: type, kwargs: Mapping[str, Any], name: str) -> None:
@@ -109,21 +136,35 @@ def check_model_kwargs(cls: type, kwargs: Mapping[str, Any], name: str) -> None:
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
         k = str(unknown[0])
-        raise ConfigError(f"unknown config key 'model.{k}'{_suggest(k, accepted)}; model {name!r} "
-                          f"({cls.__name__}) takes: {', '.join(accepted) or 'no keyword arguments'}")
+        raise ConfigError(
+            f"unknown config key 'model.{k}'{_suggest(k, accepted)}; model {name!r} "
+            f"({cls.__name__}) takes: {', '.join(accepted) or 'no keyword arguments'}"
+        )
     missing = [p.name for p in named if p.default is inspect.Parameter.empty and p.name not in kwargs]
     if missing:
-        raise ConfigError(f"config key 'model.{missing[0]}' is required by model {name!r} ({cls.__name__}); "
-                          f"it takes: {', '.join(accepted)}")
+        raise ConfigError(
+            f"config key 'model.{missing[0]}' is required by model {name!r} ({cls.__name__}); "
+            f"it takes: {', '.join(accepted)}"
+        )
 
 
 def _path(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
-def _get(section: Mapping[str, Any], key: str, where: str, kind: str, default: Any = None, *,
-         choices: Optional[Sequence[str]] = None, minimum: Optional[float] = None, strict_min: bool = False,
-         maximum: Optional[float] = None, optional: bool = True) -> Any:
+def _get(
+    section: Mapping[str, Any],
+    key: str,
+    where: str,
+    kind: str,
+    default: Any = None,
+    *,
+    choices: Optional[Sequence[str]] = None,
+    minimum: Optional[float] = None,
+    strict_min: bool = False,
+    maximum: Optional[float] = None,
+    optional: bool = True,
+) -> Any:
     """Read ``section[key]`` as ``kind`` (int | float | bool | str | table), validating range and choices."""
     name = _path(where, key)
     if key not in section or section[key] is None:
@@ -150,8 +191,10 @@ def _get(section: Mapping[str, Any], key: str, where: str, kind: str, default: A
         if not isinstance(value, str) or not value:
             raise ConfigError(f"config key {name!r}: expected a non-empty string, got {value!r}")
         if choices is not None and value not in choices:
-            raise ConfigError(f"config key {name!r}: expected one of {', '.join(repr(c) for c in choices)}, "
-                              f"got {value!r}{_suggest(value, choices)}")
+            raise ConfigError(
+                f"config key {name!r}: expected one of {', '.join(repr(c) for c in choices)}, "
+                f"got {value!r}{_suggest(value, choices)}"
+            )
     elif kind == "table":
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key {name!r}: expected a table (mapping), got {value!r}")
@@ -159,7 +202,9 @@ def _get(section: Mapping[str, Any], key: str, where: str, kind: str, default: A
     else:  # pragma: no cover - programming error
         raise AssertionError(kind)
     if minimum is not None and (value < minimum or (strict_min and value == minimum)):
-        raise ConfigError(f"config key {name!r}: expected a value {'>' if strict_min else '>='} {minimum:g}, got {value!r}")
+        raise ConfigError(
+            f"config key {name!r}: expected a value {'>' if strict_min else '>='} {minimum:g}, got {value!r}"
+        )
     if maximum is not None and value > maximum:
         raise ConfigError(f"config key {name!r}: expected a value <= {maximum:g}, got {value!r}")
     return value
@@ -200,8 +245,10 @@ class DataSource:
             source = _get(value, "source", where, "str", optional=False)
             kwargs = _get(value, "kwargs", where, "table", {})
             return cls(source=source, kwargs=kwargs)
-        raise ConfigError(f"config key {where!r}: expected a path, 'module:function' or a table "
-                          f"{{source = ..., kwargs = {{...}}}}, got {value!r}")
+        raise ConfigError(
+            f"config key {where!r}: expected a path, 'module:function' or a table "
+            f"{{source = ..., kwargs = {{...}}}}, got {value!r}"
+        )
 
     def to_dict(self) -> Dict[str, Any]:
         return {"source": self.source, "kwargs": copy.deepcopy(self.kwargs)}
@@ -231,8 +278,18 @@ class DataConfig:
     forces_key: str = "forces"
     stress_key: str = "stress"
 
-    KEYS = ("train", "valid", "test", "valid_fraction", "test_fraction", "split_seed", "num_workers",
-            "energy_key", "forces_key", "stress_key")
+    KEYS = (
+        "train",
+        "valid",
+        "test",
+        "valid_fraction",
+        "test_fraction",
+        "split_seed",
+        "num_workers",
+        "energy_key",
+        "forces_key",
+        "stress_key",
+    )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DataConfig":
@@ -249,24 +306,38 @@ class DataConfig:
         if test is not None and test_frac > 0:
             raise ConfigError("config keys 'data.test' and 'data.test_fraction' exclude each other")
         if frac + test_frac >= 1:
-            raise ConfigError(f"config keys 'data.valid_fraction' + 'data.test_fraction' = {frac + test_frac:g} leave "
-                              "no training items; expected a sum < 1")
-        return cls(train=train, valid=valid, test=test, valid_fraction=frac, test_fraction=test_frac,
-                   split_seed=_get(d, "split_seed", "data", "int", None, minimum=0),
-                   num_workers=_get(d, "num_workers", "data", "int", 0, minimum=0),
-                   energy_key=_get(d, "energy_key", "data", "str", "energy"),
-                   forces_key=_get(d, "forces_key", "data", "str", "forces"),
-                   stress_key=_get(d, "stress_key", "data", "str", "stress"))
+            raise ConfigError(
+                f"config keys 'data.valid_fraction' + 'data.test_fraction' = {frac + test_frac:g} leave "
+                "no training items; expected a sum < 1"
+            )
+        return cls(
+            train=train,
+            valid=valid,
+            test=test,
+            valid_fraction=frac,
+            test_fraction=test_frac,
+            split_seed=_get(d, "split_seed", "data", "int", None, minimum=0),
+            num_workers=_get(d, "num_workers", "data", "int", 0, minimum=0),
+            energy_key=_get(d, "energy_key", "data", "str", "energy"),
+            forces_key=_get(d, "forces_key", "data", "str", "forces"),
+            stress_key=_get(d, "stress_key", "data", "str", "stress"),
+        )
 
     def read_options(self) -> Dict[str, str]:
         """The target key names for ASE-readable files (keyword arguments of ``read_frames``)."""
         return {"energy_key": self.energy_key, "forces_key": self.forces_key, "stress_key": self.stress_key}
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"train": self.train.to_dict(), "valid": None if self.valid is None else self.valid.to_dict(),
-                "test": None if self.test is None else self.test.to_dict(),
-                "valid_fraction": self.valid_fraction, "test_fraction": self.test_fraction,
-                "split_seed": self.split_seed, "num_workers": self.num_workers, **self.read_options()}
+        return {
+            "train": self.train.to_dict(),
+            "valid": None if self.valid is None else self.valid.to_dict(),
+            "test": None if self.test is None else self.test.to_dict(),
+            "valid_fraction": self.valid_fraction,
+            "test_fraction": self.test_fraction,
+            "split_seed": self.split_seed,
+            "num_workers": self.num_workers,
+            **self.read_options(),
+        }
 
 
 @dataclass(frozen=True)
@@ -285,18 +356,28 @@ class OptimizerConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "OptimizerConfig":
         _check_keys(d, cls.KEYS, "optimizer")
         betas = d.get("betas", (0.9, 0.999))
-        if (not isinstance(betas, (list, tuple)) or len(betas) != 2
-                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        if (
+            not isinstance(betas, (list, tuple))
+            or len(betas) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)
+        ):
             raise ConfigError(f"config key 'optimizer.betas': expected two numbers in [0, 1), got {betas!r}")
-        return cls(name=_get(d, "name", "optimizer", "str", "adamw", choices=OPTIMIZERS),
-                   lr=_get(d, "lr", "optimizer", "float", 1e-3, minimum=0.0, strict_min=True),
-                   weight_decay=_get(d, "weight_decay", "optimizer", "float", 0.0, minimum=0.0),
-                   betas=(float(betas[0]), float(betas[1])),
-                   eps=_get(d, "eps", "optimizer", "float", 1e-8, minimum=0.0, strict_min=True))
+        return cls(
+            name=_get(d, "name", "optimizer", "str", "adamw", choices=OPTIMIZERS),
+            lr=_get(d, "lr", "optimizer", "float", 1e-3, minimum=0.0, strict_min=True),
+            weight_decay=_get(d, "weight_decay", "optimizer", "float", 0.0, minimum=0.0),
+            betas=(float(betas[0]), float(betas[1])),
+            eps=_get(d, "eps", "optimizer", "float", 1e-8, minimum=0.0, strict_min=True),
+        )
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "lr": self.lr, "weight_decay": self.weight_decay,
-                "betas": list(self.betas), "eps": self.eps}
+        return {
+            "name": self.name,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "betas": list(self.betas),
+            "eps": self.eps,
+        }
 
 
 @dataclass(frozen=True)
@@ -326,16 +407,20 @@ class ScheduleConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ScheduleConfig":
         _check_keys(d, cls.KEYS, "schedule")
-        s = cls(name=_get(d, "name", "schedule", "str", "constant", choices=SCHEDULES),
-                warmup_steps=_get(d, "warmup_steps", "schedule", "int", 0, minimum=0),
-                min_lr_ratio=_get(d, "min_lr_ratio", "schedule", "float", 0.0, minimum=0.0, maximum=1.0),
-                total_steps=_get(d, "total_steps", "schedule", "int", None, minimum=1),
-                factor=_get(d, "factor", "schedule", "float", 0.5, minimum=0.0, strict_min=True, maximum=1.0),
-                patience=_get(d, "patience", "schedule", "int", 5, minimum=0),
-                threshold=_get(d, "threshold", "schedule", "float", 1e-4, minimum=0.0))
+        s = cls(
+            name=_get(d, "name", "schedule", "str", "constant", choices=SCHEDULES),
+            warmup_steps=_get(d, "warmup_steps", "schedule", "int", 0, minimum=0),
+            min_lr_ratio=_get(d, "min_lr_ratio", "schedule", "float", 0.0, minimum=0.0, maximum=1.0),
+            total_steps=_get(d, "total_steps", "schedule", "int", None, minimum=1),
+            factor=_get(d, "factor", "schedule", "float", 0.5, minimum=0.0, strict_min=True, maximum=1.0),
+            patience=_get(d, "patience", "schedule", "int", 5, minimum=0),
+            threshold=_get(d, "threshold", "schedule", "float", 1e-4, minimum=0.0),
+        )
         if s.name == "plateau" and s.warmup_steps:
-            raise ConfigError("config key 'schedule.warmup_steps' is not used by the 'plateau' schedule; remove it "
-                              "or use 'warmup_cosine' / 'linear'")
+            raise ConfigError(
+                "config key 'schedule.warmup_steps' is not used by the 'plateau' schedule; remove it "
+                "or use 'warmup_cosine' / 'linear'"
+            )
         return s
 
     def to_dict(self) -> Dict[str, Any]:
@@ -368,14 +453,18 @@ class LossTerm:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = {"weight": value}
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key {where!r}: expected a weight (number) or a table "
-                              f"{{weight, type, per_atom, delta}}, got {value!r}")
+            raise ConfigError(
+                f"config key {where!r}: expected a weight (number) or a table "
+                f"{{weight, type, per_atom, delta}}, got {value!r}"
+            )
         _check_keys(value, cls.KEYS, where)
-        term = cls(weight=_get(value, "weight", where, "float", 1.0, minimum=0.0),
-                   type=_get(value, "type", where, "str", "mse", choices=LOSS_TYPES),
-                   per_atom=_get(value, "per_atom", where, "bool", False),
-                   delta=_get(value, "delta", where, "float", 1.0, minimum=0.0, strict_min=True),
-                   target=_get(value, "target", where, "str", None))
+        term = cls(
+            weight=_get(value, "weight", where, "float", 1.0, minimum=0.0),
+            type=_get(value, "type", where, "str", "mse", choices=LOSS_TYPES),
+            per_atom=_get(value, "per_atom", where, "bool", False),
+            delta=_get(value, "delta", where, "float", 1.0, minimum=0.0, strict_min=True),
+            target=_get(value, "target", where, "str", None),
+        )
         if term.per_atom and term.type == "cross_entropy":
             raise ConfigError(f"config key {where + '.per_atom'!r}: not available with type 'cross_entropy'")
         return term
@@ -385,9 +474,32 @@ class LossTerm:
 
 
 # --------------------------------------------------------------------------- the whole config
-_TOP_KEYS = ("model", "data", "optimizer", "schedule", "loss", "seed", "dtype", "device", "batch_size",
-             "eval_batch_size", "epochs", "max_steps", "max_time", "lr_over_time", "cutoff", "grad_clip", "ema_decay", "checkpoint_every",
-             "log_every", "output_dir", "progress", "threads", "fit_atom_energies", "valid_every")
+_TOP_KEYS = (
+    "model",
+    "data",
+    "optimizer",
+    "schedule",
+    "loss",
+    "seed",
+    "dtype",
+    "device",
+    "batch_size",
+    "eval_batch_size",
+    "epochs",
+    "max_steps",
+    "max_time",
+    "lr_over_time",
+    "cutoff",
+    "grad_clip",
+    "ema_decay",
+    "checkpoint_every",
+    "log_every",
+    "output_dir",
+    "progress",
+    "threads",
+    "fit_atom_energies",
+    "valid_every",
+)
 
 
 @dataclass(frozen=True)
@@ -466,8 +578,9 @@ class TrainConfig:
                 raise ConfigError(f"config section [{section}]: expected a table, got {d[section]!r}")
         loss_d = d["loss"]
         if not loss_d:
-            raise ConfigError("config section [loss] is empty: give at least one output key with a weight, "
-                              "e.g. energy = 1.0")
+            raise ConfigError(
+                "config section [loss] is empty: give at least one output key with a weight, e.g. energy = 1.0"
+            )
         loss = {str(k): LossTerm.parse(v, f"loss.{k}") for k, v in loss_d.items()}
         if all(t.weight == 0 for t in loss.values()):
             raise ConfigError("config section [loss]: all weights are zero")
@@ -538,8 +651,10 @@ def _read_file(path: Path) -> Dict[str, Any]:
         try:
             import yaml  # type: ignore[import-untyped]
         except ImportError:
-            raise ConfigError(f"{path}: reading YAML configs needs pyyaml (pip install pyyaml, or "
-                              "pip install 'escn[train]'); TOML configs work without it") from None
+            raise ConfigError(
+                f"{path}: reading YAML configs needs pyyaml (pip install pyyaml, or "
+                "pip install 'escn[train]'); TOML configs work without it"
+            ) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -588,8 +703,9 @@ def apply_overrides(d: Mapping[str, Any], overrides: Sequence[str]) -> Dict[str,
     return out
 
 
-def load_config(source: Union[str, os.PathLike, Mapping[str, Any], TrainConfig],
-                overrides: Sequence[str] = ()) -> TrainConfig:
+def load_config(
+    source: Union[str, os.PathLike, Mapping[str, Any], TrainConfig], overrides: Sequence[str] = ()
+) -> TrainConfig:
     """A validated :class:`TrainConfig` from a TOML/YAML/JSON file, a mapping or a config.
 
     Raises:
@@ -628,10 +744,10 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any],
-                       ignore: Sequence[str] = RESUMABLE_CHANGES) -> List[Tuple[str, Any, Any]]:
+def config_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: Sequence[str] = RESUMABLE_CHANGES
+) -> List[Tuple[str, Any, Any]]:
     """``(dotted key, old value, new value)`` for every leaf that differs, except ``ignore``d keys."""
     a, b = _flatten(old), _flatten(new)
     keys = sorted(set(a) | set(b))
-    return [(k, a.get(k), b.get(k)) for k in keys
-            if k not in ignore and json.dumps(a.get(k)) != json.dumps(b.get(k))]
+    return [(k, a.get(k), b.get(k)) for k in keys if k not in ignore and json.dumps(a.get(k)) != json.dumps(b.get(k))]

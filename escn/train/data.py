@@ -42,8 +42,24 @@ from escn.models.registry import accepts_argument
 
 from .config import ConfigError, DataSource, TrainConfig
 
-__all__ = ["load_source", "load_splits", "split_items", "SPLITS", "FILE_OPTIONS", "PreparedDataset", "SpeciesMapped", "training_species", "FORCE_FIELD_TARGETS", "epoch_permutation", "global_batches", "shard", "split_train_valid",
-           "ShardLoader", "collate_or_none", "rank_batches"]
+__all__ = [
+    "load_source",
+    "load_splits",
+    "split_items",
+    "SPLITS",
+    "FILE_OPTIONS",
+    "PreparedDataset",
+    "SpeciesMapped",
+    "training_species",
+    "FORCE_FIELD_TARGETS",
+    "epoch_permutation",
+    "global_batches",
+    "shard",
+    "split_train_valid",
+    "ShardLoader",
+    "collate_or_none",
+    "rank_batches",
+]
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".torch")
 
@@ -73,8 +89,10 @@ def _torch_load(path: Path) -> Any:
         with torch.serialization.safe_globals([AtomsGraph]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - reported with the path below
-        raise ConfigError(f"data file {str(path)!r}: cannot read it with torch.load as a list of AtomsGraph "
-                          f"({type(exc).__name__}: {exc})") from exc
+        raise ConfigError(
+            f"data file {str(path)!r}: cannot read it with torch.load as a list of AtomsGraph "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 #: keyword arguments a file source (not a torch file) may carry: how escn.data.extxyz.read_frames reads it
@@ -85,8 +103,10 @@ def _ase_load(path: Path, options: Mapping[str, Any], require: Sequence[str]) ->
     try:
         return read_frames(path, require=require, **options)
     except ImportError:
-        raise ConfigError(f"data file {str(path)!r}: reading non-torch files needs ASE (pip install 'escn[ase]'); "
-                          "or save a list of AtomsGraph with torch.save to a .pt file") from None
+        raise ConfigError(
+            f"data file {str(path)!r}: reading non-torch files needs ASE (pip install 'escn[ase]'); "
+            "or save a list of AtomsGraph with torch.save to a .pt file"
+        ) from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -102,8 +122,13 @@ def _as_sequence(obj: Any, what: str) -> Sequence[AtomsGraph]:
     raise ConfigError(f"{what}: expected a list or Dataset of AtomsGraph, got {type(obj).__name__}")
 
 
-def load_source(source: DataSource, what: str = "data", *, read_options: Optional[Mapping[str, Any]] = None,
-                require: Sequence[str] = ()) -> Sequence[AtomsGraph]:
+def load_source(
+    source: DataSource,
+    what: str = "data",
+    *,
+    read_options: Optional[Mapping[str, Any]] = None,
+    require: Sequence[str] = (),
+) -> Sequence[AtomsGraph]:
     """The items of a data source (see the module docstring).
 
     Args:
@@ -125,13 +150,17 @@ def load_source(source: DataSource, what: str = "data", *, read_options: Optiona
         raise ConfigError(f"{what}: data file {spec!r} not found (expected a file or 'package.module:function')")
     if path.suffix.lower() in _TORCH_SUFFIXES:
         if source.kwargs:
-            raise ConfigError(f"{what}: kwargs are only used with a 'module:function' source or an ASE-readable file, "
-                              f"not with the torch file {spec!r}")
+            raise ConfigError(
+                f"{what}: kwargs are only used with a 'module:function' source or an ASE-readable file, "
+                f"not with the torch file {spec!r}"
+            )
         return _as_sequence(_torch_load(path), f"{what} ({spec})")
     unknown = [k for k in source.kwargs if k not in FILE_OPTIONS]
     if unknown:
-        raise ConfigError(f"{what}: unknown option {unknown[0]!r} for the file {spec!r}; a file source takes "
-                          f"{', '.join(FILE_OPTIONS)}")
+        raise ConfigError(
+            f"{what}: unknown option {unknown[0]!r} for the file {spec!r}; a file source takes "
+            f"{', '.join(FILE_OPTIONS)}"
+        )
     options = {**(read_options or {}), **source.kwargs}
     return _as_sequence(_ase_load(path, options, require), f"{what} ({spec})")
 
@@ -140,8 +169,9 @@ def load_source(source: DataSource, what: str = "data", *, read_options: Optiona
 SPLITS = ("train", "valid", "test")
 
 
-def split_items(items: Sequence[AtomsGraph], valid_fraction: float, test_fraction: float,
-                seed: int) -> tuple[list, list, list]:
+def split_items(
+    items: Sequence[AtomsGraph], valid_fraction: float, test_fraction: float, seed: int
+) -> tuple[list, list, list]:
     """A seeded random split ``(train, valid, test)`` of ``items``: a permutation drawn from a generator seeded
     with ``seed + 7919``; its first ``round(valid_fraction * n)`` items (at least 1 when the fraction is > 0) are
     the validation set, the next ``round(test_fraction * n)`` (likewise) the test set, the rest the training
@@ -150,15 +180,21 @@ def split_items(items: Sequence[AtomsGraph], valid_fraction: float, test_fractio
     n_valid = max(1, round(valid_fraction * n)) if valid_fraction > 0 else 0
     n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
     if n_valid + n_test >= n:
-        raise ConfigError(f"data.valid_fraction = {valid_fraction} and data.test_fraction = {test_fraction} leave no "
-                          f"training items out of {n}")
+        raise ConfigError(
+            f"data.valid_fraction = {valid_fraction} and data.test_fraction = {test_fraction} leave no "
+            f"training items out of {n}"
+        )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
-    return ([items[i] for i in perm[n_valid + n_test:]], [items[i] for i in perm[:n_valid]],
-            [items[i] for i in perm[n_valid:n_valid + n_test]])
+    return (
+        [items[i] for i in perm[n_valid + n_test :]],
+        [items[i] for i in perm[:n_valid]],
+        [items[i] for i in perm[n_valid : n_valid + n_test]],
+    )
 
 
-def load_splits(config: TrainConfig, parts: Sequence[str] = SPLITS,
-                require: Sequence[str] = ()) -> Dict[str, Optional[Sequence[AtomsGraph]]]:
+def load_splits(
+    config: TrainConfig, parts: Sequence[str] = SPLITS, require: Sequence[str] = ()
+) -> Dict[str, Optional[Sequence[AtomsGraph]]]:
     """The items of the requested ``parts`` (``train`` / ``valid`` / ``test``) of a training config: each from its
     own source, or held out of ``train`` by ``valid_fraction`` / ``test_fraction`` (:func:`split_items` with
     ``split_seed``, default the run's ``seed``); None for a part the config does not define.
@@ -177,8 +213,9 @@ def load_splits(config: TrainConfig, parts: Sequence[str] = SPLITS,
         train = load_source(d.train, "data.train", read_options=options, require=require)
         if held_out:
             seed = d.split_seed if d.split_seed is not None else config.seed
-            train, valid, test = split_items(train, d.valid_fraction if d.valid is None else 0.0,
-                                             d.test_fraction if d.test is None else 0.0, seed)
+            train, valid, test = split_items(
+                train, d.valid_fraction if d.valid is None else 0.0, d.test_fraction if d.test is None else 0.0, seed
+            )
             if d.valid is None and d.valid_fraction > 0:
                 out["valid"] = valid
             if d.test is None and d.test_fraction > 0:
@@ -202,8 +239,13 @@ def split_train_valid(items: Sequence[AtomsGraph], fraction: float, seed: int) -
 FORCE_FIELD_TARGETS = ("energy", "forces", "stress")
 
 
-def training_species(model_name: str, model_kwargs: Mapping[str, Any], loss: Mapping[str, Any],
-                     items: Sequence[AtomsGraph], valid: Optional[Sequence[AtomsGraph]] = None) -> Optional[List[int]]:
+def training_species(
+    model_name: str,
+    model_kwargs: Mapping[str, Any],
+    loss: Mapping[str, Any],
+    items: Sequence[AtomsGraph],
+    valid: Optional[Sequence[AtomsGraph]] = None,
+) -> Optional[List[int]]:
     """The atomic numbers a run trains on, or None when its atom types are plain labels.
 
     * ``model_kwargs["atomic_numbers"]`` when given;
@@ -242,8 +284,10 @@ def training_species(model_name: str, model_kwargs: Mapping[str, Any], loss: Map
         try:
             species = species_of(g.atom_types for g in items)
         except ValueError as exc:
-            raise ConfigError(f"training data: {exc}; a force-field model reads atom_types as atomic numbers (or "
-                              "set model.atomic_numbers = null to use them as plain labels)") from exc
+            raise ConfigError(
+                f"training data: {exc}; a force-field model reads atom_types as atomic numbers (or "
+                "set model.atomic_numbers = null to use them as plain labels)"
+            ) from exc
         if species is None:
             return None
         n = model_kwargs.get("num_atom_types")
@@ -251,7 +295,8 @@ def training_species(model_name: str, model_kwargs: Mapping[str, Any], loss: Map
             raise ConfigError(
                 f"model.num_atom_types = {n}, but the training data hold {len(species)} element(s), "
                 f"{', '.join(element_name(z) for z in species)}, which become the model's atom types: leave "
-                "num_atom_types out (it defaults to the number of elements) or list model.atomic_numbers")
+                "num_atom_types out (it defaults to the number of elements) or list model.atomic_numbers"
+            )
     mapper = SpeciesMap(species)
     for what, data in (("data.train", items), ("data.valid", valid)):
         for i, g in enumerate(data or ()):
@@ -267,8 +312,10 @@ def _mapped(g: AtomsGraph, species: Optional[SpeciesMap], index: int) -> AtomsGr
     if species is None:
         return g
     if g.atom_types is None:
-        raise ValueError(f"data item {index} has no atom_types; the model needs the atomic number of every atom "
-                         f"(it knows {list(species.atomic_numbers)})")
+        raise ValueError(
+            f"data item {index} has no atom_types; the model needs the atomic number of every atom "
+            f"(it knows {list(species.atomic_numbers)})"
+        )
     return dataclasses.replace(g, atom_types=species(g.atom_types, f"data item {index}"))
 
 
@@ -303,8 +350,13 @@ class PreparedDataset(Dataset):
             and an element outside it raises ValueError naming the item and the element.  None: types unchanged.
     """
 
-    def __init__(self, items: Sequence[AtomsGraph], dtype: torch.dtype, cutoff: Optional[float],
-                 atomic_numbers: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        items: Sequence[AtomsGraph],
+        dtype: torch.dtype,
+        cutoff: Optional[float],
+        atomic_numbers: Optional[Sequence[int]] = None,
+    ):
         self.items = items
         self.dtype = dtype
         self.cutoff = cutoff
@@ -337,7 +389,7 @@ def epoch_permutation(n: int, seed: int, epoch: int, shuffle: bool = True) -> Li
 
 def global_batches(order: Sequence[int], batch_size: int) -> List[List[int]]:
     """Consecutive chunks of ``batch_size`` indices (the last may be shorter)."""
-    return [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+    return [list(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
 
 
 def shard(indices: Sequence[int], rank: int, world_size: int) -> List[int]:
@@ -345,8 +397,16 @@ def shard(indices: Sequence[int], rank: int, world_size: int) -> List[int]:
     return list(indices[rank::world_size])
 
 
-def rank_batches(dataset: Dataset, batch_size: int, rank: int, world_size: int, *, seed: int = 0,
-                 epoch: int = 0, shuffle: bool = True) -> List[List[int]]:
+def rank_batches(
+    dataset: Dataset,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+) -> List[List[int]]:
     """This rank's share of every global batch ``b`` of
     ``global_batches(epoch_permutation(len(dataset), seed, epoch, shuffle), batch_size)``: the items of ``b`` at
     epoch positions ``p`` with ``p % world_size == rank`` (``shard(b, rank, world_size)`` when ``world_size``
@@ -359,8 +419,9 @@ def rank_batches(dataset: Dataset, batch_size: int, rank: int, world_size: int, 
     lists, some of them possibly empty, so that all ranks take the same number of steps.
     """
     n = len(dataset)  # type: ignore[arg-type]
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle,
-                                 seed=seed * 1_000_003, drop_last=False)
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed * 1_000_003, drop_last=False
+    )
     sampler.set_epoch(epoch)
     out: List[List[int]] = [[] for _ in range(-(-n // batch_size))]
     for j, index in enumerate(sampler):
@@ -389,13 +450,19 @@ class _ListSampler:
         return len(self.batches)
 
 
-def ShardLoader(dataset: Dataset, batches: Sequence[Sequence[int]], num_workers: int = 0, *,
-                seed: int = 0) -> DataLoader:
+def ShardLoader(
+    dataset: Dataset, batches: Sequence[Sequence[int]], num_workers: int = 0, *, seed: int = 0
+) -> DataLoader:
     """A DataLoader yielding ``Batch`` (or None for empty index lists) for the given index lists, in order.
 
     The loader has its own generator seeded with ``seed``: a ``DataLoader`` draws a base seed for its workers
     each time it is iterated, from the global torch generator unless it has one, and that draw would make
     the global random stream depend on how many loaders a run created (a resumed run creates an extra one).
     """
-    return DataLoader(dataset, batch_sampler=_ListSampler(batches), collate_fn=collate_or_none,
-                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_sampler=_ListSampler(batches),
+        collate_fn=collate_or_none,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )

@@ -17,8 +17,16 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "data_parallel", "sum_gradients_hook",
-           "all_gather_objects", "barrier", "shutdown"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "all_reduce_sum",
+    "data_parallel",
+    "sum_gradients_hook",
+    "all_gather_objects",
+    "barrier",
+    "shutdown",
+]
 
 
 @dataclass(frozen=True)

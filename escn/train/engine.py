@@ -35,16 +35,34 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from escn.checkpoint import (
+    FORMAT,
+    VERSION,
+    CheckpointError,
+    atomic_save,
+    load_checkpoint,
+    remove_partial_files,
+    require_entries,
+    rng_state,
+    set_rng_state,
+    state_mismatch,
+)
 from escn.data import AtomsGraph, Batch
 from escn.models.registry import build_model, get_model_class, model_config
 
 from . import ddp
-from escn.checkpoint import (FORMAT, VERSION, CheckpointError, atomic_save, load_checkpoint, remove_partial_files,
-                         require_entries, rng_state, set_rng_state, state_mismatch)
 from .atom_energies import fit_atom_energies
-from .config import (RESUMABLE_CHANGES, ConfigError, TrainConfig, check_model_kwargs, config_differences,
-                     load_config)
-from .data import (FORCE_FIELD_TARGETS, PreparedDataset, ShardLoader, SpeciesMapped, collate_or_none, load_splits, rank_batches, training_species)
+from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, check_model_kwargs, config_differences, load_config
+from .data import (
+    FORCE_FIELD_TARGETS,
+    PreparedDataset,
+    ShardLoader,
+    SpeciesMapped,
+    collate_or_none,
+    load_splits,
+    rank_batches,
+    training_species,
+)
 from .ema import EMA
 from .losses import LossFunction
 from .progress import EpochProgress, format_summary
@@ -57,8 +75,19 @@ BEST_NAME = "best.pt"
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.json"
 # the entries resuming reads
-RESUME_ENTRIES = ("config", "model_config", "model_state", "ema_state", "ema_updates", "optimizer_state",
-                  "schedule_state", "progress", "epoch_stats", "sampler", "rng")
+RESUME_ENTRIES = (
+    "config",
+    "model_config",
+    "model_state",
+    "ema_state",
+    "ema_updates",
+    "optimizer_state",
+    "schedule_state",
+    "progress",
+    "epoch_stats",
+    "sampler",
+    "rng",
+)
 
 ConfigLike = Union[str, os.PathLike, Mapping[str, Any], TrainConfig]
 
@@ -138,8 +167,14 @@ class Trainer:
     (or use :func:`train`) to leave it.
     """
 
-    def __init__(self, config: ConfigLike, *, resume: Union[bool, str, os.PathLike, None] = None,
-                 overwrite: bool = False, stream: Optional[TextIO] = None):
+    def __init__(
+        self,
+        config: ConfigLike,
+        *,
+        resume: Union[bool, str, os.PathLike, None] = None,
+        overwrite: bool = False,
+        stream: Optional[TextIO] = None,
+    ):
         self.config = load_config(config)
         cfg = self.config
         self.stream = stream if stream is not None else sys.stdout
@@ -178,8 +213,12 @@ class Trainer:
         # under torchrun: DistributedDataParallel, built from rank 0's weights; self.model stays the plain module
         self.train_model = ddp.data_parallel(self.model, self.info, self.device)
         if self.info.distributed and self.info.is_main:
-            print(f"data parallel: {self.info.world_size} ranks (DistributedDataParallel, "
-                  f"{torch.distributed.get_backend()})", file=self.stream, flush=True)
+            print(
+                f"data parallel: {self.info.world_size} ranks (DistributedDataParallel, "
+                f"{torch.distributed.get_backend()})",
+                file=self.stream,
+                flush=True,
+            )
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         if not self.params:
             raise ConfigError(f"model {cfg.model.name!r} has no trainable parameters")
@@ -220,14 +259,22 @@ class Trainer:
         default = self.out / CHECKPOINT_NAME
         if resume is None or resume is False:
             if default.exists() and not overwrite:
-                raise ConfigError(f"output_dir {str(self.out)!r} already holds {CHECKPOINT_NAME}: resume it "
-                                  "(escn train CONFIG --resume) or start over with --overwrite / another output_dir")
+                raise ConfigError(
+                    f"output_dir {str(self.out)!r} already holds {CHECKPOINT_NAME}: resume it "
+                    "(escn train CONFIG --resume) or start over with --overwrite / another output_dir"
+                )
             return None
         path = default if resume is True else Path(resume)
         if not path.is_file():
             partial = any(p.name.startswith(f".{path.name}.") for p in self.removed_partial)
-            hint = (": the run was killed while writing its first checkpoint (the partial file was removed); "
-                    "start it afresh without --resume") if partial else ""
+            hint = (
+                (
+                    ": the run was killed while writing its first checkpoint (the partial file was removed); "
+                    "start it afresh without --resume"
+                )
+                if partial
+                else ""
+            )
             raise FileNotFoundError(f"cannot resume: checkpoint {str(path)!r} not found{hint}")
         return path
 
@@ -269,8 +316,13 @@ class Trainer:
             "schedule_state": self.schedule.state_dict(),
             "progress": self.state.to_dict(),
             "epoch_stats": self.epoch_stats.cpu().clone(),
-            "sampler": {"seed": cfg.seed, "epoch": self.state.epoch, "position": self.state.position,
-                        "batch_size": cfg.batch_size, "num_items": len(self.train_set)},
+            "sampler": {
+                "seed": cfg.seed,
+                "epoch": self.state.epoch,
+                "position": self.state.position,
+                "batch_size": cfg.batch_size,
+                "num_items": len(self.train_set),
+            },
             "rng": rngs,
             "world_size": self.info.world_size,
             "config": cfg.to_dict(),
@@ -295,41 +347,55 @@ class Trainer:
         require_entries(ckpt, RESUME_ENTRIES, path)
         # the model as built (its model_config, defaults included) rather than the keys the [model] sections spell
         # out: "lmax = 2" written out or left at its default of 2 is the same model
-        diffs = [d for d in config_differences(_canonical(ckpt["config"]), self.config.to_dict())
-                 if not d[0].startswith("model.") or d[0] == "model.name"]
+        diffs = [
+            d
+            for d in config_differences(_canonical(ckpt["config"]), self.config.to_dict())
+            if not d[0].startswith("model.") or d[0] == "model.name"
+        ]
         diffs += [(f"model.{k}", a, b) for k, a, b in config_differences(ckpt["model_config"], self.model_config, ())]
         diffs.sort(key=lambda d: d[0])
         if diffs:
             shown = "; ".join(f"{k} (checkpoint: {json.dumps(a)}, now: {json.dumps(b)})" for k, a, b in diffs[:8])
             more = f" and {len(diffs) - 8} more" if len(diffs) > 8 else ""
-            raise ConfigError(f"{where}: the config differs from the checkpoint's in "
-                              f"{shown}{more}. Only {', '.join(RESUMABLE_CHANGES)} may change.")
+            raise ConfigError(
+                f"{where}: the config differs from the checkpoint's in "
+                f"{shown}{more}. Only {', '.join(RESUMABLE_CHANGES)} may change."
+            )
         saved = ckpt["model_config"].get("atomic_numbers")
         if saved != self.model_config.get("atomic_numbers"):
-            raise ConfigError(f"cannot resume from {str(path)!r}: the checkpoint's model was trained on atomic_numbers "
-                              f"{saved}, this run's training data give {self.model_config.get('atomic_numbers')}")
+            raise ConfigError(
+                f"cannot resume from {str(path)!r}: the checkpoint's model was trained on atomic_numbers "
+                f"{saved}, this run's training data give {self.model_config.get('atomic_numbers')}"
+            )
         s = ckpt["sampler"]
         if s["num_items"] != len(self.train_set):
-            raise ConfigError(f"{where}: the training set has {len(self.train_set)} items, "
-                              f"the checkpoint was trained on {s['num_items']}")
+            raise ConfigError(
+                f"{where}: the training set has {len(self.train_set)} items, "
+                f"the checkpoint was trained on {s['num_items']}"
+            )
         model_state = self.model.state_dict()
         for what, state in (("weights", ckpt["model_state"]), ("EMA weights", ckpt["ema_state"])):
             if state is None and what == "EMA weights" and self.ema is None:
                 continue
-            problem = "no EMA weights (expected them, ema_decay is set)" if state is None else \
-                state_mismatch(model_state, state)
+            problem = (
+                "no EMA weights (expected them, ema_decay is set)"
+                if state is None
+                else state_mismatch(model_state, state)
+            )
             if problem:
-                raise CheckpointError(f"{where}: the checkpoint's {what} do not fit the model built from the config: "
-                                      f"{problem}")
+                raise CheckpointError(
+                    f"{where}: the checkpoint's {what} do not fit the model built from the config: {problem}"
+                )
         self.model.load_state_dict(ckpt["model_state"])
         if self.ema is not None:
             self.ema.load_state_dict({k: v.to(self.device) for k, v in ckpt["ema_state"].items()}, ckpt["ema_updates"])
         try:
             self.optimizer.load_state_dict(ckpt["optimizer_state"])
         except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"{where}: the optimizer state does not fit the model's parameters "
-                                  f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
-                                  ) from exc
+            raise CheckpointError(
+                f"{where}: the optimizer state does not fit the model's parameters "
+                f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+            ) from exc
         self.state = _Progress(**ckpt["progress"])
         self.schedule.load_state_dict(ckpt["schedule_state"], self.state.step)
         self.epoch_stats = ckpt["epoch_stats"].to(self.device)
@@ -338,8 +404,12 @@ class Trainer:
         self.resumed_from = path
         st = self.state
         if self.info.is_main:
-            print(f"resuming from {path}: step {st.step}, epoch {st.epoch + 1} "
-                  f"({st.position} of its {self.batches_per_epoch} batches done)", file=self.stream, flush=True)
+            print(
+                f"resuming from {path}: step {st.step}, epoch {st.epoch + 1} "
+                f"({st.position} of its {self.batches_per_epoch} batches done)",
+                file=self.stream,
+                flush=True,
+            )
 
     # ------------------------------------------------------------------ logging
     _log: Optional[Any] = None
@@ -411,8 +481,10 @@ class Trainer:
         ddp.all_reduce_sum(stats, self.info)
         total = self.loss_fn.summarize(stats)["loss"]
         if not math.isfinite(total):
-            raise FloatingPointError(f"non-finite training loss {total} at step {self.state.step} "
-                                     f"(epoch {self.state.epoch + 1}); lower optimizer.lr or set grad_clip")
+            raise FloatingPointError(
+                f"non-finite training loss {total} at step {self.state.step} "
+                f"(epoch {self.state.epoch + 1}); lower optimizer.lr or set grad_clip"
+            )
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         self.optimizer.step()
@@ -452,8 +524,11 @@ class Trainer:
         """Training is over after ``epochs_finished`` epochs (default: the state's) and the steps taken."""
         cfg = self.config
         epoch = self.state.epoch if epochs_finished is None else epochs_finished
-        return bool((cfg.max_steps and self.state.step >= cfg.max_steps) or (cfg.epochs and epoch >= cfg.epochs)
-                    or self._timed_out)
+        return bool(
+            (cfg.max_steps and self.state.step >= cfg.max_steps)
+            or (cfg.epochs and epoch >= cfg.epochs)
+            or self._timed_out
+        )
 
     _timed_out: bool = False
     _last_lr: float = 0.0
@@ -488,8 +563,12 @@ class Trainer:
         self.schedule.observe(metrics["valid_loss"])
         if st.best is None or metrics["valid_loss"] < st.best["valid_loss"]:
             record["best"] = True
-            st.best = {"epoch": st.epoch, "step": st.step, "valid_loss": metrics["valid_loss"],
-                       "metrics": {k: v for k, v in record.items() if k != "time"}}
+            st.best = {
+                "epoch": st.epoch,
+                "step": st.step,
+                "valid_loss": metrics["valid_loss"],
+                "metrics": {k: v for k, v in record.items() if k != "time"},
+            }
             self.save_checkpoint(self.out / BEST_NAME)
 
     def _end_epoch(self) -> None:
@@ -497,9 +576,14 @@ class Trainer:
         train_metrics = self.loss_fn.summarize(self.epoch_stats, "train_")
         validate = self._done(st.epoch + 1) or (st.epoch + 1) % self.config.valid_every == 0
         valid_metrics = self.evaluate() if validate else None
-        record: Dict[str, Any] = {"type": "epoch", "step": st.step, "epoch": st.epoch + 1,
-                                  "lr": self._last_lr if self.config.lr_over_time else self.schedule.lr(max(st.step - 1, 0)),
-                                  **train_metrics, **(valid_metrics or {})}
+        record: Dict[str, Any] = {
+            "type": "epoch",
+            "step": st.step,
+            "epoch": st.epoch + 1,
+            "lr": self._last_lr if self.config.lr_over_time else self.schedule.lr(max(st.step - 1, 0)),
+            **train_metrics,
+            **(valid_metrics or {}),
+        }
         if validate:
             self._end_of_validation(valid_metrics, record)
         record["time"] = round(self._elapsed(), 3)
@@ -524,9 +608,10 @@ class Trainer:
         stopped = until_step is not None and st.step >= until_step and not self._done()
         try:
             while not self._done() and not stopped:
-                batches = rank_batches(self.train_set, cfg.batch_size, self.info.rank, self.info.world_size,
-                                       seed=cfg.seed, epoch=st.epoch)
-                shards = batches[st.position:]
+                batches = rank_batches(
+                    self.train_set, cfg.batch_size, self.info.rank, self.info.world_size, seed=cfg.seed, epoch=st.epoch
+                )
+                shards = batches[st.position :]
                 # the loader's own generator: creating it must not advance the global RNG, or every resume
                 # (which creates one more loader mid-epoch) would shift the global RNG stream by one draw
                 loader = ShardLoader(self.train_set, shards, cfg.data.num_workers, seed=cfg.seed * 1_000_003 + st.epoch)
@@ -542,13 +627,24 @@ class Trainer:
                         self.epoch_stats += stats
                         metrics = self.loss_fn.summarize(stats)
                         if st.step % cfg.log_every == 0:
-                            self._write({"type": "train", "step": st.step, "epoch": st.epoch + 1, "lr": lr, **metrics,
-                                         "time": round(self._elapsed(), 3)})
+                            self._write(
+                                {
+                                    "type": "train",
+                                    "step": st.step,
+                                    "epoch": st.epoch + 1,
+                                    "lr": lr,
+                                    **metrics,
+                                    "time": round(self._elapsed(), 3),
+                                }
+                            )
                         bar.update({"loss": metrics["loss"], "lr": lr})
                         if st.step % cfg.checkpoint_every == 0:
                             self.save_checkpoint()
-                        if ((cfg.max_steps and st.step >= cfg.max_steps) or (until_step is not None and st.step >= until_step)
-                                or self._check_time()):
+                        if (
+                            (cfg.max_steps and st.step >= cfg.max_steps)
+                            or (until_step is not None and st.step >= until_step)
+                            or self._check_time()
+                        ):
                             break
                 finally:
                     bar.close()
@@ -568,22 +664,46 @@ class Trainer:
             self._close_log()
         result = self._result(path, completed=not stopped)
         if self.info.is_main and not stopped and self._timed_out:
-            print(f"stopped by max_time = {cfg.max_time:g} s after {st.elapsed:.0f} s of training, at step {st.step}",
-                  file=self.stream, flush=True)
+            print(
+                f"stopped by max_time = {cfg.max_time:g} s after {st.elapsed:.0f} s of training, at step {st.step}",
+                file=self.stream,
+                flush=True,
+            )
         if self.info.is_main and not stopped:
-            print(format_summary(result.final_train, result.final_valid, st.best, st.step,
-                                 st.epoch + st.position / max(1, self.batches_per_epoch), st.elapsed),
-                  file=self.stream, flush=True)
+            print(
+                format_summary(
+                    result.final_train,
+                    result.final_valid,
+                    st.best,
+                    st.step,
+                    st.epoch + st.position / max(1, self.batches_per_epoch),
+                    st.elapsed,
+                ),
+                file=self.stream,
+                flush=True,
+            )
         return result
 
     def _result(self, path: Optional[Path], completed: bool) -> TrainResult:
         st = self.state
         last = st.history[-1] if st.history else None
-        final_train = {k: v for k, v in last.items() if k.startswith("train_")} if last else \
-            self.loss_fn.summarize(self.epoch_stats, "train_")
-        return TrainResult(step=st.step, epoch=st.epoch, position=st.position, history=list(st.history), best=st.best,
-                           final_train=final_train, final_valid=st.last_valid, checkpoint=path, model=self.model,
-                           completed=completed)
+        final_train = (
+            {k: v for k, v in last.items() if k.startswith("train_")}
+            if last
+            else self.loss_fn.summarize(self.epoch_stats, "train_")
+        )
+        return TrainResult(
+            step=st.step,
+            epoch=st.epoch,
+            position=st.position,
+            history=list(st.history),
+            best=st.best,
+            final_train=final_train,
+            final_valid=st.last_valid,
+            checkpoint=path,
+            model=self.model,
+            completed=completed,
+        )
 
     def close(self, synchronize: bool = True) -> None:
         """Leave the process group (if one was joined); ``synchronize=False`` after an error (see
@@ -591,8 +711,14 @@ class Trainer:
         ddp.shutdown(self.info, synchronize)
 
 
-def train(config: ConfigLike, *, resume: Union[bool, str, os.PathLike, None] = None, overwrite: bool = False,
-          until_step: Optional[int] = None, stream: Optional[TextIO] = None) -> TrainResult:
+def train(
+    config: ConfigLike,
+    *,
+    resume: Union[bool, str, os.PathLike, None] = None,
+    overwrite: bool = False,
+    until_step: Optional[int] = None,
+    stream: Optional[TextIO] = None,
+) -> TrainResult:
     """Build a :class:`Trainer` from ``config``, fit it and leave the process group.
 
     Args:

@@ -35,9 +35,16 @@ def default_keys(item: AtomsGraph, loss: Optional[Mapping[str, LossTerm]] = None
     return terms
 
 
-def evaluate_model(model: nn.Module, data: Sequence[AtomsGraph], terms: Mapping[str, LossTerm], *,
-                   batch_size: int = 16, dtype: Optional[torch.dtype] = None, cutoff: Optional[float] = None,
-                   device: Union[str, torch.device] = "cpu") -> Dict[str, float]:
+def evaluate_model(
+    model: nn.Module,
+    data: Sequence[AtomsGraph],
+    terms: Mapping[str, LossTerm],
+    *,
+    batch_size: int = 16,
+    dtype: Optional[torch.dtype] = None,
+    cutoff: Optional[float] = None,
+    device: Union[str, torch.device] = "cpu",
+) -> Dict[str, float]:
     """Metrics of ``model`` on ``data``: ``loss``, and per output key ``mae_<k>``, ``rmse_<k>`` and ``mse_<k>``
     (mean over all target elements, e.g. every coordinate of every node vector; ``acc_<k>`` for classes), also
     ``*_energy_per_atom`` with an energy key. Every item of ``data`` is evaluated.
@@ -77,7 +84,7 @@ def evaluate_model(model: nn.Module, data: Sequence[AtomsGraph], terms: Mapping[
         model.train(was_training)
     metrics = loss_fn.summarize(stats)
     names = loss_fn.stat_names
-    for key in [k[len("rmse_"):] for k in metrics if k.startswith("rmse_")]:
+    for key in [k[len("rmse_") :] for k in metrics if k.startswith("rmse_")]:
         metrics[f"mse_{key}"] = float(stats[names.index(f"{key}/sq")] / stats[names.index(f"{key}/n")])
     return metrics
 
@@ -96,8 +103,10 @@ def format_evaluation(metrics: Mapping[str, float], title: str = "") -> str:
             lines.append(f"{k:24s}{'acc ' + fmt(metrics[f'acc_{k}']):>14s}{'-':>14s}{'-':>16s}")
         else:
             mse = metrics.get(f"mse_{k}")
-            lines.append(f"{k:24s}{fmt(metrics.get(f'mae_{k}')):>14s}{fmt(metrics.get(f'rmse_{k}')):>14s}"
-                         f"{'-' if mse is None else format(mse, '.6g'):>16s}")
+            lines.append(
+                f"{k:24s}{fmt(metrics.get(f'mae_{k}')):>14s}{fmt(metrics.get(f'rmse_{k}')):>14s}"
+                f"{'-' if mse is None else format(mse, '.6g'):>16s}"
+            )
     if "loss" in metrics:
         lines.append(f"{'loss':24s}{fmt(metrics['loss']):>14s}")
     lines += force_field_lines(metrics)
@@ -105,16 +114,23 @@ def format_evaluation(metrics: Mapping[str, float], title: str = "") -> str:
 
 
 # key -> (label, unit of the milli-scaled value); energies in eV, forces in eV/A, stresses in eV/A^3
-_FORCE_FIELD_UNITS = (("energy", "E/structure", "meV"), ("energy_per_atom", "E/atom", "meV/atom"),
-                      ("forces", "F/component", "meV/A"), ("stress", "S/component", "meV/A^3"))
+_FORCE_FIELD_UNITS = (
+    ("energy", "E/structure", "meV"),
+    ("energy_per_atom", "E/atom", "meV/atom"),
+    ("forces", "F/component", "meV/A"),
+    ("stress", "S/component", "meV/A^3"),
+)
 
 
 def force_field_lines(metrics: Mapping[str, float]) -> list[str]:
     """MAE and RMSE of energy (per structure and per atom), forces and stress in meV units, for the keys present
     in ``metrics`` (output of :func:`evaluate_model`, energies in eV and forces in eV/Angstrom); empty when
     none is."""
-    rows = [(label, unit, 1000 * metrics[f"mae_{k}"], 1000 * metrics[f"rmse_{k}"])
-            for k, label, unit in _FORCE_FIELD_UNITS if f"mae_{k}" in metrics and f"rmse_{k}" in metrics]
+    rows = [
+        (label, unit, 1000 * metrics[f"mae_{k}"], 1000 * metrics[f"rmse_{k}"])
+        for k, label, unit in _FORCE_FIELD_UNITS
+        if f"mae_{k}" in metrics and f"rmse_{k}" in metrics
+    ]
     if not rows:
         return []
     lines = [f"{'in meV units':24s}{'MAE':>14s}{'RMSE':>14s}  unit"]
@@ -122,10 +138,17 @@ def force_field_lines(metrics: Mapping[str, float]) -> list[str]:
     return lines
 
 
-def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, DataSource, Sequence[AtomsGraph], None] = None, *,
-                        ema: bool = True, batch_size: int = 16, kwargs: Optional[Dict[str, Any]] = None,
-                        cutoff: Optional[float] = None, device: str = "cpu",
-                        split: Optional[str] = None) -> Tuple[Dict[str, float], int]:
+def evaluate_checkpoint(
+    checkpoint: Union[str, os.PathLike],
+    data: Union[str, DataSource, Sequence[AtomsGraph], None] = None,
+    *,
+    ema: bool = True,
+    batch_size: int = 16,
+    kwargs: Optional[Dict[str, Any]] = None,
+    cutoff: Optional[float] = None,
+    device: str = "cpu",
+    split: Optional[str] = None,
+) -> Tuple[Dict[str, float], int]:
     """Load a training checkpoint and evaluate it on ``data`` (a source spec or items).
 
     With ``data=None`` the source is the training config's validation source (``data.valid``), its keyword
@@ -141,25 +164,29 @@ def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, Da
         ``(metrics, number of items)``.
     """
 
-
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     config = TrainConfig.from_dict(ckpt["config"])
     model = load(checkpoint, map_location=device, ema=ema, checkpoint=ckpt)
     if split is not None:
         if data is not None:
-            raise ValueError(f"split={split!r} evaluates a part of the training config's data; give no data with it "
-                             f"(got {data!r})")
+            raise ValueError(
+                f"split={split!r} evaluates a part of the training config's data; give no data with it (got {data!r})"
+            )
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         items = load_splits(config, (split,))[split]
         if items is None:
-            raise ValueError(f"the training config of {checkpoint} has no {split} data (no data.{split} source and no "
-                             f"data.{split}_fraction)")
+            raise ValueError(
+                f"the training config of {checkpoint} has no {split} data (no data.{split} source and no "
+                f"data.{split}_fraction)"
+            )
         data = items
     elif data is None:
         valid = config.data.valid
         if valid is None:
-            raise ValueError(f"no data given and the training config of {checkpoint} has no data.valid source to start from")
+            raise ValueError(
+                f"no data given and the training config of {checkpoint} has no data.valid source to start from"
+            )
         data = DataSource(source=valid.source, kwargs={**valid.kwargs, **(kwargs or {})})
         kwargs = None
     if isinstance(data, (str, DataSource)):
@@ -168,6 +195,13 @@ def evaluate_checkpoint(checkpoint: Union[str, os.PathLike], data: Union[str, Da
     else:
         items = data
     terms = default_keys(items[0], config.loss)
-    metrics = evaluate_model(model, items, terms, batch_size=batch_size, dtype=config.torch_dtype,
-                             cutoff=cutoff if cutoff is not None else config.cutoff, device=device)
+    metrics = evaluate_model(
+        model,
+        items,
+        terms,
+        batch_size=batch_size,
+        dtype=config.torch_dtype,
+        cutoff=cutoff if cutoff is not None else config.cutoff,
+        device=device,
+    )
     return metrics, len(items)

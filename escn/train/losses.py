@@ -88,11 +88,15 @@ class LossFunction:
             if level is None:
                 k = t.target or k
                 have = ", ".join(_available_targets(item)) or "none"
-                raise ConfigError(f"config key 'loss.{k}': the {what} has no target for {k!r} (looked for the "
-                                  f"field {k!r}, node_attrs[{k!r}], graph_attrs[{k!r}]; targets present: {have})")
+                raise ConfigError(
+                    f"config key 'loss.{k}': the {what} has no target for {k!r} (looked for the "
+                    f"field {k!r}, node_attrs[{k!r}], graph_attrs[{k!r}]; targets present: {have})"
+                )
             if t.per_atom and level != "graph":
-                raise ConfigError(f"config key 'loss.{k}.per_atom': {k!r} is a per-node target, per_atom only "
-                                  "applies to per-graph targets such as energy")
+                raise ConfigError(
+                    f"config key 'loss.{k}.per_atom': {k!r} is a per-node target, per_atom only "
+                    "applies to per-graph targets such as energy"
+                )
 
     @property
     def compute_forces(self) -> bool:
@@ -136,8 +140,10 @@ class LossFunction:
         loss: Tensor | float = 0.0
         for i, (k, t) in enumerate(self.terms.items()):
             if k not in out:
-                raise ValueError(f"loss key {k!r}: the model returned no {k!r} output "
-                                 f"(it returned {', '.join(sorted(out)) or 'nothing'})")
+                raise ValueError(
+                    f"loss key {k!r}: the model returned no {k!r} output "
+                    f"(it returned {', '.join(sorted(out)) or 'nothing'})"
+                )
             pred = out[k]
             target, level = self._target(batch, k)
             term_sum, err = self._term(k, t, pred, target, batch, level)
@@ -146,16 +152,20 @@ class LossFunction:
         assert isinstance(loss, Tensor)
         return loss, stats
 
-    def _term(self, key: str, t: LossTerm, pred: Tensor, target: Tensor, batch: Batch,
-              level: str) -> Tuple[Tensor, Optional[Tensor]]:
+    def _term(
+        self, key: str, t: LossTerm, pred: Tensor, target: Tensor, batch: Batch, level: str
+    ) -> Tuple[Tensor, Optional[Tensor]]:
         if t.type == "cross_entropy":
             if pred.dim() != 2 or pred.shape[0] != target.shape[0] or target.dim() != 1:
-                raise ValueError(f"loss key {key!r} (cross_entropy): expected logits (R, C) and class indices (R,), "
-                                 f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+                raise ValueError(
+                    f"loss key {key!r} (cross_entropy): expected logits (R, C) and class indices (R,), "
+                    f"got {tuple(pred.shape)} and {tuple(target.shape)}"
+                )
             return F.cross_entropy(pred, target.long(), reduction="sum"), None
         if pred.shape != target.shape:
-            raise ValueError(f"loss key {key!r}: model output has shape {tuple(pred.shape)}, "
-                             f"target has shape {tuple(target.shape)}")
+            raise ValueError(
+                f"loss key {key!r}: model output has shape {tuple(pred.shape)}, target has shape {tuple(target.shape)}"
+            )
         err = pred - target.to(pred.dtype)
         if t.per_atom:
             natoms = (batch.ptr[1:] - batch.ptr[:-1]).to(pred.dtype)
@@ -169,8 +179,17 @@ class LossFunction:
         return huber.sum(), err
 
     @torch.no_grad()
-    def _stats(self, stats: Tensor, key: str, t: LossTerm, pred: Tensor, target: Tensor, err: Optional[Tensor],
-               term_sum: Tensor, batch: Batch) -> None:
+    def _stats(
+        self,
+        stats: Tensor,
+        key: str,
+        t: LossTerm,
+        pred: Tensor,
+        target: Tensor,
+        err: Optional[Tensor],
+        term_sum: Tensor,
+        batch: Batch,
+    ) -> None:
         ix = self._index
         stats[ix[f"{key}/loss"]] = term_sum.detach().double()
         if t.type == "cross_entropy":

@@ -39,8 +39,15 @@ class EpochProgress:
         interval: seconds between plain lines; the bar is redrawn at most every ``min(interval, 0.1)`` seconds.
     """
 
-    def __init__(self, epoch: int, total: int, initial: int = 0, enabled: bool = True,
-                 stream: Optional[TextIO] = None, interval: float = 5.0):
+    def __init__(
+        self,
+        epoch: int,
+        total: int,
+        initial: int = 0,
+        enabled: bool = True,
+        stream: Optional[TextIO] = None,
+        interval: float = 5.0,
+    ):
         self.enabled = enabled
         self.total = total
         self.count = initial
@@ -51,8 +58,15 @@ class EpochProgress:
         self._postfix = ""
         self._bar: Optional[tqdm] = None
         if enabled and is_terminal(self.stream):
-            self._bar = tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}", leave=False,
-                             dynamic_ncols=True, file=self.stream, mininterval=min(interval, 0.1))
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=f"epoch {epoch + 1}",
+                leave=False,
+                dynamic_ncols=True,
+                file=self.stream,
+                mininterval=min(interval, 0.1),
+            )
 
     def update(self, postfix: Mapping[str, float]) -> None:
         """One more batch done; ``postfix`` (e.g. loss, lr) is shown next to the count."""
@@ -83,7 +97,7 @@ def _metric_keys(rows: Sequence[Mapping[str, Any]], prefixes: Sequence[str]) -> 
         for name in row:
             for p in prefixes:
                 if name.startswith(p + "mae_") or name.startswith(p + "acc_"):
-                    key = name[len(p):].split("_", 1)[1]
+                    key = name[len(p) :].split("_", 1)[1]
                     if key not in keys:
                         keys.append(key)
     return keys
@@ -104,20 +118,30 @@ def format_metrics_table(metrics: Mapping[str, float], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def format_summary(last_train: Optional[Mapping[str, float]], last_valid: Optional[Mapping[str, float]],
-                   best: Optional[Mapping[str, Any]], steps: int, epochs_done: float, seconds: float) -> str:
+def format_summary(
+    last_train: Optional[Mapping[str, float]],
+    last_valid: Optional[Mapping[str, float]],
+    best: Optional[Mapping[str, Any]],
+    steps: int,
+    epochs_done: float,
+    seconds: float,
+) -> str:
     """The end-of-training table: train / valid (last) and valid (best) MAE per key, and the best epoch."""
     rows = [r for r in (last_train, last_valid, best.get("metrics") if best else None) if r]
     keys = _metric_keys(rows, ["train_", "valid_"])
-    head = f"{'key':24s}{'train MAE':>13s}{'valid MAE':>13s}{'train RMSE':>13s}{'valid RMSE':>13s}{'best valid MAE':>16s}"
+    head = (
+        f"{'key':24s}{'train MAE':>13s}{'valid MAE':>13s}{'train RMSE':>13s}{'valid RMSE':>13s}{'best valid MAE':>16s}"
+    )
     lines = [f"training finished: {steps} steps, {epochs_done:.2f} epochs, {seconds:.1f} s", head]
     tr, va = last_train or {}, last_valid or {}
     bm = (best or {}).get("metrics") or {}
     for k in keys:
         metric = "acc" if (f"train_acc_{k}" in tr or f"valid_acc_{k}" in va) else "mae"
-        lines.append(f"{k:24s}{fmt(tr.get(f'train_{metric}_{k}')):>13s}{fmt(va.get(f'valid_{metric}_{k}')):>13s}"
-                     f"{fmt(tr.get(f'train_rmse_{k}')):>13s}{fmt(va.get(f'valid_rmse_{k}')):>13s}"
-                     f"{fmt(bm.get(f'valid_{metric}_{k}')):>16s}")
+        lines.append(
+            f"{k:24s}{fmt(tr.get(f'train_{metric}_{k}')):>13s}{fmt(va.get(f'valid_{metric}_{k}')):>13s}"
+            f"{fmt(tr.get(f'train_rmse_{k}')):>13s}{fmt(va.get(f'valid_rmse_{k}')):>13s}"
+            f"{fmt(bm.get(f'valid_{metric}_{k}')):>16s}"
+        )
     lines.append(f"{'loss':24s}{fmt(tr.get('train_loss')):>13s}{fmt(va.get('valid_loss')):>13s}")
     if best:
         lines.append(f"best epoch: {best['epoch'] + 1} (step {best['step']}, valid loss {fmt(best['valid_loss'])})")

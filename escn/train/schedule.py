@@ -65,9 +65,16 @@ class LRSchedule:
         self.base_lr = float(optimizer.param_groups[0]["lr"])
         self.scheduler: Union[LambdaLR, ReduceLROnPlateau]
         if config.name == "plateau":
-            self.scheduler = ReduceLROnPlateau(optimizer, mode="min", factor=config.factor, patience=config.patience,
-                                               threshold=config.threshold, threshold_mode="rel",
-                                               min_lr=self.base_lr * config.min_lr_ratio, eps=0.0)
+            self.scheduler = ReduceLROnPlateau(
+                optimizer,
+                mode="min",
+                factor=config.factor,
+                patience=config.patience,
+                threshold=config.threshold,
+                threshold_mode="rel",
+                min_lr=self.base_lr * config.min_lr_ratio,
+                eps=0.0,
+            )
         else:
             # a plain function (not stored in the scheduler's state_dict) reading the horizon restored on resume
             def factor(step: int) -> float:

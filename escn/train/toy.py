@@ -39,9 +39,19 @@ def lj_energy(pos: torch.Tensor, sigma: float = 1.0, epsilon: float = 1.0, cutof
     return torch.where(r < cutoff, lj(r) - shift, torch.zeros_like(r)).sum()
 
 
-def lj_clusters(n: int = 64, min_atoms: int = 3, max_atoms: int = 8, radius: float = 1.6, min_distance: float = 1.0,
-                num_types: Optional[int] = None, seed: int = 0, sigma: float = 1.0, epsilon: float = 1.0,
-                cutoff: float = 2.5, atomic_numbers: Optional[Sequence[int]] = None) -> List[AtomsGraph]:
+def lj_clusters(
+    n: int = 64,
+    min_atoms: int = 3,
+    max_atoms: int = 8,
+    radius: float = 1.6,
+    min_distance: float = 1.0,
+    num_types: Optional[int] = None,
+    seed: int = 0,
+    sigma: float = 1.0,
+    epsilon: float = 1.0,
+    cutoff: float = 2.5,
+    atomic_numbers: Optional[Sequence[int]] = None,
+) -> List[AtomsGraph]:
     """``n`` random open clusters with LJ energies and forces (float64, no edges: give ``cutoff`` in the config).
 
     Atoms are drawn uniformly in a ball of ``radius`` (scaled by the cube root of the atom count) and
@@ -53,8 +63,10 @@ def lj_clusters(n: int = 64, min_atoms: int = 3, max_atoms: int = 8, radius: flo
         ValueError: both ``num_types`` and ``atomic_numbers`` given, or a bad count / atomic number.
     """
     if num_types is not None and atomic_numbers is not None:
-        raise ValueError(f"give num_types (plain labels) or atomic_numbers (elements), not both: got num_types="
-                         f"{num_types!r}, atomic_numbers={atomic_numbers!r}")
+        raise ValueError(
+            f"give num_types (plain labels) or atomic_numbers (elements), not both: got num_types="
+            f"{num_types!r}, atomic_numbers={atomic_numbers!r}"
+        )
     if num_types is not None:
         labels = torch.arange(check_int("num_types", num_types, 1))
     else:
@@ -72,6 +84,12 @@ def lj_clusters(n: int = 64, min_atoms: int = 3, max_atoms: int = 8, radius: flo
         pos = torch.stack(pts).requires_grad_(True)
         energy = lj_energy(pos, sigma, epsilon, cutoff)
         (grad,) = torch.autograd.grad(energy, pos)
-        graphs.append(AtomsGraph(pos=pos.detach(), atom_types=labels[torch.randint(0, len(labels), (count,), generator=gen)],
-                                 energy=energy.detach(), forces=-grad))
+        graphs.append(
+            AtomsGraph(
+                pos=pos.detach(),
+                atom_types=labels[torch.randint(0, len(labels), (count,), generator=gen)],
+                energy=energy.detach(),
+                forces=-grad,
+            )
+        )
     return graphs
