@@ -193,6 +193,5 @@ def test_escn_deploy_package_runs_in_the_ase_calculator_float64(tmp_path):
     _deploy_and_compare(tmp_path, torch.float64, 1e-10, cli=True)
 
 
-@pytest.mark.slow
 def test_deployed_package_float32(tmp_path):
     _deploy_and_compare(tmp_path, torch.float32, 1e-5, cli=False)
