@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from escn._util import is_terminal
+from escn.bench.allocator import huge_pages_in_use
 from escn.bench.scaling import METHODS, Row, SweepConfig, SweepResult
 
 if TYPE_CHECKING:
@@ -203,8 +204,8 @@ def header_lines(result: SweepResult) -> list[str]:
         f"edge-frame map of its TFN weights) (%GEMM, %copy: of the yardsticks above; GB/s for per-edge weights, "
         f"which are memory-bound; above 100% the stage fits in cache)",
         "allocator, the same for every method: transparent huge pages for large CPU tensors "
-        + ("on" if os.environ.get("THP_MEM_ALLOC_ENABLE", "0") not in ("", "0") else "off")
-        + " (THP_MEM_ALLOC_ENABLE); freed memory "
+        + ("on" if huge_pages_in_use() else "off")
+        + " (as measured on a probe tensor); freed memory "
         + (
             "kept for reuse (--allocator reuse)"
             if result.allocator == "reuse"
