@@ -582,7 +582,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from escn.bench.allocator import enable_transparent_huge_pages
-
-    enable_transparent_huge_pages()  # before the first tensor (docs/performance.md)
+    try:
+        from escn.bench.allocator import enable_transparent_huge_pages
+    except ImportError:  # a baseline worker: versions before the opt-in turned huge pages on at import
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    else:
+        enable_transparent_huge_pages()  # before the first tensor (docs/performance.md)
     raise SystemExit(main())
