@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from ase.build import bulk
 
     from escn.ase import Calculator
-    from escn.models.export import deploy, example_batch
+    from escn.models.export import INDUCTOR_WORKAROUNDS, deploy, example_batch
 
     p = argparse.ArgumentParser(prog="python -m escn.bench.md_step", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="3,6", help="fcc cubic supercell repeats (3: 108 atoms, 6: 864)")
@@ -57,10 +57,10 @@ def main(argv=None) -> int:
     )
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        path = deploy(model, example_batch(model), os.path.join(tmp, "model.pt2"), compute_stress=False)
+        path = deploy(model, example_batch(model), os.path.join(tmp, "model.pt2"))  # as escn deploy does
         print(f"AOTInductor package built in {time.perf_counter() - t:.0f} s")
         aoti = Calculator(path)
-        compiled = torch.compile(model, fullgraph=True, dynamic=True)
+        compiled = torch.compile(model, fullgraph=True, dynamic=True, options=INDUCTOR_WORKAROUNDS)
         print(f"{'atoms':>6} {'eager ms':>9} {'compile ms':>11} {'AOTI ms':>8}  (per step: energy + forces)")
         for n in (int(s) for s in args.sizes.split(",")):
             atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))

@@ -146,6 +146,11 @@ def example_batch(model: nn.Module, dtype: torch.dtype | None = None) -> Batch:
     )
 
 
+#: Inductor settings for packages and compiled models of this model family. With 16 or more channels, Inductor 2.13's
+#: vectorised C++ code generation fails on the per-graph energy sum (an ``index_add_`` into a (num_graphs,) buffer,
+#: "AssertionError: isinstance(index, CppCSEVariable) and index.is_vec"); scalar code generation compiles it.
+INDUCTOR_WORKAROUNDS: dict[str, Any] = {"cpp.simdlen": 1}
+
 #: key of the package metadata that holds escn's own (JSON: cutoff, atomic_numbers, dtype, stress, num_graphs)
 METADATA_KEY = "escn"
 
@@ -169,7 +174,9 @@ def deploy(model: nn.Module, example: Batch, path: str | os.PathLike, compute_st
         "num_graphs": int(example.num_graphs),
     }
     return torch._inductor.aoti_compile_and_package(
-        ep, package_path=os.fspath(path), inductor_configs={"aot_inductor.metadata": {METADATA_KEY: json.dumps(info)}}
+        ep,
+        package_path=os.fspath(path),
+        inductor_configs={"aot_inductor.metadata": {METADATA_KEY: json.dumps(info)}, **INDUCTOR_WORKAROUNDS},
     )
 
 
