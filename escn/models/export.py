@@ -146,9 +146,10 @@ def example_batch(model: nn.Module, dtype: torch.dtype | None = None) -> Batch:
     )
 
 
-#: Inductor settings for packages and compiled models of this model family. With 16 or more channels, Inductor 2.13's
-#: vectorised C++ code generation fails on the per-graph energy sum (an ``index_add_`` into a (num_graphs,) buffer,
-#: "AssertionError: isinstance(index, CppCSEVariable) and index.is_vec"); scalar code generation compiles it.
+#: Inductor settings for packages and compiled models of this model family. For the MD benchmark's model (lmax 2,
+#: mmax 2, 16 channels, 2 layers, float64), Inductor 2.13's vectorised C++ code generation fails on the per-graph
+#: energy sum (an ``index_add_`` into a (num_graphs,) buffer, "AssertionError: isinstance(index, CppCSEVariable)
+#: and index.is_vec"); scalar code generation compiles it. The tests' smaller models compile either way.
 INDUCTOR_WORKAROUNDS: dict[str, Any] = {"cpp.simdlen": 1}
 
 #: key of the package metadata that holds escn's own (JSON: cutoff, atomic_numbers, dtype, stress, num_graphs)
