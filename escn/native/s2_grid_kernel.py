@@ -28,13 +28,12 @@ ValueError).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from escn.native._runtime import (
     I64,
-    OPS_NAMESPACE,
     PTR,
     add,
     check_float_operands,
@@ -45,7 +44,7 @@ from escn.native._runtime import (
     suffix,
 )
 from escn.native.silu_kernel import silu_third_derivative
-from escn.native.transforms import TransformableOp, transformable
+from escn.native.transforms import escn_op
 
 Tensor = torch.Tensor
 
@@ -163,19 +162,6 @@ def _run(
 
 
 # ------------------------------------------------------------------ the operators
-def _op(name: str, args: str, returns: str = "Tensor") -> Callable[[Callable[..., Any]], TransformableOp]:
-    """Register ``fn`` as the custom operator ``escn::name`` and wrap it for ``torch.func``
-    (:mod:`escn.native.transforms`; vmap falls back to PyTorch's per-sample loop)."""
-
-    def register(fn: Callable[..., Any]) -> TransformableOp:
-        return transformable(
-            torch.library.custom_op(
-                f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(), device_types="cpu", schema=f"({args}) -> {returns}"
-            )
-        )
-
-    return register
-
 
 _TABLES = "Tensor lat, Tensor az, int[] plan, int[] spec"
 
@@ -186,7 +172,7 @@ def _present(u0: Tensor | None, u1: Tensor | None) -> list[Tensor]:
 
 # The multipliers are two optional tensors rather than a Tensor[] list: each is then an input of its own to
 # autograd and to torch.func's autograd.Function (escn.native.transforms), which gives no gradient to a list.
-@_op("s2_silu_grid", f"Tensor x, Tensor? u0, Tensor? u1, {_TABLES}")
+@escn_op("s2_silu_grid", f"Tensor x, Tensor? u0, Tensor? u1, {_TABLES}")
 def _grid_op(
     x: Tensor, u0: Tensor | None, u1: Tensor | None, lat: Tensor, az: Tensor, plan: list[int], spec: list[int]
 ) -> Tensor:
@@ -215,7 +201,7 @@ def _(x, u0, u1, lat, az, plan, spec):
     return x.new_empty(E, K_out * C)
 
 
-@_op("s2_silu_grid_backward", f"Tensor x, Tensor u, Tensor w, {_TABLES}", "(Tensor, Tensor)")
+@escn_op("s2_silu_grid_backward", f"Tensor x, Tensor u, Tensor w, {_TABLES}", "(Tensor, Tensor)")
 def _grid_backward_op(
     x: Tensor, u: Tensor, w: Tensor, lat: Tensor, az: Tensor, plan: list[int], spec: list[int]
 ) -> tuple[Tensor, Tensor]:

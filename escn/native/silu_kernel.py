@@ -27,7 +27,6 @@ import torch
 
 from escn.native._runtime import (
     I64,
-    OPS_NAMESPACE,
     PTR,
     add,
     check_float_operands,
@@ -37,7 +36,7 @@ from escn.native._runtime import (
     saved_args,
     suffix,
 )
-from escn.native.transforms import TransformableOp, register_rowwise_vmap, transformable
+from escn.native.transforms import escn_op, register_rowwise_vmap
 
 Tensor = torch.Tensor
 
@@ -69,18 +68,7 @@ def _run(kernel: str, inputs: tuple[Tensor, ...], num_outputs: int) -> list[Tens
     return outs
 
 
-def _op(name: str, args: str, returns: str = "Tensor"):
-    def register(fn) -> TransformableOp:
-        return transformable(
-            torch.library.custom_op(
-                f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(), device_types="cpu", schema=f"({args}) -> {returns}"
-            )
-        )
-
-    return register
-
-
-@_op("silu", "Tensor x")
+@escn_op("silu", "Tensor x")
 def _silu_op(x: Tensor) -> Tensor:
     _check("silu", x)
     return _run("silu", (x,), 1)[0]
@@ -92,7 +80,7 @@ def _(x):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@_op("silu_grad", "Tensor grad, Tensor x")
+@escn_op("silu_grad", "Tensor grad, Tensor x")
 def _silu_grad_op(grad: Tensor, x: Tensor) -> Tensor:
     _check("silu_grad", grad, x)
     return _run("silu_grad", (grad, x), 1)[0]
@@ -104,7 +92,7 @@ def _(grad, x):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@_op("silu_grad2", "Tensor grad_grad, Tensor grad, Tensor x")
+@escn_op("silu_grad2", "Tensor grad_grad, Tensor grad, Tensor x")
 def _silu_grad2_op(grad_grad: Tensor, grad: Tensor, x: Tensor) -> Tensor:
     _check("silu_grad2", grad_grad, grad, x)
     return _run("silu_grad2", (grad_grad, grad, x), 1)[0]
@@ -116,7 +104,7 @@ def _(grad_grad, grad, x):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
-@_op("silu_grad_backward", "Tensor grad_grad, Tensor grad, Tensor x", "(Tensor, Tensor)")
+@escn_op("silu_grad_backward", "Tensor grad_grad, Tensor grad, Tensor x", "(Tensor, Tensor)")
 def _silu_grad_backward_op(grad_grad: Tensor, grad: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     _check("silu_grad_backward", grad_grad, grad, x)
     a, b = _run("silu_grad_backward", (grad_grad, grad, x), 2)

@@ -23,13 +23,15 @@ either adjoint, or both in one pass).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from escn.native._runtime import I64 as _I64
+from escn.native._runtime import PTR as _PTR
 from escn.native._runtime import (
-    OPS_NAMESPACE,
     check_float_operands,
     check_rows,
     check_table,
@@ -39,9 +41,8 @@ from escn.native._runtime import (
     run_over_edges,
     suffix,
 )
-from escn.native._runtime import PTR as _PTR
 from escn.native.bilinear import register_bilinear_autograd
-from escn.native.transforms import TransformableOp, register_rowwise_vmap, transformable
+from escn.native.transforms import TransformableOp, escn_op, register_rowwise_vmap
 
 Tensor = torch.Tensor
 
@@ -262,19 +263,9 @@ def _plan(path: Tensor, term: Tensor, coef: Tensor, perm_in: Tensor, perm_out: T
     return (path, term, coef, perm_in, perm_out, *sizes)
 
 
-def _op(name: str, args: str, returns: str = "Tensor"):
-    def register(fn) -> TransformableOp:
-        return transformable(
-            torch.library.custom_op(
-                f"{OPS_NAMESPACE}::{name}",
-                fn,
-                mutates_args=(),
-                device_types="cpu",
-                schema=f"({args}, {_PLAN_SCHEMA}) -> {returns}",
-            )
-        )
-
-    return register
+def _op(name: str, args: str, returns: str = "Tensor") -> Callable[[Callable[..., Any]], TransformableOp]:
+    """:func:`escn.native.transforms.escn_op` with the plan's arguments appended to ``args``."""
+    return escn_op(name, f"{args}, {_PLAN_SCHEMA}", returns)
 
 
 @_op("tfn_frame_map", "Tensor x, Tensor weight")

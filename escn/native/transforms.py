@@ -152,3 +152,17 @@ def _loop(op: Any, B: int, in_dims: tuple, args: tuple) -> tuple[Any, Any]:
     if isinstance(outs[0], Tensor):
         return torch.stack(outs), 0
     return tuple(torch.stack(parts) for parts in zip(*outs)), tuple(0 for _ in outs[0])
+
+
+def escn_op(name: str, args: str, returns: str = "Tensor") -> Callable[[Callable[..., Any]], TransformableOp]:
+    """Decorator: register ``fn`` as the CPU custom operator ``escn::name`` with schema ``(args) -> returns`` (no
+    mutated arguments) and wrap it in a :class:`TransformableOp`, the form every compiled kernel takes."""
+    from escn.native._runtime import OPS_NAMESPACE
+
+    def register(fn: Callable[..., Any]) -> TransformableOp:
+        op = torch.library.custom_op(
+            f"{OPS_NAMESPACE}::{name}", fn, mutates_args=(), device_types="cpu", schema=f"({args}) -> {returns}"
+        )
+        return transformable(op)
+
+    return register
