@@ -123,9 +123,8 @@ def test_bench_reports_both_systems():
     assert rows[1].density_g_cm3 is not None and rows[0].density_g_cm3 is None
 
 
-def test_aspirin_md_example_on_a_tiny_model(tmp_path):
-    from escn.train import train
-
+def _noisy_frames(tmp_path: Path) -> tuple[Path, Path]:
+    """Eight perturbed methanol frames with random energies and forces, and the unperturbed geometry."""
     m = _methanol()
     rng = np.random.default_rng(0)
     frames = []
@@ -138,6 +137,13 @@ def test_aspirin_md_example_on_a_tiny_model(tmp_path):
     ase.io.write(str(data), frames, format="extxyz")
     relaxed = tmp_path / "relaxed.extxyz"
     ase.io.write(str(relaxed), m, format="extxyz")
+    return data, relaxed
+
+
+def test_aspirin_md_example_on_a_tiny_model(tmp_path):
+    from escn.train import train
+
+    data, relaxed = _noisy_frames(tmp_path)
     cfg = {
         "dtype": "float64",
         "batch_size": 4,
@@ -190,3 +196,41 @@ def test_aspirin_md_example_on_a_tiny_model(tmp_path):
     assert report["bonds"] == 5 and report["nvt"]["steps"] == 10 and report["nve"]["steps"] == 4
     assert code == (0 if report["nvt"]["ok"] and report["nve"]["intact"] else 1)
     assert [r["atoms"] for r in report["bench"]] == [6, 48]
+
+
+def test_aspirin_lmax_study_on_a_tiny_model(tmp_path):
+    """The lmax study runs its trainings two at a time, evaluates each on the test split and times its MD step."""
+    data, relaxed = _noisy_frames(tmp_path)
+    config = tmp_path / "tiny.json"
+    config.write_text(
+        json.dumps(
+            {
+                "dtype": "float32",
+                "batch_size": 4,
+                "max_steps": 2,
+                "output_dir": str(tmp_path / "unused"),
+                "model": {"name": "escn", "lmax": 1, "channels": 4, "num_layers": 1, "cutoff": 3.0},
+                "data": {"train": str(data), "valid": str(data), "test": str(data)},
+                "loss": {"energy": 1.0, "forces": 1.0},
+            }
+        )
+    )
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import aspirin_lmax
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "study"
+    code = aspirin_lmax.main(
+        ["--config", str(config), "--lmax", "1,2", "--minutes", "1", "--jobs", "2", "--md-steps", "2"]
+        + ["--molecule", str(relaxed), "--out", str(out)]
+    )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    assert [(r["lmax"], r["mmax"]) for r in rows] == [(1, 1), (2, 2)]
+    for r in rows:
+        assert r["steps"] == 2 and r["test_frames"] == 8
+        assert 0 < r["force_mae_meV_A"] < 1e4 and r["md_ms_per_step"] > 0
+        ckpt = torch.load(out / f"lmax{r['lmax']}" / "best.pt", map_location="cpu", weights_only=True)
+        assert ckpt["model_config"]["lmax"] == r["lmax"]
