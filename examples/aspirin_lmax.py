@@ -63,7 +63,7 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[int, float]:
     """Run the trainings, ``args.jobs`` at a time; returns the wall time of each (s)."""
     pending = list(args.lmax)
     running: list[tuple[int, subprocess.Popen, float, IO[str], int]] = []  # lmax, process, start, log, slot
-    cores = list(range(os.cpu_count() or 1))
+    num_cpus = os.cpu_count() or 1
     walls: dict[int, float] = {}
     free = list(range(args.jobs))
     while pending or running:
@@ -72,8 +72,7 @@ def train_all(args: argparse.Namespace, out: Path) -> dict[int, float]:
             slot = free.pop(0)
             cmd = _train_command(args, lmax, out / f"lmax{lmax}")
             if args.jobs > 1 and shutil.which("taskset"):
-                first = slot * args.threads % len(cores)
-                cpus = ",".join(str(cores[(first + k) % len(cores)]) for k in range(args.threads))
+                cpus = ",".join(str((slot * args.threads + k) % num_cpus) for k in range(args.threads))
                 cmd = ["taskset", "-c", cpus, *cmd]
             log = open(out / f"lmax{lmax}.log", "w")
             print(f"lmax {lmax}: {' '.join(cmd)}", flush=True)

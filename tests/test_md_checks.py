@@ -140,14 +140,10 @@ def _noisy_frames(tmp_path: Path) -> tuple[Path, Path]:
     return data, relaxed
 
 
-def test_aspirin_md_example_on_a_tiny_model(tmp_path):
-    from escn.train import train
-
-    data, relaxed = _noisy_frames(tmp_path)
-    cfg = {
-        "dtype": "float64",
+def _tiny_config(tmp_path: Path, data: dict, **top) -> dict:
+    """A training config of a 4-channel, one-block ESCN on ``data`` (the ``[data]`` table), with ``top`` keys."""
+    return {
         "batch_size": 4,
-        "max_steps": 1,
         "progress": False,
         "output_dir": str(tmp_path / "run"),
         "model": {
@@ -159,10 +155,17 @@ def test_aspirin_md_example_on_a_tiny_model(tmp_path):
             "cutoff": 3.0,
             "avg_num_neighbors": 4.0,
         },
-        "data": {"train": str(data)},
+        "data": data,
         "loss": {"energy": 1.0, "forces": 1.0},
+        **top,
     }
-    train(cfg)
+
+
+def test_aspirin_md_example_on_a_tiny_model(tmp_path):
+    from escn.train import train
+
+    data, relaxed = _noisy_frames(tmp_path)
+    train(_tiny_config(tmp_path, {"train": str(data)}, dtype="float64", max_steps=1))
     sys.path.insert(0, str(REPO / "examples"))
     try:
         import aspirin_md
@@ -202,19 +205,8 @@ def test_aspirin_lmax_study_on_a_tiny_model(tmp_path):
     """The lmax study runs its trainings two at a time, evaluates each on the test split and times its MD step."""
     data, relaxed = _noisy_frames(tmp_path)
     config = tmp_path / "tiny.json"
-    config.write_text(
-        json.dumps(
-            {
-                "dtype": "float32",
-                "batch_size": 4,
-                "max_steps": 2,
-                "output_dir": str(tmp_path / "unused"),
-                "model": {"name": "escn", "lmax": 1, "channels": 4, "num_layers": 1, "cutoff": 3.0},
-                "data": {"train": str(data), "valid": str(data), "test": str(data)},
-                "loss": {"energy": 1.0, "forces": 1.0},
-            }
-        )
-    )
+    splits = {"train": str(data), "valid": str(data), "test": str(data)}
+    config.write_text(json.dumps(_tiny_config(tmp_path, splits, dtype="float32", max_steps=2)))
     sys.path.insert(0, str(REPO / "examples"))
     try:
         import aspirin_lmax
