@@ -615,3 +615,20 @@ def test_task_arguments_moved_out_of_the_core_model():
         type_permutations=[[1, 0]],
     )
     assert task.config["type_permutations"] == [[1, 0]]
+
+
+@pytest.mark.parametrize("activation,pseudo", [("gate", False), ("s2", False), ("gate", True)])
+def test_first_block_scalar_shortcut_equals_the_general_path(activation, pseudo):
+    """The first block sees only l = 0 inputs and takes a shortcut (natural parity: only conv1's first stage,
+    no rotation into the frame); the general path on the same zero-padded input gives the same numbers."""
+    model = _model(activation=activation, pseudo=pseudo)
+    first = model.backbone.blocks[0]
+    assert first.scalar_input
+    assert first._scalar_stage_input == (not pseudo)
+    pos, types = _molecule()
+    energy, forces = _energy_forces(model)(pos, types)
+    first.scalar_input = False
+    energy_general, forces_general = _energy_forces(model)(pos, types)
+    assert (energy - energy_general).abs().max().item() <= 1e-12 * energy.abs().max().item()
+    assert (forces - forces_general).abs().max().item() <= 1e-12 * forces.abs().max().item()
+    assert forces.abs().max().item() > 1e-3

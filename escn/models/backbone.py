@@ -171,10 +171,11 @@ class EdgeFrameBlock(ConstantModule):
         ]
         self.register_buffer("_scalar_edge_index", torch.tensor(scalar_edge_index, dtype=torch.long), persistent=False)
         # natural parity: the l = 0 channels of both endpoints are the first 2 C0 columns of conv1's first stage
-        # (src channels, then dst channels), and every other stage has only l >= 1 columns
+        # (src channels, then dst channels), and every other stage has only l >= 1 columns or none (the m = 0
+        # rows of the odd class are an empty stage)
         self._scalar_stage_input = (
             self.conv1.stages[0].m == 0
-            and all(st.m > 0 for st in self.conv1.stages[1:])
+            and all(st.m > 0 or st.n_in == 0 for st in self.conv1.stages[1:])
             and self.conv1.stage_columns()[0][: 2 * C0] == [(0, u) for u in range(2 * C0)]
             and all(ir.l == 0 for _, ir in irreps[:1])
             and groups.get(0) == irreps[0].mul
