@@ -37,7 +37,8 @@ def warmup_ema_multi_avg_fn(
             torch._foreach_add_(same, [current[i] for i in kept], alpha=1.0 - d)
         if masters is None or len(kept) == len(averaged):
             return
-        wide = [i for i in range(len(averaged)) if i not in set(kept)]
+        kept_set = set(kept)
+        wide = [i for i in range(len(averaged)) if i not in kept_set]
         m = [masters[averaged[i].data_ptr()] for i in wide]
         torch._foreach_mul_(m, d)
         torch._foreach_add_(m, [current[i].to(torch.float64) for i in wide], alpha=1.0 - d)
