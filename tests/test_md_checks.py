@@ -3,9 +3,11 @@ example on a tiny model."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -23,6 +25,15 @@ from escn.md import bonded_pairs, molecule_integrity, run_langevin  # noqa: E402
 from escn.models import ESCN  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _example(name: str) -> ModuleType:
+    """The example script ``examples/<name>.py`` imported as a module."""
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
 
 
 def _methanol() -> Atoms:
@@ -166,11 +177,7 @@ def test_aspirin_md_example_on_a_tiny_model(tmp_path):
 
     data, relaxed = _noisy_frames(tmp_path)
     train(_tiny_config(tmp_path, {"train": str(data)}, dtype="float64", max_steps=1))
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import aspirin_md
-    finally:
-        sys.path.pop(0)
+    aspirin_md = _example("aspirin_md")
     out = tmp_path / "md.json"
     code = aspirin_md.main(
         [
@@ -207,11 +214,7 @@ def test_aspirin_lmax_study_on_a_tiny_model(tmp_path):
     config = tmp_path / "tiny.json"
     splits = {"train": str(data), "valid": str(data), "test": str(data)}
     config.write_text(json.dumps(_tiny_config(tmp_path, splits, dtype="float32", max_steps=2)))
-    sys.path.insert(0, str(REPO / "examples"))
-    try:
-        import aspirin_lmax
-    finally:
-        sys.path.pop(0)
+    aspirin_lmax = _example("aspirin_lmax")
     out = tmp_path / "study"
     code = aspirin_lmax.main(
         ["--config", str(config), "--lmax", "1,2", "--minutes", "1", "--jobs", "2", "--md-steps", "2"]
