@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -76,12 +76,9 @@ class EMA:
         # AveragedModel copies the weights on its first update; the EMA starts from the weights as they are now,
         # so that first update is this one (num_averaged 0 -> 1) and EMA update n sees num_averaged = n + 1
         self.averaged.update_parameters(model)
-        self._names: Dict[str, Tensor] = {}
-        for name, p in self.averaged.module.named_parameters():
+        for p in self.averaged.module.parameters():
             if p.is_floating_point() and p.dtype != torch.float64 and p.numel() > 0:
-                master = p.detach().to(torch.float64, copy=True)
-                self._masters[p.data_ptr()] = master
-                self._names[name] = master
+                self._masters[p.data_ptr()] = p.detach().to(torch.float64, copy=True)
 
     @property
     def module(self) -> nn.Module:
@@ -101,7 +98,14 @@ class EMA:
         """The averaged model's ``state_dict()`` (the model's keys), with the float64 masters in place of the
         parameters averaged in float64 (loading it into the model rounds them to the module's values)."""
         state = self.averaged.module.state_dict()
-        return {k: self._names[k].clone() if k in self._names else v for k, v in state.items()}
+        state.update({k: self._masters[p.data_ptr()].clone() for k, p in self._master_parameters()})
+        return state
+
+    def _master_parameters(self) -> List[Tuple[str, Tensor]]:
+        """The averaged module's (name, parameter) pairs that have a float64 master."""
+        return [
+            (k, p) for k, p in self.averaged.module.named_parameters() if p.numel() and p.data_ptr() in self._masters
+        ]
 
     def load_state_dict(self, state: Dict[str, Tensor], updates: int = 0) -> None:
         """Restore the averaged weights (and their float64 masters) and the number of updates taken."""
@@ -110,6 +114,6 @@ class EMA:
             raise ValueError(f"EMA state does not match the model: keys {sorted(missing)}")
         self.averaged.module.load_state_dict(state)
         with torch.no_grad():
-            for k, master in self._names.items():
-                master.copy_(state[k])
+            for k, p in self._master_parameters():
+                self._masters[p.data_ptr()].copy_(state[k])
         self.averaged.n_averaged.fill_(int(updates) + 1)
